@@ -1,0 +1,54 @@
+//! The admin listener: `/healthz` (the process runs), `/readyz` (config loaded, store answers,
+//! not shutting down) and `/metrics` (Prometheus text). Never on the public listener.
+
+use crate::auth::Auth;
+use crate::body::{full, Body};
+use crate::metrics::Metrics;
+use crate::server::{ConnInfo, Handler};
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub struct Admin {
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+fn text(status: StatusCode, body: impl Into<bytes::Bytes>, content_type: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+impl Handler for Admin {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n", "text/plain");
+        }
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
+            "/readyz" => {
+                if self.shutting_down.load(Ordering::Acquire) {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n", "text/plain");
+                }
+                match self.auth.store.ping().await {
+                    Ok(()) => text(StatusCode::OK, "ready\n", "text/plain"),
+                    Err(e) => {
+                        self.metrics.store_errors.inc();
+                        text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"), "text/plain")
+                    }
+                }
+            }
+            "/metrics" => text(
+                StatusCode::OK,
+                self.metrics.render(),
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            ),
+            _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
+        }
+    }
+}

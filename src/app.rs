@@ -1,0 +1,142 @@
+//! Start-up and drain: builds the shared state from a validated `Config`, binds the public
+//! and admin listeners, and owns the lifecycle (SIGTERM -> not ready -> stop accepting ->
+//! drain within `shutdown_grace` -> exit 0; a second signal exits at once; SIGHUP reloads TLS).
+
+use crate::admin::Admin;
+use crate::auth::Auth;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::server::tls::{self, ReloadableCert};
+use crate::server::{serve, ServeOptions};
+use crate::store::Store;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A running gateway.
+pub struct App {
+    pub public_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    shutting_down: Arc<AtomicBool>,
+    certs: Option<Arc<ReloadableCert>>,
+    public_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })
+}
+
+impl App {
+    pub async fn start(config: Config) -> Result<App, AppError> {
+        let config = Arc::new(config);
+        let store = Store::new(&config.revocation).map_err(AppError::Setup)?;
+        if let Store::Memory(m) = &store {
+            let m = Arc::downgrade(m);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+                while let Some(m) = { tick.tick().await; m.upgrade() } {
+                    m.sweep();
+                }
+            });
+        }
+        let auth = Arc::new(Auth::new(&config, store).map_err(AppError::Setup)?);
+        let metrics = Arc::new(Metrics::new());
+        let certs = match &config.server.tls {
+            Some(t) => Some(ReloadableCert::load(&t.cert, &t.key).map_err(|e| AppError::Setup(e.to_string()))?),
+            None => None,
+        };
+        let acceptor = match &certs {
+            Some(c) => Some(tokio_rustls::TlsAcceptor::from(
+                tls::server_config(c.clone()).map_err(|e| AppError::Setup(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let public = bind(config.server.listen).await?;
+        let admin = bind(config.admin.listen).await?;
+        let public_addr = public.local_addr().map_err(|e| AppError::Setup(e.to_string()))?;
+        let admin_addr = admin.local_addr().map_err(|e| AppError::Setup(e.to_string()))?;
+        let (shutdown, rx) = watch::channel(false);
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let s = &config.server;
+        let opts = ServeOptions {
+            max_connections: s.max_connections,
+            // Heads between max_header_bytes and this get the contract's JSON 431 from the
+            // gateway; larger ones are cut off by hyper itself.
+            max_buf_size: s.max_header_bytes.saturating_mul(2).max(16 * 1024),
+            max_header_list_size: u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX),
+            header_read_timeout: s.header_read_timeout,
+            shutdown_grace: s.shutdown_grace,
+        };
+        let admin_opts = ServeOptions { max_connections: 256, ..opts.clone() };
+        let gateway = Arc::new(Gateway::new(config.clone(), auth.clone(), metrics.clone()));
+        let admin_handler = Arc::new(Admin { auth, metrics, shutting_down: shutting_down.clone() });
+        let public_task = tokio::spawn(serve(public, acceptor, opts, gateway, rx.clone()));
+        let admin_task = tokio::spawn(serve(admin, None, admin_opts, admin_handler, rx));
+        tracing::info!(addr = %public_addr, tls = certs.is_some(), "public listener ready");
+        tracing::info!(addr = %admin_addr, "admin listener ready");
+        Ok(App { public_addr, admin_addr, shutdown, shutting_down, certs, public_task, admin_task })
+    }
+
+    /// Readiness goes false first, so that load balancers stop sending before we stop accepting.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        let _ = self.shutdown.send(true);
+    }
+
+    pub fn reload_tls(&self) {
+        if let Some(certs) = &self.certs {
+            match certs.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the current certificate"),
+            }
+        }
+    }
+
+    /// Waits until both listeners have drained (or their grace ran out).
+    pub async fn finished(self) {
+        let _ = self.public_task.await;
+        let _ = self.admin_task.await;
+    }
+
+    /// Runs until SIGTERM or SIGINT, then drains. A second signal exits at once.
+    pub async fn run_until_signal(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => self.reload_tls(),
+            }
+        }
+        tracing::info!("shutdown signal received; draining");
+        self.begin_shutdown();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        });
+        self.finished().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+//! Signing and verification keys: loaded once from PEM or a secret, with their RFC 7638
+//! thumbprint as `kid` and the public JWKS document.
+
+use crate::config::{Algorithm, KeySource, TokensConfig};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::jwk::{AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use std::path::Path;
+
+/// The gateway's one signing key and what verifies it.
+pub struct KeySet {
+    pub algorithm: jsonwebtoken::Algorithm,
+    pub encoding: EncodingKey,
+    pub decoding: DecodingKey,
+    pub kid: String,
+    /// `{"keys":[...]}` for `/.well-known/jwks.json`; None for HS256 (a secret is not published).
+    pub jwks: Option<String>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn jwt_algorithm(alg: Algorithm) -> jsonwebtoken::Algorithm {
+    match alg {
+        Algorithm::HS256 => jsonwebtoken::Algorithm::HS256,
+        Algorithm::RS256 => jsonwebtoken::Algorithm::RS256,
+        Algorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+        Algorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+    }
+}
+
+impl KeySet {
+    pub fn load(cfg: &TokensConfig) -> Result<KeySet, String> {
+        let algorithm = jwt_algorithm(cfg.algorithm);
+        match &cfg.key {
+            KeySource::Secret(secret) => {
+                let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret);
+                Ok(KeySet {
+                    algorithm,
+                    encoding: EncodingKey::from_secret(secret),
+                    decoding: DecodingKey::from_secret(secret),
+                    // A hash of the secret names it without revealing it.
+                    kid: URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]),
+                    jwks: None,
+                })
+            }
+            KeySource::Pem { path, generate_if_missing } => {
+                if !path.exists() && *generate_if_missing {
+                    write_new_key(path, cfg.algorithm)?;
+                    tracing::warn!(path = %path.display(), "generated a new signing key (tokens.generate_missing_key = true); use a managed key in production");
+                }
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("cannot read signing key {}: {e}", path.display()))?;
+                Self::from_pem(cfg.algorithm, &pem).map_err(|e| format!("signing key {}: {e}", path.display()))
+            }
+        }
+    }
+
+    pub fn from_pem(alg: Algorithm, pem: &[u8]) -> Result<KeySet, String> {
+        let algorithm = jwt_algorithm(alg);
+        let hint = |e: jsonwebtoken::errors::Error| {
+            format!("not a PKCS#8 {alg:?} private key ({e}); create one with `authgate keygen --alg {alg:?}`")
+        };
+        let encoding = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(pem),
+            Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
+            Algorithm::HS256 => return Err("HS256 takes a secret, not a PEM key".to_owned()),
+        }
+        .map_err(hint)?;
+        let mut jwk = match alg {
+            Algorithm::EdDSA => ed25519_jwk(&encoding)?,
+            _ => Jwk::from_encoding_key(&encoding, algorithm).map_err(hint)?,
+        };
+        let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(hint)?;
+        jwk.common = CommonParameters {
+            public_key_use: Some(PublicKeyUse::Signature),
+            key_algorithm: Some(key_algorithm(alg)),
+            key_id: Some(kid.clone()),
+            ..Default::default()
+        };
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(hint)?;
+        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).map_err(|e| e.to_string())?;
+        Ok(KeySet {
+            algorithm,
+            encoding,
+            decoding,
+            kid,
+            jwks: Some(jwks),
+        })
+    }
+}
+
+fn key_algorithm(alg: Algorithm) -> KeyAlgorithm {
+    match alg {
+        Algorithm::HS256 => KeyAlgorithm::HS256,
+        Algorithm::RS256 => KeyAlgorithm::RS256,
+        Algorithm::ES256 => KeyAlgorithm::ES256,
+        Algorithm::EdDSA => KeyAlgorithm::EdDSA,
+    }
+}
+
+/// Ed25519 public JWK from a PKCS#8 v1 or v2 private key (jsonwebtoken only reads v1).
+fn ed25519_jwk(encoding: &EncodingKey) -> Result<Jwk, String> {
+    use aws_lc_rs::signature::KeyPair;
+    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(encoding.as_bytes())
+        .map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
+    Ok(Jwk {
+        common: CommonParameters::default(),
+        algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
+            key_type: OctetKeyPairType::OctetKeyPair,
+            curve: EllipticCurve::Ed25519,
+            x: URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+        }),
+    })
+}
+
+/// A new private key as PEM (or, for HS256, a random base64 secret of 48 bytes).
+pub fn generate(alg: Algorithm) -> Result<String, String> {
+    let pair = match alg {
+        Algorithm::HS256 => {
+            let mut secret = [0u8; 48];
+            aws_lc_rs::rand::fill(&mut secret).map_err(|_| "no system randomness".to_owned())?;
+            return Ok(format!("{}\n", base64::engine::general_purpose::STANDARD.encode(secret)));
+        }
+        Algorithm::EdDSA => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519),
+        Algorithm::ES256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+        Algorithm::RS256 => rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048),
+    }
+    .map_err(|e| format!("key generation failed: {e}"))?;
+    Ok(pair.serialize_pem())
+}
+
+/// Writes a new key readable by the owner only.
+pub fn write_new_key(path: &Path, alg: Algorithm) -> Result<(), String> {
+    let pem = generate(alg)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    use std::io::Write;
+    let mut f = opts.open(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(pem.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_load_with_stable_kids() {
+        for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
+            let pem = generate(alg).unwrap_or_else(|e| panic!("{e}"));
+            let a = KeySet::from_pem(alg, pem.as_bytes()).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            let b = KeySet::from_pem(alg, pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(a.kid, b.kid);
+            assert_eq!(a.kid.len(), 43, "base64url SHA-256");
+            let jwks = a.jwks.unwrap_or_default();
+            assert!(jwks.contains(&a.kid), "{jwks}");
+            assert!(!jwks.contains("\"d\""), "private part leaked: {jwks}");
+        }
+    }
+
+    #[test]
+    fn wrong_kind_of_key_is_refused() {
+        let ed = generate(Algorithm::EdDSA).unwrap_or_default();
+        assert!(KeySet::from_pem(Algorithm::ES256, ed.as_bytes()).is_err());
+        assert!(KeySet::from_pem(Algorithm::EdDSA, b"garbage").is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! The serde mirror of the TOML file: every table with `deny_unknown_fields`, every string
+//! passed through `${ENV}` expansion, durations parsed where they are read so that toml puts
+//! the offending line and column on the error.
+
+use super::duration::parse_duration;
+use super::env::expand_env;
+use serde::{de, Deserialize, Deserializer};
+use std::time::Duration;
+use toml::Spanned;
+
+/// A config string after `${ENV}` expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text(pub String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        expand_env(&raw).map(Text).map_err(de::Error::custom)
+    }
+}
+
+/// A duration written as a string such as `"30s"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(raw) = Text::deserialize(d)?;
+        parse_duration(&raw).map(Dur).map_err(de::Error::custom)
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub tokens: RawTokens,
+    #[serde(default)]
+    pub revocation: RawRevocation,
+    #[serde(default)]
+    pub users: RawUsers,
+    #[serde(default)]
+    pub login: RawLogin,
+    #[serde(default)]
+    pub identity: RawIdentity,
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<Spanned<Text>>,
+    pub workers: Option<usize>,
+    pub max_header_bytes: Option<Spanned<usize>>,
+    pub header_read_timeout: Option<Dur>,
+    pub shutdown_grace: Option<Dur>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<Text>>,
+    pub max_connections: Option<Spanned<usize>>,
+    pub max_body_bytes: Option<Spanned<usize>>,
+    pub tls: Option<Spanned<RawTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Spanned<Text>,
+    pub key: Spanned<Text>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<Spanned<Text>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Spanned<Text>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokens {
+    pub issuer: Option<Text>,
+    pub audience: Option<Text>,
+    pub algorithm: Option<Spanned<Text>>,
+    pub signing_key_file: Option<Spanned<Text>>,
+    pub secret_env: Option<Spanned<Text>>,
+    pub secret_file: Option<Spanned<Text>>,
+    /// Development only: create `signing_key_file` on first start when it is missing.
+    pub generate_missing_key: Option<bool>,
+    pub access_ttl: Option<Spanned<Dur>>,
+    pub refresh_ttl: Option<Spanned<Dur>>,
+    pub leeway: Option<Dur>,
+    pub rotate_refresh: Option<bool>,
+    pub refresh_reuse_grace: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawRevocation {
+    pub backend: Option<Spanned<Text>>,
+    pub redis_url: Option<Spanned<Text>>,
+    pub key_prefix: Option<Text>,
+    pub on_store_error: Option<Spanned<Text>>,
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsers {
+    pub backend: Option<Spanned<Text>>,
+    pub file: Option<Spanned<Text>>,
+    pub registration: Option<Spanned<bool>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogin {
+    pub max_failures_per_user: Option<u64>,
+    pub max_failures_per_ip: Option<u64>,
+    pub failure_window: Option<Dur>,
+    pub max_concurrent_hashes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub subject_header: Option<Spanned<Text>>,
+    pub roles_header: Option<Spanned<Text>>,
+    pub forward_token: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: Spanned<Text>,
+    pub url: Spanned<Text>,
+    pub connect_timeout: Option<Dur>,
+    pub request_timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<Text>,
+    pub path: Spanned<Text>,
+    pub host: Option<Text>,
+    pub methods: Option<Spanned<Vec<Text>>>,
+    pub upstream: Spanned<Text>,
+    pub auth: Option<Spanned<Text>>,
+    #[serde(default)]
+    pub roles: Vec<Text>,
+    pub on_unauthenticated: Option<Spanned<Text>>,
+    pub websocket: Option<bool>,
+}

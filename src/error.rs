@@ -1,0 +1,136 @@
+//! `GatewayError` and the ONE function that turns any of them into the contract's response:
+//! status, `{"error","error_description"}` JSON and, for token problems, `WWW-Authenticate`.
+
+use crate::body::{full, Body};
+use http::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+
+/// Everything that can stop a request before (or instead of) the upstream answering.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no token on a protected route")]
+    MissingToken,
+    /// Browser route without a session: send to the login page.
+    #[error("login required")]
+    LoginRedirect { next: String },
+    #[error("{0}")]
+    InvalidToken(&'static str),
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    #[error("a required role is missing")]
+    InsufficientRole,
+    #[error("missing or wrong CSRF token")]
+    Csrf,
+    #[error("no route matches")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(&'static str),
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    #[error("too many failed attempts")]
+    TooManyAttempts { retry_after: u64 },
+    #[error("upstream unreachable: {0}")]
+    BadGateway(String),
+    #[error("upstream too slow")]
+    GatewayTimeout,
+    #[error("{0}")]
+    Unavailable(&'static str),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// Status and contract error code; `None` code means no JSON `error` member is required
+    /// but one is still sent for uniformity.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use GatewayError::*;
+        match self {
+            BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            LoginRedirect { .. } => (StatusCode::FOUND, "login_required"),
+            InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            InsufficientRole => (StatusCode::FORBIDDEN, "insufficient_role"),
+            Csrf => (StatusCode::FORBIDDEN, "csrf"),
+            NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request"),
+            Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too_large"),
+            TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+            GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+        }
+    }
+
+    /// Text for the client. Never echoes a token or password: every variant's text is ours.
+    fn description(&self) -> String {
+        match self {
+            GatewayError::BadGateway(_) => "the upstream could not be reached".to_owned(),
+            GatewayError::Internal(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let (status, code) = self.status_and_code();
+        let body = serde_json::json!({ "error": code, "error_description": self.description() });
+        let mut resp = Response::new(full(body.to_string()));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        match &self {
+            GatewayError::MissingToken => {
+                h.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"authgate\""));
+            }
+            GatewayError::InvalidToken(_) => {
+                h.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"authgate\", error=\"invalid_token\""),
+                );
+            }
+            GatewayError::TooManyAttempts { retry_after } => {
+                h.insert(RETRY_AFTER, HeaderValue::from(retry_after.max(&1).to_owned()));
+            }
+            GatewayError::Unavailable(_) => {
+                h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            GatewayError::LoginRedirect { next } => {
+                let target = format!("/auth/login?next={}", crate::auth::cookies::encode_component(next));
+                if let Ok(v) = HeaderValue::from_str(&target) {
+                    h.insert(LOCATION, v);
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_token_has_bearer_challenge() {
+        let resp = GatewayError::InvalidToken("expired").into_response();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+        assert_eq!(challenge, Some("Bearer realm=\"authgate\", error=\"invalid_token\""));
+    }
+
+    #[test]
+    fn retry_after_is_at_least_one() {
+        let resp = GatewayError::TooManyAttempts { retry_after: 0 }.into_response();
+        assert_eq!(resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
+    }
+}

@@ -1,0 +1,244 @@
+//! THE request path, in phases: check framing and head size -> normalize the path -> the
+//! gateway's own endpoints, or route -> authenticate -> authorize -> forward. Every error
+//! becomes a response in `GatewayError::into_response`, in one place.
+
+use crate::auth::endpoints::{self, Ctx};
+use crate::auth::{Auth, Identity};
+use crate::body::Body;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::metrics::{Metrics, RequestLabels, UpstreamLabels};
+use crate::path::normalize;
+use crate::route::{request_host, AuthMode, OnUnauthenticated, Route};
+use crate::server::{ConnInfo, Handler};
+use crate::upstream::{forward, ForwardCtx, UpstreamClient};
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response};
+use hyper::body::Incoming;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub auth: Arc<Auth>,
+    pub metrics: Arc<Metrics>,
+    upstreams: Vec<UpstreamClient>,
+}
+
+/// What the access log and metrics say about one request.
+#[derive(Default)]
+struct Outcome {
+    route: Option<String>,
+    upstream: Option<String>,
+    user: Option<String>,
+}
+
+impl Gateway {
+    pub fn new(config: Arc<Config>, auth: Arc<Auth>, metrics: Arc<Metrics>) -> Self {
+        let upstreams = config.upstreams.iter().map(UpstreamClient::new).collect();
+        Gateway { config, auth, metrics, upstreams }
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+    /// X-Forwarded-For entry that is not itself a trusted proxy.
+    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = |ip: IpAddr| self.config.server.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(peer) {
+            return peer;
+        }
+        let chain: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        chain.into_iter().rev().find(|ip| !trusted(*ip)).unwrap_or(peer)
+    }
+
+    async fn process(&self, req: Request<Incoming>, conn: ConnInfo, request_id: &str, out: &mut Outcome) -> Result<Response<Body>, GatewayError> {
+        check_framing(req.headers())?;
+        check_head_size(&req, self.config.server.max_header_bytes)?;
+        let path = normalize(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        let host = request_host_of(&req).map(str::to_owned);
+        let client_ip = self.client_ip(conn.peer.ip(), req.headers());
+        if endpoints::is_own(&path.judged) {
+            out.route = Some("authgate".to_owned());
+            let query = req.uri().query().map(str::to_owned);
+            let ctx = Ctx { client_ip, tls: conn.tls, query: query.as_deref() };
+            return endpoints::handle(&self.auth, req, &path.judged, ctx).await;
+        }
+        let judged_host = host.as_deref().map(request_host);
+        let route = self
+            .config
+            .routes
+            .lookup(req.method(), judged_host, &path.judged)
+            .ok_or(GatewayError::NotFound)?;
+        out.route = Some(route.name.clone());
+        let upgrade = upgrade_protocol(req.headers());
+        if upgrade.is_some() && !route.websocket {
+            return Err(GatewayError::BadRequest("protocol upgrades are not allowed on this route".to_owned()));
+        }
+        let identity = match route.auth {
+            AuthMode::Public => None,
+            AuthMode::Required => Some(self.authorize(route, &req).await?),
+        };
+        out.user = identity.as_ref().map(|i| i.claims.sub.clone());
+        let upstream = &self.upstreams[route.upstream];
+        out.upstream = Some(upstream.name.clone());
+        let path_and_query = match req.uri().query() {
+            Some(q) => format!("{}?{q}", path.forward),
+            None => path.forward.clone(),
+        };
+        let ctx = ForwardCtx {
+            peer_ip: conn.peer.ip(),
+            tls: conn.tls,
+            host: host.as_deref(),
+            request_id,
+            identity: identity.as_ref(),
+            identity_cfg: &self.config.identity,
+            path_and_query,
+            upgrade,
+        };
+        let result = forward(upstream, req, ctx).await;
+        if let Err(e) = &result {
+            let kind = match e {
+                GatewayError::GatewayTimeout => "timeout",
+                _ => "connect",
+            };
+            self.metrics
+                .upstream_errors
+                .get_or_create(&UpstreamLabels { upstream: upstream.name.clone(), kind: kind.to_owned() })
+                .inc();
+        }
+        result
+    }
+
+    /// Authentication, CSRF for cookie sessions, then roles.
+    async fn authorize(&self, route: &Route, req: &Request<Incoming>) -> Result<Identity, GatewayError> {
+        let identity = match self.auth.authenticate(req.headers()).await {
+            Ok(id) => id,
+            Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
+                if route.on_unauthenticated == OnUnauthenticated::Redirect =>
+            {
+                let next = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                return Err(GatewayError::LoginRedirect { next });
+            }
+            Err(e) => return Err(e),
+        };
+        if identity.via_cookie && !is_safe_method(req.method()) {
+            let sent = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
+            let expected = crate::auth::cookies::get(req.headers(), crate::auth::cookies::CSRF);
+            let ok = matches!((sent, expected), (Some(a), Some(b)) if !b.is_empty() && constant_time_eq(a, b));
+            if !ok {
+                return Err(GatewayError::Csrf);
+            }
+        }
+        if !route.roles.is_empty() && !identity.roles().iter().any(|r| route.roles.contains(r)) {
+            return Err(GatewayError::InsufficientRole);
+        }
+        Ok(identity)
+    }
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn is_safe_method(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
+
+fn request_host_of(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+}
+
+/// A WebSocket-style upgrade request's protocol (HTTP/1.1 only).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let wants = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    wants.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+}
+
+/// Ambiguous framing is refused even if the parser let it through: the upstream must never
+/// see a body boundary that differs from ours.
+fn check_framing(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let te = headers.contains_key(header::TRANSFER_ENCODING);
+    let cls: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    if te && !cls.is_empty() {
+        return Err(GatewayError::BadRequest("both Transfer-Encoding and Content-Length".to_owned()));
+    }
+    if cls.len() > 1 || cls.first().is_some_and(|v| v.as_bytes().contains(&b',')) {
+        return Err(GatewayError::BadRequest("more than one Content-Length".to_owned()));
+    }
+    Ok(())
+}
+
+fn check_head_size(req: &Request<Incoming>, max: usize) -> Result<(), GatewayError> {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let headers: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if line + headers > max {
+        return Err(GatewayError::HeadersTooLarge);
+    }
+    Ok(())
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(crate::auth::tokens::random_id, str::to_owned)
+}
+
+impl Handler for Gateway {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        let start = Instant::now();
+        let request_id = request_id(req.headers());
+        let method = req.method().clone();
+        let raw_path = req.uri().path().to_owned();
+        let mut out = Outcome::default();
+        let mut resp = match self.process(req, conn, &request_id, &mut out).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                if matches!(e, GatewayError::Internal(_)) {
+                    tracing::error!(error = %e, request_id = %request_id, "internal error");
+                }
+                e.into_response()
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            resp.headers_mut().insert("x-request-id", v);
+        }
+        let status = resp.status().as_u16();
+        let elapsed = start.elapsed();
+        let route = out.route.unwrap_or_else(|| "none".to_owned());
+        self.metrics.latency.observe(elapsed.as_secs_f64());
+        self.metrics.requests.get_or_create(&RequestLabels { route: route.clone(), status }).inc();
+        tracing::info!(
+            target: "access",
+            request_id = %request_id,
+            peer = %conn.peer,
+            method = %method,
+            path = %raw_path,
+            route = %route,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream = out.upstream.as_deref().unwrap_or("-"),
+            user = out.user.as_deref().unwrap_or("-"),
+        );
+        resp
+    }
+
+    fn connections_changed(&self, delta: i64) {
+        self.metrics.open_connections.inc_by(delta);
+    }
+}

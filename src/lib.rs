@@ -1,0 +1,20 @@
+//! authgate: a reverse-proxy auth gateway. Data flows one way: `server` accepts ->
+//! `gateway` decides (`path`, `route`, `auth`, `store`) -> `upstream` forwards.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod metrics;
+pub mod path;
+pub mod route;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,312 @@
+//! The `authgate` command line: a thin shell over the library.
+
+use anyhow::{bail, Context, Result};
+use authgate::auth::keys;
+use authgate::auth::passwords::hash_password;
+use authgate::config::{Algorithm, Config, ConfigErrors, RevocationBackend, UsersBackend};
+use authgate::route::{request_host, AuthMode};
+use authgate::store::users::{validate_name, User, UserStore};
+use authgate::store::Store;
+use clap::{Parser, Subcommand};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "authgate", version, about = "Reverse-proxy auth gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArg {
+    /// Config file [default: $AUTHGATE_CONFIG, else config/authgate.toml]
+    #[arg(long, env = "AUTHGATE_CONFIG", default_value = "config/authgate.toml")]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway
+    Serve(ConfigArg),
+    /// Validate the config and print a summary (exit 0 valid, 2 invalid)
+    CheckConfig(ConfigArg),
+    /// Read a password from stdin and print its argon2id PHC string
+    HashPassword,
+    /// Write a new signing key (PEM; HS256: a base64 secret)
+    Keygen {
+        #[arg(long, value_parser = ["EdDSA", "ES256", "RS256", "HS256"])]
+        alg: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Manage users in the configured user store
+    Users {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+    /// Log a user out everywhere: every token issued to NAME before now is rejected
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        user: String,
+    },
+    /// Show how a request would be routed
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        method: String,
+        path: String,
+        #[arg(long)]
+        host: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Add a user; the password is read from stdin
+    Add {
+        name: String,
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+    Remove { name: String },
+    List,
+    SetRoles {
+        name: String,
+        #[arg(value_delimiter = ',')]
+        roles: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(ce) = e.downcast_ref::<ConfigErrors>() {
+                eprintln!("{ce}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Serve(c) => serve(&c.config),
+        Command::CheckConfig(c) => check_config(&c.config),
+        Command::HashPassword => {
+            let pw = read_password("Password: ")?;
+            println!("{}", hash_password(pw.as_bytes()).map_err(anyhow::Error::msg)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { alg, out } => keygen(&alg, out.as_deref()),
+        Command::Users { config, action } => users(&config.config, action),
+        Command::Revoke { config, user } => revoke(&config.config, &user),
+        Command::Explain { config, method, path, host } => explain(&config.config, &method, &path, host.as_deref()),
+    }
+}
+
+fn load(path: &Path) -> Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn serve(path: &Path) -> Result<ExitCode> {
+    let config = load(path)?;
+    authgate::telemetry::init(config.log.format);
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if config.server.workers > 0 {
+        rt.worker_threads(config.server.workers);
+    }
+    let rt = rt.enable_all().build().context("cannot start the runtime")?;
+    rt.block_on(async {
+        let app = authgate::App::start(config).await?;
+        app.run_until_signal().await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_config(path: &Path) -> Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    println!("{}: OK", path.display());
+    let scheme = if config.server.tls.is_some() { "https" } else { "http" };
+    println!("listeners:\n  public  {scheme}://{}\n  admin   http://{}", config.server.listen, config.admin.listen);
+    println!("upstreams:");
+    for u in &config.upstreams {
+        println!("  {:<12} http://{}  (connect {:?}, request {:?})", u.name, u.authority, u.connect_timeout, u.request_timeout);
+    }
+    println!("routes (first match wins):");
+    for r in config.routes.routes() {
+        println!("  {}", describe_route(&config, r));
+    }
+    let revocation = match &config.revocation.backend {
+        RevocationBackend::Memory => "memory".to_owned(),
+        RevocationBackend::Redis { url } => format!("redis ({})", redact_url(url)),
+    };
+    let users = match &config.users.backend {
+        UsersBackend::File(p) => format!("file ({})", p.display()),
+        UsersBackend::Redis => "redis".to_owned(),
+    };
+    println!("backends:\n  revocation  {revocation}\n  users       {users}");
+    println!("tokens: {:?}, kid {}", config.tokens.algorithm, config.keys.kid);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn redact_url(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, host)) => {
+            let scheme = scheme_user.split("://").next().unwrap_or("redis");
+            format!("{scheme}://***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn describe_route(config: &Config, r: &authgate::route::Route) -> String {
+    let methods = r.methods.as_ref().map_or("*".to_owned(), |m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","));
+    let auth = match r.auth {
+        AuthMode::Public => "public".to_owned(),
+        AuthMode::Required if r.roles.is_empty() => "required".to_owned(),
+        AuthMode::Required => format!("required, roles any of [{}]", r.roles.join(", ")),
+    };
+    format!(
+        "routes[{}] (line {}): {} {}{} -> {} ({auth})",
+        r.index,
+        r.line,
+        methods,
+        r.pattern.as_str(),
+        r.host.as_ref().map_or(String::new(), |h| format!(" host={h}")),
+        config.upstreams[r.upstream].name,
+    )
+}
+
+fn explain(path: &Path, method: &str, target: &str, host: Option<&str>) -> Result<ExitCode> {
+    let config = load(path)?;
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).context("not an HTTP method")?;
+    let raw_path = target.split('?').next().unwrap_or("");
+    let normalized = match authgate::path::normalize(raw_path) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("path: rejected with 400 invalid_request: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    println!("normalized path: {}", normalized.forward);
+    if normalized.judged != normalized.forward {
+        println!("judged as:       {}", normalized.judged);
+    }
+    if authgate::auth::endpoints::is_own(&normalized.judged) {
+        println!("served by the gateway itself (/auth/*)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match config.routes.lookup(&method, host.map(request_host), &normalized.judged) {
+        Some(r) => {
+            println!("matches: {}", describe_route(&config, r));
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            println!("no route matches: 404 not_found");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn read_password(prompt: &str) -> Result<String> {
+    let pw = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(prompt).context("cannot read the password")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).context("cannot read stdin")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if pw.is_empty() {
+        bail!("empty password");
+    }
+    Ok(pw)
+}
+
+fn keygen(alg: &str, out: Option<&Path>) -> Result<ExitCode> {
+    let alg = Algorithm::parse(alg).context("unknown algorithm")?;
+    match out {
+        Some(path) => {
+            keys::write_new_key(path, alg).map_err(anyhow::Error::msg)?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => {
+            let pem = keys::generate(alg).map_err(anyhow::Error::msg)?;
+            std::io::stdout().write_all(pem.as_bytes())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")
+}
+
+fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
+    let config = load(path)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = Store::new(&config.revocation).map_err(anyhow::Error::msg)?;
+        let users = UserStore::open(&config.users, &store).map_err(anyhow::Error::msg)?;
+        match action {
+            UsersAction::Add { name, roles } => {
+                validate_name(&name).map_err(anyhow::Error::msg)?;
+                let pw = read_password("Password for the new user: ")?;
+                let user = User { name: name.clone(), password_hash: hash_password(pw.as_bytes()).map_err(anyhow::Error::msg)?, roles };
+                if !users.create(&user).await.map_err(anyhow::Error::msg)? {
+                    bail!("user {name:?} exists already");
+                }
+                println!("added {name}");
+            }
+            UsersAction::Remove { name } => {
+                if !users.remove(&name).await.map_err(anyhow::Error::msg)? {
+                    bail!("no user {name:?}");
+                }
+                println!("removed {name}");
+            }
+            UsersAction::List => {
+                for u in users.list().await.map_err(anyhow::Error::msg)? {
+                    println!("{}\t{}", u.name, u.roles.join(","));
+                }
+            }
+            UsersAction::SetRoles { name, roles } => {
+                if !users.set_roles(&name, &roles).await.map_err(anyhow::Error::msg)? {
+                    bail!("no user {name:?}");
+                }
+                println!("{name}: roles {}", roles.join(","));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn revoke(path: &Path, user: &str) -> Result<ExitCode> {
+    let config = load(path)?;
+    if config.revocation.backend == RevocationBackend::Memory {
+        bail!("`authgate revoke` needs revocation.backend = \"redis\": the memory store lives inside the running gateway (use POST /auth/logout?all=true with the user's token instead)");
+    }
+    let ttl = config.tokens.refresh_ttl.as_secs() + config.tokens.leeway.as_secs() + 1;
+    runtime()?.block_on(async {
+        let store = Store::new(&config.revocation).map_err(anyhow::Error::msg)?;
+        store.revoke_user(user, authgate::auth::tokens::now_secs(), ttl).await?;
+        println!("revoked every token issued to {user} until now");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

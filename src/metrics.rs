@@ -1,0 +1,68 @@
+//! Prometheus metrics: requests by route and status, latency, upstream errors, connections.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+    pub kind: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Histogram,
+    pub upstream_errors: Family<UpstreamLabels, Counter>,
+    pub open_connections: Gauge,
+    pub store_errors: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("authgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let upstream_errors = Family::<UpstreamLabels, Counter>::default();
+        let open_connections = Gauge::default();
+        let store_errors = Counter::default();
+        registry.register("requests", "Requests answered, by route and status", requests.clone());
+        registry.register("request_duration_seconds", "Time from request head to response head", latency.clone());
+        registry.register("upstream_errors", "Upstream failures by kind (connect, timeout, io)", upstream_errors.clone());
+        registry.register("open_connections", "Open client connections on the public listener", open_connections.clone());
+        registry.register("store_errors", "Revocation store calls that failed or timed out", store_errors.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            upstream_errors,
+            open_connections,
+            store_errors,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,280 @@
+//! The route table: first match in file order over exact, `*` and `**` patterns, optional
+//! methods and host. Pure: built once from config, looked up per request without I/O.
+
+use http::Method;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Lit(String),
+    /// `*`: exactly one non-empty segment.
+    One,
+}
+
+/// A compiled path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    raw: String,
+    segs: Vec<Seg>,
+    /// Ends in `/**`: matches the prefix itself and anything below it.
+    prefix: bool,
+}
+
+impl Pattern {
+    pub fn parse(raw: &str) -> Result<Pattern, String> {
+        if !raw.starts_with('/') {
+            return Err(format!("pattern {raw:?} must start with /"));
+        }
+        let mut segs = Vec::new();
+        let mut prefix = false;
+        let parts: Vec<&str> = raw[1..].split('/').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            match *part {
+                "**" if last => prefix = true,
+                "**" => return Err(format!("pattern {raw:?}: ** is only allowed as the last segment")),
+                "*" => segs.push(Seg::One),
+                "" if last => {}
+                "" => return Err(format!("pattern {raw:?} has an empty segment")),
+                "." | ".." => return Err(format!("pattern {raw:?}: . and .. never appear in a normalized path")),
+                p if p.contains('*') => {
+                    return Err(format!("pattern {raw:?}: * must be a whole segment"))
+                }
+                p if p.contains(['%', ';', '?', '#', '\\']) => {
+                    return Err(format!("pattern {raw:?}: write segments decoded, without ; ? # % or \\"))
+                }
+                p => segs.push(Seg::Lit(p.to_owned())),
+            }
+        }
+        Ok(Pattern {
+            raw: raw.to_owned(),
+            segs,
+            prefix,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    /// Matches a judged (normalized) path. A trailing slash does not make a different path.
+    pub fn matches(&self, judged: &str) -> bool {
+        let mut parts = judged.split('/').filter(|s| !s.is_empty());
+        for seg in &self.segs {
+            let Some(part) = parts.next() else {
+                return false;
+            };
+            if let Seg::Lit(lit) = seg {
+                if lit != part {
+                    return false;
+                }
+            }
+        }
+        self.prefix || parts.next().is_none()
+    }
+
+    /// True when every path this pattern's `other` matches is matched by `self` too.
+    fn covers(&self, other: &Pattern) -> bool {
+        if self.segs.len() > other.segs.len() {
+            return false;
+        }
+        if !self.prefix && (other.prefix || other.segs.len() != self.segs.len()) {
+            return false;
+        }
+        self.segs.iter().zip(&other.segs).all(|(a, b)| match (a, b) {
+            (Seg::One, _) => true,
+            (Seg::Lit(x), Seg::Lit(y)) => x == y,
+            (Seg::Lit(_), Seg::One) => false,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Public,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnauthenticated {
+    Status401,
+    Redirect,
+}
+
+/// One validated `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Position in the file's `routes` array.
+    pub index: usize,
+    /// Line of the route's table in the config file.
+    pub line: usize,
+    /// Label in metrics and logs: `name` if given, else the pattern.
+    pub name: String,
+    pub pattern: Pattern,
+    /// Lower-case host without port.
+    pub host: Option<String>,
+    pub methods: Option<Vec<Method>>,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    pub auth: AuthMode,
+    pub roles: Vec<String>,
+    pub on_unauthenticated: OnUnauthenticated,
+    pub websocket: bool,
+}
+
+impl Route {
+    fn matches(&self, method: &Method, host: Option<&str>, judged: &str) -> bool {
+        if let Some(want) = &self.host {
+            if host.is_none_or(|h| !h.eq_ignore_ascii_case(want)) {
+                return false;
+            }
+        }
+        if let Some(methods) = &self.methods {
+            if !methods.contains(method) {
+                return false;
+            }
+        }
+        self.pattern.matches(judged)
+    }
+
+    fn covers(&self, other: &Route) -> bool {
+        let host_ok = self.host.is_none() || self.host == other.host;
+        let methods_ok = match (&self.methods, &other.methods) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs.iter().all(|m| mine.contains(m)),
+        };
+        host_ok && methods_ok && self.pattern.covers(&other.pattern)
+    }
+}
+
+/// Routes in file order.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    pub fn new(routes: Vec<Route>) -> Self {
+        Self { routes }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// First route, in file order, that matches; `host` is the request's host without port.
+    pub fn lookup(&self, method: &Method, host: Option<&str>, judged: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.matches(method, host, judged))
+    }
+
+    /// Pairs (later, earlier) of positions in `routes` where the earlier route matches every
+    /// request the later one would, so the later one is dead.
+    pub fn shadowed(routes: &[Route]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (j, later) in routes.iter().enumerate() {
+            if let Some(i) = routes[..j].iter().position(|e| e.covers(later)) {
+                out.push((j, i));
+            }
+        }
+        out
+    }
+}
+
+/// The host a rule judges: the Host header (or HTTP/2 authority) without port, lower-cased.
+pub fn request_host(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| &h[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(s: &str) -> Pattern {
+        Pattern::parse(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn route(i: usize, path: &str, methods: Option<Vec<Method>>, host: Option<&str>) -> Route {
+        Route {
+            index: i,
+            line: i + 1,
+            name: path.to_owned(),
+            pattern: pat(path),
+            host: host.map(str::to_owned),
+            methods,
+            upstream: 0,
+            auth: AuthMode::Public,
+            roles: vec![],
+            on_unauthenticated: OnUnauthenticated::Status401,
+            websocket: true,
+        }
+    }
+
+    #[test]
+    fn exact_star_and_prefix() {
+        assert!(pat("/a/b").matches("/a/b"));
+        assert!(pat("/a/b").matches("/a/b/"));
+        assert!(!pat("/a/b").matches("/a/b/c"));
+        assert!(!pat("/a/b").matches("/a"));
+        assert!(pat("/a/*/c").matches("/a/x/c"));
+        assert!(!pat("/a/*/c").matches("/a/c"));
+        assert!(!pat("/a/*/c").matches("/a/x/y/c"));
+        assert!(pat("/a/**").matches("/a"));
+        assert!(pat("/a/**").matches("/a/"));
+        assert!(pat("/a/**").matches("/a/b/c"));
+        assert!(!pat("/a/**").matches("/ab"));
+        assert!(pat("/**").matches("/"));
+        assert!(pat("/**").matches("/anything/at/all"));
+        assert!(pat("/").matches("/"));
+        assert!(!pat("/").matches("/a"));
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        for bad in ["a", "/a/**/b", "/a*", "//a", "/a/../b", "/a%2Fb", "/a;x"] {
+            assert!(Pattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn first_match_wins_with_methods_and_host() {
+        let table = RouteTable::new(vec![
+            route(0, "/admin/**", Some(vec![Method::POST]), None),
+            route(1, "/api/**", None, Some("api.example.com")),
+            route(2, "/**", None, None),
+        ]);
+        let hit = |m: &Method, h: Option<&str>, p: &str| table.lookup(m, h, p).map(|r| r.index);
+        assert_eq!(hit(&Method::POST, None, "/admin/x"), Some(0));
+        assert_eq!(hit(&Method::GET, None, "/admin/x"), Some(2));
+        assert_eq!(hit(&Method::GET, Some("API.example.com"), "/api/v1"), Some(1));
+        assert_eq!(hit(&Method::GET, Some("other"), "/api/v1"), Some(2));
+        let no_catch_all = RouteTable::new(vec![route(0, "/a", None, None)]);
+        assert!(no_catch_all.lookup(&Method::GET, None, "/b").is_none());
+    }
+
+    #[test]
+    fn shadowing_is_found() {
+        let routes = vec![
+            route(0, "/**", None, None),
+            route(1, "/admin/**", None, None),
+        ];
+        assert_eq!(RouteTable::shadowed(&routes), vec![(1, 0)]);
+        let fine = vec![
+            route(0, "/admin/**", Some(vec![Method::GET]), None),
+            route(1, "/admin/**", None, None),
+            route(2, "/a/*", None, None),
+            route(3, "/a/b", None, Some("h")),
+            route(4, "/**", None, None),
+        ];
+        assert_eq!(RouteTable::shadowed(&fine), vec![(3, 2)]);
+    }
+
+    #[test]
+    fn host_without_port() {
+        assert_eq!(request_host("example.com:8443"), "example.com");
+        assert_eq!(request_host("example.com"), "example.com");
+        assert_eq!(request_host("[::1]:80"), "::1");
+    }
+}

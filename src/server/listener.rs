@@ -1,0 +1,154 @@
+//! The accept loop: a bounded number of connections, TLS handshakes and request headers under
+//! a deadline, hyper-util's auto (HTTP/1.1 + HTTP/2) server, and a graceful drain on shutdown.
+
+use crate::body::Body;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+/// What a handler knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Answers requests; never fails (errors are already responses).
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<Body>> + Send;
+
+    /// Called when a connection opens (+1) or closes (-1).
+    fn connections_changed(&self, _delta: i64) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub max_connections: usize,
+    /// hyper's read buffer: the hard cap on a request head (hyper answers 431 past it).
+    pub max_buf_size: usize,
+    pub max_header_list_size: u32,
+    pub header_read_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_buf_size(opts.max_buf_size.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(opts.max_header_list_size)
+        .max_concurrent_streams(256)
+        .max_pending_accept_reset_streams(64)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// Serves `listener` until `shutdown` turns true, then stops accepting and waits up to
+/// `shutdown_grace` for in-flight requests.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    opts: ServeOptions,
+    handler: Arc<H>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(opts.max_connections));
+    let builder = Arc::new(http_builder(&opts));
+    loop {
+        let accepted = tokio::select! {
+            res = listener.accept() => res,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, limit = opts.max_connections, "connection limit reached; closing new connection");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let handler = handler.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let handshake_deadline = opts.header_read_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            handler.connections_changed(1);
+            match tls {
+                None => {
+                    let info = ConnInfo { peer, tls: false };
+                    serve_io(TokioIo::new(tcp), info, &builder, handler.clone(), watcher).await;
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_deadline, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let info = ConnInfo { peer, tls: true };
+                            serve_io(TokioIo::new(stream), info, &builder, handler.clone(), watcher)
+                                .await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            handler.connections_changed(-1);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(opts.shutdown_grace) => {
+            tracing::warn!(grace = ?opts.shutdown_grace, "shutdown grace expired with requests in flight");
+        }
+    }
+}
+
+async fn serve_io<I, H>(
+    io: TokioIo<I>,
+    info: ConnInfo,
+    builder: &auto::Builder<TokioExecutor>,
+    handler: Arc<H>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Handler,
+{
+    let svc = service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler.handle(req, info).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+    }
+}

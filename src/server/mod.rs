@@ -1,0 +1,6 @@
+//! Accepting connections: TCP, optional TLS, HTTP/1.1 and HTTP/2, limits, graceful drain.
+
+pub mod listener;
+pub mod tls;
+
+pub use listener::{serve, ConnInfo, Handler, ServeOptions};

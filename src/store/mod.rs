@@ -1,0 +1,188 @@
+//! The revocation store (revoked sessions, per-user cut-offs, refresh rotation, login failure
+//! counters) behind one type with two backends: `memory` (one instance) and `redis` (shared by
+//! replicas). Every operation is bounded by `revocation.timeout`; past it the store is "down".
+
+mod memory;
+mod redis;
+pub mod users;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+use crate::config::{RevocationBackend, RevocationConfig};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("revocation store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// What the store says about one token's session and user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RevocationState {
+    pub session_revoked: bool,
+    /// Tokens of this user issued at or before this second are revoked.
+    pub user_cutoff: Option<u64>,
+}
+
+impl RevocationState {
+    pub fn revokes(&self, iat: u64) -> bool {
+        self.session_revoked || self.user_cutoff.is_some_and(|c| iat <= c)
+    }
+}
+
+/// Outcome of presenting a refresh token for rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The presented token was current; the new one is now current.
+    Rotated,
+    /// A just-rotated token replayed within the grace: here is the session's current one.
+    Replay(String),
+    /// An old token came back: the session has been revoked.
+    Reused,
+    /// The store knows no such session (expired, revoked, or the store lost its data).
+    Unknown,
+}
+
+#[derive(Clone)]
+pub enum Store {
+    Memory(Arc<MemoryStore>),
+    Redis(RedisStore),
+}
+
+impl Store {
+    pub fn new(cfg: &RevocationConfig) -> Result<Store, String> {
+        match &cfg.backend {
+            RevocationBackend::Memory => Ok(Store::Memory(MemoryStore::new())),
+            RevocationBackend::Redis { url } => {
+                RedisStore::new(url, &cfg.key_prefix, cfg.timeout).map(Store::Redis)
+            }
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    pub fn redis(&self) -> Option<&RedisStore> {
+        match self {
+            Store::Redis(r) => Some(r),
+            Store::Memory(_) => None,
+        }
+    }
+
+    pub async fn check(&self, sid: &str, sub: &str) -> Result<RevocationState, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.check(sid, sub)),
+            Store::Redis(r) => r.check(sid, sub).await,
+        }
+    }
+
+    pub async fn user_cutoff(&self, sub: &str) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.check("", sub).user_cutoff),
+            Store::Redis(r) => r.user_cutoff(sub).await,
+        }
+    }
+
+    pub async fn revoke_session(&self, sid: &str, ttl: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.revoke_session(sid, ttl);
+                Ok(())
+            }
+            Store::Redis(r) => r.revoke_session(sid, ttl).await,
+        }
+    }
+
+    pub async fn revoke_user(&self, sub: &str, cutoff: u64, ttl: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.revoke_user(sub, cutoff, ttl);
+                Ok(())
+            }
+            Store::Redis(r) => r.revoke_user(sub, cutoff, ttl).await,
+        }
+    }
+
+    pub async fn start_session(&self, sid: &str, jti: &str, ttl: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.start_session(sid, jti, ttl);
+                Ok(())
+            }
+            Store::Redis(r) => r.start_session(sid, jti, ttl).await,
+        }
+    }
+
+    /// Atomically: if `presented` is the session's current refresh jti, make `new_jti` current.
+    pub async fn rotate(&self, r: RotateRequest<'_>) -> Result<Rotation, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.rotate(&r)),
+            Store::Redis(s) => s.rotate(&r).await,
+        }
+    }
+
+    /// Current failure count for a throttle key and seconds until it resets.
+    pub async fn failures(&self, key: &str) -> Result<(u64, u64), StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.failures(key)),
+            Store::Redis(r) => r.failures(key).await,
+        }
+    }
+
+    pub async fn add_failure(&self, key: &str, window: u64) -> Result<u64, StoreError> {
+        match self {
+            Store::Memory(m) => Ok(m.add_failure(key, window)),
+            Store::Redis(r) => r.add_failure(key, window).await,
+        }
+    }
+
+    pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.clear_failures(key);
+                Ok(())
+            }
+            Store::Redis(r) => r.clear_failures(key).await,
+        }
+    }
+
+    /// Readiness: does the store answer?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(_) => Ok(()),
+            Store::Redis(r) => r.ping().await,
+        }
+    }
+}
+
+/// Arguments of `Store::rotate`.
+#[derive(Debug)]
+pub struct RotateRequest<'a> {
+    pub sid: &'a str,
+    pub presented_jti: &'a str,
+    pub new_jti: &'a str,
+    /// The new refresh token, kept so a replay within the grace can be answered with it.
+    pub new_token: &'a str,
+    pub now_ms: u64,
+    pub grace_ms: u64,
+    /// Seconds the session (and so this state) lives on.
+    pub ttl: u64,
+}
+
+/// Bounds a store call; a timeout counts as the store being down.
+pub(crate) async fn bounded<T, E: std::fmt::Display>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, E>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(StoreError(e.to_string())),
+        Err(_) => Err(StoreError(format!("no answer within {limit:?}"))),
+    }
+}

@@ -1,0 +1,185 @@
+//! Redis backend: one auto-reconnecting multiplexed connection (commands from concurrent
+//! requests are pipelined on it); multi-step changes are Lua scripts so they are atomic.
+//! A protected request costs exactly one round trip: `MGET sid:<sid> cut:<user>`.
+
+use super::{bounded, RevocationState, RotateRequest, Rotation, StoreError};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use std::sync::Arc;
+use std::time::Duration;
+
+const ROTATE: &str = r#"
+local cur = redis.call('HGET', KEYS[1], 'cur')
+if not cur then return {'unknown'} end
+if cur == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prev', ARGV[1], 'at', ARGV[3], 'tok', ARGV[6])
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  return {'rotated'}
+end
+local prev = redis.call('HGET', KEYS[1], 'prev')
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
+if prev == ARGV[1] and (tonumber(ARGV[3]) - at) <= tonumber(ARGV[4]) then
+  local tok = redis.call('HGET', KEYS[1], 'tok')
+  if tok then return {'replay', tok} end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[5])
+return {'reused'}
+"#;
+
+const CUTOFF: &str = r#"
+local old = tonumber(redis.call('GET', KEYS[1]) or '0')
+local new = tonumber(ARGV[1])
+if old > new then new = old end
+redis.call('SET', KEYS[1], new, 'EX', ARGV[2])
+return new
+"#;
+
+const ADD_FAILURE: &str = r#"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"#;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: Arc<str>,
+    timeout: Duration,
+    rotate: Arc<Script>,
+    cutoff: Arc<Script>,
+    add_failure: Arc<Script>,
+}
+
+impl RedisStore {
+    /// Does not connect: the first command does, so the gateway starts (not ready) while
+    /// Redis is down and becomes ready when it answers.
+    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("bad redis_url: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("redis: {e}"))?;
+        Ok(RedisStore {
+            conn,
+            prefix: prefix.into(),
+            timeout,
+            rotate: Arc::new(Script::new(ROTATE)),
+            cutoff: Arc::new(Script::new(CUTOFF)),
+            add_failure: Arc::new(Script::new(ADD_FAILURE)),
+        })
+    }
+
+    pub fn key(&self, kind: &str, id: &str) -> String {
+        let mut k = String::with_capacity(self.prefix.len() + kind.len() + id.len() + 1);
+        k.push_str(&self.prefix);
+        k.push_str(kind);
+        k.push(':');
+        k.push_str(id);
+        k
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub async fn check(&self, sid: &str, sub: &str) -> Result<RevocationState, StoreError> {
+        let mut c = self.conn.clone();
+        let keys = [self.key("sid", sid), self.key("cut", sub)];
+        let (revoked, cutoff): (Option<String>, Option<u64>) =
+            bounded(self.timeout, c.mget(&keys)).await?;
+        Ok(RevocationState {
+            session_revoked: revoked.is_some(),
+            user_cutoff: cutoff,
+        })
+    }
+
+    pub async fn user_cutoff(&self, sub: &str) -> Result<Option<u64>, StoreError> {
+        let mut c = self.conn.clone();
+        bounded(self.timeout, c.get(self.key("cut", sub))).await
+    }
+
+    pub async fn revoke_session(&self, sid: &str, ttl: u64) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set_ex(self.key("sid", sid), 1, ttl.max(1))
+            .ignore()
+            .del(self.key("rt", sid))
+            .ignore();
+        bounded(self.timeout, pipe.query_async::<()>(&mut c)).await
+    }
+
+    pub async fn revoke_user(&self, sub: &str, cutoff: u64, ttl: u64) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let mut inv = self.cutoff.key(self.key("cut", sub));
+        inv.arg(cutoff).arg(ttl.max(1));
+        bounded(self.timeout, inv.invoke_async::<u64>(&mut c)).await.map(|_| ())
+    }
+
+    pub async fn start_session(&self, sid: &str, jti: &str, ttl: u64) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let key = self.key("rt", sid);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset(&key, "cur", jti)
+            .ignore()
+            .expire(&key, ttl.max(1) as i64)
+            .ignore();
+        bounded(self.timeout, pipe.query_async::<()>(&mut c)).await
+    }
+
+    pub async fn rotate(&self, r: &RotateRequest<'_>) -> Result<Rotation, StoreError> {
+        let mut c = self.conn.clone();
+        let mut inv = self.rotate.key(self.key("rt", r.sid));
+        inv.key(self.key("sid", r.sid))
+            .arg(r.presented_jti)
+            .arg(r.new_jti)
+            .arg(r.now_ms)
+            .arg(r.grace_ms)
+            .arg(r.ttl.max(1))
+            .arg(r.new_token);
+        let out: Vec<String> = bounded(self.timeout, inv.invoke_async(&mut c)).await?;
+        Ok(match out.first().map(String::as_str) {
+            Some("rotated") => Rotation::Rotated,
+            Some("replay") => out.get(1).cloned().map_or(Rotation::Reused, Rotation::Replay),
+            Some("reused") => Rotation::Reused,
+            _ => Rotation::Unknown,
+        })
+    }
+
+    pub async fn failures(&self, key: &str) -> Result<(u64, u64), StoreError> {
+        let mut c = self.conn.clone();
+        let k = self.key("fail", key);
+        let mut pipe = redis::pipe();
+        pipe.get(&k).ttl(&k);
+        let (n, ttl): (Option<u64>, i64) = bounded(self.timeout, pipe.query_async(&mut c)).await?;
+        Ok((n.unwrap_or(0), u64::try_from(ttl).unwrap_or(0)))
+    }
+
+    pub async fn add_failure(&self, key: &str, window: u64) -> Result<u64, StoreError> {
+        let mut c = self.conn.clone();
+        let mut inv = self.add_failure.key(self.key("fail", key));
+        inv.arg(window.max(1));
+        bounded(self.timeout, inv.invoke_async(&mut c)).await
+    }
+
+    pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        bounded(self.timeout, c.del::<_, ()>(self.key("fail", key))).await
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        bounded(self.timeout, redis::cmd("PING").query_async::<String>(&mut c))
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,243 @@
+//! Forwarding to upstreams: one pooled hyper client per upstream, the header rewrite the
+//! contract promises (hop-by-hop out, identity in, X-Forwarded-*), timeouts, and WebSocket
+//! upgrades spliced through.
+
+use crate::auth::cookies;
+use crate::auth::Identity;
+use crate::body::Body;
+use crate::config::{IdentityConfig, UpstreamConfig};
+use crate::error::GatewayError;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+pub struct UpstreamClient {
+    pub name: String,
+    authority: http::uri::Authority,
+    client: Client<HttpConnector, Incoming>,
+    request_timeout: Duration,
+}
+
+impl UpstreamClient {
+    pub fn new(cfg: &UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        UpstreamClient {
+            name: cfg.name.clone(),
+            authority: cfg.authority.clone(),
+            client,
+            request_timeout: cfg.request_timeout,
+        }
+    }
+}
+
+/// Per-request facts the header rewrite needs.
+pub struct ForwardCtx<'a> {
+    pub peer_ip: IpAddr,
+    pub tls: bool,
+    pub host: Option<&'a str>,
+    pub request_id: &'a str,
+    pub identity: Option<&'a Identity>,
+    pub identity_cfg: &'a IdentityConfig,
+    pub path_and_query: String,
+    pub upgrade: Option<HeaderValue>,
+}
+
+/// True when `name` would be read as one of the identity headers by some upstream stack:
+/// same letters, ignoring case and `_` versus `-`.
+fn is_identity_like(name: &str, cfg: &IdentityConfig) -> bool {
+    let same = |want: &HeaderName| {
+        name.len() == want.as_str().len()
+            && name
+                .bytes()
+                .zip(want.as_str().bytes())
+                .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+    };
+    same(&cfg.subject_header) || same(&cfg.roles_header)
+}
+
+/// Removes hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// The request head the upstream receives.
+pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
+    strip_hop_by_hop(headers);
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_identity_like(n.as_str(), ctx.identity_cfg))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    if !ctx.identity_cfg.forward_token {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join("; ");
+    headers.remove(header::COOKIE);
+    if let Some(kept) = cookies::strip_own(&cookie) {
+        if let Ok(v) = HeaderValue::from_str(&kept) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+    let xff_name = HeaderName::from_static("x-forwarded-for");
+    let prior: Vec<&str> = headers.get_all(&xff_name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let xff = if prior.is_empty() {
+        ctx.peer_ip.to_string()
+    } else {
+        format!("{}, {}", prior.join(", "), ctx.peer_ip)
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(xff_name, v);
+    }
+    let proto = if ctx.tls { "https" } else { "http" };
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(proto));
+    if let Some(v) = ctx.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), v.clone());
+        headers.entry(header::HOST).or_insert(v);
+    }
+    if let Ok(v) = HeaderValue::from_str(ctx.request_id) {
+        headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    if let Some(id) = ctx.identity {
+        if let Ok(v) = HeaderValue::from_str(&id.claims.sub) {
+            headers.insert(ctx.identity_cfg.subject_header.clone(), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&id.roles().join(",")) {
+            headers.insert(ctx.identity_cfg.roles_header.clone(), v);
+        }
+    }
+    if let Some(protocol) = &ctx.upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+}
+
+/// Sends the request and returns the upstream's response (body streamed).
+pub async fn forward(
+    up: &UpstreamClient,
+    mut req: Request<Incoming>,
+    ctx: ForwardCtx<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let client_upgrade = ctx.upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    parts.extensions = http::Extensions::new();
+    parts.uri = Uri::builder()
+        .scheme("http")
+        .authority(up.authority.clone())
+        .path_and_query(ctx.path_and_query.as_str())
+        .build()
+        .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded".to_owned()))?;
+    parts.version = Version::HTTP_11;
+    rewrite_request_headers(&mut parts.headers, &ctx);
+    let outgoing = Request::from_parts(parts, body);
+    let sent = tokio::time::timeout(up.request_timeout, up.client.request(outgoing)).await;
+    let mut resp = match sent {
+        Err(_) => return Err(GatewayError::GatewayTimeout),
+        Ok(Err(e)) => {
+            let kind = if e.is_connect() { "connect" } else { "io" };
+            return Err(GatewayError::BadGateway(format!("{kind}: {e}")));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::join!(client_upgrade, upstream_upgrade) {
+                    (Ok(client), Ok(upstream)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut upstream = TokioIo::new(upstream);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    _ => tracing::debug!("upgrade did not complete"),
+                }
+            });
+            return Ok(resp.map(|b| b.boxed()));
+        }
+        return Err(GatewayError::BadGateway("the upstream switched protocols unasked".to_owned()));
+    }
+    strip_hop_by_hop(resp.headers_mut());
+    Ok(resp.map(|b| b.boxed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> IdentityConfig {
+        IdentityConfig {
+            subject_header: HeaderName::from_static("x-auth-user"),
+            roles_header: HeaderName::from_static("x-auth-roles"),
+            forward_token: false,
+        }
+    }
+
+    #[test]
+    fn identity_lookalikes_are_caught() {
+        let c = cfg();
+        for name in ["x-auth-user", "x_auth_user", "x-auth_roles", "x_auth_roles"] {
+            assert!(is_identity_like(name, &c), "{name}");
+        }
+        for name in ["x-auth-users", "x-auth", "x-authuser"] {
+            assert!(!is_identity_like(name, &c), "{name}");
+        }
+    }
+
+    #[test]
+    fn connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
+        h.insert(HeaderName::from_static("x-secret"), HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(HeaderName::from_static("x-keep"), HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+    }
+}
