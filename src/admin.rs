@@ -17,29 +17,46 @@ pub struct Admin {
     pub shutting_down: Arc<AtomicBool>,
 }
 
-fn text(status: StatusCode, body: impl Into<bytes::Bytes>, content_type: &'static str) -> Response<Body> {
+fn text(
+    status: StatusCode,
+    body: impl Into<bytes::Bytes>,
+    content_type: &'static str,
+) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
 impl Handler for Admin {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n", "text/plain");
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed\n",
+                "text/plain",
+            );
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
             "/readyz" => {
                 if self.shutting_down.load(Ordering::Acquire) {
-                    return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n", "text/plain");
+                    return text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "shutting down\n",
+                        "text/plain",
+                    );
                 }
                 match self.auth.store.ping().await {
                     Ok(()) => text(StatusCode::OK, "ready\n", "text/plain"),
                     Err(e) => {
                         self.metrics.store_errors.inc();
-                        text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"), "text/plain")
+                        text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready: {e}\n"),
+                            "text/plain",
+                        )
                     }
                 }
             }

@@ -20,7 +20,10 @@ use tokio::task::JoinHandle;
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Setup(String),
 }
@@ -37,7 +40,9 @@ pub struct App {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
-    TcpListener::bind(addr).await.map_err(|source| AppError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
 }
 
 impl App {
@@ -48,7 +53,10 @@ impl App {
             let m = Arc::downgrade(m);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-                while let Some(m) = { tick.tick().await; m.upgrade() } {
+                while let Some(m) = {
+                    tick.tick().await;
+                    m.upgrade()
+                } {
                     m.sweep();
                 }
             });
@@ -56,7 +64,10 @@ impl App {
         let auth = Arc::new(Auth::new(&config, store).map_err(AppError::Setup)?);
         let metrics = Arc::new(Metrics::new());
         let certs = match &config.server.tls {
-            Some(t) => Some(ReloadableCert::load(&t.cert, &t.key).map_err(|e| AppError::Setup(e.to_string()))?),
+            Some(t) => Some(
+                ReloadableCert::load(&t.cert, &t.key)
+                    .map_err(|e| AppError::Setup(e.to_string()))?,
+            ),
             None => None,
         };
         let acceptor = match &certs {
@@ -67,8 +78,12 @@ impl App {
         };
         let public = bind(config.server.listen).await?;
         let admin = bind(config.admin.listen).await?;
-        let public_addr = public.local_addr().map_err(|e| AppError::Setup(e.to_string()))?;
-        let admin_addr = admin.local_addr().map_err(|e| AppError::Setup(e.to_string()))?;
+        let public_addr = public
+            .local_addr()
+            .map_err(|e| AppError::Setup(e.to_string()))?;
+        let admin_addr = admin
+            .local_addr()
+            .map_err(|e| AppError::Setup(e.to_string()))?;
         let (shutdown, rx) = watch::channel(false);
         let shutting_down = Arc::new(AtomicBool::new(false));
         let s = &config.server;
@@ -81,14 +96,29 @@ impl App {
             header_read_timeout: s.header_read_timeout,
             shutdown_grace: s.shutdown_grace,
         };
-        let admin_opts = ServeOptions { max_connections: 256, ..opts.clone() };
+        let admin_opts = ServeOptions {
+            max_connections: 256,
+            ..opts.clone()
+        };
         let gateway = Arc::new(Gateway::new(config.clone(), auth.clone(), metrics.clone()));
-        let admin_handler = Arc::new(Admin { auth, metrics, shutting_down: shutting_down.clone() });
+        let admin_handler = Arc::new(Admin {
+            auth,
+            metrics,
+            shutting_down: shutting_down.clone(),
+        });
         let public_task = tokio::spawn(serve(public, acceptor, opts, gateway, rx.clone()));
         let admin_task = tokio::spawn(serve(admin, None, admin_opts, admin_handler, rx));
         tracing::info!(addr = %public_addr, tls = certs.is_some(), "public listener ready");
         tracing::info!(addr = %admin_addr, "admin listener ready");
-        Ok(App { public_addr, admin_addr, shutdown, shutting_down, certs, public_task, admin_task })
+        Ok(App {
+            public_addr,
+            admin_addr,
+            shutdown,
+            shutting_down,
+            certs,
+            public_task,
+            admin_task,
+        })
     }
 
     /// Readiness goes false first, so that load balancers stop sending before we stop accepting.
@@ -101,7 +131,9 @@ impl App {
         if let Some(certs) = &self.certs {
             match certs.reload() {
                 Ok(()) => tracing::info!("TLS certificate reloaded"),
-                Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the current certificate"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; keeping the current certificate")
+                }
             }
         }
     }

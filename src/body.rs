@@ -7,7 +7,9 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> Body {

@@ -87,10 +87,16 @@ impl GatewayError {
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
         match &self {
             GatewayError::MissingToken => {
-                h.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"authgate\""));
+                h.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"authgate\""),
+                );
             }
             GatewayError::InvalidToken(_) => {
                 h.insert(
@@ -99,13 +105,19 @@ impl GatewayError {
                 );
             }
             GatewayError::TooManyAttempts { retry_after } => {
-                h.insert(RETRY_AFTER, HeaderValue::from(retry_after.max(&1).to_owned()));
+                h.insert(
+                    RETRY_AFTER,
+                    HeaderValue::from(retry_after.max(&1).to_owned()),
+                );
             }
             GatewayError::Unavailable(_) => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             GatewayError::LoginRedirect { next } => {
-                let target = format!("/auth/login?next={}", crate::auth::cookies::encode_component(next));
+                let target = format!(
+                    "/auth/login?next={}",
+                    crate::auth::cookies::encode_component(next)
+                );
                 if let Ok(v) = HeaderValue::from_str(&target) {
                     h.insert(LOCATION, v);
                 }
@@ -124,13 +136,24 @@ mod tests {
     fn invalid_token_has_bearer_challenge() {
         let resp = GatewayError::InvalidToken("expired").into_response();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-        let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
-        assert_eq!(challenge, Some("Bearer realm=\"authgate\", error=\"invalid_token\""));
+        let challenge = resp
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(
+            challenge,
+            Some("Bearer realm=\"authgate\", error=\"invalid_token\"")
+        );
     }
 
     #[test]
     fn retry_after_is_at_least_one() {
         let resp = GatewayError::TooManyAttempts { retry_after: 0 }.into_response();
-        assert_eq!(resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
+        assert_eq!(
+            resp.headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
     }
 }

@@ -37,13 +37,24 @@ struct Outcome {
 impl Gateway {
     pub fn new(config: Arc<Config>, auth: Arc<Auth>, metrics: Arc<Metrics>) -> Self {
         let upstreams = config.upstreams.iter().map(UpstreamClient::new).collect();
-        Gateway { config, auth, metrics, upstreams }
+        Gateway {
+            config,
+            auth,
+            metrics,
+            upstreams,
+        }
     }
 
     /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
     /// X-Forwarded-For entry that is not itself a trusted proxy.
     fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let trusted = |ip: IpAddr| self.config.server.trusted_proxies.iter().any(|n| n.contains(ip));
+        let trusted = |ip: IpAddr| {
+            self.config
+                .server
+                .trusted_proxies
+                .iter()
+                .any(|n| n.contains(ip))
+        };
         if !trusted(peer) {
             return peer;
         }
@@ -54,19 +65,34 @@ impl Gateway {
             .flat_map(|v| v.split(','))
             .filter_map(|s| s.trim().parse().ok())
             .collect();
-        chain.into_iter().rev().find(|ip| !trusted(*ip)).unwrap_or(peer)
+        chain
+            .into_iter()
+            .rev()
+            .find(|ip| !trusted(*ip))
+            .unwrap_or(peer)
     }
 
-    async fn process(&self, req: Request<Incoming>, conn: ConnInfo, request_id: &str, out: &mut Outcome) -> Result<Response<Body>, GatewayError> {
+    async fn process(
+        &self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &str,
+        out: &mut Outcome,
+    ) -> Result<Response<Body>, GatewayError> {
         check_framing(req.headers())?;
         check_head_size(&req, self.config.server.max_header_bytes)?;
-        let path = normalize(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        let path =
+            normalize(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let host = request_host_of(&req).map(str::to_owned);
         let client_ip = self.client_ip(conn.peer.ip(), req.headers());
         if endpoints::is_own(&path.judged) {
             out.route = Some("authgate".to_owned());
             let query = req.uri().query().map(str::to_owned);
-            let ctx = Ctx { client_ip, tls: conn.tls, query: query.as_deref() };
+            let ctx = Ctx {
+                client_ip,
+                tls: conn.tls,
+                query: query.as_deref(),
+            };
             return endpoints::handle(&self.auth, req, &path.judged, ctx).await;
         }
         let judged_host = host.as_deref().map(request_host);
@@ -78,7 +104,9 @@ impl Gateway {
         out.route = Some(route.name.clone());
         let upgrade = upgrade_protocol(req.headers());
         if upgrade.is_some() && !route.websocket {
-            return Err(GatewayError::BadRequest("protocol upgrades are not allowed on this route".to_owned()));
+            return Err(GatewayError::BadRequest(
+                "protocol upgrades are not allowed on this route".to_owned(),
+            ));
         }
         let identity = match route.auth {
             AuthMode::Public => None,
@@ -109,26 +137,40 @@ impl Gateway {
             };
             self.metrics
                 .upstream_errors
-                .get_or_create(&UpstreamLabels { upstream: upstream.name.clone(), kind: kind.to_owned() })
+                .get_or_create(&UpstreamLabels {
+                    upstream: upstream.name.clone(),
+                    kind: kind.to_owned(),
+                })
                 .inc();
         }
         result
     }
 
     /// Authentication, CSRF for cookie sessions, then roles.
-    async fn authorize(&self, route: &Route, req: &Request<Incoming>) -> Result<Identity, GatewayError> {
+    async fn authorize(
+        &self,
+        route: &Route,
+        req: &Request<Incoming>,
+    ) -> Result<Identity, GatewayError> {
         let identity = match self.auth.authenticate(req.headers()).await {
             Ok(id) => id,
             Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
                 if route.on_unauthenticated == OnUnauthenticated::Redirect =>
             {
-                let next = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                let next = req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned();
                 return Err(GatewayError::LoginRedirect { next });
             }
             Err(e) => return Err(e),
         };
         if identity.via_cookie && !is_safe_method(req.method()) {
-            let sent = req.headers().get("x-csrf-token").and_then(|v| v.to_str().ok());
+            let sent = req
+                .headers()
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok());
             let expected = crate::auth::cookies::get(req.headers(), crate::auth::cookies::CSRF);
             let ok = matches!((sent, expected), (Some(a), Some(b)) if !b.is_empty() && constant_time_eq(a, b));
             if !ok {
@@ -143,11 +185,18 @@ impl Gateway {
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn is_safe_method(m: &Method) -> bool {
-    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 fn request_host_of(req: &Request<Incoming>) -> Option<&str> {
@@ -165,7 +214,9 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    wants.then(|| headers.get(header::UPGRADE).cloned()).flatten()
+    wants
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
 }
 
 /// Ambiguous framing is refused even if the parser let it through: the upstream must never
@@ -174,17 +225,25 @@ fn check_framing(headers: &HeaderMap) -> Result<(), GatewayError> {
     let te = headers.contains_key(header::TRANSFER_ENCODING);
     let cls: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
     if te && !cls.is_empty() {
-        return Err(GatewayError::BadRequest("both Transfer-Encoding and Content-Length".to_owned()));
+        return Err(GatewayError::BadRequest(
+            "both Transfer-Encoding and Content-Length".to_owned(),
+        ));
     }
     if cls.len() > 1 || cls.first().is_some_and(|v| v.as_bytes().contains(&b',')) {
-        return Err(GatewayError::BadRequest("more than one Content-Length".to_owned()));
+        return Err(GatewayError::BadRequest(
+            "more than one Content-Length".to_owned(),
+        ));
     }
     Ok(())
 }
 
 fn check_head_size(req: &Request<Incoming>, max: usize) -> Result<(), GatewayError> {
     let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
-    let headers: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
     if line + headers > max {
         return Err(GatewayError::HeadersTooLarge);
     }
@@ -222,7 +281,13 @@ impl Handler for Gateway {
         let elapsed = start.elapsed();
         let route = out.route.unwrap_or_else(|| "none".to_owned());
         self.metrics.latency.observe(elapsed.as_secs_f64());
-        self.metrics.requests.get_or_create(&RequestLabels { route: route.clone(), status }).inc();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route.clone(),
+                status,
+            })
+            .inc();
         tracing::info!(
             target: "access",
             request_id = %request_id,

@@ -74,7 +74,9 @@ enum UsersAction {
         #[arg(long, value_delimiter = ',')]
         roles: Vec<String>,
     },
-    Remove { name: String },
+    Remove {
+        name: String,
+    },
     List,
     SetRoles {
         name: String,
@@ -104,13 +106,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::CheckConfig(c) => check_config(&c.config),
         Command::HashPassword => {
             let pw = read_password("Password: ")?;
-            println!("{}", hash_password(pw.as_bytes()).map_err(anyhow::Error::msg)?);
+            println!(
+                "{}",
+                hash_password(pw.as_bytes()).map_err(anyhow::Error::msg)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { alg, out } => keygen(&alg, out.as_deref()),
         Command::Users { config, action } => users(&config.config, action),
         Command::Revoke { config, user } => revoke(&config.config, &user),
-        Command::Explain { config, method, path, host } => explain(&config.config, &method, &path, host.as_deref()),
+        Command::Explain {
+            config,
+            method,
+            path,
+            host,
+        } => explain(&config.config, &method, &path, host.as_deref()),
     }
 }
 
@@ -125,7 +135,10 @@ fn serve(path: &Path) -> Result<ExitCode> {
     if config.server.workers > 0 {
         rt.worker_threads(config.server.workers);
     }
-    let rt = rt.enable_all().build().context("cannot start the runtime")?;
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
     rt.block_on(async {
         let app = authgate::App::start(config).await?;
         app.run_until_signal().await?;
@@ -143,11 +156,21 @@ fn check_config(path: &Path) -> Result<ExitCode> {
         }
     };
     println!("{}: OK", path.display());
-    let scheme = if config.server.tls.is_some() { "https" } else { "http" };
-    println!("listeners:\n  public  {scheme}://{}\n  admin   http://{}", config.server.listen, config.admin.listen);
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!(
+        "listeners:\n  public  {scheme}://{}\n  admin   http://{}",
+        config.server.listen, config.admin.listen
+    );
     println!("upstreams:");
     for u in &config.upstreams {
-        println!("  {:<12} http://{}  (connect {:?}, request {:?})", u.name, u.authority, u.connect_timeout, u.request_timeout);
+        println!(
+            "  {:<12} http://{}  (connect {:?}, request {:?})",
+            u.name, u.authority, u.connect_timeout, u.request_timeout
+        );
     }
     println!("routes (first match wins):");
     for r in config.routes.routes() {
@@ -162,7 +185,10 @@ fn check_config(path: &Path) -> Result<ExitCode> {
         UsersBackend::Redis => "redis".to_owned(),
     };
     println!("backends:\n  revocation  {revocation}\n  users       {users}");
-    println!("tokens: {:?}, kid {}", config.tokens.algorithm, config.keys.kid);
+    println!(
+        "tokens: {:?}, kid {}",
+        config.tokens.algorithm, config.keys.kid
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -177,7 +203,9 @@ fn redact_url(url: &str) -> String {
 }
 
 fn describe_route(config: &Config, r: &authgate::route::Route) -> String {
-    let methods = r.methods.as_ref().map_or("*".to_owned(), |m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","));
+    let methods = r.methods.as_ref().map_or("*".to_owned(), |m| {
+        m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(",")
+    });
     let auth = match r.auth {
         AuthMode::Public => "public".to_owned(),
         AuthMode::Required if r.roles.is_empty() => "required".to_owned(),
@@ -189,14 +217,17 @@ fn describe_route(config: &Config, r: &authgate::route::Route) -> String {
         r.line,
         methods,
         r.pattern.as_str(),
-        r.host.as_ref().map_or(String::new(), |h| format!(" host={h}")),
+        r.host
+            .as_ref()
+            .map_or(String::new(), |h| format!(" host={h}")),
         config.upstreams[r.upstream].name,
     )
 }
 
 fn explain(path: &Path, method: &str, target: &str, host: Option<&str>) -> Result<ExitCode> {
     let config = load(path)?;
-    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).context("not an HTTP method")?;
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .context("not an HTTP method")?;
     let raw_path = target.split('?').next().unwrap_or("");
     let normalized = match authgate::path::normalize(raw_path) {
         Ok(n) => n,
@@ -213,7 +244,10 @@ fn explain(path: &Path, method: &str, target: &str, host: Option<&str>) -> Resul
         println!("served by the gateway itself (/auth/*)");
         return Ok(ExitCode::SUCCESS);
     }
-    match config.routes.lookup(&method, host.map(request_host), &normalized.judged) {
+    match config
+        .routes
+        .lookup(&method, host.map(request_host), &normalized.judged)
+    {
         Some(r) => {
             println!("matches: {}", describe_route(&config, r));
             Ok(ExitCode::SUCCESS)
@@ -230,7 +264,10 @@ fn read_password(prompt: &str) -> Result<String> {
         rpassword::prompt_password(prompt).context("cannot read the password")?
     } else {
         let mut line = String::new();
-        std::io::stdin().lock().read_line(&mut line).context("cannot read stdin")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read stdin")?;
         line.trim_end_matches(['\r', '\n']).to_owned()
     };
     if pw.is_empty() {
@@ -255,7 +292,10 @@ fn keygen(alg: &str, out: Option<&Path>) -> Result<ExitCode> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
 }
 
 fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
@@ -268,7 +308,11 @@ fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
             UsersAction::Add { name, roles } => {
                 validate_name(&name).map_err(anyhow::Error::msg)?;
                 let pw = read_password("Password for the new user: ")?;
-                let user = User { name: name.clone(), password_hash: hash_password(pw.as_bytes()).map_err(anyhow::Error::msg)?, roles };
+                let user = User {
+                    name: name.clone(),
+                    password_hash: hash_password(pw.as_bytes()).map_err(anyhow::Error::msg)?,
+                    roles,
+                };
                 if !users.create(&user).await.map_err(anyhow::Error::msg)? {
                     bail!("user {name:?} exists already");
                 }
@@ -286,7 +330,11 @@ fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
                 }
             }
             UsersAction::SetRoles { name, roles } => {
-                if !users.set_roles(&name, &roles).await.map_err(anyhow::Error::msg)? {
+                if !users
+                    .set_roles(&name, &roles)
+                    .await
+                    .map_err(anyhow::Error::msg)?
+                {
                     bail!("no user {name:?}");
                 }
                 println!("{name}: roles {}", roles.join(","));
@@ -304,7 +352,9 @@ fn revoke(path: &Path, user: &str) -> Result<ExitCode> {
     let ttl = config.tokens.refresh_ttl.as_secs() + config.tokens.leeway.as_secs() + 1;
     runtime()?.block_on(async {
         let store = Store::new(&config.revocation).map_err(anyhow::Error::msg)?;
-        store.revoke_user(user, authgate::auth::tokens::now_secs(), ttl).await?;
+        store
+            .revoke_user(user, authgate::auth::tokens::now_secs(), ttl)
+            .await?;
         println!("revoked every token issued to {user} until now");
         anyhow::Ok(())
     })?;

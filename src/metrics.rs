@@ -43,11 +43,31 @@ impl Metrics {
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
         let open_connections = Gauge::default();
         let store_errors = Counter::default();
-        registry.register("requests", "Requests answered, by route and status", requests.clone());
-        registry.register("request_duration_seconds", "Time from request head to response head", latency.clone());
-        registry.register("upstream_errors", "Upstream failures by kind (connect, timeout, io)", upstream_errors.clone());
-        registry.register("open_connections", "Open client connections on the public listener", open_connections.clone());
-        registry.register("store_errors", "Revocation store calls that failed or timed out", store_errors.clone());
+        registry.register(
+            "requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head",
+            latency.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Upstream failures by kind (connect, timeout, io)",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Open client connections on the public listener",
+            open_connections.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Revocation store calls that failed or timed out",
+            store_errors.clone(),
+        );
         Metrics {
             registry,
             requests,

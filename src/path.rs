@@ -185,7 +185,11 @@ mod tests {
         ("/q%3fx", "/q%3Fx", "/q%3Fx"),
         ("/pct%25", "/pct%25", "/pct%25"),
         ("/app;jsessionid=1", "/app;jsessionid=1", "/app"),
-        ("/app;jsessionid=1/page", "/app;jsessionid=1/page", "/app/page"),
+        (
+            "/app;jsessionid=1/page",
+            "/app;jsessionid=1/page",
+            "/app/page",
+        ),
         ("/public/..;/admin", "/admin", "/admin"),
         ("/public/..;x=y/admin", "/admin", "/admin"),
         ("/a/.;x/b", "/a/b", "/a/b"),

@@ -31,16 +31,26 @@ impl Pattern {
             let last = i + 1 == parts.len();
             match *part {
                 "**" if last => prefix = true,
-                "**" => return Err(format!("pattern {raw:?}: ** is only allowed as the last segment")),
+                "**" => {
+                    return Err(format!(
+                        "pattern {raw:?}: ** is only allowed as the last segment"
+                    ))
+                }
                 "*" => segs.push(Seg::One),
                 "" if last => {}
                 "" => return Err(format!("pattern {raw:?} has an empty segment")),
-                "." | ".." => return Err(format!("pattern {raw:?}: . and .. never appear in a normalized path")),
+                "." | ".." => {
+                    return Err(format!(
+                        "pattern {raw:?}: . and .. never appear in a normalized path"
+                    ))
+                }
                 p if p.contains('*') => {
                     return Err(format!("pattern {raw:?}: * must be a whole segment"))
                 }
                 p if p.contains(['%', ';', '?', '#', '\\']) => {
-                    return Err(format!("pattern {raw:?}: write segments decoded, without ; ? # % or \\"))
+                    return Err(format!(
+                        "pattern {raw:?}: write segments decoded, without ; ? # % or \\"
+                    ))
                 }
                 p => segs.push(Seg::Lit(p.to_owned())),
             }
@@ -80,11 +90,14 @@ impl Pattern {
         if !self.prefix && (other.prefix || other.segs.len() != self.segs.len()) {
             return false;
         }
-        self.segs.iter().zip(&other.segs).all(|(a, b)| match (a, b) {
-            (Seg::One, _) => true,
-            (Seg::Lit(x), Seg::Lit(y)) => x == y,
-            (Seg::Lit(_), Seg::One) => false,
-        })
+        self.segs
+            .iter()
+            .zip(&other.segs)
+            .all(|(a, b)| match (a, b) {
+                (Seg::One, _) => true,
+                (Seg::Lit(x), Seg::Lit(y)) => x == y,
+                (Seg::Lit(_), Seg::One) => false,
+            })
     }
 }
 
@@ -248,7 +261,10 @@ mod tests {
         let hit = |m: &Method, h: Option<&str>, p: &str| table.lookup(m, h, p).map(|r| r.index);
         assert_eq!(hit(&Method::POST, None, "/admin/x"), Some(0));
         assert_eq!(hit(&Method::GET, None, "/admin/x"), Some(2));
-        assert_eq!(hit(&Method::GET, Some("API.example.com"), "/api/v1"), Some(1));
+        assert_eq!(
+            hit(&Method::GET, Some("API.example.com"), "/api/v1"),
+            Some(1)
+        );
         assert_eq!(hit(&Method::GET, Some("other"), "/api/v1"), Some(2));
         let no_catch_all = RouteTable::new(vec![route(0, "/a", None, None)]);
         assert!(no_catch_all.lookup(&Method::GET, None, "/b").is_none());

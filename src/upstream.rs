@@ -126,7 +126,11 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
         }
     }
     let xff_name = HeaderName::from_static("x-forwarded-for");
-    let prior: Vec<&str> = headers.get_all(&xff_name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let prior: Vec<&str> = headers
+        .get_all(&xff_name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     let xff = if prior.is_empty() {
         ctx.peer_ip.to_string()
     } else {
@@ -136,7 +140,10 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
         headers.insert(xff_name, v);
     }
     let proto = if ctx.tls { "https" } else { "http" };
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(proto));
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(proto),
+    );
     if let Some(v) = ctx.host.and_then(|h| HeaderValue::from_str(h).ok()) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), v.clone());
         headers.entry(header::HOST).or_insert(v);
@@ -172,7 +179,9 @@ pub async fn forward(
         .authority(up.authority.clone())
         .path_and_query(ctx.path_and_query.as_str())
         .build()
-        .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded".to_owned()))?;
+        .map_err(|_| {
+            GatewayError::BadRequest("the request target cannot be forwarded".to_owned())
+        })?;
     parts.version = Version::HTTP_11;
     rewrite_request_headers(&mut parts.headers, &ctx);
     let outgoing = Request::from_parts(parts, body);
@@ -200,7 +209,9 @@ pub async fn forward(
             });
             return Ok(resp.map(|b| b.boxed()));
         }
-        return Err(GatewayError::BadGateway("the upstream switched protocols unasked".to_owned()));
+        return Err(GatewayError::BadGateway(
+            "the upstream switched protocols unasked".to_owned(),
+        ));
     }
     strip_hop_by_hop(resp.headers_mut());
     Ok(resp.map(|b| b.boxed()))
@@ -232,10 +243,19 @@ mod tests {
     #[test]
     fn connection_named_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-secret"));
-        h.insert(HeaderName::from_static("x-secret"), HeaderValue::from_static("1"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert(
+            HeaderName::from_static("x-secret"),
+            HeaderValue::from_static("1"),
+        );
         h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(HeaderName::from_static("x-keep"), HeaderValue::from_static("1"));
+        h.insert(
+            HeaderName::from_static("x-keep"),
+            HeaderValue::from_static("1"),
+        );
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));

@@ -77,17 +77,29 @@ mod tests {
     #[test]
     fn reads_and_strips_cookies() {
         let mut h = HeaderMap::new();
-        h.insert(COOKIE, HeaderValue::from_static("a=1; authgate_access=tok; b=2"));
+        h.insert(
+            COOKIE,
+            HeaderValue::from_static("a=1; authgate_access=tok; b=2"),
+        );
         assert_eq!(get(&h, ACCESS), Some("tok"));
         assert_eq!(get(&h, "a"), Some("1"));
-        assert_eq!(strip_own("a=1; authgate_access=tok; b=2").as_deref(), Some("a=1; b=2"));
+        assert_eq!(
+            strip_own("a=1; authgate_access=tok; b=2").as_deref(),
+            Some("a=1; b=2")
+        );
         assert_eq!(strip_own("authgate_csrf=x"), None);
     }
 
     #[test]
     fn next_must_be_local() {
         assert_eq!(safe_next("/app?x=1"), Some("/app?x=1"));
-        for bad in ["//evil.com", "https://evil.com", "/\\evil.com", "evil", "/a\r\nb"] {
+        for bad in [
+            "//evil.com",
+            "https://evil.com",
+            "/\\evil.com",
+            "evil",
+            "/a\r\nb",
+        ] {
             assert_eq!(safe_next(bad), None, "{bad}");
         }
     }

@@ -28,7 +28,12 @@ pub fn is_own(path: &str) -> bool {
     path == "/auth" || path.starts_with("/auth/") || path == "/.well-known/jwks.json"
 }
 
-pub async fn handle(auth: &Auth, req: Request<Incoming>, path: &str, ctx: Ctx<'_>) -> Result<Response<Body>, GatewayError> {
+pub async fn handle(
+    auth: &Auth,
+    req: Request<Incoming>,
+    path: &str,
+    ctx: Ctx<'_>,
+) -> Result<Response<Body>, GatewayError> {
     let method = req.method().clone();
     let path = path.trim_end_matches('/');
     match (path, &method) {
@@ -39,9 +44,15 @@ pub async fn handle(auth: &Auth, req: Request<Incoming>, path: &str, ctx: Ctx<'_
         ("/auth/me", &Method::GET) => me(auth, req.headers()).await,
         ("/auth/register", &Method::POST) => register(auth, req).await,
         ("/.well-known/jwks.json", &Method::GET) => jwks(auth),
-        ("/auth/login" | "/auth/refresh" | "/auth/logout" | "/auth/me" | "/auth/register" | "/.well-known/jwks.json", _) => {
-            Err(GatewayError::MethodNotAllowed)
-        }
+        (
+            "/auth/login"
+            | "/auth/refresh"
+            | "/auth/logout"
+            | "/auth/me"
+            | "/auth/register"
+            | "/.well-known/jwks.json",
+            _,
+        ) => Err(GatewayError::MethodNotAllowed),
         _ => Err(GatewayError::NotFound),
     }
 }
@@ -49,16 +60,25 @@ pub async fn handle(auth: &Auth, req: Request<Incoming>, path: &str, ctx: Ctx<'_
 fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(value.to_string()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
 /// Reads a body of at most `limit` bytes.
-async fn read_body(req: Request<Incoming>, limit: usize) -> Result<(HeaderMap, bytes::Bytes), GatewayError> {
+async fn read_body(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<(HeaderMap, bytes::Bytes), GatewayError> {
     let (parts, body) = req.into_parts();
     let collected = Limited::new(body, limit).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
             GatewayError::BodyTooLarge
         } else {
             GatewayError::BadRequest("could not read the request body".to_owned())
@@ -71,7 +91,10 @@ fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+        .is_some_and(|v| {
+            v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
 }
 
 #[derive(Deserialize)]
@@ -82,20 +105,31 @@ struct Credentials {
     next: Option<String>,
 }
 
-fn parse_credentials(headers: &HeaderMap, body: &[u8]) -> Result<(Credentials, bool), GatewayError> {
+fn parse_credentials(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Credentials, bool), GatewayError> {
     let form = is_form(headers);
     let creds: Credentials = if form {
-        serde_urlencoded::from_bytes(body)
-            .map_err(|_| GatewayError::BadRequest("the form needs username and password".to_owned()))?
+        serde_urlencoded::from_bytes(body).map_err(|_| {
+            GatewayError::BadRequest("the form needs username and password".to_owned())
+        })?
     } else {
-        serde_json::from_slice(body)
-            .map_err(|_| GatewayError::BadRequest("the body must be JSON {\"username\", \"password\"}".to_owned()))?
+        serde_json::from_slice(body).map_err(|_| {
+            GatewayError::BadRequest(
+                "the body must be JSON {\"username\", \"password\"}".to_owned(),
+            )
+        })?
     };
     if creds.username.is_empty() || creds.password.is_empty() {
-        return Err(GatewayError::BadRequest("username and password are required".to_owned()));
+        return Err(GatewayError::BadRequest(
+            "username and password are required".to_owned(),
+        ));
     }
     if creds.password.len() > MAX_PASSWORD_BYTES || creds.username.len() > 256 {
-        return Err(GatewayError::BadRequest("username or password too long".to_owned()));
+        return Err(GatewayError::BadRequest(
+            "username or password too long".to_owned(),
+        ));
     }
     Ok((creds, form))
 }
@@ -107,7 +141,11 @@ fn hash_error(e: HashError) -> GatewayError {
     }
 }
 
-async fn login(auth: &Auth, req: Request<Incoming>, ctx: Ctx<'_>) -> Result<Response<Body>, GatewayError> {
+async fn login(
+    auth: &Auth,
+    req: Request<Incoming>,
+    ctx: Ctx<'_>,
+) -> Result<Response<Body>, GatewayError> {
     let (headers, body) = read_body(req, auth.max_body_bytes).await?;
     let (creds, form) = parse_credentials(&headers, &body)?;
     let user_key = format!("u:{}", creds.username);
@@ -115,7 +153,11 @@ async fn login(auth: &Auth, req: Request<Incoming>, ctx: Ctx<'_>) -> Result<Resp
     let (user_fails, user_ttl) = auth.store.failures(&user_key).await.map_err(store_down)?;
     let (ip_fails, ip_ttl) = auth.store.failures(&ip_key).await.map_err(store_down)?;
     if user_fails >= auth.max_failures_per_user || ip_fails >= auth.max_failures_per_ip {
-        let retry_after = if user_fails >= auth.max_failures_per_user { user_ttl } else { ip_ttl };
+        let retry_after = if user_fails >= auth.max_failures_per_user {
+            user_ttl
+        } else {
+            ip_ttl
+        };
         return Err(GatewayError::TooManyAttempts { retry_after });
     }
     let user = if validate_name(&creds.username).is_ok() {
@@ -125,17 +167,26 @@ async fn login(auth: &Auth, req: Request<Incoming>, ctx: Ctx<'_>) -> Result<Resp
     };
     let ok = auth
         .hasher
-        .verify(&creds.password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .verify(
+            &creds.password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
         .await
         .map_err(hash_error)?;
     let Some(user) = user.filter(|_| ok) else {
         let window = auth.failure_window;
-        let (u, i) = tokio::join!(auth.store.add_failure(&user_key, window), auth.store.add_failure(&ip_key, window));
+        let (u, i) = tokio::join!(
+            auth.store.add_failure(&user_key, window),
+            auth.store.add_failure(&ip_key, window)
+        );
         u.and(i).map_err(store_down)?;
         tracing::info!(user = %creds.username, ip = %ctx.client_ip, "login failed");
         return Err(GatewayError::InvalidCredentials);
     };
-    auth.store.clear_failures(&user_key).await.map_err(store_down)?;
+    auth.store
+        .clear_failures(&user_key)
+        .await
+        .map_err(store_down)?;
     let pair = start_session(auth, &user).await?;
     tracing::info!(user = %user.name, "login");
     let next = creds.next.as_deref().and_then(safe_next).map(str::to_owned);
@@ -149,7 +200,10 @@ async fn start_session(auth: &Auth, user: &User) -> Result<Pair, GatewayError> {
     let refresh_exp = iat + auth.tokens.refresh_ttl;
     let pair = issue_pair(auth, user, &sid, iat, refresh_exp)?;
     let ttl = auth.tokens.refresh_ttl + auth.tokens.leeway + 1;
-    auth.store.start_session(&sid, &pair.refresh.jti, ttl).await.map_err(store_down)?;
+    auth.store
+        .start_session(&sid, &pair.refresh.jti, ttl)
+        .await
+        .map_err(store_down)?;
     Ok(pair)
 }
 
@@ -167,23 +221,52 @@ struct Pair {
     session_exp: u64,
 }
 
-fn issue_pair(auth: &Auth, user: &User, sid: &str, iat: u64, session_exp: u64) -> Result<Pair, GatewayError> {
+fn issue_pair(
+    auth: &Auth,
+    user: &User,
+    sid: &str,
+    iat: u64,
+    session_exp: u64,
+) -> Result<Pair, GatewayError> {
     let access = issue_access(auth, user, sid, iat, session_exp)?;
     let refresh = auth
         .tokens
         .issue(TokenType::Refresh, &user.name, sid, None, iat, session_exp)
         .map_err(GatewayError::Internal)?;
-    Ok(Pair { access, refresh, session_exp })
+    Ok(Pair {
+        access,
+        refresh,
+        session_exp,
+    })
 }
 
-fn issue_access(auth: &Auth, user: &User, sid: &str, iat: u64, session_exp: u64) -> Result<Issued, GatewayError> {
+fn issue_access(
+    auth: &Auth,
+    user: &User,
+    sid: &str,
+    iat: u64,
+    session_exp: u64,
+) -> Result<Issued, GatewayError> {
     let exp = (iat + auth.tokens.access_ttl).min(session_exp);
     auth.tokens
-        .issue(TokenType::Access, &user.name, sid, Some(&user.roles), iat, exp)
+        .issue(
+            TokenType::Access,
+            &user.name,
+            sid,
+            Some(&user.roles),
+            iat,
+            exp,
+        )
         .map_err(GatewayError::Internal)
 }
 
-fn token_response(auth: &Auth, pair: &Pair, cookies: bool, secure: bool, next: Option<&str>) -> Response<Body> {
+fn token_response(
+    auth: &Auth,
+    pair: &Pair,
+    cookies: bool,
+    secure: bool,
+    next: Option<&str>,
+) -> Response<Body> {
     let now = now_secs();
     let body = serde_json::json!({
         "access_token": pair.access.token,
@@ -209,9 +292,27 @@ fn token_response(auth: &Auth, pair: &Pair, cookies: bool, secure: bool, next: O
 fn set_session_cookies(h: &mut HeaderMap, pair: &Pair, secure: bool) {
     let now = now_secs();
     let cookies = [
-        set_cookie(cookies::ACCESS, &pair.access.token, pair.access.exp.saturating_sub(now), true, secure),
-        set_cookie(cookies::REFRESH, &pair.refresh.token, pair.session_exp.saturating_sub(now), true, secure),
-        set_cookie(cookies::CSRF, &random_id(), pair.session_exp.saturating_sub(now), false, secure),
+        set_cookie(
+            cookies::ACCESS,
+            &pair.access.token,
+            pair.access.exp.saturating_sub(now),
+            true,
+            secure,
+        ),
+        set_cookie(
+            cookies::REFRESH,
+            &pair.refresh.token,
+            pair.session_exp.saturating_sub(now),
+            true,
+            secure,
+        ),
+        set_cookie(
+            cookies::CSRF,
+            &random_id(),
+            pair.session_exp.saturating_sub(now),
+            false,
+            secure,
+        ),
     ];
     for c in cookies {
         if let Ok(v) = HeaderValue::from_str(&c) {
@@ -225,13 +326,18 @@ struct RefreshBody {
     refresh_token: String,
 }
 
-async fn refresh(auth: &Auth, req: Request<Incoming>, ctx: Ctx<'_>) -> Result<Response<Body>, GatewayError> {
+async fn refresh(
+    auth: &Auth,
+    req: Request<Incoming>,
+    ctx: Ctx<'_>,
+) -> Result<Response<Body>, GatewayError> {
     let (headers, body) = read_body(req, auth.max_body_bytes).await?;
     let (token, from_cookie) = match super::request_token(&headers) {
         Some((t, false)) => (t.to_owned(), false),
         _ if !body.is_empty() => {
-            let b: RefreshBody = serde_json::from_slice(&body)
-                .map_err(|_| GatewayError::BadRequest("the body must be JSON {\"refresh_token\"}".to_owned()))?;
+            let b: RefreshBody = serde_json::from_slice(&body).map_err(|_| {
+                GatewayError::BadRequest("the body must be JSON {\"refresh_token\"}".to_owned())
+            })?;
             (b.refresh_token, false)
         }
         _ => match cookies::get(&headers, cookies::REFRESH) {
@@ -300,23 +406,39 @@ async fn rotate(auth: &Auth, claims: &Claims, presented: &str) -> Result<Pair, G
         }
         Rotation::Reused => {
             tracing::warn!(user = %claims.sub, "refresh token reuse: session revoked");
-            Err(GatewayError::InvalidToken("the refresh token was already used; the session is revoked"))
+            Err(GatewayError::InvalidToken(
+                "the refresh token was already used; the session is revoked",
+            ))
         }
         Rotation::Unknown => Err(GatewayError::InvalidToken("the session is no longer valid")),
     }
 }
 
-async fn logout(auth: &Auth, headers: &HeaderMap, ctx: Ctx<'_>) -> Result<Response<Body>, GatewayError> {
+async fn logout(
+    auth: &Auth,
+    headers: &HeaderMap,
+    ctx: Ctx<'_>,
+) -> Result<Response<Body>, GatewayError> {
     let identity = auth.authenticate(headers).await?;
     let all = ctx
         .query
         .map(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default())
-        .is_some_and(|pairs| pairs.iter().any(|(k, v)| k == "all" && (v == "true" || v == "1")));
+        .is_some_and(|pairs| {
+            pairs
+                .iter()
+                .any(|(k, v)| k == "all" && (v == "true" || v == "1"))
+        });
     let ttl = auth.revocation_ttl();
     if all {
-        auth.store.revoke_user(&identity.claims.sub, now_secs(), ttl).await.map_err(store_down)?;
+        auth.store
+            .revoke_user(&identity.claims.sub, now_secs(), ttl)
+            .await
+            .map_err(store_down)?;
     } else {
-        auth.store.revoke_session(&identity.claims.sid, ttl).await.map_err(store_down)?;
+        auth.store
+            .revoke_session(&identity.claims.sid, ttl)
+            .await
+            .map_err(store_down)?;
     }
     tracing::info!(user = %identity.claims.sub, all, "logout");
     let mut resp = Response::new(crate::body::empty());
@@ -345,10 +467,20 @@ async fn register(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body>,
     let (creds, _) = parse_credentials(&headers, &body)?;
     validate_name(&creds.username).map_err(GatewayError::BadRequest)?;
     if creds.password.chars().count() < 8 {
-        return Err(GatewayError::BadRequest("the password needs at least 8 characters".to_owned()));
+        return Err(GatewayError::BadRequest(
+            "the password needs at least 8 characters".to_owned(),
+        ));
     }
-    let hash = auth.hasher.hash(&creds.password).await.map_err(hash_error)?;
-    let user = User { name: creds.username, password_hash: hash, roles: Vec::new() };
+    let hash = auth
+        .hasher
+        .hash(&creds.password)
+        .await
+        .map_err(hash_error)?;
+    let user = User {
+        name: creds.username,
+        password_hash: hash,
+        roles: Vec::new(),
+    };
     let created = auth.users.create(&user).await.map_err(|e| {
         tracing::warn!(error = %e, "registration failed");
         GatewayError::Unavailable("the user store is unavailable")
@@ -357,19 +489,30 @@ async fn register(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body>,
         return Err(GatewayError::Conflict("that user name is taken"));
     }
     tracing::info!(user = %user.name, "registered");
-    Ok(json(StatusCode::CREATED, serde_json::json!({ "sub": user.name, "roles": user.roles })))
+    Ok(json(
+        StatusCode::CREATED,
+        serde_json::json!({ "sub": user.name, "roles": user.roles }),
+    ))
 }
 
 fn jwks(auth: &Auth) -> Result<Response<Body>, GatewayError> {
     let doc = auth.jwks.as_ref().ok_or(GatewayError::NotFound)?;
     let mut resp = Response::new(full(doc.clone()));
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     Ok(resp)
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 fn login_page(query: Option<&str>) -> Response<Body> {
@@ -395,7 +538,13 @@ fn login_page(query: Option<&str>) -> Response<Body> {
         next = html_escape(&next)
     );
     let mut resp = Response::new(full(page));
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    resp.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     resp
 }

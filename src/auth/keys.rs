@@ -4,7 +4,10 @@
 use crate::config::{Algorithm, KeySource, TokensConfig};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::jwk::{AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, CommonParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm,
+    OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse, ThumbprintHash,
+};
 use jsonwebtoken::{DecodingKey, EncodingKey};
 use std::path::Path;
 
@@ -51,14 +54,18 @@ impl KeySet {
                     jwks: None,
                 })
             }
-            KeySource::Pem { path, generate_if_missing } => {
+            KeySource::Pem {
+                path,
+                generate_if_missing,
+            } => {
                 if !path.exists() && *generate_if_missing {
                     write_new_key(path, cfg.algorithm)?;
                     tracing::warn!(path = %path.display(), "generated a new signing key (tokens.generate_missing_key = true); use a managed key in production");
                 }
                 let pem = std::fs::read(path)
                     .map_err(|e| format!("cannot read signing key {}: {e}", path.display()))?;
-                Self::from_pem(cfg.algorithm, &pem).map_err(|e| format!("signing key {}: {e}", path.display()))
+                Self::from_pem(cfg.algorithm, &pem)
+                    .map_err(|e| format!("signing key {}: {e}", path.display()))
             }
         }
     }
@@ -110,8 +117,9 @@ fn key_algorithm(alg: Algorithm) -> KeyAlgorithm {
 /// Ed25519 public JWK from a PKCS#8 v1 or v2 private key (jsonwebtoken only reads v1).
 fn ed25519_jwk(encoding: &EncodingKey) -> Result<Jwk, String> {
     use aws_lc_rs::signature::KeyPair;
-    let pair = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(encoding.as_bytes())
-        .map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
+    let pair =
+        aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(encoding.as_bytes())
+            .map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
     Ok(Jwk {
         common: CommonParameters::default(),
         algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
@@ -128,11 +136,16 @@ pub fn generate(alg: Algorithm) -> Result<String, String> {
         Algorithm::HS256 => {
             let mut secret = [0u8; 48];
             aws_lc_rs::rand::fill(&mut secret).map_err(|_| "no system randomness".to_owned())?;
-            return Ok(format!("{}\n", base64::engine::general_purpose::STANDARD.encode(secret)));
+            return Ok(format!(
+                "{}\n",
+                base64::engine::general_purpose::STANDARD.encode(secret)
+            ));
         }
         Algorithm::EdDSA => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519),
         Algorithm::ES256 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
-        Algorithm::RS256 => rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048),
+        Algorithm::RS256 => {
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        }
     }
     .map_err(|e| format!("key generation failed: {e}"))?;
     Ok(pair.serialize_pem())
@@ -142,7 +155,8 @@ pub fn generate(alg: Algorithm) -> Result<String, String> {
 pub fn write_new_key(path: &Path, alg: Algorithm) -> Result<(), String> {
     let pem = generate(alg)?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -152,8 +166,11 @@ pub fn write_new_key(path: &Path, alg: Algorithm) -> Result<(), String> {
         opts.mode(0o600);
     }
     use std::io::Write;
-    let mut f = opts.open(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    f.write_all(pem.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let mut f = opts
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    f.write_all(pem.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -164,7 +181,8 @@ mod tests {
     fn generated_keys_load_with_stable_kids() {
         for alg in [Algorithm::EdDSA, Algorithm::ES256, Algorithm::RS256] {
             let pem = generate(alg).unwrap_or_else(|e| panic!("{e}"));
-            let a = KeySet::from_pem(alg, pem.as_bytes()).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+            let a =
+                KeySet::from_pem(alg, pem.as_bytes()).unwrap_or_else(|e| panic!("{alg:?}: {e}"));
             let b = KeySet::from_pem(alg, pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(a.kid, b.kid);
             assert_eq!(a.kid.len(), 43, "base64url SHA-256");

@@ -69,7 +69,8 @@ impl Auth {
             hasher: Hasher::new(config.login.max_concurrent_hashes)?,
             on_store_error: config.revocation.on_store_error,
             rotate_refresh: config.tokens.rotate_refresh,
-            reuse_grace_ms: u64::try_from(config.tokens.refresh_reuse_grace.as_millis()).unwrap_or(u64::MAX),
+            reuse_grace_ms: u64::try_from(config.tokens.refresh_reuse_grace.as_millis())
+                .unwrap_or(u64::MAX),
             registration: config.users.registration,
             max_failures_per_user: config.login.max_failures_per_user,
             max_failures_per_ip: config.login.max_failures_per_ip,
@@ -117,7 +118,9 @@ impl Auth {
         match self.on_store_error {
             OnStoreError::Deny => {
                 tracing::warn!(error = %e, "revocation store unavailable; denying (on_store_error = deny)");
-                Err(GatewayError::Unavailable("the revocation store is unavailable"))
+                Err(GatewayError::Unavailable(
+                    "the revocation store is unavailable",
+                ))
             }
             OnStoreError::Allow => {
                 tracing::error!(error = %e, "revocation store unavailable; ALLOWING without revocation check (on_store_error = allow)");

@@ -64,7 +64,8 @@ impl Hasher {
         let phc = phc.unwrap_or(&self.dummy).to_owned();
         let password = password.to_owned();
         let known = phc != self.dummy;
-        self.run(move || known && verify_password(password.as_bytes(), &phc)).await
+        self.run(move || known && verify_password(password.as_bytes(), &phc))
+            .await
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
@@ -74,7 +75,10 @@ impl Hasher {
             .ok_or(HashError::Failed)
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(HashError::Busy);

@@ -50,7 +50,16 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "30", "s", "-1s", "1.5s", "3 weeks", "10y", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "30",
+            "s",
+            "-1s",
+            "1.5s",
+            "3 weeks",
+            "10y",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad} should fail");
         }
     }

@@ -27,8 +27,8 @@ pub(crate) fn expand_with(
                 .find('}')
                 .ok_or_else(|| format!("unterminated \"${{\" in {input:?}"))?;
             let name = &body[..end];
-            let valid = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(format!("invalid environment variable name {name:?}"));
             }

@@ -161,8 +161,12 @@ mod tests {
 
     #[test]
     fn suggests_the_closest_key() {
-        let msg = "unknown field `acess_ttl`, expected one of `issuer`, `access_ttl`, `refresh_ttl`";
-        assert_eq!(did_you_mean(msg).as_deref(), Some("did you mean `access_ttl`?"));
+        let msg =
+            "unknown field `acess_ttl`, expected one of `issuer`, `access_ttl`, `refresh_ttl`";
+        assert_eq!(
+            did_you_mean(msg).as_deref(),
+            Some("did you mean `access_ttl`?")
+        );
         let far = "unknown field `zzzzzzzz`, expected `issuer` or `audience`";
         assert!(did_you_mean(far).is_some_and(|h| h.starts_with("valid keys")));
     }

@@ -103,7 +103,10 @@ impl Algorithm {
 #[derive(Clone)]
 pub enum KeySource {
     /// PKCS#8 PEM private key (RS256, ES256, EdDSA).
-    Pem { path: PathBuf, generate_if_missing: bool },
+    Pem {
+        path: PathBuf,
+        generate_if_missing: bool,
+    },
     /// HS256 shared secret, already read from its env var or file.
     Secret(Vec<u8>),
 }
@@ -267,7 +270,12 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
     }
 }
 
-fn parse_addr(rep: &mut Reporter, v: &Option<Spanned<Text>>, key: &str, default: &str) -> SocketAddr {
+fn parse_addr(
+    rep: &mut Reporter,
+    v: &Option<Spanned<Text>>,
+    key: &str,
+    default: &str,
+) -> SocketAddr {
     let text = v.as_ref().map_or(default, |s| s.get_ref().0.as_str());
     match text.parse() {
         Ok(a) => a,
@@ -284,7 +292,13 @@ fn parse_addr(rep: &mut Reporter, v: &Option<Spanned<Text>>, key: &str, default:
     }
 }
 
-fn positive(rep: &mut Reporter, v: &Option<Spanned<usize>>, key: &str, default: usize, min: usize) -> usize {
+fn positive(
+    rep: &mut Reporter,
+    v: &Option<Spanned<usize>>,
+    key: &str,
+    default: usize,
+    min: usize,
+) -> usize {
     match v {
         None => default,
         Some(s) if *s.get_ref() >= min => *s.get_ref(),
@@ -307,7 +321,10 @@ fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<Config> {
     let login = LoginConfig {
         max_failures_per_user: raw.login.max_failures_per_user.unwrap_or(5),
         max_failures_per_ip: raw.login.max_failures_per_ip.unwrap_or(50),
-        failure_window: raw.login.failure_window.map_or(Duration::from_secs(900), |d| d.0),
+        failure_window: raw
+            .login
+            .failure_window
+            .map_or(Duration::from_secs(900), |d| d.0),
         max_concurrent_hashes: raw.login.max_concurrent_hashes.unwrap_or(0),
     };
     let identity = build_identity(rep, &raw.identity);
@@ -361,16 +378,36 @@ fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> Server
             Err(e) => rep.error(span(cidr), format!("server.trusted_proxies[{i}]"), e, None),
         }
     }
-    let max_header_bytes = positive(rep, &raw.max_header_bytes, "server.max_header_bytes", 65536, 1024);
+    let max_header_bytes = positive(
+        rep,
+        &raw.max_header_bytes,
+        "server.max_header_bytes",
+        65536,
+        1024,
+    );
     ServerConfig {
         listen: parse_addr(rep, &raw.listen, "server.listen", "0.0.0.0:8443"),
         workers: raw.workers.unwrap_or(0),
         max_header_bytes,
-        header_read_timeout: raw.header_read_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        header_read_timeout: raw
+            .header_read_timeout
+            .map_or(Duration::from_secs(10), |d| d.0),
         shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
         trusted_proxies,
-        max_connections: positive(rep, &raw.max_connections, "server.max_connections", 10_000, 1),
-        max_body_bytes: positive(rep, &raw.max_body_bytes, "server.max_body_bytes", 65536, 1024),
+        max_connections: positive(
+            rep,
+            &raw.max_connections,
+            "server.max_connections",
+            10_000,
+            1,
+        ),
+        max_body_bytes: positive(
+            rep,
+            &raw.max_body_bytes,
+            "server.max_body_bytes",
+            65536,
+            1024,
+        ),
         tls: raw.tls.as_ref().map(|t| TlsConfig {
             cert: resolve(base, &t.get_ref().cert.get_ref().0),
             key: resolve(base, &t.get_ref().key.get_ref().0),
@@ -418,12 +455,18 @@ fn build_tokens(rep: &mut Reporter, base: &Path, raw: &raw::RawTokens) -> Option
         .or(raw.algorithm.is_none().then_some(Algorithm::EdDSA))?;
     let key = build_key_source(rep, base, raw, algorithm)?;
     let dur = |d: &Option<Spanned<Dur>>, default: u64| {
-        d.as_ref().map_or(Duration::from_secs(default), |s| s.get_ref().0)
+        d.as_ref()
+            .map_or(Duration::from_secs(default), |s| s.get_ref().0)
     };
     let access_ttl = dur(&raw.access_ttl, 900);
     let refresh_ttl = dur(&raw.refresh_ttl, 7 * 86400);
     if access_ttl.as_secs() == 0 {
-        rep.error(raw.access_ttl.as_ref().and_then(span), "tokens.access_ttl", "must be at least 1s", None);
+        rep.error(
+            raw.access_ttl.as_ref().and_then(span),
+            "tokens.access_ttl",
+            "must be at least 1s",
+            None,
+        );
     }
     if refresh_ttl < access_ttl {
         rep.error(
@@ -434,8 +477,16 @@ fn build_tokens(rep: &mut Reporter, base: &Path, raw: &raw::RawTokens) -> Option
         );
     }
     Some(TokensConfig {
-        issuer: raw.issuer.as_ref().map_or("authgate", |t| t.0.as_str()).to_owned(),
-        audience: raw.audience.as_ref().map_or("authgate", |t| t.0.as_str()).to_owned(),
+        issuer: raw
+            .issuer
+            .as_ref()
+            .map_or("authgate", |t| t.0.as_str())
+            .to_owned(),
+        audience: raw
+            .audience
+            .as_ref()
+            .map_or("authgate", |t| t.0.as_str())
+            .to_owned(),
         algorithm,
         key,
         access_ttl,
@@ -483,7 +534,12 @@ fn build_key_source(
         (None, Some(file)) => match std::fs::read(resolve(base, &file.get_ref().0)) {
             Ok(v) => trim_ascii_end(v),
             Err(e) => {
-                rep.error(span(file), "tokens.secret_file", format!("cannot read: {e}"), None);
+                rep.error(
+                    span(file),
+                    "tokens.secret_file",
+                    format!("cannot read: {e}"),
+                    None,
+                );
                 return None;
             }
         },
@@ -498,11 +554,18 @@ fn build_key_source(
         }
     };
     if secret.len() < 32 {
-        let at = raw.secret_env.as_ref().or(raw.secret_file.as_ref()).and_then(span);
+        let at = raw
+            .secret_env
+            .as_ref()
+            .or(raw.secret_file.as_ref())
+            .and_then(span);
         rep.error(
             at,
             "tokens",
-            format!("the HS256 secret is {} bytes; at least 32 are required", secret.len()),
+            format!(
+                "the HS256 secret is {} bytes; at least 32 are required",
+                secret.len()
+            ),
             Some("generate one with `authgate keygen --alg HS256`".to_owned()),
         );
         return None;
@@ -539,14 +602,29 @@ fn build_revocation(rep: &mut Reporter, raw: &raw::RawRevocation) -> RevocationC
     };
     if let (RevocationBackend::Redis { url }, Some(at)) = (&backend, &raw.redis_url) {
         if !(url.starts_with("redis://") || url.starts_with("unix://")) {
-            rep.error(span(at), "revocation.redis_url", "must start with redis:// or unix://", None);
+            rep.error(
+                span(at),
+                "revocation.redis_url",
+                "must start with redis:// or unix://",
+                None,
+            );
         }
     }
     let choices = [("deny", OnStoreError::Deny), ("allow", OnStoreError::Allow)];
     RevocationConfig {
         backend,
-        key_prefix: raw.key_prefix.as_ref().map_or("authgate:", |t| t.0.as_str()).to_owned(),
-        on_store_error: one_of(rep, &raw.on_store_error, "revocation.on_store_error", OnStoreError::Deny, &choices),
+        key_prefix: raw
+            .key_prefix
+            .as_ref()
+            .map_or("authgate:", |t| t.0.as_str())
+            .to_owned(),
+        on_store_error: one_of(
+            rep,
+            &raw.on_store_error,
+            "revocation.on_store_error",
+            OnStoreError::Deny,
+            &choices,
+        ),
         timeout: raw.timeout.map_or(Duration::from_millis(500), |d| d.0),
     }
 }
@@ -554,7 +632,10 @@ fn build_revocation(rep: &mut Reporter, raw: &raw::RawRevocation) -> RevocationC
 fn build_users(rep: &mut Reporter, base: &Path, raw: &raw::RawUsers) -> Option<UsersConfig> {
     let backend = match raw.backend.as_ref().map(|b| b.get_ref().0.as_str()) {
         None | Some("file") => {
-            let file = raw.file.as_ref().map_or("users.toml", |f| f.get_ref().0.as_str());
+            let file = raw
+                .file
+                .as_ref()
+                .map_or("users.toml", |f| f.get_ref().0.as_str());
             UsersBackend::File(resolve(base, file))
         }
         Some("redis") => UsersBackend::Redis,
@@ -577,21 +658,44 @@ fn build_users(rep: &mut Reporter, base: &Path, raw: &raw::RawUsers) -> Option<U
             Some("set users.backend = \"redis\" or registration = false".to_owned()),
         );
     }
-    Some(UsersConfig { backend, registration })
+    Some(UsersConfig {
+        backend,
+        registration,
+    })
 }
 
-fn header_name(rep: &mut Reporter, v: &Option<Spanned<Text>>, key: &str, default: &str) -> HeaderName {
+fn header_name(
+    rep: &mut Reporter,
+    v: &Option<Spanned<Text>>,
+    key: &str,
+    default: &str,
+) -> HeaderName {
     let text = v.as_ref().map_or(default, |s| s.get_ref().0.as_str());
     HeaderName::from_bytes(text.as_bytes()).unwrap_or_else(|_| {
-        rep.error(v.as_ref().and_then(span), key, format!("{text:?} is not a valid header name"), None);
+        rep.error(
+            v.as_ref().and_then(span),
+            key,
+            format!("{text:?} is not a valid header name"),
+            None,
+        );
         HeaderName::from_static("x-invalid")
     })
 }
 
 fn build_identity(rep: &mut Reporter, raw: &raw::RawIdentity) -> IdentityConfig {
     IdentityConfig {
-        subject_header: header_name(rep, &raw.subject_header, "identity.subject_header", "X-Auth-User"),
-        roles_header: header_name(rep, &raw.roles_header, "identity.roles_header", "X-Auth-Roles"),
+        subject_header: header_name(
+            rep,
+            &raw.subject_header,
+            "identity.subject_header",
+            "X-Auth-User",
+        ),
+        roles_header: header_name(
+            rep,
+            &raw.roles_header,
+            "identity.roles_header",
+            "X-Auth-Roles",
+        ),
         forward_token: raw.forward_token.unwrap_or(false),
     }
 }
@@ -603,13 +707,23 @@ fn build_upstreams(rep: &mut Reporter, raw: &[Spanned<raw::RawUpstream>]) -> Vec
         let up = up.get_ref();
         let name = up.name.get_ref().0.clone();
         if !seen.insert(name.clone()) {
-            rep.error(span(&up.name), format!("upstreams[{i}].name"), format!("upstream {name:?} is defined twice"), Some("give each upstream a unique name".to_owned()));
+            rep.error(
+                span(&up.name),
+                format!("upstreams[{i}].name"),
+                format!("upstream {name:?} is defined twice"),
+                Some("give each upstream a unique name".to_owned()),
+            );
         }
         let url = up.url.get_ref().0.as_str();
         let authority = match parse_upstream_url(url) {
             Ok(a) => a,
             Err(e) => {
-                rep.error(span(&up.url), format!("upstreams[{i}].url"), e, Some("write e.g. \"http://127.0.0.1:8080\"".to_owned()));
+                rep.error(
+                    span(&up.url),
+                    format!("upstreams[{i}].url"),
+                    e,
+                    Some("write e.g. \"http://127.0.0.1:8080\"".to_owned()),
+                );
                 continue;
             }
         };
@@ -631,9 +745,14 @@ fn parse_upstream_url(url: &str) -> Result<http::uri::Authority, String> {
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
         return Err(format!("{url:?}: an upstream URL carries no path or query"));
     }
-    let authority = uri.authority().cloned().ok_or_else(|| format!("{url:?} has no host"))?;
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{url:?} has no host"))?;
     if authority.port_u16().is_none() {
-        return Ok(format!("{}:80", authority.host()).parse().map_err(|_| format!("{url:?} has a bad host"))?);
+        return Ok(format!("{}:80", authority.host())
+            .parse()
+            .map_err(|_| format!("{url:?} has a bad host"))?);
     }
     Ok(authority)
 }
@@ -651,7 +770,12 @@ fn build_routes(
         let pattern = match Pattern::parse(&r.path.get_ref().0) {
             Ok(p) => p,
             Err(e) => {
-                rep.error(span(&r.path), key("path"), e, Some("patterns look like \"/a/b\", \"/a/**\" or \"/a/*/c\"".to_owned()));
+                rep.error(
+                    span(&r.path),
+                    key("path"),
+                    e,
+                    Some("patterns look like \"/a/b\", \"/a/**\" or \"/a/*/c\"".to_owned()),
+                );
                 continue;
             }
         };
@@ -661,18 +785,37 @@ fn build_routes(
             rep.error(
                 span(&r.upstream),
                 key("upstream"),
-                format!("upstream {up_name:?} is not defined; defined: {}", if defined.is_empty() { "(none)".to_owned() } else { defined.join(", ") }),
+                format!(
+                    "upstream {up_name:?} is not defined; defined: {}",
+                    if defined.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        defined.join(", ")
+                    }
+                ),
                 Some("add an [[upstreams]] table with this name or fix the spelling".to_owned()),
             );
             continue;
         };
-        let auth = one_of(rep, &r.auth, &key("auth"), AuthMode::Required, &[("public", AuthMode::Public), ("required", AuthMode::Required)]);
+        let auth = one_of(
+            rep,
+            &r.auth,
+            &key("auth"),
+            AuthMode::Required,
+            &[
+                ("public", AuthMode::Public),
+                ("required", AuthMode::Required),
+            ],
+        );
         let on_unauthenticated = one_of(
             rep,
             &r.on_unauthenticated,
             &key("on_unauthenticated"),
             OnUnauthenticated::Status401,
-            &[("401", OnUnauthenticated::Status401), ("redirect", OnUnauthenticated::Redirect)],
+            &[
+                ("401", OnUnauthenticated::Status401),
+                ("redirect", OnUnauthenticated::Redirect),
+            ],
         );
         let methods = match &r.methods {
             None => None,
@@ -681,22 +824,40 @@ fn build_routes(
                 for m in ms.get_ref() {
                     match Method::from_bytes(m.0.to_ascii_uppercase().as_bytes()) {
                         Ok(m) => parsed.push(m),
-                        Err(_) => rep.error(span(ms), key("methods"), format!("{:?} is not an HTTP method", m.0), None),
+                        Err(_) => rep.error(
+                            span(ms),
+                            key("methods"),
+                            format!("{:?} is not an HTTP method", m.0),
+                            None,
+                        ),
                     }
                 }
                 if parsed.is_empty() {
-                    rep.error(span(ms), key("methods"), "an empty list matches nothing", Some("remove `methods` to match every method".to_owned()));
+                    rep.error(
+                        span(ms),
+                        key("methods"),
+                        "an empty list matches nothing",
+                        Some("remove `methods` to match every method".to_owned()),
+                    );
                 }
                 Some(parsed)
             }
         };
         if auth == AuthMode::Public && !r.roles.is_empty() {
-            rep.error(span(&r.path), key("roles"), "roles on a public route are never checked", Some("set auth = \"required\" or remove roles".to_owned()));
+            rep.error(
+                span(&r.path),
+                key("roles"),
+                "roles on a public route are never checked",
+                Some("set auth = \"required\" or remove roles".to_owned()),
+            );
         }
         routes.push(Route {
             index: i,
             line,
-            name: r.name.as_ref().map_or_else(|| r.path.get_ref().0.clone(), |n| n.0.clone()),
+            name: r
+                .name
+                .as_ref()
+                .map_or_else(|| r.path.get_ref().0.clone(), |n| n.0.clone()),
             pattern,
             host: r.host.as_ref().map(|h| h.0.to_ascii_lowercase()),
             methods,

@@ -17,10 +17,15 @@ impl IpNet {
             v4 => v4,
         };
         match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                mask_eq(u128::from(u32::from(net)), u128::from(u32::from(ip)), self.prefix, 32)
+            (IpAddr::V4(net), IpAddr::V4(ip)) => mask_eq(
+                u128::from(u32::from(net)),
+                u128::from(u32::from(ip)),
+                self.prefix,
+                32,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                mask_eq(u128::from(net), u128::from(ip), self.prefix, 128)
             }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => mask_eq(u128::from(net), u128::from(ip), self.prefix, 128),
             _ => false,
         }
     }
@@ -41,7 +46,9 @@ impl FromStr for IpNet {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
         };
-        let addr: IpAddr = addr.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
@@ -72,7 +79,11 @@ mod tests {
         assert!(!net("127.0.0.1").contains(IpAddr::from([127, 0, 0, 2])));
         assert!(net("0.0.0.0/0").contains(IpAddr::from([8, 8, 8, 8])));
         assert!(net("::1/128").contains("::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
-        assert!(ten.contains("::ffff:10.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        assert!(ten.contains(
+            "::ffff:10.0.0.1"
+                .parse()
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        ));
     }
 
     #[test]

@@ -113,8 +113,14 @@ pub async fn serve<H: Handler>(
                     match tokio::time::timeout(handshake_deadline, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             let info = ConnInfo { peer, tls: true };
-                            serve_io(TokioIo::new(stream), info, &builder, handler.clone(), watcher)
-                                .await;
+                            serve_io(
+                                TokioIo::new(stream),
+                                info,
+                                &builder,
+                                handler.clone(),
+                                watcher,
+                            )
+                            .await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

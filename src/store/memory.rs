@@ -47,7 +47,11 @@ impl MemoryStore {
         let now = now_secs();
         self.read(|i| RevocationState {
             session_revoked: i.revoked_sessions.get(sid).is_some_and(|exp| *exp > now),
-            user_cutoff: i.cutoffs.get(sub).filter(|(_, exp)| *exp > now).map(|(c, _)| *c),
+            user_cutoff: i
+                .cutoffs
+                .get(sub)
+                .filter(|(_, exp)| *exp > now)
+                .map(|(c, _)| *c),
         })
     }
 
@@ -99,7 +103,8 @@ impl MemoryStore {
                 }
             }
             i.refresh.remove(r.sid);
-            i.revoked_sessions.insert(r.sid.to_owned(), now + r.ttl.max(1));
+            i.revoked_sessions
+                .insert(r.sid.to_owned(), now + r.ttl.max(1));
             Rotation::Reused
         })
     }
@@ -115,7 +120,10 @@ impl MemoryStore {
     pub fn add_failure(&self, key: &str, window: u64) -> u64 {
         let now = now_secs();
         self.write(|i| {
-            let entry = i.failures.entry(key.to_owned()).or_insert((0, now + window));
+            let entry = i
+                .failures
+                .entry(key.to_owned())
+                .or_insert((0, now + window));
             if entry.1 <= now {
                 *entry = (0, now + window);
             }
@@ -171,7 +179,10 @@ mod tests {
         let m = MemoryStore::new();
         m.start_session("s", "j1", 60);
         assert_eq!(m.rotate(&req("j1", "j2", 1000, 500)), Rotation::Rotated);
-        assert_eq!(m.rotate(&req("j1", "x", 1400, 500)), Rotation::Replay("j2".to_owned()));
+        assert_eq!(
+            m.rotate(&req("j1", "x", 1400, 500)),
+            Rotation::Replay("j2".to_owned())
+        );
         assert_eq!(m.rotate(&req("j1", "x", 1600, 500)), Rotation::Reused);
     }
 

@@ -121,7 +121,9 @@ impl RedisStore {
         let mut c = self.conn.clone();
         let mut inv = self.cutoff.key(self.key("cut", sub));
         inv.arg(cutoff).arg(ttl.max(1));
-        bounded(self.timeout, inv.invoke_async::<u64>(&mut c)).await.map(|_| ())
+        bounded(self.timeout, inv.invoke_async::<u64>(&mut c))
+            .await
+            .map(|_| ())
     }
 
     pub async fn start_session(&self, sid: &str, jti: &str, ttl: u64) -> Result<(), StoreError> {
@@ -149,7 +151,10 @@ impl RedisStore {
         let out: Vec<String> = bounded(self.timeout, inv.invoke_async(&mut c)).await?;
         Ok(match out.first().map(String::as_str) {
             Some("rotated") => Rotation::Rotated,
-            Some("replay") => out.get(1).cloned().map_or(Rotation::Reused, Rotation::Replay),
+            Some("replay") => out
+                .get(1)
+                .cloned()
+                .map_or(Rotation::Reused, Rotation::Replay),
             Some("reused") => Rotation::Reused,
             _ => Rotation::Unknown,
         })
@@ -178,8 +183,11 @@ impl RedisStore {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        bounded(self.timeout, redis::cmd("PING").query_async::<String>(&mut c))
-            .await
-            .map(|_| ())
+        bounded(
+            self.timeout,
+            redis::cmd("PING").query_async::<String>(&mut c),
+        )
+        .await
+        .map(|_| ())
     }
 }

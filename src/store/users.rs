@@ -64,20 +64,31 @@ pub fn read_file(path: &Path) -> Result<Vec<User>, String> {
         toml::from_str(&text).map_err(|e| format!("users file {}: {e}", path.display()))?;
     let mut seen = std::collections::HashSet::new();
     for u in &file.user {
-        validate_name(&u.name).map_err(|e| format!("users file {}: user {:?}: {e}", path.display(), u.name))?;
+        validate_name(&u.name)
+            .map_err(|e| format!("users file {}: user {:?}: {e}", path.display(), u.name))?;
         if !seen.insert(u.name.as_str()) {
-            return Err(format!("users file {}: user {:?} appears twice", path.display(), u.name));
+            return Err(format!(
+                "users file {}: user {:?} appears twice",
+                path.display(),
+                u.name
+            ));
         }
         argon2::password_hash::phc::PasswordHash::new(&u.password_hash).map_err(|e| {
-            format!("users file {}: user {:?}: password_hash is not a PHC string: {e}", path.display(), u.name)
+            format!(
+                "users file {}: user {:?}: password_hash is not a PHC string: {e}",
+                path.display(),
+                u.name
+            )
         })?;
     }
     Ok(file.user)
 }
 
 pub fn write_file(path: &Path, users: &[User]) -> Result<(), String> {
-    let text = toml::to_string_pretty(&UsersFile { user: users.to_vec() })
-        .map_err(|e| format!("cannot encode users: {e}"))?;
+    let text = toml::to_string_pretty(&UsersFile {
+        user: users.to_vec(),
+    })
+    .map_err(|e| format!("cannot encode users: {e}"))?;
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
@@ -96,11 +107,9 @@ impl UserStore {
                     users,
                 })
             }
-            UsersBackend::Redis => store
-                .redis()
-                .cloned()
-                .map(UserStore::Redis)
-                .ok_or_else(|| "users.backend = \"redis\" needs revocation.backend = \"redis\"".to_owned()),
+            UsersBackend::Redis => store.redis().cloned().map(UserStore::Redis).ok_or_else(|| {
+                "users.backend = \"redis\" needs revocation.backend = \"redis\"".to_owned()
+            }),
         }
     }
 
@@ -109,8 +118,11 @@ impl UserStore {
             UserStore::File { users, .. } => Ok(users.get(name).cloned()),
             UserStore::Redis(r) => {
                 let mut c = r.connection();
-                let (hash, roles): (Option<String>, Option<String>) =
-                    bounded(r.timeout(), c.hmget(r.key("user", name), &["hash", "roles"])).await?;
+                let (hash, roles): (Option<String>, Option<String>) = bounded(
+                    r.timeout(),
+                    c.hmget(r.key("user", name), &["hash", "roles"]),
+                )
+                .await?;
                 Ok(hash.map(|password_hash| User {
                     name: name.to_owned(),
                     password_hash,
@@ -135,9 +147,10 @@ impl UserStore {
             UserStore::Redis(r) => {
                 let mut c = r.connection();
                 let key = r.key("user", &user.name);
-                let created: bool = bounded(r.timeout(), c.hset_nx(&key, "hash", &user.password_hash))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let created: bool =
+                    bounded(r.timeout(), c.hset_nx(&key, "hash", &user.password_hash))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 if created {
                     let mut pipe = redis::pipe();
                     pipe.hset(&key, "roles", user.roles.join(","))
@@ -169,7 +182,9 @@ impl UserStore {
             UserStore::Redis(r) => {
                 let mut c = r.connection();
                 let mut pipe = redis::pipe();
-                pipe.del(r.key("user", name)).srem(r.key("users", "all"), name).ignore();
+                pipe.del(r.key("user", name))
+                    .srem(r.key("users", "all"), name)
+                    .ignore();
                 let (n,): (u64,) = bounded(r.timeout(), pipe.query_async(&mut c))
                     .await
                     .map_err(|e| e.to_string())?;
@@ -194,9 +209,12 @@ impl UserStore {
                     return Ok(false);
                 }
                 let mut c = r.connection();
-                bounded(r.timeout(), c.hset::<_, _, _, ()>(r.key("user", name), "roles", roles.join(",")))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                bounded(
+                    r.timeout(),
+                    c.hset::<_, _, _, ()>(r.key("user", name), "roles", roles.join(",")),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
                 Ok(true)
             }
         }
@@ -207,9 +225,10 @@ impl UserStore {
             UserStore::File { path, .. } => read_file(path),
             UserStore::Redis(r) => {
                 let mut c = r.connection();
-                let mut names: Vec<String> = bounded(r.timeout(), c.smembers(r.key("users", "all")))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let mut names: Vec<String> =
+                    bounded(r.timeout(), c.smembers(r.key("users", "all")))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 names.sort();
                 let mut out = Vec::new();
                 for n in names {
@@ -224,5 +243,8 @@ impl UserStore {
 }
 
 fn split_roles(s: &str) -> Vec<String> {
-    s.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect()
+    s.split(',')
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .collect()
 }

@@ -1,0 +1,393 @@
+//! Test support: a real redis-server on a free port, a recording upstream on 127.0.0.1:0, the
+//! gateway itself (in-process `App` or the real binary) and a small HTTP client.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use authgate::{App, Config};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A redis-server of our own, stopped by pid when dropped.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (the test command installs it)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on {}", self.port);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body_len: usize,
+}
+
+/// An HTTP upstream that records every request. `/slow/<ms>` waits before answering;
+/// everything else answers 200 "upstream ok".
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let rec = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let rec = rec.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let mut len = 0;
+                            let mut body = body;
+                            while let Some(frame) = body.frame().await {
+                                if let Ok(data) = frame.map(|f| f.into_data().unwrap_or_default()) {
+                                    len += data.len();
+                                }
+                            }
+                            let path = parts.uri.path().to_owned();
+                            rec.lock().unwrap().push(Seen {
+                                method: parts.method.to_string(),
+                                uri: parts.uri.to_string(),
+                                headers: parts.headers.clone(),
+                                body_len: len,
+                            });
+                            if let Some(ms) = path.split("/slow/").nth(1) {
+                                tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0)))
+                                    .await;
+                            }
+                            let mut resp =
+                                Response::new(Full::new(Bytes::from(format!("upstream ok {len}"))));
+                            resp.headers_mut()
+                                .insert("x-upstream", "yes".parse().unwrap());
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.requests().pop().expect("the upstream saw no request")
+    }
+}
+
+/// A WebSocket echo server (tokio-tungstenite).
+pub async fn websocket_echo() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        let _ = ws.send(msg).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+pub const HS_SECRET: &str = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+
+/// A directory with a users file and keys, for building configs.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("secret"), HS_SECRET).unwrap();
+        let users = format!(
+            "[[user]]\nname = \"alice\"\npassword_hash = \"{}\"\nroles = [\"user\"]\n\n\
+             [[user]]\nname = \"root\"\npassword_hash = \"{}\"\nroles = [\"admin\", \"user\"]\n\n\
+             [[user]]\nname = \"cffi\"\npassword_hash = \"{}\"\nroles = [\"user\"]\n",
+            authgate::auth::passwords::hash_password(b"alice-password").unwrap(),
+            authgate::auth::passwords::hash_password(b"root-password").unwrap(),
+            // Made by Python's argon2-cffi (PasswordHasher(time_cost=3, memory_cost=65536,
+            // parallelism=4).hash("cffi-password")): another implementation's PHC string.
+            "$argon2id$v=19$m=65536,t=3,p=4$jHG1ebVWfgrPbovC4chwNA$TJcWkFzShX2cuWtVbPbPBmmkzgv7CzH4z5Kp0XckqS4",
+        );
+        std::fs::write(dir.path().join("users.toml"), users).unwrap();
+        Fixture { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A config for one upstream with the usual three routes; `extra` is appended at the end
+    /// of the top-level tables (so it may add [[routes]] before the catch-all is matched:
+    /// it is inserted BEFORE the standard routes).
+    pub fn config(
+        &self,
+        upstream: SocketAddr,
+        tokens: &str,
+        revocation: &str,
+        extra_routes: &str,
+        server: &str,
+    ) -> String {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "5s"
+{server}
+
+[log]
+format = "pretty"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[tokens]
+{tokens}
+
+[revocation]
+{revocation}
+
+[users]
+file = "users.toml"
+
+[login]
+max_failures_per_user = 3
+max_failures_per_ip = 100
+failure_window = "1m"
+
+[[upstreams]]
+name = "app"
+url = "http://{upstream}"
+connect_timeout = "1s"
+request_timeout = "2s"
+
+{extra_routes}
+
+[[routes]]
+path = "/public/**"
+upstream = "app"
+auth = "public"
+
+[[routes]]
+path = "/admin/**"
+upstream = "app"
+auth = "required"
+roles = ["admin"]
+
+[[routes]]
+path = "/**"
+upstream = "app"
+auth = "required"
+"#
+        )
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+pub const HS256: &str = "algorithm = \"HS256\"\nsecret_file = \"secret\"\naccess_ttl = \"15m\"\nrefresh_ttl = \"1h\"\nleeway = \"5s\"";
+pub const MEMORY: &str = "backend = \"memory\"";
+
+pub async fn start(path: &Path) -> App {
+    let config = Config::load(path).unwrap_or_else(|e| panic!("{e}"));
+    App::start(config).await.unwrap()
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> (StatusCode, HeaderMap, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+pub fn get(path: &str) -> http::request::Builder {
+    Request::builder()
+        .method("GET")
+        .uri(path)
+        .header("host", "gw.test")
+}
+
+pub fn post(path: &str) -> http::request::Builder {
+    Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", "gw.test")
+}
+
+pub fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
+
+pub fn json_body(v: serde_json::Value) -> Full<Bytes> {
+    Full::new(Bytes::from(v.to_string()))
+}
+
+pub async fn login(addr: SocketAddr, user: &str, password: &str) -> serde_json::Value {
+    let req = post("/auth/login")
+        .header("content-type", "application/json")
+        .body(json_body(
+            serde_json::json!({"username": user, "password": password}),
+        ))
+        .unwrap();
+    let (status, _, body) = send(addr, req).await;
+    assert_eq!(status, StatusCode::OK, "login failed: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+pub async fn get_with_token(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+) -> (StatusCode, HeaderMap, String) {
+    send(
+        addr,
+        get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await
+}
+
+/// Writes raw bytes, reads until the peer closes or `wait` passes.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+pub fn unused<T>(_: T) {}
+
+pub fn executor() -> TokioExecutor {
+    TokioExecutor::new()
+}
