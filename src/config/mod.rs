@@ -415,12 +415,12 @@ fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> Server
     }
 }
 
-fn one_of<'a, T: Copy>(
+fn one_of<T: Copy>(
     rep: &mut Reporter,
     v: &Option<Spanned<Text>>,
     key: &str,
     default: T,
-    choices: &[(&'a str, T)],
+    choices: &[(&str, T)],
 ) -> T {
     let Some(v) = v else { return default };
     let text = v.get_ref().0.as_str();
@@ -750,9 +750,9 @@ fn parse_upstream_url(url: &str) -> Result<http::uri::Authority, String> {
         .cloned()
         .ok_or_else(|| format!("{url:?} has no host"))?;
     if authority.port_u16().is_none() {
-        return Ok(format!("{}:80", authority.host())
+        return format!("{}:80", authority.host())
             .parse()
-            .map_err(|_| format!("{url:?} has a bad host"))?);
+            .map_err(|_| format!("{url:?} has a bad host"));
     }
     Ok(authority)
 }
