@@ -384,7 +384,9 @@ async fn rotate(auth: &Auth, claims: &Claims, presented: &str) -> Result<Pair, G
         };
         return Ok(pair);
     }
-    let now_ms = u128::from(now_secs()) * 1000;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let request = RotateRequest {
         sid: &claims.sid,
         presented_jti: &claims.jti,

@@ -95,7 +95,8 @@ impl MemoryStore {
                 state.expires = now + r.ttl.max(1);
                 return Rotation::Rotated;
             }
-            let replay = state.previous.as_deref() == Some(r.presented_jti)
+            let replay = r.grace_ms > 0
+                && state.previous.as_deref() == Some(r.presented_jti)
                 && r.now_ms.saturating_sub(state.rotated_at_ms) <= r.grace_ms;
             if replay {
                 if let Some(tok) = &state.current_token {

@@ -18,7 +18,7 @@ if cur == ARGV[1] then
 end
 local prev = redis.call('HGET', KEYS[1], 'prev')
 local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
-if prev == ARGV[1] and (tonumber(ARGV[3]) - at) <= tonumber(ARGV[4]) then
+if tonumber(ARGV[4]) > 0 and prev == ARGV[1] and (tonumber(ARGV[3]) - at) <= tonumber(ARGV[4]) then
   local tok = redis.call('HGET', KEYS[1], 'tok')
   if tok then return {'replay', tok} end
 end
