@@ -1,0 +1,321 @@
+//! The real `authgate` binary: config errors, explain, keygen, hash-password, users, revoke,
+//! and the SIGTERM drain.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_authgate"));
+    c.env_remove("AUTHGATE_CONFIG").env("RUST_LOG", "info");
+    c
+}
+
+#[test]
+fn check_config_names_file_line_key_and_fix() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let text = fx.config(up, HS256, MEMORY, "", "").replacen(
+        "upstream = \"app\"\nauth = \"public\"",
+        "upstream = \"legacy2\"\nauth = \"public\"",
+        1,
+    );
+    let path = fx.write("bad.toml", &text);
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = text.lines().position(|l| l.contains("legacy2")).unwrap() + 1;
+    assert!(err.contains(&format!("bad.toml:{line}:")), "{err}");
+    assert!(
+        err.contains("routes[0].upstream") && err.contains("defined: app"),
+        "{err}"
+    );
+
+    let typo = fx.write(
+        "typo.toml",
+        &fx.config(up, HS256, MEMORY, "", "")
+            .replace("access_ttl", "acess_ttl"),
+    );
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&typo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `access_ttl`?"));
+
+    let shadow = fx.config(
+        up,
+        HS256,
+        MEMORY,
+        "[[routes]]\npath = \"/**\"\nupstream = \"app\"\n",
+        "",
+    );
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(fx.write("s.toml", &shadow))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("can never match"));
+
+    let good = fx.write("good.toml", &fx.config(up, HS256, MEMORY, "", ""));
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("routes[2]") && summary.contains("app"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn serve_refuses_an_invalid_config() {
+    let fx = Fixture::new();
+    let path = fx.write("x.toml", "[server]\nlisten = \"nope\"\n");
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("x.toml:2:"));
+}
+
+#[test]
+fn explain_shows_the_normalized_path_and_the_rule() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let path = fx.write("e.toml", &fx.config(up, HS256, MEMORY, "", ""));
+    let out = bin()
+        .arg("explain")
+        .arg("--config")
+        .arg(&path)
+        .args(["GET", "/public/..;/admin/x"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("normalized path: /admin/x"), "{text}");
+    assert!(
+        text.contains("routes[1]") && text.contains("roles any of [admin]"),
+        "{text}"
+    );
+}
+
+#[test]
+fn keygen_and_hash_password() {
+    let fx = Fixture::new();
+    for alg in ["EdDSA", "ES256", "RS256"] {
+        let out = fx.path(&format!("{alg}.pem"));
+        let st = bin()
+            .args(["keygen", "--alg", alg, "--out"])
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let alg = authgate::config::Algorithm::parse(alg).unwrap();
+        authgate::auth::keys::KeySet::from_pem(alg, &std::fs::read(&out).unwrap()).unwrap();
+    }
+    let out = bin().args(["keygen", "--alg", "HS256"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).trim().len() >= 43);
+    let mut child = bin()
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret pass\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let phc = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(phc.starts_with("$argon2id$"), "{phc}");
+    assert!(authgate::auth::passwords::verify_password(
+        b"s3cret pass",
+        &phc
+    ));
+}
+
+#[test]
+fn users_commands_edit_the_users_file() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let cfg = fx.write("u.toml", &fx.config(up, HS256, MEMORY, "", ""));
+    let mut c = bin()
+        .arg("users")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["add", "carol", "--roles", "ops,user"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin
+        .take()
+        .unwrap()
+        .write_all(b"carol-password\n")
+        .unwrap();
+    assert!(c.wait().unwrap().success());
+    let list = bin()
+        .arg("users")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("carol\tops,user"));
+    assert!(bin()
+        .arg("users")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["set-roles", "carol", "admin"])
+        .status()
+        .unwrap()
+        .success());
+    assert!(bin()
+        .arg("users")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["remove", "carol"])
+        .status()
+        .unwrap()
+        .success());
+    let list = bin()
+        .arg("users")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("carol"));
+}
+
+/// Kills the gateway process if a test fails before it exits on its own.
+struct Running(Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts the binary and returns it with its public and admin addresses (read from its log).
+fn spawn_gateway(cfg: &std::path::Path) -> (Running, String, String) {
+    let mut child = bin()
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut public, mut admin) = (String::new(), String::new());
+    while public.is_empty() || admin.is_empty() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("gateway did not start");
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .map(|s| s.split_whitespace().next().unwrap_or("").to_owned());
+        if line.contains("public listener ready") {
+            public = addr.unwrap();
+        } else if line.contains("admin listener ready") {
+            admin = addr.unwrap();
+        }
+    }
+    std::thread::spawn(move || for _ in rx.iter() {});
+    (Running(Some(child)), public, admin)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let cfg = fx.write("d.toml", &fx.config(up.addr, HS256, MEMORY, "", ""));
+    let (mut running, public, _admin) = spawn_gateway(&cfg);
+    let addr: std::net::SocketAddr = public.parse().unwrap();
+    let slow =
+        tokio::spawn(
+            async move { send(addr, get("/public/slow/1500").body(empty()).unwrap()).await },
+        );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = running.0.as_ref().unwrap().id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (status, _, body) = slow.await.unwrap();
+    assert_eq!(status, http::StatusCode::OK, "{body}");
+    let mut exit = None;
+    for _ in 0..100 {
+        exit = running.0.as_mut().unwrap().try_wait().unwrap();
+        if exit.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        exit.and_then(|e| e.code()),
+        Some(0),
+        "did not exit 0 after the drain"
+    );
+    running.0 = None;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_command_logs_a_user_out_everywhere() {
+    let redis = Redis::start();
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let rev = format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url());
+    let cfg = fx.write("r.toml", &fx.config(up.addr, HS256, &rev, "", ""));
+    let app = start(&cfg).await;
+    let t = login(app.public_addr, "alice", "alice-password").await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        get_with_token(app.public_addr, "/app/x", &access).await.0,
+        http::StatusCode::OK
+    );
+    let st = bin()
+        .arg("revoke")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--user", "alice"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        get_with_token(app.public_addr, "/app/x", &access).await.0,
+        http::StatusCode::UNAUTHORIZED
+    );
+}
