@@ -33,6 +33,8 @@ pub struct App {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
+    /// The admin listener outlives the public drain, so probes see an explicit 503.
+    admin_shutdown: watch::Sender<bool>,
     shutting_down: Arc<AtomicBool>,
     certs: Option<Arc<ReloadableCert>>,
     public_task: JoinHandle<()>,
@@ -85,6 +87,7 @@ impl App {
             .local_addr()
             .map_err(|e| AppError::Setup(e.to_string()))?;
         let (shutdown, rx) = watch::channel(false);
+        let (admin_shutdown, admin_rx) = watch::channel(false);
         let shutting_down = Arc::new(AtomicBool::new(false));
         let s = &config.server;
         let opts = ServeOptions {
@@ -106,14 +109,15 @@ impl App {
             metrics,
             shutting_down: shutting_down.clone(),
         });
-        let public_task = tokio::spawn(serve(public, acceptor, opts, gateway, rx.clone()));
-        let admin_task = tokio::spawn(serve(admin, None, admin_opts, admin_handler, rx));
+        let public_task = tokio::spawn(serve(public, acceptor, opts, gateway, rx));
+        let admin_task = tokio::spawn(serve(admin, None, admin_opts, admin_handler, admin_rx));
         tracing::info!(addr = %public_addr, tls = certs.is_some(), "public listener ready");
         tracing::info!(addr = %admin_addr, "admin listener ready");
         Ok(App {
             public_addr,
             admin_addr,
             shutdown,
+            admin_shutdown,
             shutting_down,
             certs,
             public_task,
@@ -138,9 +142,10 @@ impl App {
         }
     }
 
-    /// Waits until both listeners have drained (or their grace ran out).
+    /// Waits until the public listener has drained (or its grace ran out), then closes admin.
     pub async fn finished(self) {
         let _ = self.public_task.await;
+        let _ = self.admin_shutdown.send(true);
         let _ = self.admin_task.await;
     }
 

@@ -372,16 +372,26 @@ async fn drain_lets_an_in_flight_request_finish_and_readiness_drops() {
         );
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.begin_shutdown();
-    // Readiness is false while draining (the admin listener drains too, so accept may fail).
-    let ready = tokio::time::timeout(Duration::from_millis(500), async {
-        match tokio::net::TcpStream::connect(admin).await {
-            Ok(_) => send(admin, get("/readyz").body(empty()).unwrap()).await.0,
-            Err(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    })
-    .await
-    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
+    // Readiness is an explicit 503 while the public listener drains.
+    let ready = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(admin).await.ok()?;
+        tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    };
+    let ready = tokio::time::timeout(Duration::from_secs(2), ready)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    assert!(
+        ready.starts_with("HTTP/1.1 503"),
+        "readiness while draining: {ready}"
+    );
     let (status, _, body) = slow.await.unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
     tokio::time::timeout(Duration::from_secs(5), app.finished())
