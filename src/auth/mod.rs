@@ -14,12 +14,13 @@ use crate::store::{RevocationState, Store, StoreError};
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 use passwords::Hasher;
+use std::sync::Arc;
 use tokens::{Claims, TokenError, TokenType, Tokens};
 
 /// The authenticated caller of one request.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub claims: Claims,
+    pub claims: Arc<Claims>,
     /// The token came from the `authgate_access` cookie (so unsafe methods need CSRF).
     pub via_cookie: bool,
 }
@@ -94,7 +95,7 @@ impl Auth {
     }
 
     /// Signature, claims, type, then one revocation round trip.
-    pub async fn verify(&self, token: &str, want: TokenType) -> Result<Claims, GatewayError> {
+    pub async fn verify(&self, token: &str, want: TokenType) -> Result<Arc<Claims>, GatewayError> {
         let claims = self
             .tokens
             .verify(token, want)

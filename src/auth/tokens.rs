@@ -6,7 +6,8 @@ use super::keys::KeySet;
 use crate::config::TokensConfig;
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,8 +113,56 @@ pub struct Issued {
     pub exp: u64,
 }
 
+/// Verified tokens, so that a token's signature is checked once, not on every request.
+/// Keyed by the whole token (no hash collisions to reason about); an entry is used only until
+/// the token's `exp` (+ leeway). Type and revocation are still checked on every request.
+struct VerifiedCache {
+    shards: Vec<RwLock<HashMap<Box<str>, Arc<Claims>>>>,
+    per_shard: usize,
+}
+
+const CACHE_SHARDS: usize = 16;
+
+impl VerifiedCache {
+    fn new(capacity: usize) -> Self {
+        VerifiedCache {
+            shards: (0..CACHE_SHARDS)
+                .map(|_| RwLock::new(HashMap::new()))
+                .collect(),
+            per_shard: capacity.div_ceil(CACHE_SHARDS).max(1),
+        }
+    }
+
+    fn shard(&self, token: &str) -> &RwLock<HashMap<Box<str>, Arc<Claims>>> {
+        // The signature's last bytes are as good as random; no hashing needed to pick a shard.
+        let b = token.as_bytes();
+        let i = b
+            .len()
+            .checked_sub(2)
+            .map_or(0, |i| usize::from(b[i]) ^ usize::from(b[i + 1]));
+        &self.shards[i % CACHE_SHARDS]
+    }
+
+    fn get(&self, token: &str) -> Option<Arc<Claims>> {
+        let shard = self.shard(token).read().unwrap_or_else(|p| p.into_inner());
+        shard.get(token).cloned()
+    }
+
+    fn insert(&self, token: &str, claims: Arc<Claims>, now: u64) {
+        let mut shard = self.shard(token).write().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= self.per_shard {
+            shard.retain(|_, c| c.exp >= now);
+            if shard.len() >= self.per_shard {
+                shard.clear();
+            }
+        }
+        shard.insert(token.into(), claims);
+    }
+}
+
 pub struct Tokens {
     keys: Arc<KeySet>,
+    cache: VerifiedCache,
     header: Header,
     validation: Validation,
     issuer: String,
@@ -137,6 +186,7 @@ impl Tokens {
         header.typ = Some("JWT".to_owned());
         Tokens {
             keys,
+            cache: VerifiedCache::new(10_000),
             header,
             validation,
             issuer: cfg.issuer.clone(),
@@ -176,10 +226,31 @@ impl Tokens {
     }
 
     /// Verifies signature and claims and that the token is of type `want`.
-    pub fn verify(&self, token: &str, want: TokenType) -> Result<Claims, TokenError> {
+    pub fn verify(&self, token: &str, want: TokenType) -> Result<Arc<Claims>, TokenError> {
         if token.len() > MAX_TOKEN_LEN || token.is_empty() {
             return Err(TokenError::Invalid);
         }
+        let now = now_secs();
+        let claims = match self.cache.get(token) {
+            Some(c) if c.exp.saturating_add(self.leeway) >= now => c,
+            Some(_) => return Err(TokenError::Expired),
+            None => {
+                let c = Arc::new(self.verify_uncached(token)?);
+                self.cache.insert(token, c.clone(), now);
+                c
+            }
+        };
+        if claims.typ != want {
+            return Err(TokenError::WrongType);
+        }
+        if want == TokenType::Access && claims.roles.is_none() {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
+    }
+
+    /// Signature and registered claims, without the cache.
+    fn verify_uncached(&self, token: &str) -> Result<Claims, TokenError> {
         // A kid naming some other key is refused outright; none at all is fine.
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
         if header.kid.as_deref().is_some_and(|k| k != self.keys.kid) {
@@ -191,15 +262,90 @@ impl Tokens {
                 _ => TokenError::Invalid,
             })?;
         let claims = data.claims;
-        if claims.typ != want {
-            return Err(TokenError::WrongType);
-        }
         if claims.sub.is_empty() || claims.jti.is_empty() || claims.sid.is_empty() {
             return Err(TokenError::Invalid);
         }
-        if want == TokenType::Access && claims.roles.is_none() {
-            return Err(TokenError::Invalid);
-        }
         Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeySource;
+    use std::time::Duration;
+
+    fn tokens() -> Tokens {
+        let cfg = TokensConfig {
+            issuer: "authgate".into(),
+            audience: "authgate".into(),
+            algorithm: crate::config::Algorithm::HS256,
+            key: KeySource::Secret(vec![7; 32]),
+            access_ttl: Duration::from_secs(60),
+            refresh_ttl: Duration::from_secs(600),
+            leeway: Duration::from_secs(0),
+            rotate_refresh: true,
+            refresh_reuse_grace: Duration::ZERO,
+        };
+        let keys = KeySet::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        Tokens::new(&cfg, Arc::new(keys))
+    }
+
+    #[test]
+    fn cached_tokens_still_get_type_and_expiry_checks() {
+        let t = tokens();
+        let now = now_secs();
+        let roles = vec!["r".to_owned()];
+        let access = t
+            .issue(TokenType::Access, "u", "s", Some(&roles), now, now + 60)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..2 {
+            assert!(t.verify(&access.token, TokenType::Access).is_ok());
+            assert_eq!(
+                t.verify(&access.token, TokenType::Refresh).err(),
+                Some(TokenError::WrongType)
+            );
+        }
+        // A cached token past its exp is refused without re-verifying.
+        let stale = Arc::new(Claims {
+            exp: now - 1,
+            ..(*t
+                .verify(&access.token, TokenType::Access)
+                .unwrap_or_else(|e| panic!("{e}")))
+            .clone()
+        });
+        t.cache.insert("stale.token.x", stale, now);
+        assert_eq!(
+            t.verify("stale.token.x", TokenType::Access).err(),
+            Some(TokenError::Expired)
+        );
+        // Flipping one signature character is a different key in the cache and fails.
+        let mut tampered = access.token.clone();
+        let last = tampered.pop().unwrap_or('A');
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(t.verify(&tampered, TokenType::Access).is_err());
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = VerifiedCache::new(32);
+        let claims = Arc::new(Claims {
+            sub: "u".into(),
+            iat: 0,
+            exp: u64::MAX,
+            jti: "j".into(),
+            sid: "s".into(),
+            typ: TokenType::Access,
+            roles: None,
+        });
+        for i in 0..10_000 {
+            cache.insert(&format!("token-{i}"), claims.clone(), 0);
+        }
+        let total: usize = cache
+            .shards
+            .iter()
+            .map(|s| s.read().map_or(0, |m| m.len()))
+            .sum();
+        assert!(total <= 32 + CACHE_SHARDS, "{total}");
     }
 }
