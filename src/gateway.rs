@@ -108,9 +108,12 @@ impl Gateway {
                 "protocol upgrades are not allowed on this route".to_owned(),
             ));
         }
-        let identity = match route.auth {
-            AuthMode::Public => None,
-            AuthMode::Required => Some(self.authorize(route, &req).await?),
+        let (identity, set_cookies) = match route.auth {
+            AuthMode::Public => (None, None),
+            AuthMode::Required => {
+                let (id, cookies) = self.authorize(route, &req, conn.tls).await?;
+                (Some(id), cookies)
+            }
         };
         out.user = identity.as_ref().map(|i| i.claims.sub.clone());
         let upstream = &self.upstreams[route.upstream];
@@ -129,7 +132,12 @@ impl Gateway {
             path_and_query,
             upgrade,
         };
-        let result = forward(upstream, req, ctx).await;
+        let mut result = forward(upstream, req, ctx).await;
+        if let (Ok(resp), Some(cookies)) = (&mut result, set_cookies) {
+            for v in cookies.get_all(header::SET_COOKIE) {
+                resp.headers_mut().append(header::SET_COOKIE, v.clone());
+            }
+        }
         if let Err(e) = &result {
             let kind = match e {
                 GatewayError::GatewayTimeout => "timeout",
@@ -146,13 +154,35 @@ impl Gateway {
         result
     }
 
-    /// Authentication, CSRF for cookie sessions, then roles.
+    /// Authentication (refreshing a cookie session on the fly), CSRF for cookie sessions, then
+    /// roles. Returns the `Set-Cookie` headers of an on-the-fly refresh.
     async fn authorize(
         &self,
         route: &Route,
         req: &Request<Incoming>,
-    ) -> Result<Identity, GatewayError> {
-        let identity = match self.auth.authenticate(req.headers()).await {
+        tls: bool,
+    ) -> Result<(Identity, Option<HeaderMap>), GatewayError> {
+        let headers = req.headers();
+        let mut set_cookies = None;
+        let result = match self.auth.authenticate(headers).await {
+            Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
+                if !headers.contains_key(header::AUTHORIZATION)
+                    && crate::auth::cookies::get(headers, crate::auth::cookies::REFRESH)
+                        .is_some() =>
+            {
+                endpoints::refresh_from_cookie(&self.auth, headers, tls)
+                    .await
+                    .map(|(claims, cookies)| {
+                        set_cookies = Some(cookies);
+                        Identity {
+                            claims,
+                            via_cookie: true,
+                        }
+                    })
+            }
+            other => other,
+        };
+        let identity = match result {
             Ok(id) => id,
             Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
                 if route.on_unauthenticated == OnUnauthenticated::Redirect =>
@@ -180,7 +210,7 @@ impl Gateway {
         if !route.roles.is_empty() && !identity.roles().iter().any(|r| route.roles.contains(r)) {
             return Err(GatewayError::InsufficientRole);
         }
-        Ok(identity)
+        Ok((identity, set_cookies))
     }
 }
 

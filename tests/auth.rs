@@ -635,3 +635,54 @@ async fn redirect_route_sends_browsers_to_the_login_page() {
         .starts_with("text/html"));
     assert!(page.contains("<form") && !page.contains("evil.com"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_access_cookie_is_refreshed_on_the_fly() {
+    let (_fx, up, app) = gateway(MEMORY, HS256).await;
+    let t = login(app.public_addr, "alice", "alice-password").await;
+    let refresh = t["refresh_token"].as_str().unwrap();
+    // The browser dropped the access cookie at its Max-Age; the refresh cookie is still there.
+    let cookie = format!("authgate_refresh={refresh}; authgate_csrf=keep-me");
+    let (s, h, body) = send(
+        app.public_addr,
+        get("/app/x")
+            .header("cookie", &cookie)
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(up.last().headers.get("x-auth-user").unwrap(), "alice");
+    assert!(
+        up.last().headers.get("cookie").is_none(),
+        "gateway cookies leaked upstream"
+    );
+    let set: Vec<String> = h
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        set.iter().any(|c| c.starts_with("authgate_access=ey")),
+        "{set:?}"
+    );
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("authgate_refresh=ey") && !c.contains(refresh)),
+        "{set:?}"
+    );
+    assert!(
+        set.iter().any(|c| c.starts_with("authgate_csrf=keep-me;")),
+        "{set:?}"
+    );
+    // The refresh cookie was rotated: presenting the old one again is reuse.
+    let (s, _, _) = send(
+        app.public_addr,
+        get("/app/x")
+            .header("cookie", &cookie)
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

@@ -290,7 +290,17 @@ fn token_response(
 }
 
 fn set_session_cookies(h: &mut HeaderMap, pair: &Pair, secure: bool) {
+    set_session_cookies_keeping_csrf(h, pair, secure, None);
+}
+
+fn set_session_cookies_keeping_csrf(
+    h: &mut HeaderMap,
+    pair: &Pair,
+    secure: bool,
+    csrf: Option<&str>,
+) {
     let now = now_secs();
+    let csrf = csrf.map_or_else(random_id, str::to_owned);
     let cookies = [
         set_cookie(
             cookies::ACCESS,
@@ -308,7 +318,7 @@ fn set_session_cookies(h: &mut HeaderMap, pair: &Pair, secure: bool) {
         ),
         set_cookie(
             cookies::CSRF,
-            &random_id(),
+            &csrf,
             pair.session_exp.saturating_sub(now),
             false,
             secure,
@@ -362,6 +372,31 @@ async fn refresh(
         );
     }
     Ok(resp)
+}
+
+/// A browser whose access cookie expired (or was dropped at its Max-Age) but whose refresh
+/// cookie is valid: rotate on the fly. Returns the new access claims and the `Set-Cookie`
+/// headers for the response; the CSRF cookie keeps its value so open pages keep working.
+pub async fn refresh_from_cookie(
+    auth: &Auth,
+    headers: &HeaderMap,
+    secure: bool,
+) -> Result<(std::sync::Arc<Claims>, HeaderMap), GatewayError> {
+    let token = cookies::get(headers, cookies::REFRESH).ok_or(GatewayError::MissingToken)?;
+    let claims = auth.verify(token, TokenType::Refresh).await?;
+    let pair = rotate(auth, &claims, token).await?;
+    let access = auth
+        .tokens
+        .verify(&pair.access.token, TokenType::Access)
+        .map_err(|e| GatewayError::Internal(format!("a fresh token failed verification: {e}")))?;
+    let mut set = HeaderMap::new();
+    set_session_cookies_keeping_csrf(
+        &mut set,
+        &pair,
+        secure,
+        cookies::get(headers, cookies::CSRF),
+    );
+    Ok((access, set))
 }
 
 /// Issues the next pair of a session, enforcing one-time use of refresh tokens.

@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Runs the side-by-side benchmark: see bench/run.sh and docs/benchmarks.md.
+
+Every process listens on 127.0.0.1 only, gets one worker, and is stopped by pid at the end.
+"""
+import base64, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
+
+ROUNDS = int(os.environ.get("ROUNDS", "2"))
+DURATION = int(os.environ.get("DURATION", "10"))
+CONNS = int(os.environ.get("CONNECTIONS", "64"))
+THREADS = int(os.environ.get("THREADS", "2"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AUTHGATE = os.path.join(ROOT, "target/release/authgate")
+SECRET = "bench-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+TICK = os.sysconf("SC_CLK_TCK")
+procs = []
+work = tempfile.mkdtemp(prefix="authgate-bench-")
+
+
+def port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def wait_port(p, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", p), 0.2).close(); return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {p}")
+
+
+def spawn(args, **kw):
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    procs.append(p); return p
+
+
+def cleanup(*_):
+    for p in procs:
+        try: p.send_signal(signal.SIGTERM)
+        except Exception: pass
+    for p in procs:
+        try: p.wait(5)
+        except Exception: p.kill()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def write(name, text):
+    path = os.path.join(work, name); open(path, "w").write(text); return path
+
+
+def request(url, token=None, method="GET", body=None):
+    req = urllib.request.Request(url, method=method, data=body)
+    if token: req.add_header("Authorization", f"Bearer {token}")
+    if body: req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r: return r.status, r.read()
+    except urllib.error.HTTPError as e: return e.code, e.read()
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += int(f[11]) + int(f[12])
+    return total
+
+
+def peak_rss_kib(pids):
+    total = 0
+    for pid in pids:
+        m = re.search(r"VmHWM:\s+(\d+)", open(f"/proc/{pid}/status").read())
+        total += int(m.group(1)) if m else 0
+    return total
+
+
+def children(pid):
+    out = [pid]
+    try:
+        for c in open(f"/proc/{pid}/task/{pid}/children").read().split(): out += children(int(c))
+    except OSError: pass
+    return out
+
+
+def wrk(url, token):
+    args = ["wrk", f"-t{THREADS}", f"-c{CONNS}", f"-d{DURATION}s", "--latency", url]
+    if token: args[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=DURATION + 30).stdout
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    def ms(label):
+        m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)\b", out)
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+    return dict(reqs=reqs, rps=rps, p50=ms("50"), p99=ms("99"), errors=int(non2xx.group(1)) if non2xx else 0)
+
+
+def main():
+    signal.signal(signal.SIGTERM, cleanup)
+    up = port()
+    nginx_conf = lambda body: write(f"nginx-{port()}.conf", f"""
+worker_processes 1; pid {work}/nginx-{port()}.pid; error_log /dev/null; daemon off;
+events {{ worker_connections 4096; }}
+http {{ access_log off; {body} }}""")
+    spawn(["nginx", "-c", nginx_conf(f'server {{ listen 127.0.0.1:{up}; location / {{ return 200 "ok\\n"; }} }}')]); wait_port(up)
+    ngx = port()
+    spawn(["nginx", "-c", nginx_conf(f"""upstream u {{ server 127.0.0.1:{up}; keepalive 64; }}
+server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")]); wait_port(ngx)
+    redis_port = port()
+    spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]); wait_port(redis_port)
+
+    hosts = {"upstream direct": (f"http://127.0.0.1:{up}/x", None, None), "nginx proxy_pass": (f"http://127.0.0.1:{ngx}/x", None, None)}
+    pids = {"upstream direct": [], "nginx proxy_pass": []}
+    for p in procs[:2]: pids["upstream direct" if p is procs[0] else "nginx proxy_pass"] = children(p.pid)
+
+    # authgate: four instances (HS256/EdDSA x memory/redis); the public route of the first.
+    users = write("users.toml", "[[user]]\nname = \"bench\"\npassword_hash = \"%s\"\nroles = [\"user\"]\n" % subprocess.run(
+        [AUTHGATE, "hash-password"], input="bench-password\n", capture_output=True, text=True, check=True).stdout.strip())
+    write("secret", SECRET)
+    tokens = {}
+    for alg in ("HS256", "EdDSA"):
+        for backend in ("memory", "redis"):
+            gp, ap = port(), port()
+            key = 'secret_file = "secret"' if alg == "HS256" else f'signing_key_file = "ed.pem"\ngenerate_missing_key = true'
+            rev = f'backend = "redis"\nredis_url = "redis://127.0.0.1:{redis_port}/0"' if backend == "redis" else 'backend = "memory"'
+            cfg = write(f"authgate-{alg}-{backend}.toml", f"""
+[server]\nlisten = "127.0.0.1:{gp}"\nworkers = 1\n[log]\nformat = "json"\n[admin]\nlisten = "127.0.0.1:{ap}"
+[tokens]\nalgorithm = "{alg}"\n{key}\n[revocation]\n{rev}\n[users]\nfile = "users.toml"
+[login]\nmax_failures_per_ip = 1000000\n
+[[upstreams]]\nname = "u"\nurl = "http://127.0.0.1:{up}"\n
+[[routes]]\npath = "/public/**"\nupstream = "u"\nauth = "public"\n
+[[routes]]\npath = "/**"\nupstream = "u"\nauth = "required"\n""")
+            p = spawn([AUTHGATE, "serve", "--config", cfg], env={**os.environ, "RUST_LOG": "warn"}); wait_port(gp)
+            st, body = request(f"http://127.0.0.1:{gp}/auth/login", method="POST", body=json.dumps({"username": "bench", "password": "bench-password"}).encode())
+            assert st == 200, body
+            tok = json.loads(body)["access_token"]; tokens[alg] = tok
+            name = f"authgate protected {alg} {backend}"
+            hosts[name] = (f"http://127.0.0.1:{gp}/x", tok, True); pids[name] = [p.pid]
+            if alg == "HS256" and backend == "memory":
+                hosts["authgate public"] = (f"http://127.0.0.1:{gp}/public/x", None, None); pids["authgate public"] = [p.pid]
+
+    hap_plain, hap_jwt = port(), port()
+    hcfg = write("haproxy.cfg", f"""
+global\n  nbthread 1\n  maxconn 10000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always
+backend be\n  server s1 127.0.0.1:{up}
+frontend plain\n  bind 127.0.0.1:{hap_plain}\n  default_backend be
+frontend jwt\n  bind 127.0.0.1:{hap_jwt}
+  http-request set-var(txn.bearer) http_auth_bearer
+  http-request set-var(txn.alg) var(txn.bearer),jwt_header_query('$.alg')
+  http-request deny deny_status 401 unless {{ var(txn.alg) -m str HS256 }}
+  http-request deny deny_status 401 unless {{ var(txn.bearer),jwt_verify(txn.alg,"{SECRET}") -m int 1 }}
+  default_backend be
+""")
+    hp = spawn(["haproxy", "-db", "-f", hcfg]); wait_port(hap_jwt)
+    hosts["haproxy plain"] = (f"http://127.0.0.1:{hap_plain}/x", None, None); pids["haproxy plain"] = [hp.pid]
+    hosts["haproxy jwt_verify HS256"] = (f"http://127.0.0.1:{hap_jwt}/x", tokens["HS256"], True); pids["haproxy jwt_verify HS256"] = [hp.pid]
+
+    envoy = shutil.which("envoy")
+    if envoy:
+        k = base64.urlsafe_b64encode(SECRET.encode()).decode().rstrip("=")
+        jwks_hs = json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": k}]})
+        st, jwks_ed = request(f"http://127.0.0.1:{hosts['authgate protected EdDSA memory'][0].split('/')[2].split(':')[1]}/.well-known/jwks.json")
+        for label, jwks in (("plain", None), ("jwt_authn HS256", jwks_hs), ("jwt_authn EdDSA", jwks_ed.decode())):
+            ep, eadmin = port(), port()
+            filt = ""
+            if jwks:
+                filt = f"""
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                p:
+                  issuer: authgate
+                  audiences: [authgate]
+                  local_jwks: {{ inline_string: {json.dumps(jwks)} }}
+              rules: [{{ match: {{ prefix: "/" }}, requires: {{ provider_name: p }} }}]"""
+            ecfg = write(f"envoy-{ep}.yaml", f"""
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {eadmin} }} }} }}
+static_resources:
+  listeners:
+  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {ep} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: b
+          route_config: {{ virtual_hosts: [{{ name: all, domains: ["*"], routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: up }} }}] }}] }}
+          http_filters:{filt}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: up
+    type: STATIC
+    load_assignment: {{ cluster_name: up, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {up} }} }} }} }}] }}] }}
+""")
+            p = spawn([envoy, "-c", ecfg, "--concurrency", "1", "-l", "error", "--base-id", str(ep)])
+            try:
+                wait_port(ep, 30)
+            except SystemExit:
+                print(f"envoy {label} did not start; skipped", file=sys.stderr); continue
+            alg = label.split()[-1] if jwks else None
+            hosts[f"envoy {label}"] = (f"http://127.0.0.1:{ep}/x", tokens.get(alg) if alg else None, bool(jwks)); pids[f"envoy {label}"] = children(p.pid)
+
+    # Correctness gate per row: a valid token gets 200, a tampered one 401.
+    for name, (url, tok, protected) in hosts.items():
+        st, _ = request(url, tok)
+        assert st == 200, f"{name}: valid request got {st}"
+        if protected:
+            bad = tok[:-2] + ("AA" if not tok.endswith("AA") else "BB")
+            st, _ = request(url, bad)
+            assert st == 401, f"{name}: tampered token got {st}"
+
+    results = {n: [] for n in hosts}
+    for r in range(ROUNDS):
+        order = list(hosts) if r % 2 == 0 else list(reversed(hosts))
+        for name in order:
+            url, tok, _ = hosts[name]
+            t0 = cpu_ticks(pids[name]); res = wrk(url, tok); t1 = cpu_ticks(pids[name])
+            res["cpu_us"] = (t1 - t0) * 1e6 / TICK / max(res["reqs"], 1)
+            assert res["errors"] == 0, f"{name}: {res['errors']} non-2xx responses"
+            results[name].append(res)
+            print(f"round {r + 1} {name}: {res['rps']:.0f} req/s", file=sys.stderr)
+    med = lambda name, key: statistics.median(x[key] for x in results[name])
+    base_ngx, base_up = med("nginx proxy_pass", "rps"), med("upstream direct", "rps")
+    print(f"\nwrk -t{THREADS} -c{CONNS} -d{DURATION}s, {ROUNDS} interleaved rounds, medians; every server 1 worker; loopback\n")
+    print(f"| scenario | req/s | p50 ms | p99 ms | CPU us/req | peak RSS MiB | vs nginx | vs upstream |")
+    print(f"|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name in hosts:
+        rss = peak_rss_kib(pids[name]) / 1024 if pids[name] else 0
+        rps = med(name, "rps")
+        print(f"| {name} | {rps:,.0f} | {med(name, 'p50'):.2f} | {med(name, 'p99'):.2f} | {med(name, 'cpu_us'):.1f} | {rss:.1f} | {rps / base_ngx:.2f}x | {rps / base_up:.2f}x |")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        cleanup()
