@@ -28,11 +28,13 @@ def wait_port(p, timeout=20):
             socket.create_connection(("127.0.0.1", p), 0.2).close(); return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {p}")
+    log = open(os.path.join(work, f"proc-{len(procs)}.log"), errors="replace").read()[-2000:]
+    raise SystemExit(f"nothing listens on {p}; the last process started said:\n{log}")
 
 
 def spawn(args, **kw):
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    log = open(os.path.join(work, f"proc-{len(procs) + 1}.log"), "w")
+    p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, **kw)
     procs.append(p); return p
 
 
@@ -143,7 +145,7 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
 
     hap_plain, hap_jwt = port(), port()
     hcfg = write("haproxy.cfg", f"""
-global\n  nbthread 1\n  maxconn 10000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always
+global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always
 backend be\n  server s1 127.0.0.1:{up}
 frontend plain\n  bind 127.0.0.1:{hap_plain}\n  default_backend be
 frontend jwt\n  bind 127.0.0.1:{hap_jwt}

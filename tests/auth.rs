@@ -686,3 +686,103 @@ async fn expired_access_cookie_is_refreshed_on_the_fly() {
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_with_the_redis_user_store() {
+    let redis = Redis::start();
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let rev = format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url());
+    let text = fx.config(up.addr, HS256, &rev, "", "").replace(
+        "[users]\nfile = \"users.toml\"",
+        "[users]\nbackend = \"redis\"\nregistration = true",
+    );
+    let app = start(&fx.write("reg.toml", &text)).await;
+    let register = |user: &str, pw: &str| {
+        post("/auth/register")
+            .header("content-type", "application/json")
+            .body(json_body(json!({"username": user, "password": pw})))
+            .unwrap()
+    };
+    let (s, _, body) = send(app.public_addr, register("dave", "dave-password")).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let (s, _, body) = send(app.public_addr, register("dave", "other-password")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        send(app.public_addr, register("bad name!", "dave-password"))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    let t = login(app.public_addr, "dave", "dave-password").await;
+    assert_eq!(
+        get_with_token(
+            app.public_addr,
+            "/app/x",
+            t["access_token"].as_str().unwrap()
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+
+    // The CLI manages the same store: roles set there are in the next login's token.
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["users", "--config"])
+        .arg(fx.path("reg.toml"))
+        .args(["set-roles", "dave", "admin"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let t = login(app.public_addr, "dave", "dave-password").await;
+    assert_eq!(
+        get_with_token(
+            app.public_addr,
+            "/admin/x",
+            t["access_token"].as_str().unwrap()
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+
+    // With registration off the endpoint does not exist.
+    let (_fx2, _up2, off) = gateway(MEMORY, HS256).await;
+    assert_eq!(
+        send(off.public_addr, register("erin", "erin-password"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_never_extends_the_session() {
+    let tokens = "algorithm = \"HS256\"\nsecret_file = \"secret\"\naccess_ttl = \"15m\"\nrefresh_ttl = \"1h\"\nleeway = \"0s\"";
+    let (_fx, _up, app) = gateway(MEMORY, tokens).await;
+    let t = login(app.public_addr, "alice", "alice-password").await;
+    let first_exp = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(
+        t["refresh_token"].as_str().unwrap(),
+    )
+    .unwrap()
+    .claims["exp"]
+        .clone();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let req = post("/auth/refresh")
+        .header(
+            "authorization",
+            format!("Bearer {}", t["refresh_token"].as_str().unwrap()),
+        )
+        .body(empty())
+        .unwrap();
+    let (s, _, body) = send(app.public_addr, req).await;
+    assert_eq!(s, StatusCode::OK);
+    let next = json(&body);
+    let next_exp = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(
+        next["refresh_token"].as_str().unwrap(),
+    )
+    .unwrap()
+    .claims["exp"]
+        .clone();
+    assert_eq!(first_exp, next_exp, "rotation extended the session");
+}
