@@ -268,7 +268,8 @@ fn check_framing(headers: &HeaderMap) -> Result<(), GatewayError> {
 }
 
 fn check_head_size(req: &Request<Incoming>, max: usize) -> Result<(), GatewayError> {
-    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
     let headers: usize = req
         .headers()
         .iter()
@@ -280,12 +281,21 @@ fn check_head_size(req: &Request<Incoming>, max: usize) -> Result<(), GatewayErr
     Ok(())
 }
 
+/// Request ids: kept from the client when sane, else a per-process random prefix and a
+/// counter (unique, cheap: no RNG call per request).
 fn request_id(headers: &HeaderMap) -> String {
-    headers
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if let Some(id) = headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(crate::auth::tokens::random_id, str::to_owned)
+    {
+        return id.to_owned();
+    }
+    let prefix = PREFIX.get_or_init(crate::auth::tokens::random_id);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n:x}")
 }
 
 impl Handler for Gateway {

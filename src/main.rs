@@ -131,10 +131,17 @@ fn load(path: &Path) -> Result<Config> {
 fn serve(path: &Path) -> Result<ExitCode> {
     let config = load(path)?;
     authgate::telemetry::init(config.log.format);
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if config.server.workers > 0 {
-        rt.worker_threads(config.server.workers);
-    }
+    // One worker (the sidecar case): a current-thread runtime skips work-stealing overhead;
+    // argon2 still runs on the blocking pool, off this thread.
+    let mut rt = if config.server.workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if config.server.workers > 0 {
+            b.worker_threads(config.server.workers);
+        }
+        b
+    };
     let rt = rt
         .enable_all()
         .build()

@@ -113,16 +113,18 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
     if !ctx.identity_cfg.forward_token {
         headers.remove(header::AUTHORIZATION);
     }
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join("; ");
-    headers.remove(header::COOKIE);
-    if let Some(kept) = cookies::strip_own(&cookie) {
-        if let Ok(v) = HeaderValue::from_str(&kept) {
-            headers.insert(header::COOKIE, v);
+    if headers.contains_key(header::COOKIE) {
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join("; ");
+        headers.remove(header::COOKIE);
+        if let Some(kept) = cookies::strip_own(&cookie) {
+            if let Ok(v) = HeaderValue::from_str(&kept) {
+                headers.insert(header::COOKIE, v);
+            }
         }
     }
     let xff_name = HeaderName::from_static("x-forwarded-for");
