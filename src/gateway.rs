@@ -14,6 +14,7 @@ use crate::server::{ConnInfo, Handler};
 use crate::upstream::{forward, ForwardCtx, UpstreamClient};
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -116,6 +117,12 @@ impl Gateway {
             }
         };
         out.user = identity.as_ref().map(|i| i.claims.sub.clone());
+        let req = match &identity {
+            Some(id) if id.via_cookie && !is_safe_method(req.method()) => {
+                check_csrf(req, self.config.server.max_body_bytes).await?
+            }
+            _ => req.map(|b| b.boxed()),
+        };
         let upstream = &self.upstreams[route.upstream];
         out.upstream = Some(upstream.name.clone());
         let path_and_query = match req.uri().query() {
@@ -154,8 +161,7 @@ impl Gateway {
         result
     }
 
-    /// Authentication (refreshing a cookie session on the fly), CSRF for cookie sessions, then
-    /// roles. Returns the `Set-Cookie` headers of an on-the-fly refresh.
+    /// Authentication (refreshing a cookie session on the fly), then roles. Returns the `Set-Cookie` headers of an on-the-fly refresh.
     async fn authorize(
         &self,
         route: &Route,
@@ -196,22 +202,68 @@ impl Gateway {
             }
             Err(e) => return Err(e),
         };
-        if identity.via_cookie && !is_safe_method(req.method()) {
-            let sent = req
-                .headers()
-                .get("x-csrf-token")
-                .and_then(|v| v.to_str().ok());
-            let expected = crate::auth::cookies::get(req.headers(), crate::auth::cookies::CSRF);
-            let ok = matches!((sent, expected), (Some(a), Some(b)) if !b.is_empty() && constant_time_eq(a, b));
-            if !ok {
-                return Err(GatewayError::Csrf);
-            }
-        }
         if !route.roles.is_empty() && !identity.roles().iter().any(|r| route.roles.contains(r)) {
             return Err(GatewayError::InsufficientRole);
         }
         Ok((identity, set_cookies))
     }
+}
+
+/// A cookie-authenticated unsafe request must prove it came from our pages: the CSRF cookie's
+/// value as `X-CSRF-Token`, or as the `csrf_token` field of a urlencoded form (whose body is
+/// then read, bounded by `max_body_bytes`, and forwarded as read).
+async fn check_csrf(
+    req: Request<Incoming>,
+    max_body: usize,
+) -> Result<Request<Body>, GatewayError> {
+    let expected = crate::auth::cookies::get(req.headers(), crate::auth::cookies::CSRF)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .ok_or(GatewayError::Csrf)?;
+    let header = req
+        .headers()
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok());
+    if header.is_some_and(|h| constant_time_eq(h, &expected)) {
+        return Ok(req.map(|b| b.boxed()));
+    }
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    if header.is_some() || !is_form {
+        return Err(GatewayError::Csrf);
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = http_body_util::Limited::new(body, max_body)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                GatewayError::BodyTooLarge
+            } else {
+                GatewayError::BadRequest("could not read the request body".to_owned())
+            }
+        })?
+        .to_bytes();
+    let field = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+        .ok()
+        .and_then(|pairs| {
+            pairs
+                .into_iter()
+                .find(|(k, _)| k == "csrf_token")
+                .map(|(_, v)| v)
+        });
+    if !field.is_some_and(|f| constant_time_eq(&f, &expected)) {
+        return Err(GatewayError::Csrf);
+    }
+    Ok(Request::from_parts(parts, crate::body::full(bytes)))
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {

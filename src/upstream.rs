@@ -10,7 +10,6 @@ use crate::error::GatewayError;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,7 +31,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub struct UpstreamClient {
     pub name: String,
     authority: http::uri::Authority,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Body>,
     request_timeout: Duration,
 }
 
@@ -170,7 +169,7 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
 /// Sends the request and returns the upstream's response (body streamed).
 pub async fn forward(
     up: &UpstreamClient,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     ctx: ForwardCtx<'_>,
 ) -> Result<Response<Body>, GatewayError> {
     let client_upgrade = ctx.upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));

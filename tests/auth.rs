@@ -473,6 +473,40 @@ async fn cookie_session_needs_csrf_for_unsafe_methods() {
         .body(empty())
         .unwrap();
     assert_eq!(send(app.public_addr, ok).await.0, StatusCode::OK);
+    let wrong = post("/app/x")
+        .header("cookie", &cookie)
+        .header("x-csrf-token", "nope")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(app.public_addr, wrong).await.0, StatusCode::FORBIDDEN);
+    // A plain HTML form may carry the value as a field instead; the body reaches the upstream whole.
+    let form = |body: &'static str| {
+        post("/app/form")
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap()
+    };
+    let (s, _, _) = send(app.public_addr, form("a=1&csrf_token=c5rf&b=2")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(up.last().body_len, "a=1&csrf_token=c5rf&b=2".len());
+    assert_eq!(
+        send(app.public_addr, form("a=1&csrf_token=bad")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(app.public_addr, form("a=1")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Bearer-authenticated requests need no CSRF token.
+    let bearer = post("/app/x")
+        .header(
+            "authorization",
+            format!("Bearer {}", t["access_token"].as_str().unwrap()),
+        )
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(app.public_addr, bearer).await.0, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread")]
