@@ -85,9 +85,10 @@ def children(pid):
     return out
 
 
-def wrk(url, token):
-    args = ["wrk", f"-t{THREADS}", f"-c{CONNS}", f"-d{DURATION}s", "--latency", url]
+def wrk(url, token, script=None, conns=None):
+    args = ["wrk", f"-t{THREADS}", f"-c{conns or CONNS}", f"-d{DURATION}s", "--latency", url]
     if token: args[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    if script: args[1:1] = ["-s", script]
     out = subprocess.run(args, capture_output=True, text=True, timeout=DURATION + 30).stdout
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -126,6 +127,26 @@ def rss_probe(up):
     for c in conns:
         c.close()
     return idle / 1024, loaded / 1024
+
+
+def logins(hosts, pids):
+    """Login throughput against raw argon2id on the same cores, and proxied p99 under a login storm."""
+    raw = float(subprocess.run([os.path.join(ROOT, "target/release/examples/argon2_throughput"), str(DURATION)],
+                               capture_output=True, text=True, check=True).stdout)
+    url, tok, _ = hosts["authgate protected HS256 memory"]
+    base = url.rsplit("/", 1)[0]
+    lua = write("login.lua", 'wrk.method = "POST"\nwrk.body = \'{"username":"bench","password":"bench-password"}\'\n'
+                'wrk.headers["Content-Type"] = "application/json"\n')
+    login = wrk(f"{base}/auth/login", None, lua, conns=8)
+    quiet = wrk(url, tok)
+    storm = subprocess.Popen(["wrk", "-t1", "-c8", f"-d{DURATION + 2}s", "-s", lua, f"{base}/auth/login"], stdout=subprocess.DEVNULL)
+    time.sleep(1)
+    loud = wrk(url, tok)
+    storm.wait()
+    print(f"\nlogin: {login['rps']:.1f} logins/s vs raw argon2id {raw:.1f} verifications/s on the same cores = {login['rps'] / raw:.2f}x "
+          f"(errors: {login['errors']})")
+    print(f"proxied p99 (protected HS256 memory): {quiet['p99']:.2f} ms quiet, {loud['p99']:.2f} ms during a login storm = "
+          f"{loud['p99'] / quiet['p99']:.2f}x; req/s {quiet['rps']:,.0f} -> {loud['rps']:,.0f}")
 
 
 def main():
@@ -264,6 +285,7 @@ static_resources:
         rss = peak_rss_kib(pids[name]) / 1024 if pids[name] else 0
         rps = med(name, "rps")
         print(f"| {name} | {rps:,.0f} | {med(name, 'p50'):.2f} | {med(name, 'p99'):.2f} | {med(name, 'cpu_us'):.1f} | {rss:.1f} | {rps / base_ngx:.2f}x | {rps / base_up:.2f}x |")
+    logins(hosts, pids)
     print(f"\nauthgate RSS: idle {memory[0]:.1f} MiB; with 1,000 open keep-alive connections {memory[1]:.1f} MiB")
     print("(peak RSS above includes one argon2id login per gateway: m = 19 MiB)")
 

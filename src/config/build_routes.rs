@@ -1,0 +1,194 @@
+//! `[[upstreams]]` and `[[routes]]`: names resolved, patterns compiled, dead routes found.
+
+use super::build::{one_of, span};
+use super::error::Reporter;
+use super::raw;
+use super::UpstreamConfig;
+use crate::route::{AuthMode, OnUnauthenticated, Pattern, Route, RouteTable};
+use http::Method;
+use std::collections::HashSet;
+use std::time::Duration;
+use toml::Spanned;
+
+pub(super) fn build_upstreams(
+    rep: &mut Reporter,
+    raw: &[Spanned<raw::RawUpstream>],
+) -> Vec<UpstreamConfig> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, up) in raw.iter().enumerate() {
+        let up = up.get_ref();
+        let name = up.name.get_ref().0.clone();
+        if !seen.insert(name.clone()) {
+            rep.error(
+                span(&up.name),
+                format!("upstreams[{i}].name"),
+                format!("upstream {name:?} is defined twice"),
+                Some("give each upstream a unique name".to_owned()),
+            );
+        }
+        let url = up.url.get_ref().0.as_str();
+        let authority = match parse_upstream_url(url) {
+            Ok(a) => a,
+            Err(e) => {
+                rep.error(
+                    span(&up.url),
+                    format!("upstreams[{i}].url"),
+                    e,
+                    Some("write e.g. \"http://127.0.0.1:8080\"".to_owned()),
+                );
+                continue;
+            }
+        };
+        out.push(UpstreamConfig {
+            name,
+            authority,
+            connect_timeout: up.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
+            request_timeout: up.request_timeout.map_or(Duration::from_secs(60), |d| d.0),
+        });
+    }
+    out
+}
+
+fn parse_upstream_url(url: &str) -> Result<http::uri::Authority, String> {
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{url:?}: only http:// upstreams are supported (the gateway terminates TLS; the upstream is local)"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+        return Err(format!("{url:?}: an upstream URL carries no path or query"));
+    }
+    let authority = uri
+        .authority()
+        .cloned()
+        .ok_or_else(|| format!("{url:?} has no host"))?;
+    if authority.port_u16().is_none() {
+        return format!("{}:80", authority.host())
+            .parse()
+            .map_err(|_| format!("{url:?} has a bad host"));
+    }
+    Ok(authority)
+}
+
+pub(super) fn build_routes(
+    rep: &mut Reporter,
+    raw: &[Spanned<raw::RawRoute>],
+    upstreams: &[UpstreamConfig],
+) -> Option<RouteTable> {
+    let mut routes = Vec::new();
+    for (i, spanned) in raw.iter().enumerate() {
+        let r = spanned.get_ref();
+        let (line, _) = rep.line_col(span(spanned));
+        let key = |k: &str| format!("routes[{i}].{k}");
+        let pattern = match Pattern::parse(&r.path.get_ref().0) {
+            Ok(p) => p,
+            Err(e) => {
+                rep.error(
+                    span(&r.path),
+                    key("path"),
+                    e,
+                    Some("patterns look like \"/a/b\", \"/a/**\" or \"/a/*/c\"".to_owned()),
+                );
+                continue;
+            }
+        };
+        let up_name = &r.upstream.get_ref().0;
+        let Some(upstream) = upstreams.iter().position(|u| &u.name == up_name) else {
+            let defined: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            rep.error(
+                span(&r.upstream),
+                key("upstream"),
+                format!(
+                    "upstream {up_name:?} is not defined; defined: {}",
+                    if defined.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        defined.join(", ")
+                    }
+                ),
+                Some("add an [[upstreams]] table with this name or fix the spelling".to_owned()),
+            );
+            continue;
+        };
+        let auth = one_of(
+            rep,
+            &r.auth,
+            &key("auth"),
+            AuthMode::Required,
+            &[
+                ("public", AuthMode::Public),
+                ("required", AuthMode::Required),
+            ],
+        );
+        let on_unauthenticated = one_of(
+            rep,
+            &r.on_unauthenticated,
+            &key("on_unauthenticated"),
+            OnUnauthenticated::Status401,
+            &[
+                ("401", OnUnauthenticated::Status401),
+                ("redirect", OnUnauthenticated::Redirect),
+            ],
+        );
+        let methods = match &r.methods {
+            None => None,
+            Some(ms) => {
+                let mut parsed = Vec::new();
+                for m in ms.get_ref() {
+                    match Method::from_bytes(m.0.to_ascii_uppercase().as_bytes()) {
+                        Ok(m) => parsed.push(m),
+                        Err(_) => rep.error(
+                            span(ms),
+                            key("methods"),
+                            format!("{:?} is not an HTTP method", m.0),
+                            None,
+                        ),
+                    }
+                }
+                if parsed.is_empty() {
+                    rep.error(
+                        span(ms),
+                        key("methods"),
+                        "an empty list matches nothing",
+                        Some("remove `methods` to match every method".to_owned()),
+                    );
+                }
+                Some(parsed)
+            }
+        };
+        if auth == AuthMode::Public && !r.roles.is_empty() {
+            rep.error(
+                span(&r.path),
+                key("roles"),
+                "roles on a public route are never checked",
+                Some("set auth = \"required\" or remove roles".to_owned()),
+            );
+        }
+        routes.push(Route {
+            index: i,
+            line,
+            name: r
+                .name
+                .as_ref()
+                .map_or_else(|| r.path.get_ref().0.clone(), |n| n.0.clone()),
+            pattern,
+            host: r.host.as_ref().map(|h| h.0.to_ascii_lowercase()),
+            methods,
+            upstream,
+            auth,
+            roles: r.roles.iter().map(|t| t.0.clone()).collect(),
+            on_unauthenticated,
+            websocket: r.websocket.unwrap_or(true),
+        });
+    }
+    for (later, earlier) in RouteTable::shadowed(&routes) {
+        let (l, e) = (&routes[later], &routes[earlier]);
+        rep.error(
+            span(&raw[l.index]),
+            format!("routes[{}]", l.index),
+            format!("this route can never match: routes[{}] (line {}, {:?}) comes first and matches everything it does", e.index, e.line, e.pattern.as_str()),
+            Some("move the more specific route above the catch-all".to_owned()),
+        );
+    }
+    Some(RouteTable::new(routes))
+}
