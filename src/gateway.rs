@@ -30,7 +30,7 @@ pub struct Gateway {
 /// What the access log and metrics say about one request.
 #[derive(Default)]
 struct Outcome {
-    route: Option<String>,
+    route: Option<&'static str>,
     upstream: Option<String>,
     user: Option<String>,
 }
@@ -87,7 +87,7 @@ impl Gateway {
         let host = request_host_of(&req).map(str::to_owned);
         let client_ip = self.client_ip(conn.peer.ip(), req.headers());
         if endpoints::is_own(&path.judged) {
-            out.route = Some("authgate".to_owned());
+            out.route = Some("authgate");
             let query = req.uri().query().map(str::to_owned);
             let ctx = Ctx {
                 client_ip,
@@ -102,7 +102,7 @@ impl Gateway {
             .routes
             .lookup(req.method(), judged_host, &path.judged)
             .ok_or(GatewayError::NotFound)?;
-        out.route = Some(route.name.clone());
+        out.route = Some(route.name);
         let upgrade = upgrade_protocol(req.headers());
         if upgrade.is_some() && !route.websocket {
             return Err(GatewayError::BadRequest(
@@ -371,12 +371,12 @@ impl Handler for Gateway {
         }
         let status = resp.status().as_u16();
         let elapsed = start.elapsed();
-        let route = out.route.unwrap_or_else(|| "none".to_owned());
+        let route = out.route.unwrap_or("none");
         self.metrics.latency.observe(elapsed.as_secs_f64());
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
-                route: route.clone(),
+                route: std::borrow::Cow::Borrowed(route),
                 status,
             })
             .inc();

@@ -101,6 +101,12 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
+/// True when normalization cannot change `raw`: only unreserved characters and single
+/// slashes, and no segment that is `.` or `..`.
+fn is_plain(raw: &str) -> bool {
+    raw.bytes().all(|c| c == b'/' || is_unreserved(c)) && !raw.contains("/.") && !raw.contains("//")
+}
+
 /// Normalizes the path part of a request target.
 pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
     if raw.is_empty() {
@@ -111,6 +117,13 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
     }
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
+    }
+    if is_plain(raw) {
+        // The common case: nothing to decode, resolve or cut; both views are the input.
+        return Ok(NormalizedPath {
+            forward: raw.to_owned(),
+            judged: raw.to_owned(),
+        });
     }
     let decoded = decode_unreserved(raw)?;
     // (full segment, judged part or None when the judged part is empty)

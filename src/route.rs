@@ -120,8 +120,9 @@ pub struct Route {
     pub index: usize,
     /// Line of the route's table in the config file.
     pub line: usize,
-    /// Label in metrics and logs: `name` if given, else the pattern.
-    pub name: String,
+    /// Label in metrics and logs: `name` if given, else the pattern. Leaked once per loaded
+    /// config (a process loads one), so per-request metrics need no allocation.
+    pub name: &'static str,
     pub pattern: Pattern,
     /// Lower-case host without port.
     pub host: Option<String>,
@@ -213,7 +214,7 @@ mod tests {
         Route {
             index: i,
             line: i + 1,
-            name: path.to_owned(),
+            name: "test",
             pattern: pat(path),
             host: host.map(str::to_owned),
             methods,

@@ -167,10 +167,12 @@ pub(super) fn build_routes(
         routes.push(Route {
             index: i,
             line,
-            name: r
-                .name
-                .as_ref()
-                .map_or_else(|| r.path.get_ref().0.clone(), |n| n.0.clone()),
+            name: Box::leak(
+                r.name
+                    .as_ref()
+                    .map_or_else(|| r.path.get_ref().0.clone(), |n| n.0.clone())
+                    .into_boxed_str(),
+            ),
             pattern,
             host: r.host.as_ref().map(|h| h.0.to_ascii_lowercase()),
             methods,
