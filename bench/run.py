@@ -173,10 +173,14 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
     write("secret", SECRET)
     tokens = {}
     for alg in ("HS256", "EdDSA"):
-        for backend in ("memory", "redis"):
+        for backend in ("memory", "redis", "redis-mirror"):
             gp, ap = port(), port()
             key = 'secret_file = "secret"' if alg == "HS256" else f'signing_key_file = "ed.pem"\ngenerate_missing_key = true'
-            rev = f'backend = "redis"\nredis_url = "redis://127.0.0.1:{redis_port}/0"' if backend == "redis" else 'backend = "memory"'
+            rev = {
+                "memory": 'backend = "memory"',
+                "redis": f'backend = "redis"\nredis_url = "redis://127.0.0.1:{redis_port}/0"',
+                "redis-mirror": f'backend = "redis"\nredis_url = "redis://127.0.0.1:{redis_port}/0"\nmirror = true',
+            }[backend]
             cfg = write(f"authgate-{alg}-{backend}.toml", f"""
 [server]\nlisten = "127.0.0.1:{gp}"\nworkers = 1\n[log]\nformat = "json"\n[admin]\nlisten = "127.0.0.1:{ap}"
 [tokens]\nalgorithm = "{alg}"\n{key}\n[revocation]\n{rev}\n[users]\nfile = "users.toml"

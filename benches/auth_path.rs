@@ -92,8 +92,9 @@ fn bench(c: &mut Criterion) {
             .enable_all()
             .build()
             .unwrap();
-        let redis =
-            rt.block_on(async { RedisStore::new(&url, "bench:", Duration::from_secs(1)).unwrap() });
+        let redis = rt.block_on(async {
+            RedisStore::new(&url, "bench:", Duration::from_secs(1), None).unwrap()
+        });
         c.bench_function("revocation/redis (one MGET round trip)", |b| {
             b.iter(|| rt.block_on(redis.check("sid-1", "alice")).unwrap())
         });

@@ -63,6 +63,9 @@ impl App {
                 }
             });
         }
+        if let Some(redis) = store.redis() {
+            redis.start_mirror();
+        }
         let auth = Arc::new(Auth::new(&config, store).map_err(AppError::Setup)?);
         let metrics = Arc::new(Metrics::new());
         let certs = match &config.server.tls {

@@ -820,3 +820,72 @@ async fn refresh_never_extends_the_session() {
         .clone();
     assert_eq!(first_exp, next_exp, "rotation extended the session");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_mode_keeps_cross_replica_revocation_and_fails_closed_when_stale() {
+    let mut redis = Redis::start();
+    let plain = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\ntimeout = \"300ms\"",
+        redis.url()
+    );
+    let mirrored = format!("{plain}\nmirror = true\nmirror_staleness = \"500ms\"");
+    // A revokes alice everywhere before B exists: B must learn it from its first full copy.
+    let (_fx1, _up1, a) = gateway(&plain, HS256).await;
+    let old = login(a.public_addr, "alice", "alice-password").await;
+    let old_access = old["access_token"].as_str().unwrap().to_owned();
+    let req = post("/auth/logout?all=true")
+        .header("authorization", format!("Bearer {old_access}"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(a.public_addr, req).await.0, StatusCode::NO_CONTENT);
+    let (_fx2, _up2, b) = gateway(&mirrored, HS256).await;
+    let wait_for = |addr, token: String, want: StatusCode| async move {
+        for _ in 0..100 {
+            if get_with_token(addr, "/app/x", &token).await.0 == want {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    let fresh = login(a.public_addr, "alice", "alice-password").await;
+    let access = fresh["access_token"].as_str().unwrap().to_owned();
+    assert!(
+        wait_for(b.public_addr, access.clone(), StatusCode::OK).await,
+        "mirror never came in sync"
+    );
+    assert_eq!(
+        get_with_token(b.public_addr, "/app/x", &old_access).await.0,
+        StatusCode::UNAUTHORIZED,
+        "snapshot missed a cut-off"
+    );
+    // A logout on A reaches B by pub/sub.
+    let req = post("/auth/logout")
+        .header("authorization", format!("Bearer {access}"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(a.public_addr, req).await.0, StatusCode::NO_CONTENT);
+    assert!(
+        wait_for(b.public_addr, access.clone(), StatusCode::UNAUTHORIZED).await,
+        "logout on A never reached B"
+    );
+    // Redis gone: B cannot know about new revocations, so it fails closed; then it recovers.
+    let third = login(a.public_addr, "alice", "alice-password").await;
+    let third_access = third["access_token"].as_str().unwrap().to_owned();
+    assert!(wait_for(b.public_addr, third_access.clone(), StatusCode::OK).await);
+    redis.stop();
+    assert!(
+        wait_for(
+            b.public_addr,
+            third_access.clone(),
+            StatusCode::SERVICE_UNAVAILABLE
+        )
+        .await,
+        "stale mirror kept answering"
+    );
+    redis.restart();
+    assert!(
+        wait_for(b.public_addr, third_access, StatusCode::OK).await,
+        "mirror did not resync after the restart"
+    );
+}

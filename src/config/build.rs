@@ -364,6 +364,16 @@ fn build_revocation(rep: &mut Reporter, raw: &raw::RawRevocation) -> RevocationC
             );
         }
     }
+    if let Some(m) = raw.mirror.as_ref().filter(|m| *m.get_ref()) {
+        if backend == RevocationBackend::Memory {
+            rep.error(
+                span(m),
+                "revocation.mirror",
+                "the mirror copies a Redis revocation set; the memory backend has none",
+                Some("set backend = \"redis\" or remove mirror".to_owned()),
+            );
+        }
+    }
     let choices = [("deny", OnStoreError::Deny), ("allow", OnStoreError::Allow)];
     RevocationConfig {
         backend,
@@ -380,6 +390,8 @@ fn build_revocation(rep: &mut Reporter, raw: &raw::RawRevocation) -> RevocationC
             &choices,
         ),
         timeout: raw.timeout.map_or(Duration::from_millis(500), |d| d.0),
+        mirror: raw.mirror.as_ref().is_some_and(|m| *m.get_ref()),
+        mirror_staleness: raw.mirror_staleness.map_or(Duration::from_secs(1), |d| d.0),
     }
 }
 

@@ -152,6 +152,10 @@ pub struct RevocationConfig {
     pub on_store_error: OnStoreError,
     /// Upper bound on one store round trip; past it the store counts as down.
     pub timeout: Duration,
+    /// Redis only: check revocations against a local copy kept in sync by pub/sub.
+    pub mirror: bool,
+    /// How long the mirror may go without hearing from Redis before checks fail closed.
+    pub mirror_staleness: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

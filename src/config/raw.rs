@@ -115,6 +115,8 @@ pub struct RawRevocation {
     pub key_prefix: Option<Text>,
     pub on_store_error: Option<Spanned<Text>>,
     pub timeout: Option<Dur>,
+    pub mirror: Option<Spanned<bool>>,
+    pub mirror_staleness: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize, Default)]

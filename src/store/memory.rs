@@ -137,6 +137,25 @@ impl MemoryStore {
         self.write(|i| i.failures.remove(key));
     }
 
+    /// Replaces the revoked sessions and user cut-offs wholesale (the mirror's resync).
+    pub fn replace_revocations(
+        &self,
+        sessions: Vec<(String, u64)>,
+        cutoffs: Vec<(String, u64, u64)>,
+    ) {
+        let now = now_secs();
+        self.write(|i| {
+            i.revoked_sessions = sessions
+                .into_iter()
+                .map(|(s, ttl)| (s, now + ttl.max(1)))
+                .collect();
+            i.cutoffs = cutoffs
+                .into_iter()
+                .map(|(u, c, ttl)| (u, (c, now + ttl.max(1))))
+                .collect();
+        });
+    }
+
     /// Drops expired entries; run periodically so memory stays bounded by live sessions.
     pub fn sweep(&self) {
         let now = now_secs();

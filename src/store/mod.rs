@@ -3,6 +3,7 @@
 //! replicas). Every operation is bounded by `revocation.timeout`; past it the store is "down".
 
 mod memory;
+mod mirror;
 mod redis;
 pub mod users;
 
@@ -48,7 +49,7 @@ pub enum Rotation {
 #[derive(Clone)]
 pub enum Store {
     Memory(Arc<MemoryStore>),
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 impl Store {
@@ -56,7 +57,9 @@ impl Store {
         match &cfg.backend {
             RevocationBackend::Memory => Ok(Store::Memory(MemoryStore::new())),
             RevocationBackend::Redis { url } => {
-                RedisStore::new(url, &cfg.key_prefix, cfg.timeout).map(Store::Redis)
+                let mirror = cfg.mirror.then_some(cfg.mirror_staleness);
+                RedisStore::new(url, &cfg.key_prefix, cfg.timeout, mirror)
+                    .map(|r| Store::Redis(Box::new(r)))
             }
         }
     }
@@ -70,7 +73,7 @@ impl Store {
 
     pub fn redis(&self) -> Option<&RedisStore> {
         match self {
-            Store::Redis(r) => Some(r),
+            Store::Redis(r) => Some(r.as_ref()),
             Store::Memory(_) => None,
         }
     }

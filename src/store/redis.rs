@@ -2,6 +2,7 @@
 //! requests are pipelined on it); multi-step changes are Lua scripts so they are atomic.
 //! A protected request costs exactly one round trip: `MGET sid:<sid> cut:<user>`.
 
+use super::mirror::{self, Mirror};
 use super::{bounded, RevocationState, RotateRequest, Rotation, StoreError};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
@@ -24,6 +25,7 @@ if tonumber(ARGV[4]) > 0 and prev == ARGV[1] and (tonumber(ARGV[3]) - at) <= ton
 end
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[5])
+redis.call('PUBLISH', KEYS[3], 'sid ' .. ARGV[5] .. ' ' .. ARGV[7])
 return {'reused'}
 "#;
 
@@ -32,6 +34,7 @@ local old = tonumber(redis.call('GET', KEYS[1]) or '0')
 local new = tonumber(ARGV[1])
 if old > new then new = old end
 redis.call('SET', KEYS[1], new, 'EX', ARGV[2])
+redis.call('PUBLISH', KEYS[2], 'cut ' .. string.format('%d', new) .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
 return new
 "#;
 
@@ -44,6 +47,9 @@ return n
 #[derive(Clone)]
 pub struct RedisStore {
     conn: ConnectionManager,
+    client: redis::Client,
+    /// Local copy of the revocation set, when `revocation.mirror` is on.
+    mirror: Option<Arc<Mirror>>,
     prefix: Arc<str>,
     timeout: Duration,
     rotate: Arc<Script>,
@@ -54,17 +60,24 @@ pub struct RedisStore {
 impl RedisStore {
     /// Does not connect: the first command does, so the gateway starts (not ready) while
     /// Redis is down and becomes ready when it answers.
-    pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        mirror: Option<Duration>,
+    ) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("bad redis_url: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| format!("redis: {e}"))?;
         Ok(RedisStore {
             conn,
+            client,
+            mirror: mirror.map(Mirror::new),
             prefix: prefix.into(),
             timeout,
             rotate: Arc::new(Script::new(ROTATE)),
@@ -82,6 +95,22 @@ impl RedisStore {
         k
     }
 
+    /// Starts keeping the mirror in sync (needs a runtime; called once by `App::start`).
+    pub fn start_mirror(&self) {
+        if let Some(m) = &self.mirror {
+            tokio::spawn(mirror::run(
+                m.clone(),
+                self.client.clone(),
+                self.conn.clone(),
+                self.prefix.clone(),
+            ));
+        }
+    }
+
+    fn channel(&self) -> String {
+        format!("{}revocations", self.prefix)
+    }
+
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }
@@ -91,6 +120,9 @@ impl RedisStore {
     }
 
     pub async fn check(&self, sid: &str, sub: &str) -> Result<RevocationState, StoreError> {
+        if let Some(m) = &self.mirror {
+            return m.check(sid, sub);
+        }
         let mut c = self.conn.clone();
         let keys = [self.key("sid", sid), self.key("cut", sub)];
         let (revoked, cutoff): (Option<String>, Option<u64>) =
@@ -113,6 +145,8 @@ impl RedisStore {
             .set_ex(self.key("sid", sid), 1, ttl.max(1))
             .ignore()
             .del(self.key("rt", sid))
+            .ignore()
+            .publish(self.channel(), mirror::session_event(sid, ttl.max(1)))
             .ignore();
         bounded(self.timeout, pipe.query_async::<()>(&mut c)).await
     }
@@ -120,7 +154,7 @@ impl RedisStore {
     pub async fn revoke_user(&self, sub: &str, cutoff: u64, ttl: u64) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
         let mut inv = self.cutoff.key(self.key("cut", sub));
-        inv.arg(cutoff).arg(ttl.max(1));
+        inv.key(self.channel()).arg(cutoff).arg(ttl.max(1)).arg(sub);
         bounded(self.timeout, inv.invoke_async::<u64>(&mut c))
             .await
             .map(|_| ())
@@ -142,12 +176,14 @@ impl RedisStore {
         let mut c = self.conn.clone();
         let mut inv = self.rotate.key(self.key("rt", r.sid));
         inv.key(self.key("sid", r.sid))
+            .key(self.channel())
             .arg(r.presented_jti)
             .arg(r.new_jti)
             .arg(r.now_ms)
             .arg(r.grace_ms)
             .arg(r.ttl.max(1))
-            .arg(r.new_token);
+            .arg(r.new_token)
+            .arg(r.sid);
         let out: Vec<String> = bounded(self.timeout, inv.invoke_async(&mut c)).await?;
         Ok(match out.first().map(String::as_str) {
             Some("rotated") => Rotation::Rotated,
@@ -182,6 +218,9 @@ impl RedisStore {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
+        if let Some(m) = &self.mirror {
+            m.check("", "")?;
+        }
         let mut c = self.conn.clone();
         bounded(
             self.timeout,
