@@ -239,19 +239,7 @@ async fn check_csrf(
         return Err(GatewayError::Csrf);
     }
     let (parts, body) = req.into_parts();
-    let bytes = http_body_util::Limited::new(body, max_body)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                GatewayError::BodyTooLarge
-            } else {
-                GatewayError::BadRequest("could not read the request body".to_owned())
-            }
-        })?
-        .to_bytes();
+    let bytes = crate::body::read_limited(body, max_body).await?;
     let field = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
         .ok()
         .and_then(|pairs| {

@@ -11,7 +11,6 @@ use crate::store::users::{validate_name, User};
 use crate::store::{RotateRequest, Rotation};
 use http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -75,16 +74,7 @@ async fn read_body(
     limit: usize,
 ) -> Result<(HeaderMap, bytes::Bytes), GatewayError> {
     let (parts, body) = req.into_parts();
-    let collected = Limited::new(body, limit).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            GatewayError::BodyTooLarge
-        } else {
-            GatewayError::BadRequest("could not read the request body".to_owned())
-        }
-    })?;
-    Ok((parts.headers, collected.to_bytes()))
+    Ok((parts.headers, crate::body::read_limited(body, limit).await?))
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
