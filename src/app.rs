@@ -153,11 +153,12 @@ impl App {
     }
 
     /// Runs until SIGTERM or SIGINT, then drains. A second signal exits at once.
-    pub async fn run_until_signal(self) -> std::io::Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
+    pub async fn run_until_signal(self, signals: Signals) -> std::io::Result<()> {
+        let Signals {
+            mut term,
+            mut int,
+            mut hup,
+        } = signals;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -178,5 +179,24 @@ impl App {
         self.finished().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The process's signal handlers. Installed before the listeners are bound, so that a signal
+/// arriving during start-up is handled (SIGHUP's default action would kill the process).
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
     }
 }

@@ -147,8 +147,9 @@ fn serve(path: &Path) -> Result<ExitCode> {
         .build()
         .context("cannot start the runtime")?;
     rt.block_on(async {
+        let signals = authgate::app::Signals::install()?;
         let app = authgate::App::start(config).await?;
-        app.run_until_signal().await?;
+        app.run_until_signal(signals).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -274,3 +274,57 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod property {
+    use super::*;
+
+    /// A small deterministic generator: no test dependency, same cases on every run.
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    const PIECES: &[&str] = &[
+        "/", "/", "//", ".", "..", "a", "b", "%2e", "%2E", "%2f", "%5c", "%25", "%41", ";", ";x=1",
+        "%00", "%", "%g", "~", "-", "_", "\\", "?", "%3b", "admin", "public", "..;", "%2e%2e",
+    ];
+
+    #[test]
+    fn random_paths_never_escape_and_normalize_once() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..50_000 {
+            let n = 1 + rng.next() % 12;
+            let mut raw = String::from("/");
+            for _ in 0..n {
+                raw.push_str(PIECES[(rng.next() % PIECES.len() as u64) as usize]);
+            }
+            let Ok(out) = normalize(&raw) else { continue };
+            for view in [&out.forward, &out.judged] {
+                assert!(view.starts_with('/'), "{raw:?} -> {view:?}");
+                assert!(!view.contains("//"), "{raw:?} -> {view:?}");
+                assert!(!view.contains('\\'), "{raw:?} -> {view:?}");
+                let lower = view.to_ascii_lowercase();
+                assert!(
+                    !lower.contains("%2f") && !lower.contains("%2e") && !lower.contains("%5c"),
+                    "{raw:?} -> {view:?}"
+                );
+                for seg in view.split('/') {
+                    let base = seg.split(';').next().unwrap_or("");
+                    assert!(base != "." && base != "..", "{raw:?} -> {view:?}");
+                }
+            }
+            assert!(!out.judged.contains(';'), "{raw:?} -> {:?}", out.judged);
+            assert_eq!(
+                normalize(&out.forward).as_ref(),
+                Ok(&out),
+                "not idempotent: {raw:?}"
+            );
+        }
+    }
+}

@@ -338,7 +338,21 @@ async fn token_attacks_are_all_401_never_5xx() {
 #[tokio::test(flavor = "multi_thread")]
 async fn login_errors_and_throttling() {
     let (_fx, _up, app) = gateway(MEMORY, HS256).await;
-    let addr = app.public_addr;
+    login_errors_and_throttling_against(app.public_addr).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_throttling_with_redis_counters() {
+    let redis = Redis::start();
+    let (_fx, _up, app) = gateway(
+        &format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url()),
+        HS256,
+    )
+    .await;
+    login_errors_and_throttling_against(app.public_addr).await;
+}
+
+async fn login_errors_and_throttling_against(addr: std::net::SocketAddr) {
     let attempt = |user: &str, pw: &str| {
         post("/auth/login")
             .header("content-type", "application/json")

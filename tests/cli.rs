@@ -222,7 +222,15 @@ impl Drop for Running {
 }
 
 /// Starts the binary and returns it with its public and admin addresses (read from its log).
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 fn spawn_gateway(cfg: &std::path::Path) -> (Running, String, String) {
+    let (running, public, admin, _log) = spawn_gateway_with_log(cfg);
+    (running, public, admin)
+}
+
+/// Like `spawn_gateway`, also returning every later log line.
+fn spawn_gateway_with_log(cfg: &std::path::Path) -> (Running, String, String, Log) {
     let mut child = bin()
         .args(["serve", "--config"])
         .arg(cfg)
@@ -252,8 +260,62 @@ fn spawn_gateway(cfg: &std::path::Path) -> (Running, String, String) {
             admin = addr.unwrap();
         }
     }
-    std::thread::spawn(move || for _ in rx.iter() {});
-    (Running(Some(child)), public, admin)
+    let log: Log = Default::default();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in rx.iter() {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (Running(Some(child)), public, admin, log)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_certificate_and_keeps_serving() {
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let write_pair = || {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        fx.write("tls.crt", &ck.cert.pem());
+        fx.write("tls.key", &ck.signing_key.serialize_pem());
+    };
+    write_pair();
+    let text = fx.config(up.addr, HS256, MEMORY, "", "").replace(
+        "[log]",
+        "[server.tls]\ncert = \"tls.crt\"\nkey = \"tls.key\"\n\n[log]",
+    );
+    let cfg = fx.write("hup.toml", &text);
+    let (running, _public, _admin, log) = spawn_gateway_with_log(&cfg);
+    let pid = running.0.as_ref().unwrap().id().to_string();
+    let saw = |needle: &str| log.lock().unwrap().iter().any(|l| l.contains(needle));
+    // A broken file: logged, the old certificate stays.
+    fx.write("tls.crt", "garbage");
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    for _ in 0..100 {
+        if saw("TLS reload failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw("TLS reload failed"), "{:?}", log.lock().unwrap());
+    write_pair();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    for _ in 0..100 {
+        if saw("TLS certificate reloaded") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw("TLS certificate reloaded"), "{:?}", log.lock().unwrap());
+    drop(running);
 }
 
 #[tokio::test(flavor = "multi_thread")]
