@@ -497,3 +497,21 @@ mod tls {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_the_connection_cap_clients_get_503() {
+    let (_fx, _up, app) = setup("", "max_connections = 1").await;
+    // One idle keep-alive connection takes the only slot.
+    let _held = tokio::net::TcpStream::connect(app.public_addr)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = raw(
+        app.public_addr,
+        b"GET /public/x HTTP/1.1\r\nHost: gw\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"error\":\"unavailable\""), "{answer}");
+}

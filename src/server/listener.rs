@@ -92,7 +92,10 @@ pub async fn serve<H: Handler>(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = opts.max_connections, "connection limit reached; closing new connection");
+            tracing::warn!(%peer, limit = opts.max_connections, "connection limit reached; refusing a connection");
+            if tls.is_none() {
+                tokio::spawn(refuse_overloaded(tcp));
+            }
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -137,6 +140,20 @@ pub async fn serve<H: Handler>(
             tracing::warn!(grace = ?opts.shutdown_grace, "shutdown grace expired with requests in flight");
         }
     }
+}
+
+/// Over the connection cap: answer plain-HTTP clients with the contract's 503 instead of a
+/// bare reset, without reading their request (bounded by a short write deadline).
+async fn refuse_overloaded(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str =
+        r#"{"error":"unavailable","error_description":"too many connections; retry shortly"}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(response.as_bytes())).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), tcp.shutdown()).await;
 }
 
 async fn serve_io<I, H>(
