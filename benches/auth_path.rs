@@ -36,6 +36,20 @@ fn tokens(alg: Algorithm) -> Tokens {
     Tokens::new(&cfg, Arc::new(keys))
 }
 
+fn access_token(t: &Tokens, roles: &[String]) -> String {
+    let now = now_secs();
+    t.issue(
+        TokenType::Access,
+        "alice",
+        "sid-1",
+        Some(roles),
+        now,
+        now + 900,
+    )
+    .unwrap()
+    .token
+}
+
 fn bench(c: &mut Criterion) {
     let roles = vec!["user".to_owned()];
     for alg in [
@@ -45,18 +59,7 @@ fn bench(c: &mut Criterion) {
         Algorithm::RS256,
     ] {
         let t = tokens(alg);
-        let now = now_secs();
-        let tok = t
-            .issue(
-                TokenType::Access,
-                "alice",
-                "sid-1",
-                Some(&roles),
-                now,
-                now + 900,
-            )
-            .unwrap()
-            .token;
+        let tok = access_token(&t, &roles);
         c.bench_function(&format!("verify/{alg:?}"), |b| {
             b.iter(|| t.verify(&tok, TokenType::Access).unwrap())
         });
@@ -68,18 +71,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let t = tokens(Algorithm::HS256);
-    let now = now_secs();
-    let tok = t
-        .issue(
-            TokenType::Access,
-            "alice",
-            "sid-1",
-            Some(&roles),
-            now,
-            now + 900,
-        )
-        .unwrap()
-        .token;
+    let tok = access_token(&t, &roles);
     c.bench_function("verify+revocation/HS256+memory", |b| {
         b.iter(|| {
             let claims = t.verify(&tok, TokenType::Access).unwrap();

@@ -288,6 +288,18 @@ async fn sighup_reloads_the_certificate_and_keeps_serving() {
     let (running, _public, _admin, log) = spawn_gateway_with_log(&cfg);
     let pid = running.0.as_ref().unwrap().id().to_string();
     let saw = |needle: &str| log.lock().unwrap().iter().any(|l| l.contains(needle));
+    let wait_for = |needle: &'static str| {
+        let saw = &saw;
+        async move {
+            for _ in 0..100 {
+                if saw(needle) {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
     // A broken file: logged, the old certificate stays.
     fx.write("tls.crt", "garbage");
     assert!(Command::new("kill")
@@ -295,26 +307,22 @@ async fn sighup_reloads_the_certificate_and_keeps_serving() {
         .status()
         .unwrap()
         .success());
-    for _ in 0..100 {
-        if saw("TLS reload failed") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(saw("TLS reload failed"), "{:?}", log.lock().unwrap());
+    assert!(
+        wait_for("TLS reload failed").await,
+        "{:?}",
+        log.lock().unwrap()
+    );
     write_pair();
     assert!(Command::new("kill")
         .args(["-HUP", &pid])
         .status()
         .unwrap()
         .success());
-    for _ in 0..100 {
-        if saw("TLS certificate reloaded") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(saw("TLS certificate reloaded"), "{:?}", log.lock().unwrap());
+    assert!(
+        wait_for("TLS certificate reloaded").await,
+        "{:?}",
+        log.lock().unwrap()
+    );
     drop(running);
 }
 
