@@ -1,12 +1,10 @@
-//! argon2id password hashing and verification on tokio's blocking pool, behind a bound: at
-//! most one hash per core runs, a short queue waits, and beyond it callers get 503 at once,
-//! so a login storm cannot starve proxied traffic of threads.
+//! argon2id password hashing and verification on a small low-priority thread pool behind a
+//! bounded queue: at most one hash per core runs, a short queue waits, beyond it callers get
+//! 503 at once, and the scheduler prefers proxied traffic, so a login storm cannot starve it.
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::Semaphore;
 
 /// Passwords longer than this are refused (argon2 itself takes up to 2^32-1 bytes; the cap
 /// bounds the work a request can ask for).
@@ -36,13 +34,16 @@ pub fn verify_password(password: &[u8], phc: &str) -> bool {
     }
 }
 
+/// The password-hashing pool: one thread per core at the lowest CPU priority (nice 19), so
+/// that under contention proxied requests win the cores and logins wait; a short bounded queue
+/// in front, and beyond it callers get 503 at once instead of piling up.
 pub struct Hasher {
-    permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    max_waiting: usize,
+    jobs: std::sync::mpsc::SyncSender<Job>,
     /// Verified against when the user does not exist, so that both cost the same.
     dummy: String,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 impl Hasher {
     pub fn new(concurrency: usize) -> Result<Self, String> {
@@ -51,10 +52,32 @@ impl Hasher {
         } else {
             concurrency
         };
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(n * 16);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..n {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("authgate-argon2-{i}"))
+                .spawn(move || {
+                    // Best effort: without it logins merely compete with requests as equals.
+                    let _ = thread_priority::set_current_thread_priority(
+                        thread_priority::ThreadPriority::Min,
+                    );
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(q) => q.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // the Hasher is gone
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start the password hashing threads: {e}"))?;
+        }
         Ok(Hasher {
-            permits: Arc::new(Semaphore::new(n)),
-            waiting: AtomicUsize::new(0),
-            max_waiting: n * 16,
+            jobs,
             dummy: hash_password(b"authgate-dummy-password-for-unknown-users")?,
         })
     }
@@ -79,19 +102,24 @@ impl Hasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(HashError::Busy);
-        }
-        let permit = self.permits.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
-        let permit = permit.map_err(|_| HashError::Failed)?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(|_| HashError::Failed)
+        self.submit(work)?.await.map_err(|_| HashError::Failed)
+    }
+
+    /// Queues `work` now (or refuses it at once when the queue is full).
+    fn submit<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<tokio::sync::oneshot::Receiver<T>, HashError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .try_send(Box::new(move || {
+                let _ = tx.send(work());
+            }))
+            .map_err(|e| match e {
+                std::sync::mpsc::TrySendError::Full(_) => HashError::Busy,
+                std::sync::mpsc::TrySendError::Disconnected(_) => HashError::Failed,
+            })?;
+        Ok(rx)
     }
 }
 
@@ -116,5 +144,34 @@ mod tests {
         other[199] = b'b';
         assert!(verify_password(&long, &h));
         assert!(!verify_password(&other, &h));
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_answers_busy_instead_of_waiting() {
+        let h = Hasher::new(1).unwrap_or_else(|e| panic!("{e}"));
+        let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let g = gate.clone();
+        // Occupy the only worker (it waits on the barrier), then fill the queue: 16 per worker.
+        let first = h.submit(move || {
+            g.wait();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let queued: Vec<_> = (0..16).map(|_| h.submit(|| ())).collect();
+        assert!(queued.iter().all(Result::is_ok));
+        assert_eq!(h.submit(|| ()).err(), Some(HashError::Busy));
+        gate.wait();
+        assert!(first.unwrap_or_else(|e| panic!("{e}")).await.is_ok());
+        for q in queued {
+            assert!(q.unwrap_or_else(|e| panic!("{e}")).await.is_ok());
+        }
+        assert!(
+            h.verify("x", None).await.is_ok_and(|ok| !ok),
+            "unknown user must fail"
+        );
     }
 }
