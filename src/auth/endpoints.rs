@@ -180,7 +180,7 @@ async fn login(
     let pair = start_session(auth, &user).await?;
     tracing::info!(user = %user.name, "login");
     let next = creds.next.as_deref().and_then(safe_next).map(str::to_owned);
-    Ok(token_response(auth, &pair, form, ctx.tls, next.as_deref()))
+    Ok(token_response(&pair, true, form, ctx.tls, next.as_deref()))
 }
 
 /// A new login session for `user`: a fresh `sid`, an access and a refresh token.
@@ -250,21 +250,25 @@ fn issue_access(
         .map_err(GatewayError::Internal)
 }
 
+/// The token JSON (without `refresh_token` when the client keeps its old one), plus the
+/// session cookies for browser logins and refreshes.
 fn token_response(
-    auth: &Auth,
     pair: &Pair,
+    with_refresh: bool,
     cookies: bool,
     secure: bool,
     next: Option<&str>,
 ) -> Response<Body> {
     let now = now_secs();
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "access_token": pair.access.token,
-        "refresh_token": pair.refresh.token,
         "token_type": "Bearer",
         "expires_in": pair.access.exp.saturating_sub(now),
         "refresh_expires_in": pair.session_exp.saturating_sub(now),
     });
+    if with_refresh {
+        body["refresh_token"] = serde_json::Value::from(pair.refresh.token.as_str());
+    }
     let mut resp = json(StatusCode::OK, body);
     if cookies {
         set_session_cookies(resp.headers_mut(), pair, secure);
@@ -275,7 +279,6 @@ fn token_response(
             }
         }
     }
-    let _ = auth;
     resp
 }
 
@@ -347,21 +350,14 @@ async fn refresh(
     };
     let claims = auth.verify(&token, TokenType::Refresh).await?;
     let pair = rotate(auth, &claims, &token).await?;
-    let mut resp = token_response(auth, &pair, from_cookie, ctx.tls, None);
-    if !auth.rotate_refresh {
-        // Without rotation the client keeps its refresh token; only a new access token is sent.
-        let now = now_secs();
-        resp = json(
-            StatusCode::OK,
-            serde_json::json!({
-                "access_token": pair.access.token,
-                "token_type": "Bearer",
-                "expires_in": pair.access.exp.saturating_sub(now),
-                "refresh_expires_in": pair.session_exp.saturating_sub(now),
-            }),
-        );
-    }
-    Ok(resp)
+    // Without rotation the client keeps its refresh token; only a new access token is sent.
+    Ok(token_response(
+        &pair,
+        auth.rotate_refresh,
+        from_cookie,
+        ctx.tls,
+        None,
+    ))
 }
 
 /// A browser whose access cookie expired (or was dropped at its Max-Age) but whose refresh
