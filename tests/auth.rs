@@ -12,6 +12,14 @@ use serde_json::json;
 use std::time::Duration;
 use support::*;
 
+/// A body-less request carrying a browser's cookies.
+fn with_cookie(
+    b: http::request::Builder,
+    cookie: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    b.header("cookie", cookie).body(empty()).unwrap()
+}
+
 async fn gateway(revocation: &str, tokens: &str) -> (Fixture, Upstream, authgate::App) {
     let up = Upstream::start().await;
     let fx = Fixture::new();
@@ -457,28 +465,14 @@ async fn cookie_session_needs_csrf_for_unsafe_methods() {
         "authgate_access={}; authgate_csrf=c5rf; theirs=1",
         t["access_token"].as_str().unwrap()
     );
-    let (s, _, _) = send(
-        app.public_addr,
-        get("/app/x")
-            .header("cookie", &cookie)
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, _) = send(app.public_addr, with_cookie(get("/app/x"), &cookie)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         up.last().headers.get("cookie").unwrap(),
         "theirs=1",
         "gateway cookies leaked upstream"
     );
-    let (s, _, body) = send(
-        app.public_addr,
-        post("/app/x")
-            .header("cookie", &cookie)
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, body) = send(app.public_addr, with_cookie(post("/app/x"), &cookie)).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(json(&body)["error"], "csrf");
     let ok = post("/app/x")
@@ -691,14 +685,7 @@ async fn expired_access_cookie_is_refreshed_on_the_fly() {
     let refresh = t["refresh_token"].as_str().unwrap();
     // The browser dropped the access cookie at its Max-Age; the refresh cookie is still there.
     let cookie = format!("authgate_refresh={refresh}; authgate_csrf=keep-me");
-    let (s, h, body) = send(
-        app.public_addr,
-        get("/app/x")
-            .header("cookie", &cookie)
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, h, body) = send(app.public_addr, with_cookie(get("/app/x"), &cookie)).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(up.last().headers.get("x-auth-user").unwrap(), "alice");
     assert!(
@@ -724,14 +711,7 @@ async fn expired_access_cookie_is_refreshed_on_the_fly() {
         "{set:?}"
     );
     // The refresh cookie was rotated: presenting the old one again is reuse.
-    let (s, _, _) = send(
-        app.public_addr,
-        get("/app/x")
-            .header("cookie", &cookie)
-            .body(empty())
-            .unwrap(),
-    )
-    .await;
+    let (s, _, _) = send(app.public_addr, with_cookie(get("/app/x"), &cookie)).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
 
