@@ -29,10 +29,10 @@ pub struct Gateway {
 
 /// What the access log and metrics say about one request.
 #[derive(Default)]
-struct Outcome {
+struct Outcome<'g> {
     route: Option<&'static str>,
-    upstream: Option<String>,
-    user: Option<String>,
+    upstream: Option<&'g str>,
+    user: Option<Arc<crate::auth::tokens::Claims>>,
 }
 
 impl Gateway {
@@ -73,12 +73,12 @@ impl Gateway {
             .unwrap_or(peer)
     }
 
-    async fn process(
-        &self,
+    async fn process<'g>(
+        &'g self,
         req: Request<Incoming>,
         conn: ConnInfo,
-        request_id: &str,
-        out: &mut Outcome,
+        request_id: &HeaderValue,
+        out: &mut Outcome<'g>,
     ) -> Result<Response<Body>, GatewayError> {
         check_framing(req.headers())?;
         check_head_size(&req, self.config.server.max_header_bytes)?;
@@ -116,7 +116,7 @@ impl Gateway {
                 (Some(id), cookies)
             }
         };
-        out.user = identity.as_ref().map(|i| i.claims.sub.clone());
+        out.user = identity.as_ref().map(|i| i.claims.clone());
         let req = match &identity {
             Some(id) if id.via_cookie && !is_safe_method(req.method()) => {
                 check_csrf(req, self.config.server.max_body_bytes).await?
@@ -124,7 +124,7 @@ impl Gateway {
             _ => req.map(|b| b.boxed()),
         };
         let upstream = &self.upstreams[route.upstream];
-        out.upstream = Some(upstream.name.clone());
+        out.upstream = Some(&upstream.name);
         let path_and_query = match req.uri().query() {
             Some(q) => format!("{}?{q}", path.forward),
             None => path.forward.clone(),
@@ -139,26 +139,27 @@ impl Gateway {
             path_and_query,
             upgrade,
         };
-        let mut result = forward(upstream, req, ctx).await;
-        if let (Ok(resp), Some(cookies)) = (&mut result, set_cookies) {
+        let mut resp = match forward(upstream, req, ctx).await {
+            Ok(resp) => resp,
+            Err(failure) => {
+                if failure.kind != "request" {
+                    self.metrics
+                        .upstream_errors
+                        .get_or_create(&UpstreamLabels {
+                            upstream: upstream.name.clone(),
+                            kind: failure.kind.to_owned(),
+                        })
+                        .inc();
+                }
+                return Err(failure.error);
+            }
+        };
+        if let Some(cookies) = set_cookies {
             for v in cookies.get_all(header::SET_COOKIE) {
                 resp.headers_mut().append(header::SET_COOKIE, v.clone());
             }
         }
-        if let Err(e) = &result {
-            let kind = match e {
-                GatewayError::GatewayTimeout => "timeout",
-                _ => "connect",
-            };
-            self.metrics
-                .upstream_errors
-                .get_or_create(&UpstreamLabels {
-                    upstream: upstream.name.clone(),
-                    kind: kind.to_owned(),
-                })
-                .inc();
-        }
-        result
+        Ok(resp)
     }
 
     /// Authentication (refreshing a cookie session on the fly), then roles. Returns the `Set-Cookie` headers of an on-the-fly refresh.
@@ -323,19 +324,19 @@ fn check_head_size(req: &Request<Incoming>, max: usize) -> Result<(), GatewayErr
 
 /// Request ids: kept from the client when sane, else a per-process random prefix and a
 /// counter (unique, cheap: no RNG call per request).
-fn request_id(headers: &HeaderMap) -> String {
+fn request_id(headers: &HeaderMap) -> HeaderValue {
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    if let Some(id) = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-    {
-        return id.to_owned();
+    if let Some(id) = headers.get("x-request-id").filter(|v| {
+        !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic)
+    }) {
+        return id.clone();
     }
     let prefix = PREFIX.get_or_init(crate::auth::tokens::random_id);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix}-{n:x}")
+    // Hex digits and the random id's base64url alphabet: always a valid header value.
+    HeaderValue::try_from(format!("{prefix}-{n:x}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 impl Handler for Gateway {
@@ -343,20 +344,24 @@ impl Handler for Gateway {
         let start = Instant::now();
         let request_id = request_id(req.headers());
         let method = req.method().clone();
-        let raw_path = req.uri().path().to_owned();
+        let access_log = tracing::enabled!(target: "access", tracing::Level::INFO);
+        let raw_path = if access_log {
+            req.uri().path().to_owned()
+        } else {
+            String::new()
+        };
         let mut out = Outcome::default();
         let mut resp = match self.process(req, conn, &request_id, &mut out).await {
             Ok(resp) => resp,
             Err(e) => {
                 if matches!(e, GatewayError::Internal(_)) {
-                    tracing::error!(error = %e, request_id = %request_id, "internal error");
+                    tracing::error!(error = %e, request_id = request_id.to_str().unwrap_or("-"), "internal error");
                 }
                 e.into_response()
             }
         };
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            resp.headers_mut().insert("x-request-id", v);
-        }
+        resp.headers_mut()
+            .insert("x-request-id", request_id.clone());
         let status = resp.status().as_u16();
         let elapsed = start.elapsed();
         let route = out.route.unwrap_or("none");
@@ -368,17 +373,20 @@ impl Handler for Gateway {
                 status,
             })
             .inc();
+        if !access_log {
+            return resp;
+        }
         tracing::info!(
             target: "access",
-            request_id = %request_id,
+            request_id = request_id.to_str().unwrap_or("-"),
             peer = %conn.peer,
             method = %method,
             path = %raw_path,
             route = %route,
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
-            upstream = out.upstream.as_deref().unwrap_or("-"),
-            user = out.user.as_deref().unwrap_or("-"),
+            upstream = out.upstream.unwrap_or("-"),
+            user = out.user.as_ref().map_or("-", |c| c.sub.as_str()),
         );
         resp
     }

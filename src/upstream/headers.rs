@@ -1,20 +1,11 @@
-//! Forwarding to upstreams: one pooled hyper client per upstream, the header rewrite the
-//! contract promises (hop-by-hop out, identity in, X-Forwarded-*), timeouts, and WebSocket
-//! upgrades spliced through.
+//! The request head the upstream receives: hop-by-hop headers out, spoofable identity headers
+//! out, our own cookies out, identity and X-Forwarded-* in.
 
 use crate::auth::cookies;
 use crate::auth::Identity;
-use crate::body::Body;
-use crate::config::{IdentityConfig, UpstreamConfig};
-use crate::error::GatewayError;
+use crate::config::IdentityConfig;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::IpAddr;
-use std::time::Duration;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -28,39 +19,12 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-pub struct UpstreamClient {
-    pub name: String,
-    authority: http::uri::Authority,
-    client: Client<HttpConnector, Body>,
-    request_timeout: Duration,
-}
-
-impl UpstreamClient {
-    pub fn new(cfg: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        UpstreamClient {
-            name: cfg.name.clone(),
-            authority: cfg.authority.clone(),
-            client,
-            request_timeout: cfg.request_timeout,
-        }
-    }
-}
-
 /// Per-request facts the header rewrite needs.
 pub struct ForwardCtx<'a> {
     pub peer_ip: IpAddr,
     pub tls: bool,
     pub host: Option<&'a str>,
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
     pub identity: Option<&'a Identity>,
     pub identity_cfg: &'a IdentityConfig,
     pub path_and_query: String,
@@ -149,9 +113,10 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), v.clone());
         headers.entry(header::HOST).or_insert(v);
     }
-    if let Ok(v) = HeaderValue::from_str(ctx.request_id) {
-        headers.insert(HeaderName::from_static("x-request-id"), v);
-    }
+    headers.insert(
+        HeaderName::from_static("x-request-id"),
+        ctx.request_id.clone(),
+    );
     if let Some(id) = ctx.identity {
         if let Ok(v) = HeaderValue::from_str(&id.claims.sub) {
             headers.insert(ctx.identity_cfg.subject_header.clone(), v);
@@ -164,58 +129,6 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol.clone());
     }
-}
-
-/// Sends the request and returns the upstream's response (body streamed).
-pub async fn forward(
-    up: &UpstreamClient,
-    mut req: Request<Body>,
-    ctx: ForwardCtx<'_>,
-) -> Result<Response<Body>, GatewayError> {
-    let client_upgrade = ctx.upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    parts.extensions = http::Extensions::new();
-    parts.uri = Uri::builder()
-        .scheme("http")
-        .authority(up.authority.clone())
-        .path_and_query(ctx.path_and_query.as_str())
-        .build()
-        .map_err(|_| {
-            GatewayError::BadRequest("the request target cannot be forwarded".to_owned())
-        })?;
-    parts.version = Version::HTTP_11;
-    rewrite_request_headers(&mut parts.headers, &ctx);
-    let outgoing = Request::from_parts(parts, body);
-    let sent = tokio::time::timeout(up.request_timeout, up.client.request(outgoing)).await;
-    let mut resp = match sent {
-        Err(_) => return Err(GatewayError::GatewayTimeout),
-        Ok(Err(e)) => {
-            let kind = if e.is_connect() { "connect" } else { "io" };
-            return Err(GatewayError::BadGateway(format!("{kind}: {e}")));
-        }
-        Ok(Ok(resp)) => resp,
-    };
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                match tokio::join!(client_upgrade, upstream_upgrade) {
-                    (Ok(client), Ok(upstream)) => {
-                        let mut client = TokioIo::new(client);
-                        let mut upstream = TokioIo::new(upstream);
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                    _ => tracing::debug!("upgrade did not complete"),
-                }
-            });
-            return Ok(resp.map(|b| b.boxed()));
-        }
-        return Err(GatewayError::BadGateway(
-            "the upstream switched protocols unasked".to_owned(),
-        ));
-    }
-    strip_hop_by_hop(resp.headers_mut());
-    Ok(resp.map(|b| b.boxed()))
 }
 
 #[cfg(test)]

@@ -1,0 +1,308 @@
+//! Keep-alive HTTP/1.1 connections to one upstream: a small LIFO stack of idle connections,
+//! checked out for one request at a time and given back when the response body has been read
+//! to its end. The most recently used connection is reused first (warm in every cache), the
+//! oldest expire after `IDLE_TIMEOUT`. A request that a reused connection could not even begin
+//! to send (the upstream closed it meanwhile) is retried once per idle connection, then on a
+//! fresh one; a request that was (partly) written is never retried.
+
+use crate::body::Body;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Idle connections kept per upstream; more are closed when given back.
+const MAX_IDLE: usize = 256;
+/// An idle connection older than this is closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a request could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect: {0}")]
+    Connect(String),
+    #[error("connect: timed out")]
+    ConnectTimeout,
+    #[error("io: {0}")]
+    Io(hyper::Error),
+}
+
+pub struct Pool {
+    /// `host:port`, resolved on every new connection.
+    target: String,
+    connect_timeout: Duration,
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+struct Idle {
+    tx: SendRequest<Body>,
+    since: Instant,
+}
+
+impl Pool {
+    pub fn new(target: String, connect_timeout: Duration) -> Self {
+        Pool {
+            target,
+            connect_timeout,
+            idle: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection that is still open.
+    fn take_idle(&self) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle();
+        while let Some(c) = idle.pop_back() {
+            if !c.tx.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
+                return Some(c.tx);
+            }
+        }
+        None
+    }
+
+    /// Gives a connection back after its response was read to the end.
+    pub fn put(&self, tx: SendRequest<Body>) {
+        if tx.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle();
+        while idle
+            .front()
+            .is_some_and(|c| c.tx.is_closed() || now.duration_since(c.since) >= IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle { tx, since: now });
+        }
+    }
+
+    /// Idle connections right now (tests, diagnostics).
+    pub fn idle_len(&self) -> usize {
+        self.idle().len()
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.target))
+            .await
+            .map_err(|_| SendError::ConnectTimeout)?
+            .map_err(|e| SendError::Connect(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Io)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// Sends `req` on an idle connection or a new one. The connection comes back with the
+    /// response: give it to [`Pool::put`] once the body is done (or wrap the body in
+    /// [`PooledBody`]), or drop it to close.
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+    ) -> Result<(Response<Incoming>, SendRequest<Body>), SendError> {
+        loop {
+            let (mut tx, reused) = match self.take_idle() {
+                Some(tx) => (tx, true),
+                None => (self.connect().await?, false),
+            };
+            // A fresh connection may take its first request before it is polled.
+            if reused && tx.ready().await.is_err() {
+                continue;
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, tx)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(SendError::Io(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// An upstream response body that gives its connection back to the pool when read to the end.
+/// Dropped early, it drops the connection (a half-read response cannot be reused).
+pub struct PooledBody {
+    inner: Incoming,
+    slot: Option<(SendRequest<Body>, Arc<Pool>)>,
+}
+
+impl PooledBody {
+    pub fn new(inner: Incoming, tx: SendRequest<Body>, pool: Arc<Pool>) -> Self {
+        PooledBody {
+            inner,
+            slot: Some((tx, pool)),
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some((tx, pool)) = self.slot.take() {
+            pool.put(tx);
+        }
+    }
+}
+
+impl HttpBody for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.slot = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use hyper::service::service_fn;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::TcpListener;
+
+    /// A real HTTP/1.1 server on 127.0.0.1:0 answering `/len/<n>` with n bytes; counts the
+    /// connections it accepted. With `keep_alive` false it closes each after one response.
+    async fn server(keep_alive: bool) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = service_fn(|req: Request<Incoming>| async move {
+                        let n: usize = req
+                            .uri()
+                            .path()
+                            .strip_prefix("/len/")
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(2);
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            vec![b'x'; n],
+                        ))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        Request::get(path)
+            .header("host", "upstream")
+            .body(crate::body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_one_connection() {
+        let (addr, accepted) = server(true).await;
+        let pool = Pool::new(addr, Duration::from_secs(2));
+        for _ in 0..20 {
+            let (resp, tx) = pool.send(get("/len/2")).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"xx");
+            pool.put(tx);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_replaced_not_an_error() {
+        let (addr, accepted) = server(false).await;
+        let pool = Pool::new(addr, Duration::from_secs(2));
+        for i in 0..10 {
+            let (resp, tx) = pool
+                .send(get("/len/3"))
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap();
+            pool.put(tx);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 10);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_gives_its_connection_back_at_the_end_only() {
+        let (addr, accepted) = server(true).await;
+        let pool = Arc::new(Pool::new(addr, Duration::from_secs(2)));
+        let (resp, tx) = pool.send(get("/len/300000")).await.unwrap();
+        let body = PooledBody::new(resp.into_body(), tx, pool.clone());
+        assert_eq!(pool.idle_len(), 0);
+        let read = body.collect().await.unwrap().to_bytes();
+        assert_eq!(read.len(), 300_000);
+        assert_eq!(pool.idle_len(), 1);
+
+        // A body dropped half-read takes its connection with it.
+        let (resp, tx) = pool.send(get("/len/300000")).await.unwrap();
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the idle connection was reused"
+        );
+        let mut body = PooledBody::new(resp.into_body(), tx, pool.clone());
+        let first = body.frame().await.unwrap().unwrap();
+        assert!(first.is_data());
+        drop(body);
+        assert_eq!(pool.idle_len(), 0);
+        let (resp, _tx) = pool.send(get("/len/1")).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_connect_error() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let pool = Pool::new(format!("127.0.0.1:{port}"), Duration::from_secs(2));
+        let err = pool.send(get("/")).await.unwrap_err();
+        assert!(matches!(err, SendError::Connect(_)), "{err:?}");
+    }
+}
