@@ -180,11 +180,21 @@ async fn upstream_down_is_502_and_slow_is_504() {
     .await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert_eq!(json(&body)["error"], "gateway_timeout");
+    let (_, _, metrics) = send(_app.admin_addr, get("/metrics").body(empty()).unwrap()).await;
+    assert!(
+        metrics.contains("authgate_upstream_errors_total{upstream=\"app\",kind=\"timeout\"} 1"),
+        "{metrics}"
+    );
     let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let app = start(&fx.write("dead.toml", &fx.config(dead, HS256, MEMORY, "", ""))).await;
     let (status, _, body) = send(app.public_addr, get("/public/x").body(empty()).unwrap()).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(json(&body)["error"], "bad_gateway");
+    let (_, _, metrics) = send(app.admin_addr, get("/metrics").body(empty()).unwrap()).await;
+    assert!(
+        metrics.contains("authgate_upstream_errors_total{upstream=\"app\",kind=\"connect\"} 1"),
+        "{metrics}"
+    );
     drop(up);
 }
 
