@@ -13,6 +13,7 @@ use crate::route::{request_host, AuthMode, OnUnauthenticated, Route};
 use crate::server::{ConnInfo, Handler};
 use crate::upstream::{forward, ForwardCtx, UpstreamClient};
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -84,25 +85,30 @@ impl Gateway {
         check_head_size(&req, self.config.server.max_header_bytes)?;
         let path =
             normalize(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-        let host = request_host_of(&req).map(str::to_owned);
         let client_ip = self.client_ip(conn.peer.ip(), req.headers());
         if endpoints::is_own(&path.judged) {
             out.route = Some("authgate");
+            let judged = path.judged.into_owned();
             let query = req.uri().query().map(str::to_owned);
             let ctx = Ctx {
                 client_ip,
                 tls: conn.tls,
                 query: query.as_deref(),
             };
-            return endpoints::handle(&self.auth, req, &path.judged, ctx).await;
+            return Box::pin(endpoints::handle(&self.auth, req, &judged, ctx)).await;
         }
-        let judged_host = host.as_deref().map(request_host);
+        let host = request_host_of(&req);
+        let judged_host = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .map(request_host);
         let route = self
             .config
             .routes
             .lookup(req.method(), judged_host, &path.judged)
             .ok_or(GatewayError::NotFound)?;
         out.route = Some(route.name);
+        let target = forward_target(req.uri(), &path.forward)?;
         let upgrade = upgrade_protocol(req.headers());
         if upgrade.is_some() && !route.websocket {
             return Err(GatewayError::BadRequest(
@@ -112,45 +118,39 @@ impl Gateway {
         let (identity, set_cookies) = match route.auth {
             AuthMode::Public => (None, None),
             AuthMode::Required => {
-                let (id, cookies) = self.authorize(route, &req, conn.tls).await?;
+                let (id, cookies) = Box::pin(self.authorize(route, &req, conn.tls)).await?;
                 (Some(id), cookies)
             }
         };
         out.user = identity.as_ref().map(|i| i.claims.clone());
         let req = match &identity {
             Some(id) if id.via_cookie && !is_safe_method(req.method()) => {
-                check_csrf(req, self.config.server.max_body_bytes).await?
+                Box::pin(check_csrf(req, self.config.server.max_body_bytes)).await?
             }
             _ => req.map(|b| b.boxed()),
         };
         let upstream = &self.upstreams[route.upstream];
         out.upstream = Some(&upstream.name);
-        let path_and_query = match req.uri().query() {
-            Some(q) => format!("{}?{q}", path.forward),
-            None => path.forward.clone(),
-        };
         let ctx = ForwardCtx {
             peer_ip: conn.peer.ip(),
             tls: conn.tls,
-            host: host.as_deref(),
+            host: host.as_ref(),
             request_id,
             identity: identity.as_ref(),
             identity_cfg: &self.config.identity,
-            path_and_query,
+            target,
             upgrade,
         };
         let mut resp = match forward(upstream, req, ctx).await {
             Ok(resp) => resp,
             Err(failure) => {
-                if failure.kind != "request" {
-                    self.metrics
-                        .upstream_errors
-                        .get_or_create(&UpstreamLabels {
-                            upstream: upstream.name.clone(),
-                            kind: failure.kind.to_owned(),
-                        })
-                        .inc();
-                }
+                self.metrics
+                    .upstream_errors
+                    .get_or_create(&UpstreamLabels {
+                        upstream: upstream.name.clone(),
+                        kind: failure.kind.to_owned(),
+                    })
+                    .inc();
                 return Err(failure.error);
             }
         };
@@ -270,11 +270,32 @@ fn is_safe_method(m: &Method) -> bool {
     )
 }
 
-fn request_host_of(req: &Request<Incoming>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+/// The Host header, or the authority of an absolute-form or HTTP/2 request target.
+fn request_host_of(req: &Request<Incoming>) -> Option<HeaderValue> {
+    match req.headers().get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    }
+}
+
+/// The request target the upstream receives: the client's own when normalization changed
+/// nothing (no copy), else the normalized path with the client's query.
+fn forward_target(uri: &http::Uri, forward: &str) -> Result<PathAndQuery, GatewayError> {
+    let unforwardable =
+        || GatewayError::BadRequest("the request target cannot be forwarded".to_owned());
+    match uri.path_and_query() {
+        Some(pq) if pq.path() == forward => Ok(pq.clone()),
+        _ => {
+            let target = match uri.query() {
+                Some(q) => format!("{forward}?{q}"),
+                None => forward.to_owned(),
+            };
+            PathAndQuery::try_from(target).map_err(|_| unforwardable())
+        }
+    }
 }
 
 /// A WebSocket-style upgrade request's protocol (HTTP/1.1 only).
@@ -334,9 +355,21 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     }
     let prefix = PREFIX.get_or_init(crate::auth::tokens::random_id);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // Hex digits and the random id's base64url alphabet: always a valid header value.
-    HeaderValue::try_from(format!("{prefix}-{n:x}"))
-        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    // The random id's base64url alphabet and hex digits: always a valid header value.
+    HeaderValue::try_from(numbered_id(prefix, n)).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// `{prefix}-{n in lower-case hex}`, without the formatting machinery (once per request).
+fn numbered_id(prefix: &str, n: u64) -> String {
+    let mut id = String::with_capacity(prefix.len() + 17);
+    id.push_str(prefix);
+    id.push('-');
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        let nibble = (n >> (shift * 4)) & 0xf;
+        id.push(char::from(b"0123456789abcdef"[nibble as usize]));
+    }
+    id
 }
 
 impl Handler for Gateway {
@@ -393,5 +426,17 @@ impl Handler for Gateway {
 
     fn connections_changed(&self, delta: i64) {
         self.metrics.open_connections.inc_by(delta);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_ids_are_prefix_dash_hex() {
+        for n in [0, 1, 9, 10, 15, 16, 255, 4096, 0xdead_beef, u64::MAX] {
+            assert_eq!(numbered_id("p", n), format!("p-{n:x}"));
+        }
     }
 }

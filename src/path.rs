@@ -5,15 +5,16 @@
 //! `/admin/**` can be walked around (`/public/..;/admin`, `/%2e%2e/admin`, `/admin%2Fx`).
 //! Anything two servers could read differently is refused with 400 instead of guessed.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The two views of a normalized path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NormalizedPath {
+pub struct NormalizedPath<'a> {
     /// What the upstream receives: segments keep their `;params`.
-    pub forward: String,
+    pub forward: Cow<'a, str>,
     /// What route rules judge: each segment cut at its first `;`.
-    pub judged: String,
+    pub judged: Cow<'a, str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,11 +109,11 @@ fn is_plain(raw: &str) -> bool {
 }
 
 /// Normalizes the path part of a request target.
-pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
+pub fn normalize(raw: &str) -> Result<NormalizedPath<'_>, PathError> {
     if raw.is_empty() {
         return Ok(NormalizedPath {
-            forward: "/".to_owned(),
-            judged: "/".to_owned(),
+            forward: Cow::Borrowed("/"),
+            judged: Cow::Borrowed("/"),
         });
     }
     if !raw.starts_with('/') {
@@ -121,8 +122,8 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
     if is_plain(raw) {
         // The common case: nothing to decode, resolve or cut; both views are the input.
         return Ok(NormalizedPath {
-            forward: raw.to_owned(),
-            judged: raw.to_owned(),
+            forward: Cow::Borrowed(raw),
+            judged: Cow::Borrowed(raw),
         });
     }
     let decoded = decode_unreserved(raw)?;
@@ -160,7 +161,10 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath, PathError> {
     if trailing_slash && !judged.is_empty() || judged.is_empty() {
         judged.push('/');
     }
-    Ok(NormalizedPath { forward, judged })
+    Ok(NormalizedPath {
+        forward: Cow::Owned(forward),
+        judged: Cow::Owned(judged),
+    })
 }
 
 #[cfg(test)]

@@ -60,6 +60,22 @@ async fn public_route_forwards_normalized_path_and_rewrites_headers() {
     assert_eq!(h.get("x-forwarded-host").unwrap(), "gw.test");
     assert_eq!(h.get("x-request-id").unwrap(), "req-123");
     assert_eq!(h.get("host").unwrap(), "gw.test");
+
+    // An already-normal target is forwarded byte for byte, query included; absolute-form
+    // targets reach the upstream in origin form.
+    for (sent, expected) in [
+        (
+            "/public/plain/x.json?a=1&b=%2F",
+            "/public/plain/x.json?a=1&b=%2F",
+        ),
+        ("/public/empty?", "/public/empty?"),
+        ("http://gw.test/public/abs?z=9", "/public/abs?z=9"),
+    ] {
+        let raw_req = format!("GET {sent} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n");
+        let answer = raw(app.public_addr, raw_req.as_bytes(), Duration::from_secs(3)).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{sent}: {answer}");
+        assert_eq!(up.last().uri, expected, "{sent}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,9 +7,11 @@ use crate::config::IdentityConfig;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1), and Upgrade
+/// (forwarded only for a WebSocket handshake, which sets it again). Connection comes first.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
+    header::UPGRADE,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
@@ -23,11 +25,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub struct ForwardCtx<'a> {
     pub peer_ip: IpAddr,
     pub tls: bool,
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
     pub request_id: &'a HeaderValue,
     pub identity: Option<&'a Identity>,
     pub identity_cfg: &'a IdentityConfig,
-    pub path_and_query: String,
+    pub target: http::uri::PathAndQuery,
     pub upgrade: Option<HeaderValue>,
 }
 
@@ -44,22 +46,57 @@ fn is_identity_like(name: &str, cfg: &IdentityConfig) -> bool {
     same(&cfg.subject_header) || same(&cfg.roles_header)
 }
 
-/// Removes hop-by-hop headers and every header named in `Connection`.
+/// Removes hop-by-hop headers and every header named in `Connection`. One pass over the
+/// names finds which are present; a message without any costs no lookup and no allocation.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if present == 0 {
+        return;
     }
-    headers.remove(header::UPGRADE);
+    if present & 1 != 0 {
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let more: Vec<HeaderValue> = values.cloned().collect();
+        headers.remove(header::CONNECTION);
+        for value in first.iter().chain(&more) {
+            let Ok(value) = value.to_str() else { continue };
+            for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                // By &str: no HeaderName is built; a token that is no valid name is skipped.
+                headers.remove(token);
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+}
+
+/// An address as text; IPv4 (the common case) without the formatting machinery.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
 }
 
 /// The request head the upstream receives.
@@ -97,11 +134,11 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
         .filter_map(|v| v.to_str().ok())
         .collect();
     let xff = if prior.is_empty() {
-        ctx.peer_ip.to_string()
+        ip_text(ctx.peer_ip)
     } else {
         format!("{}, {}", prior.join(", "), ctx.peer_ip)
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(xff_name, v);
     }
     let proto = if ctx.tls { "https" } else { "http" };
@@ -109,9 +146,9 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(proto),
     );
-    if let Some(v) = ctx.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(v) = ctx.host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), v.clone());
-        headers.entry(header::HOST).or_insert(v);
+        headers.entry(header::HOST).or_insert_with(|| v.clone());
     }
     headers.insert(
         HeaderName::from_static("x-request-id"),
@@ -155,6 +192,22 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.100.9.99",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap_or_else(|_| panic!("{ip}"));
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap_or_else(|_| panic!("v6"));
+        assert_eq!(ip_text(v6), "2001:db8::1");
+    }
+
+    #[test]
     fn connection_named_headers_are_removed() {
         let mut h = HeaderMap::new();
         h.insert(
@@ -170,8 +223,33 @@ mod tests {
             HeaderName::from_static("x-keep"),
             HeaderValue::from_static("1"),
         );
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" X-Other ,,bad name,"),
+        );
+        h.insert(
+            HeaderName::from_static("x-other"),
+            HeaderValue::from_static("1"),
+        );
+        h.insert(
+            HeaderName::from_static("keep-alive"),
+            HeaderValue::from_static("timeout=5"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+
+        let mut clean = HeaderMap::new();
+        clean.insert(header::HOST, HeaderValue::from_static("a"));
+        clean.append(header::ACCEPT, HeaderValue::from_static("x"));
+        clean.append(header::ACCEPT, HeaderValue::from_static("y"));
+        let before = clean.clone();
+        strip_hop_by_hop(&mut clean);
+        assert_eq!(clean, before);
     }
 }

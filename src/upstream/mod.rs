@@ -77,12 +77,7 @@ pub async fn forward(
     let client_upgrade = ctx.upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     parts.extensions = http::Extensions::new();
-    parts.uri = Uri::try_from(ctx.path_and_query.as_str()).map_err(|_| {
-        ForwardError::new(
-            "request",
-            GatewayError::BadRequest("the request target cannot be forwarded".to_owned()),
-        )
-    })?;
+    parts.uri = Uri::from(ctx.target.clone());
     parts.version = Version::HTTP_11;
     rewrite_request_headers(&mut parts.headers, &ctx);
     if !parts.headers.contains_key(header::HOST) {
