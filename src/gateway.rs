@@ -15,11 +15,12 @@ use crate::upstream::{forward, ForwardCtx, UpstreamClient};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 pub struct Gateway {
     pub config: Arc<Config>,
@@ -127,7 +128,7 @@ impl Gateway {
             Some(id) if id.via_cookie && !is_safe_method(req.method()) => {
                 Box::pin(check_csrf(req, self.config.server.max_body_bytes)).await?
             }
-            _ => req.map(|b| b.boxed()),
+            _ => req.map(Body::Incoming),
         };
         let upstream = &self.upstreams[route.upstream];
         out.upstream = Some(&upstream.name);
@@ -226,7 +227,7 @@ async fn check_csrf(
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok());
     if header.is_some_and(|h| constant_time_eq(h, &expected)) {
-        return Ok(req.map(|b| b.boxed()));
+        return Ok(req.map(Body::Incoming));
     }
     let is_form = req
         .headers()
@@ -393,8 +394,7 @@ impl Handler for Gateway {
                 e.into_response()
             }
         };
-        resp.headers_mut()
-            .insert("x-request-id", request_id.clone());
+        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         let status = resp.status().as_u16();
         let elapsed = start.elapsed();
         let route = out.route.unwrap_or("none");

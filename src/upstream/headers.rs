@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), and Upgrade
 /// (forwarded only for a WebSocket handshake, which sets it again). Connection comes first.
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::UPGRADE,
     HeaderName::from_static("keep-alive"),
@@ -46,12 +46,28 @@ fn is_identity_like(name: &str, cfg: &IdentityConfig) -> bool {
     same(&cfg.subject_header) || same(&cfg.roles_header)
 }
 
+/// The position of `name` (lower case, as HeaderName keeps it) in [`HOP_BY_HOP`].
+fn hop_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "upgrade" => 1,
+        "keep-alive" => 2,
+        "proxy-connection" => 3,
+        "proxy-authenticate" => 4,
+        "proxy-authorization" => 5,
+        "te" => 6,
+        "trailer" => 7,
+        "transfer-encoding" => 8,
+        _ => return None,
+    })
+}
+
 /// Removes hop-by-hop headers and every header named in `Connection`. One pass over the
 /// names finds which are present; a message without any costs no lookup and no allocation.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = 0u16;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_index(name.as_str()) {
             present |= 1 << i;
         }
     }
@@ -65,7 +81,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(header::CONNECTION);
         for value in first.iter().chain(&more) {
             let Ok(value) = value.to_str() else { continue };
-            for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            for token in value
+                .split(',')
+                .map(str::trim)
+                .filter(|t| is_extra_token(t))
+            {
                 // By &str: no HeaderName is built; a token that is no valid name is skipped.
                 headers.remove(token);
             }
@@ -76,6 +96,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// A `Connection` token that may name a further header to drop: not empty, not an option
+/// (`close`), not a name the fixed list already covers (`keep-alive`, `upgrade`).
+fn is_extra_token(token: &str) -> bool {
+    !token.is_empty()
+        && !["close", "keep-alive", "upgrade"]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// An address as text; IPv4 (the common case) without the formatting machinery.
@@ -189,6 +218,14 @@ mod tests {
         for name in ["x-auth-users", "x-auth", "x-authuser"] {
             assert!(!is_identity_like(name, &c), "{name}");
         }
+    }
+
+    #[test]
+    fn hop_index_matches_the_list() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(name.as_str()), Some(i), "{name}");
+        }
+        assert_eq!(hop_index("host"), None);
     }
 
     #[test]

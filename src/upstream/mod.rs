@@ -67,6 +67,32 @@ impl UpstreamClient {
     }
 }
 
+/// Reads a short body whole: one data frame (the usual case) is kept as it came, more are
+/// joined. Trailers of such a body are dropped (hyper sends none for a Content-Length body).
+async fn read_small(body: &mut hyper::body::Incoming) -> Result<bytes::Bytes, hyper::Error> {
+    let mut first: Option<bytes::Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        match (&mut joined, first.take()) {
+            (Some(buf), _) => buf.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(prev)) => {
+                let mut buf = bytes::BytesMut::with_capacity(prev.len() + data.len());
+                buf.extend_from_slice(&prev);
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
+            }
+        }
+    }
+    Ok(match joined {
+        Some(buf) => buf.freeze(),
+        None => first.unwrap_or_default(),
+    })
+}
+
 /// Sends the request and returns the upstream's response: small bodies read whole, others
 /// streamed.
 pub async fn forward(
@@ -75,17 +101,17 @@ pub async fn forward(
     ctx: ForwardCtx<'_>,
 ) -> Result<Response<Body>, ForwardError> {
     let client_upgrade = ctx.upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    parts.extensions = http::Extensions::new();
-    parts.uri = Uri::from(ctx.target.clone());
-    parts.version = Version::HTTP_11;
-    rewrite_request_headers(&mut parts.headers, &ctx);
-    if !parts.headers.contains_key(header::HOST) {
-        parts.headers.insert(header::HOST, up.host.clone());
+    // Changed in place: a request head is a few hundred bytes, not worth moving around.
+    req.extensions_mut().clear();
+    *req.uri_mut() = Uri::from(ctx.target.clone());
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    rewrite_request_headers(headers, &ctx);
+    if !headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, up.host.clone());
     }
-    let outgoing = Request::from_parts(parts, body);
     let exchange = async {
-        let (resp, tx) = up.pool.send(outgoing).await.map_err(|e| {
+        let (mut resp, tx) = up.pool.send(req).await.map_err(|e| {
             let kind = match e {
                 SendError::Io(_) => "io",
                 _ => "connect",
@@ -94,7 +120,7 @@ pub async fn forward(
         })?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade; it never returns to the pool.
-            return Ok(resp.map(|b| b.boxed()));
+            return Ok(resp.map(Body::Incoming));
         }
         let small = resp
             .body()
@@ -102,18 +128,13 @@ pub async fn forward(
             .exact()
             .is_some_and(|n| n <= BUFFER_UP_TO);
         if !small {
-            return Ok(resp.map(|b| PooledBody::new(b, tx, up.pool.clone()).boxed()));
+            return Ok(resp.map(|b| Body::Pooled(PooledBody::new(b, tx, up.pool.clone()))));
         }
-        let (parts, body) = resp.into_parts();
-        let bytes = body
-            .collect()
+        let bytes = read_small(resp.body_mut())
             .await
             .map_err(|e| ForwardError::new("io", GatewayError::BadGateway(format!("io: {e}"))))?;
         up.pool.put(tx);
-        Ok(Response::from_parts(
-            parts,
-            crate::body::full(bytes.to_bytes()),
-        ))
+        Ok(resp.map(|_| crate::body::full(bytes)))
     };
     let mut resp = tokio::time::timeout(up.request_timeout, exchange)
         .await
@@ -140,4 +161,46 @@ pub async fn forward(
     }
     strip_hop_by_hop(resp.headers_mut());
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A body that arrives in pieces (several frames) is joined in order; one that arrives at
+    /// once is one frame.
+    #[tokio::test]
+    async fn short_bodies_are_read_whole_from_any_number_of_frames() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            for pieces in [&["hello", " wor", "ld!"][..], &["at once"][..]] {
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await.unwrap();
+                let len: usize = pieces.iter().map(|p| p.len()).sum();
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                tcp.write_all(head.as_bytes()).await.unwrap();
+                for piece in pieces {
+                    tcp.write_all(piece.as_bytes()).await.unwrap();
+                    tcp.flush().await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        let pool = Pool::new(addr, Duration::from_secs(2));
+        for expected in ["hello world!", "at once"] {
+            let req = Request::get("/")
+                .header("host", "x")
+                .body(crate::body::empty())
+                .unwrap();
+            let (resp, tx) = pool.send(req).await.unwrap();
+            let (_, mut body) = resp.into_parts();
+            let body = read_small(&mut body).await.unwrap();
+            assert_eq!(&body[..], expected.as_bytes());
+            pool.put(tx);
+        }
+    }
 }

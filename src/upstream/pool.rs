@@ -122,7 +122,8 @@ impl Pool {
         loop {
             let (mut tx, reused) = match self.take_idle() {
                 Some(tx) => (tx, true),
-                None => (self.connect().await?, false),
+                // Boxed: the connect future is large and rarely polled.
+                None => (Box::pin(self.connect()).await?, false),
             };
             // A fresh connection may take its first request before it is polled.
             if reused && tx.ready().await.is_err() {
