@@ -116,8 +116,34 @@ pub struct Issued {
 /// Verified tokens, so that a token's signature is checked once, not on every request.
 /// Keyed by the whole token (no hash collisions to reason about); an entry is used only until
 /// the token's `exp` (+ leeway). Type and revocation are still checked on every request.
+/// Hashes a cached token by the tail of its signature: 16 base64url characters, ~96 bits that
+/// only the signer chooses. SipHash over the whole token was a third of a cached check.
+/// Flooding one bucket is not possible: only tokens whose signature verified are inserted, and a
+/// lookup still compares the whole token.
+#[derive(Default)]
+struct SignatureTail(u64);
+
+impl std::hash::Hasher for SignatureTail {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = &bytes[bytes.len().saturating_sub(16)..];
+        let mut buf = [0u8; 16];
+        buf[16 - tail.len()..].copy_from_slice(tail);
+        let (a, b) = buf.split_at(8);
+        let a = u64::from_le_bytes(a.try_into().unwrap_or_default());
+        let b = u64::from_le_bytes(b.try_into().unwrap_or_default());
+        self.0 = (self.0.rotate_left(5) ^ a ^ b.rotate_left(29) ^ bytes.len() as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type CacheShard = HashMap<Box<str>, Arc<Claims>, std::hash::BuildHasherDefault<SignatureTail>>;
+
 struct VerifiedCache {
-    shards: Vec<RwLock<HashMap<Box<str>, Arc<Claims>>>>,
+    shards: Vec<RwLock<CacheShard>>,
     per_shard: usize,
 }
 
@@ -127,13 +153,13 @@ impl VerifiedCache {
     fn new(capacity: usize) -> Self {
         VerifiedCache {
             shards: (0..CACHE_SHARDS)
-                .map(|_| RwLock::new(HashMap::new()))
+                .map(|_| RwLock::new(CacheShard::default()))
                 .collect(),
             per_shard: capacity.div_ceil(CACHE_SHARDS).max(1),
         }
     }
 
-    fn shard(&self, token: &str) -> &RwLock<HashMap<Box<str>, Arc<Claims>>> {
+    fn shard(&self, token: &str) -> &RwLock<CacheShard> {
         // The signature's last bytes are as good as random; no hashing needed to pick a shard.
         let b = token.as_bytes();
         let i = b
@@ -347,5 +373,34 @@ mod tests {
             .map(|s| s.read().map_or(0, |m| m.len()))
             .sum();
         assert!(total <= 32 + CACHE_SHARDS, "{total}");
+    }
+
+    #[test]
+    fn tokens_sharing_a_signature_tail_are_still_told_apart() {
+        let cache = VerifiedCache::new(64);
+        let claims = |sub: &str| {
+            Arc::new(Claims {
+                sub: sub.into(),
+                iat: 0,
+                exp: u64::MAX,
+                jti: "j".into(),
+                sid: "s".into(),
+                typ: TokenType::Access,
+                roles: None,
+            })
+        };
+        let tail = ".sig-sig-sig-sig-sig";
+        cache.insert(&format!("aaa{tail}"), claims("a"), 0);
+        cache.insert(&format!("bbb{tail}"), claims("b"), 0);
+        assert_eq!(
+            cache.get(&format!("aaa{tail}")).map(|c| c.sub.clone()),
+            Some("a".into())
+        );
+        assert_eq!(
+            cache.get(&format!("bbb{tail}")).map(|c| c.sub.clone()),
+            Some("b".into())
+        );
+        assert!(cache.get(&format!("ccc{tail}")).is_none());
+        assert!(cache.get("").is_none());
     }
 }
