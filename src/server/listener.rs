@@ -53,7 +53,8 @@ fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
-        .max_buf_size(opts.max_buf_size.max(8192));
+        .max_buf_size(opts.max_buf_size.max(8192))
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())

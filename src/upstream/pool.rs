@@ -101,6 +101,7 @@ impl Pool {
             .map_err(|e| SendError::Connect(e.to_string()))?;
         let _ = stream.set_nodelay(true);
         let (tx, conn) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Io)?;
