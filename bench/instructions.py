@@ -7,9 +7,10 @@ seen. Kernel time (the loopback TCP path, most of the CPU) is not counted.
 
 For every binary: the public route and the protected route (HS256, memory revocation, warm token
 cache) behind an nginx upstream; 3 s of warm-up, then the counters are zeroed, wrk -t1 -c8 runs
-6 s, and the counters are dumped. Needs valgrind (apt-get install valgrind).
+6 s, and the counters are dumped. valgrind, wrk and nginx are installed from Debian when absent.
+Build first: cargo build --release --bin authgate.
 """
-import glob, json, os, re, subprocess, sys, time
+import glob, json, os, re, shutil, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402
@@ -54,7 +55,17 @@ def measure(binary, up, path, token):
     return n, total
 
 
+def ensure_tools():
+    need = [pkg for tool, pkg in (("valgrind", "valgrind"), ("wrk", "wrk"), ("nginx", "nginx-light"))
+            if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")]
+    if need:
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *need], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
 def main(binaries):
+    ensure_tools()
     up = port()
     conf = write(f"nginx-{up}.conf", f"""
 worker_processes 1; pid {run.work}/nginx-{up}.pid; error_log /dev/null; daemon off;
