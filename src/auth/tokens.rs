@@ -352,18 +352,22 @@ mod tests {
         assert!(t.verify(&tampered, TokenType::Access).is_err());
     }
 
-    #[test]
-    fn the_cache_stays_bounded() {
-        let cache = VerifiedCache::new(32);
-        let claims = Arc::new(Claims {
-            sub: "u".into(),
+    fn cached_claims(sub: &str) -> Arc<Claims> {
+        Arc::new(Claims {
+            sub: sub.into(),
             iat: 0,
             exp: u64::MAX,
             jti: "j".into(),
             sid: "s".into(),
             typ: TokenType::Access,
             roles: None,
-        });
+        })
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = VerifiedCache::new(32);
+        let claims = cached_claims("u");
         for i in 0..10_000 {
             cache.insert(&format!("token-{i}"), claims.clone(), 0);
         }
@@ -378,17 +382,7 @@ mod tests {
     #[test]
     fn tokens_sharing_a_signature_tail_are_still_told_apart() {
         let cache = VerifiedCache::new(64);
-        let claims = |sub: &str| {
-            Arc::new(Claims {
-                sub: sub.into(),
-                iat: 0,
-                exp: u64::MAX,
-                jti: "j".into(),
-                sid: "s".into(),
-                typ: TokenType::Access,
-                roles: None,
-            })
-        };
+        let claims = cached_claims;
         let tail = ".sig-sig-sig-sig-sig";
         cache.insert(&format!("aaa{tail}"), claims("a"), 0);
         cache.insert(&format!("bbb{tail}"), claims("b"), 0);
