@@ -51,7 +51,7 @@ impl Handler for Admin {
                 match self.auth.store.ping().await {
                     Ok(()) => text(StatusCode::OK, "ready\n", "text/plain"),
                     Err(e) => {
-                        self.metrics.store_errors.inc();
+                        self.auth.store_errors.inc();
                         text(
                             StatusCode::SERVICE_UNAVAILABLE,
                             format!("not ready: {e}\n"),

@@ -66,8 +66,10 @@ impl App {
         if let Some(redis) = store.redis() {
             redis.start_mirror();
         }
-        let auth = Arc::new(Auth::new(&config, store).map_err(AppError::Setup)?);
         let metrics = Arc::new(Metrics::new());
+        let auth = Arc::new(
+            Auth::new(&config, store, metrics.store_errors.clone()).map_err(AppError::Setup)?,
+        );
         let certs = match &config.server.tls {
             Some(t) => Some(
                 ReloadableCert::load(&t.cert, &t.key)

@@ -623,6 +623,15 @@ async fn redis_down_fails_closed_then_recovers_without_restart() {
         StatusCode::OK,
         "public routes must keep working"
     );
+    // The protected request and the login each counted one failed store call (before any
+    // readiness probe ran).
+    let (_, _, metrics) = send(app.admin_addr, get("/metrics").body(empty()).unwrap()).await;
+    let failed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("authgate_store_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no store error counter in:\n{metrics}"));
+    assert!(failed >= 2, "store errors counted: {failed}");
     assert_eq!(
         send(app.admin_addr, get("/readyz").body(empty()).unwrap())
             .await

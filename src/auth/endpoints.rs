@@ -4,7 +4,7 @@
 use super::cookies::{self, clear_cookie, safe_next, set_cookie};
 use super::passwords::{HashError, MAX_PASSWORD_BYTES};
 use super::tokens::{now_secs, random_id, Claims, Issued, TokenType};
-use super::{store_down, Auth};
+use super::Auth;
 use crate::body::{full, Body};
 use crate::error::GatewayError;
 use crate::store::users::{validate_name, User};
@@ -140,8 +140,16 @@ async fn login(
     let (creds, form) = parse_credentials(&headers, &body)?;
     let user_key = format!("u:{}", creds.username);
     let ip_key = format!("ip:{}", ctx.client_ip);
-    let (user_fails, user_ttl) = auth.store.failures(&user_key).await.map_err(store_down)?;
-    let (ip_fails, ip_ttl) = auth.store.failures(&ip_key).await.map_err(store_down)?;
+    let (user_fails, user_ttl) = auth
+        .store
+        .failures(&user_key)
+        .await
+        .map_err(|e| auth.store_down(e))?;
+    let (ip_fails, ip_ttl) = auth
+        .store
+        .failures(&ip_key)
+        .await
+        .map_err(|e| auth.store_down(e))?;
     if user_fails >= auth.max_failures_per_user || ip_fails >= auth.max_failures_per_ip {
         let retry_after = if user_fails >= auth.max_failures_per_user {
             user_ttl
@@ -151,7 +159,10 @@ async fn login(
         return Err(GatewayError::TooManyAttempts { retry_after });
     }
     let user = if validate_name(&creds.username).is_ok() {
-        auth.users.get(&creds.username).await.map_err(store_down)?
+        auth.users
+            .get(&creds.username)
+            .await
+            .map_err(|e| auth.store_down(e))?
     } else {
         None
     };
@@ -169,14 +180,14 @@ async fn login(
             auth.store.add_failure(&user_key, window),
             auth.store.add_failure(&ip_key, window)
         );
-        u.and(i).map_err(store_down)?;
+        u.and(i).map_err(|e| auth.store_down(e))?;
         tracing::info!(user = %creds.username, ip = %ctx.client_ip, "login failed");
         return Err(GatewayError::InvalidCredentials);
     };
     auth.store
         .clear_failures(&user_key)
         .await
-        .map_err(store_down)?;
+        .map_err(|e| auth.store_down(e))?;
     let pair = start_session(auth, &user).await?;
     tracing::info!(user = %user.name, "login");
     let next = creds.next.as_deref().and_then(safe_next).map(str::to_owned);
@@ -193,7 +204,7 @@ async fn start_session(auth: &Auth, user: &User) -> Result<Pair, GatewayError> {
     auth.store
         .start_session(&sid, &pair.refresh.jti, ttl)
         .await
-        .map_err(store_down)?;
+        .map_err(|e| auth.store_down(e))?;
     Ok(pair)
 }
 
@@ -201,7 +212,11 @@ async fn start_session(auth: &Auth, user: &User) -> Result<Pair, GatewayError> {
 /// in the same second as a logout-everywhere is not revoked by it.
 async fn issue_time(auth: &Auth, sub: &str) -> Result<u64, GatewayError> {
     let now = now_secs();
-    let cutoff = auth.store.user_cutoff(sub).await.map_err(store_down)?;
+    let cutoff = auth
+        .store
+        .user_cutoff(sub)
+        .await
+        .map_err(|e| auth.store_down(e))?;
     Ok(cutoff.map_or(now, |c| now.max(c + 1)))
 }
 
@@ -391,7 +406,7 @@ async fn rotate(auth: &Auth, claims: &Claims, presented: &str) -> Result<Pair, G
         .users
         .get(&claims.sub)
         .await
-        .map_err(store_down)?
+        .map_err(|e| auth.store_down(e))?
         .ok_or(GatewayError::InvalidToken("the user no longer exists"))?;
     let iat = issue_time(auth, &user.name).await?;
     // Absolute session lifetime: the new refresh token ends when the first one did.
@@ -417,7 +432,12 @@ async fn rotate(auth: &Auth, claims: &Claims, presented: &str) -> Result<Pair, G
         grace_ms: auth.reuse_grace_ms,
         ttl: session_exp.saturating_sub(now_secs()) + auth.tokens.leeway + 1,
     };
-    match auth.store.rotate(request).await.map_err(store_down)? {
+    match auth
+        .store
+        .rotate(request)
+        .await
+        .map_err(|e| auth.store_down(e))?
+    {
         Rotation::Rotated => Ok(pair),
         Rotation::Replay(current) => {
             pair.refresh = Issued {
@@ -456,12 +476,12 @@ async fn logout(
         auth.store
             .revoke_user(&identity.claims.sub, now_secs(), ttl)
             .await
-            .map_err(store_down)?;
+            .map_err(|e| auth.store_down(e))?;
     } else {
         auth.store
             .revoke_session(&identity.claims.sid, ttl)
             .await
-            .map_err(store_down)?;
+            .map_err(|e| auth.store_down(e))?;
     }
     tracing::info!(user = %identity.claims.sub, all, "logout");
     let mut resp = Response::new(crate::body::empty());

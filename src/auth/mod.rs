@@ -14,6 +14,7 @@ use crate::store::{RevocationState, Store, StoreError};
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 use passwords::Hasher;
+use prometheus_client::metrics::counter::Counter;
 use std::sync::Arc;
 use tokens::{Claims, TokenError, TokenType, Tokens};
 
@@ -46,6 +47,8 @@ pub struct Auth {
     pub failure_window: u64,
     pub max_body_bytes: usize,
     pub jwks: Option<String>,
+    /// `authgate_store_errors_total`: every store call that failed, on any path.
+    pub store_errors: Counter,
 }
 
 /// The bearer token of a request: the Authorization header first, then the access cookie.
@@ -62,7 +65,7 @@ pub fn request_token(headers: &HeaderMap) -> Option<(&str, bool)> {
 }
 
 impl Auth {
-    pub fn new(config: &Config, store: Store) -> Result<Auth, String> {
+    pub fn new(config: &Config, store: Store, store_errors: Counter) -> Result<Auth, String> {
         let users = UserStore::open(&config.users, &store)?;
         Ok(Auth {
             tokens: Tokens::new(&config.tokens, config.keys.clone()),
@@ -79,6 +82,7 @@ impl Auth {
             max_body_bytes: config.server.max_body_bytes,
             jwks: config.keys.jwks.clone(),
             store,
+            store_errors,
         })
     }
 
@@ -114,8 +118,16 @@ impl Auth {
         }
     }
 
+    /// A store call that must succeed failed: counted, logged, 503.
+    pub fn store_down(&self, e: StoreError) -> GatewayError {
+        self.store_errors.inc();
+        tracing::warn!(error = %e, "store unavailable");
+        GatewayError::Unavailable("the revocation store is unavailable")
+    }
+
     /// Applies `on_store_error` to a failed store call.
     pub fn store_failed(&self, e: StoreError) -> Result<(), GatewayError> {
+        self.store_errors.inc();
         match self.on_store_error {
             OnStoreError::Deny => {
                 tracing::warn!(error = %e, "revocation store unavailable; denying (on_store_error = deny)");
@@ -129,9 +141,4 @@ impl Auth {
             }
         }
     }
-}
-
-pub fn store_down(e: StoreError) -> GatewayError {
-    tracing::warn!(error = %e, "store unavailable");
-    GatewayError::Unavailable("the revocation store is unavailable")
 }
