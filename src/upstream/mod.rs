@@ -25,7 +25,6 @@ const BUFFER_UP_TO: u64 = 16 * 1024;
 
 pub struct UpstreamClient {
     pub name: String,
-    authority: http::uri::Authority,
     host: HeaderValue,
     pool: Arc<Pool>,
     request_timeout: Duration,
@@ -50,20 +49,10 @@ impl UpstreamClient {
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
         UpstreamClient {
             name: cfg.name.clone(),
-            authority: cfg.authority.clone(),
             host,
             pool: Arc::new(Pool::new(target, cfg.connect_timeout)),
             request_timeout: cfg.request_timeout,
         }
-    }
-
-    /// Idle keep-alive connections to this upstream right now.
-    pub fn idle_connections(&self) -> usize {
-        self.pool.idle_len()
-    }
-
-    pub fn authority(&self) -> &http::uri::Authority {
-        &self.authority
     }
 }
 

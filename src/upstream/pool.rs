@@ -89,8 +89,9 @@ impl Pool {
         }
     }
 
-    /// Idle connections right now (tests, diagnostics).
-    pub fn idle_len(&self) -> usize {
+    /// Idle connections right now.
+    #[cfg(test)]
+    fn idle_len(&self) -> usize {
         self.idle().len()
     }
 
