@@ -2,8 +2,9 @@
 //! `cargo bench --bench auth_path`; set BENCH_REDIS_URL to include one Redis round trip.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use authgate::auth::keys::{generate, KeySet};
-use authgate::auth::tokens::{now_secs, TokenType, Tokens};
+use authgate::auth::keys::{generate, Generate, KeySet};
+use authgate::auth::tokens::{TokenType, Tokens};
+use authgate::clock::now_secs;
 use authgate::config::{Algorithm, KeySource, TokensConfig};
 use authgate::store::{MemoryStore, RedisStore};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -28,9 +29,10 @@ fn tokens(alg: Algorithm) -> Tokens {
         leeway: Duration::from_secs(30),
         rotate_refresh: true,
         refresh_reuse_grace: Duration::ZERO,
+        cache_capacity: 10_000,
     };
     let keys = match alg {
-        Algorithm::HS256 => KeySet::load(&cfg).unwrap(),
+        Algorithm::HS256 => KeySet::load(&cfg, Generate::No).unwrap(),
         _ => KeySet::from_pem(alg, generate(alg).unwrap().as_bytes()).unwrap(),
     };
     Tokens::new(&cfg, Arc::new(keys))
@@ -65,7 +67,7 @@ fn bench(c: &mut Criterion) {
         });
     }
     let mem = MemoryStore::new();
-    mem.revoke_session("other", 60);
+    mem.revoke_session("other", Duration::from_secs(60));
     c.bench_function("revocation/memory", |b| {
         b.iter(|| mem.check("sid-1", "alice"))
     });

@@ -48,16 +48,13 @@ impl Handler for Admin {
                         "text/plain",
                     );
                 }
-                match self.auth.store.ping().await {
+                match self.auth.sessions().store_ready().await {
                     Ok(()) => text(StatusCode::OK, "ready\n", "text/plain"),
-                    Err(e) => {
-                        self.auth.store_errors.inc();
-                        text(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("not ready: {e}\n"),
-                            "text/plain",
-                        )
-                    }
+                    Err(e) => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {e}\n"),
+                        "text/plain",
+                    ),
                 }
             }
             "/metrics" => text(

@@ -3,6 +3,7 @@
 //! drain within `shutdown_grace` -> exit 0; a second signal exits at once; SIGHUP reloads TLS).
 
 use crate::admin::Admin;
+use crate::auth::keys::{Generate, KeySet};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::gateway::Gateway;
@@ -50,7 +51,10 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
 impl App {
     pub async fn start(config: Config) -> Result<App, AppError> {
         let config = Arc::new(config);
-        let store = Store::new(&config.revocation).map_err(AppError::Setup)?;
+        // Only here (serve) may a missing development key be generated.
+        let keys = KeySet::load(&config.tokens, Generate::Yes)
+            .map_err(|e| AppError::Setup(e.to_string()))?;
+        let store = Store::new(&config.revocation).map_err(|e| AppError::Setup(e.to_string()))?;
         if let Store::Memory(m) = &store {
             let m = Arc::downgrade(m);
             tokio::spawn(async move {
@@ -63,20 +67,19 @@ impl App {
                 }
             });
         }
-        if let Some(redis) = store.redis() {
-            redis.start_mirror();
-        }
         let metrics = Arc::new(Metrics::new());
+        if let Some(redis) = store.redis() {
+            redis.start_mirror(metrics.mirror_undecodable.clone());
+        }
         let auth = Arc::new(
-            Auth::new(&config, store, metrics.store_errors.clone()).map_err(AppError::Setup)?,
+            Auth::new(&config, Arc::new(keys), store, metrics.store_errors.clone())
+                .map_err(|e| AppError::Setup(e.to_string()))?,
         );
-        let certs = match &config.server.tls {
-            Some(t) => Some(
-                ReloadableCert::load(&t.cert, &t.key)
-                    .map_err(|e| AppError::Setup(e.to_string()))?,
-            ),
-            None => None,
-        };
+        let certs = config
+            .server
+            .tls
+            .as_ref()
+            .map(|t| ReloadableCert::new(t.loaded.clone(), &t.cert, &t.key));
         let acceptor = match &certs {
             Some(c) => Some(tokio_rustls::TlsAcceptor::from(
                 tls::server_config(c.clone()).map_err(|e| AppError::Setup(e.to_string()))?,
@@ -108,7 +111,10 @@ impl App {
             max_connections: 256,
             ..opts.clone()
         };
-        let gateway = Arc::new(Gateway::new(config.clone(), auth.clone(), metrics.clone()));
+        let gateway = Arc::new(
+            Gateway::new(config.clone(), auth.clone(), metrics.clone())
+                .map_err(|e| AppError::Setup(e.to_string()))?,
+        );
         let admin_handler = Arc::new(Admin {
             auth,
             metrics,

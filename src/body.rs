@@ -1,13 +1,20 @@
 //! The one body type of the request path, and small constructors for it.
 
-use crate::error::GatewayError;
-use crate::upstream::PooledBody;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+/// Called once when a tracked stream has been read to its end (an upstream connection goes
+/// back to its pool). Dropped uncalled when the stream fails or is abandoned.
+pub struct EndHook(Box<dyn FnOnce() + Send + Sync>);
+
+impl EndHook {
+    pub fn new(f: impl FnOnce() + Send + Sync + 'static) -> Self {
+        EndHook(Box::new(f))
+    }
+}
 
 /// Bodies the gateway sends either way: its own small ones, a client's or an upstream's
 /// stream. An enum rather than a boxed trait object, so forwarding a request or answering
@@ -17,8 +24,9 @@ pub enum Body {
     Full(Option<Bytes>),
     /// A stream from a peer, as hyper read it.
     Incoming(Incoming),
-    /// An upstream stream that gives its connection back to the pool at its end.
-    Pooled(PooledBody),
+    /// A stream whose end is reported to its hook (an upstream's, whose connection goes back
+    /// to the pool then). Boxing the hook costs one allocation, only for streamed bodies.
+    Tracked(Incoming, Option<EndHook>),
 }
 
 pub fn full(data: impl Into<Bytes>) -> Body {
@@ -47,49 +55,46 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Body::Incoming(b) => Pin::new(b).poll_frame(cx),
-            Body::Pooled(b) => Pin::new(b).poll_frame(cx),
+            Body::Tracked(b, hook) => {
+                let polled = Pin::new(&mut *b).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => fire(hook),
+                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => fire(hook),
+                    // A half-read response cannot be reused: drop the hook uncalled.
+                    Poll::Ready(Some(Err(_))) => *hook = None,
+                    _ => {}
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Full(data) => data.is_none(),
-            Body::Incoming(b) => b.is_end_stream(),
-            Body::Pooled(b) => b.is_end_stream(),
+            Body::Incoming(b) | Body::Tracked(b, _) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Body::Incoming(b) => b.size_hint(),
-            Body::Pooled(b) => b.size_hint(),
+            Body::Incoming(b) | Body::Tracked(b, _) => b.size_hint(),
         }
     }
 }
 
-/// Reads a whole request body of at most `limit` bytes: 413 beyond it, 400 if it breaks off.
-pub async fn read_limited(
-    body: hyper::body::Incoming,
-    limit: usize,
-) -> Result<Bytes, GatewayError> {
-    let collected = Limited::new(body, limit).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            GatewayError::BodyTooLarge
-        } else {
-            GatewayError::BadRequest("could not read the request body".to_owned())
-        }
-    })?;
-    Ok(collected.to_bytes())
+fn fire(hook: &mut Option<EndHook>) {
+    if let Some(EndHook(f)) = hook.take() {
+        f();
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use http_body::Body as _;
+    use http_body_util::BodyExt;
 
     #[tokio::test]
     async fn full_and_empty_bodies_report_their_size_and_end() {

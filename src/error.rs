@@ -114,10 +114,7 @@ impl GatewayError {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             GatewayError::LoginRedirect { next } => {
-                let target = format!(
-                    "/auth/login?next={}",
-                    crate::auth::cookies::encode_component(next)
-                );
+                let target = format!("/auth/login?next={}", crate::path::encode_component(next));
                 if let Ok(v) = HeaderValue::from_str(&target) {
                     h.insert(LOCATION, v);
                 }

@@ -1,8 +1,9 @@
 //! The `authgate` command line: a thin shell over the library.
 
 use anyhow::{bail, Context, Result};
-use authgate::auth::keys;
+use authgate::auth::keys::{self, Generate, KeySet, Resolved};
 use authgate::auth::passwords::hash_password;
+use authgate::auth::sessions::SessionPolicy;
 use authgate::config::{Algorithm, Config, ConfigErrors, RevocationBackend, UsersBackend};
 use authgate::route::{request_host, AuthMode};
 use authgate::store::users::{validate_name, User, UserStore};
@@ -106,10 +107,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::CheckConfig(c) => check_config(&c.config),
         Command::HashPassword => {
             let pw = read_password("Password: ")?;
-            println!(
-                "{}",
-                hash_password(pw.as_bytes()).map_err(anyhow::Error::msg)?
-            );
+            println!("{}", hash_password(pw.as_bytes())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { alg, out } => keygen(&alg, out.as_deref()),
@@ -193,10 +191,21 @@ fn check_config(path: &Path) -> Result<ExitCode> {
         UsersBackend::Redis => "redis".to_owned(),
     };
     println!("backends:\n  revocation  {revocation}\n  users       {users}");
-    println!(
-        "tokens: {:?}, kid {}",
-        config.tokens.algorithm, config.keys.kid
-    );
+    // Checked, never created: only `serve` may generate a missing development key.
+    match KeySet::resolve(&config.tokens, Generate::No) {
+        Ok(Resolved::Loaded(keys)) => {
+            println!("tokens: {:?}, kid {}", config.tokens.algorithm, keys.kid);
+        }
+        Ok(Resolved::WillGenerate(p)) => println!(
+            "tokens: {:?}, signing key {} missing: `authgate serve` will generate it (tokens.generate_missing_key = true)",
+            config.tokens.algorithm,
+            p.display()
+        ),
+        Err(e) => {
+            eprintln!("error: {}: tokens: {e}", path.display());
+            return Ok(ExitCode::from(2));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -267,7 +276,7 @@ fn explain(path: &Path, method: &str, target: &str, host: Option<&str>) -> Resul
     }
 }
 
-fn read_password(prompt: &str) -> Result<String> {
+fn read_password(prompt: &str) -> Result<String, anyhow::Error> {
     let pw = if std::io::stdin().is_terminal() {
         rpassword::prompt_password(prompt).context("cannot read the password")?
     } else {
@@ -288,11 +297,11 @@ fn keygen(alg: &str, out: Option<&Path>) -> Result<ExitCode> {
     let alg = Algorithm::parse(alg).context("unknown algorithm")?;
     match out {
         Some(path) => {
-            keys::write_new_key(path, alg).map_err(anyhow::Error::msg)?;
+            keys::write_new_key(path, alg)?;
             eprintln!("wrote {}", path.display());
         }
         None => {
-            let pem = keys::generate(alg).map_err(anyhow::Error::msg)?;
+            let pem = keys::generate(alg)?;
             std::io::stdout().write_all(pem.as_bytes())?;
         }
     }
@@ -310,39 +319,35 @@ fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
     let config = load(path)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let store = Store::new(&config.revocation).map_err(anyhow::Error::msg)?;
-        let users = UserStore::open(&config.users, &store).map_err(anyhow::Error::msg)?;
+        let store = Store::new(&config.revocation)?;
+        let users = UserStore::open(&config.users, &store)?;
         match action {
             UsersAction::Add { name, roles } => {
-                validate_name(&name).map_err(anyhow::Error::msg)?;
+                validate_name(&name)?;
                 let pw = read_password("Password for the new user: ")?;
                 let user = User {
                     name: name.clone(),
-                    password_hash: hash_password(pw.as_bytes()).map_err(anyhow::Error::msg)?,
+                    password_hash: hash_password(pw.as_bytes())?,
                     roles,
                 };
-                if !users.create(&user).await.map_err(anyhow::Error::msg)? {
+                if !users.create(&user).await? {
                     bail!("user {name:?} exists already");
                 }
                 println!("added {name}");
             }
             UsersAction::Remove { name } => {
-                if !users.remove(&name).await.map_err(anyhow::Error::msg)? {
+                if !users.remove(&name).await? {
                     bail!("no user {name:?}");
                 }
                 println!("removed {name}");
             }
             UsersAction::List => {
-                for u in users.list().await.map_err(anyhow::Error::msg)? {
+                for u in users.list().await? {
                     println!("{}\t{}", u.name, u.roles.join(","));
                 }
             }
             UsersAction::SetRoles { name, roles } => {
-                if !users
-                    .set_roles(&name, &roles)
-                    .await
-                    .map_err(anyhow::Error::msg)?
-                {
+                if !users.set_roles(&name, &roles).await? {
                     bail!("no user {name:?}");
                 }
                 println!("{name}: roles {}", roles.join(","));
@@ -357,11 +362,11 @@ fn revoke(path: &Path, user: &str) -> Result<ExitCode> {
     if config.revocation.backend == RevocationBackend::Memory {
         bail!("`authgate revoke` needs revocation.backend = \"redis\": the memory store lives inside the running gateway (use POST /auth/logout?all=true with the user's token instead)");
     }
-    let ttl = config.tokens.refresh_ttl.as_secs() + config.tokens.leeway.as_secs() + 1;
+    let ttl = SessionPolicy::new(&config).revocation_ttl();
     runtime()?.block_on(async {
-        let store = Store::new(&config.revocation).map_err(anyhow::Error::msg)?;
+        let store = Store::new(&config.revocation)?;
         store
-            .revoke_user(user, authgate::auth::tokens::now_secs(), ttl)
+            .revoke_user(user, authgate::clock::now_secs(), ttl)
             .await?;
         println!("revoked every token issued to {user} until now");
         anyhow::Ok(())

@@ -1,7 +1,7 @@
 //! Prometheus metrics: requests by route and status, latency, upstream errors, connections.
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,10 +17,22 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// How forwarding to an upstream failed: the `kind` label of `authgate_upstream_errors_total`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum UpstreamErrorKind {
+    /// No connection could be made (refused, unreachable, connect timeout).
+    connect,
+    /// The upstream did not answer within `request_timeout`.
+    timeout,
+    /// The connection broke while the request or response was on it.
+    io,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub upstream: String,
-    pub kind: String,
+    pub kind: UpstreamErrorKind,
 }
 
 pub struct Metrics {
@@ -30,6 +42,8 @@ pub struct Metrics {
     pub upstream_errors: Family<UpstreamLabels, Counter>,
     pub open_connections: Gauge,
     pub store_errors: Counter,
+    /// Messages on the revocation channel that the mirror could not decode.
+    pub mirror_undecodable: Counter,
 }
 
 impl Default for Metrics {
@@ -46,6 +60,7 @@ impl Metrics {
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
         let open_connections = Gauge::default();
         let store_errors = Counter::default();
+        let mirror_undecodable = Counter::default();
         registry.register(
             "requests",
             "Requests answered, by route and status",
@@ -71,8 +86,14 @@ impl Metrics {
             "Revocation store calls that failed or timed out",
             store_errors.clone(),
         );
+        registry.register(
+            "mirror_undecodable_events",
+            "Messages on the revocation channel the mirror could not decode (and ignored)",
+            mirror_undecodable.clone(),
+        );
         Metrics {
             registry,
+            mirror_undecodable,
             requests,
             latency,
             upstream_errors,

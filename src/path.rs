@@ -167,6 +167,22 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath<'_>, PathError> {
     })
 }
 
+/// Percent-encodes everything outside unreserved characters and `/` (for `?next=`).
+pub fn encode_component(s: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,7 +202,6 @@ mod tests {
         ("/./a", "/a", "/a"),
         ("/a/b/..", "/a/", "/a/"),
         ("/a/b/../c", "/a/c", "/a/c"),
-        ("/a/../../", "", ""), // placeholder replaced below: above root
         ("/public/../admin", "/admin", "/admin"),
         ("/%61dmin", "/admin", "/admin"),
         ("/%41%42%43", "/ABC", "/ABC"),
@@ -197,7 +212,6 @@ mod tests {
         ("/%7euser", "/~user", "/~user"),
         ("/a%2db_c", "/a-b_c", "/a-b_c"),
         ("/sp%20ace", "/sp%20ace", "/sp%20ace"),
-        ("/sp%2face", "", ""), // placeholder: encoded slash
         ("/caf%c3%a9", "/caf%C3%A9", "/caf%C3%A9"),
         ("/q%3fx", "/q%3Fx", "/q%3Fx"),
         ("/pct%25", "/pct%25", "/pct%25"),
@@ -251,9 +265,6 @@ mod tests {
     fn normalization_table() {
         let mut checked = 0;
         for (input, forward, judged) in OK {
-            if forward.is_empty() {
-                continue; // listed in BAD
-            }
             let got = normalize(input).unwrap_or_else(|e| panic!("{input:?} failed: {e}"));
             assert_eq!(got.forward, *forward, "forward of {input:?}");
             assert_eq!(got.judged, *judged, "judged of {input:?}");

@@ -1,5 +1,6 @@
 //! The real `authgate` binary: config errors, explain, keygen, hash-password, users, revoke,
 //! and the SIGTERM drain.
+// A test crate: its helpers (not only #[test] fns, which clippy.toml covers) may unwrap.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -222,7 +223,31 @@ impl Drop for Running {
 }
 
 /// Starts the binary and returns it with its public and admin addresses (read from its log).
-type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+/// The gateway's later log lines, as they arrive.
+struct Log {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Log {
+    /// Blocks until a line containing `needle` arrives (true) or 10 s pass (false).
+    fn wait_for(&mut self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    self.seen.push(line);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+}
 
 fn spawn_gateway(cfg: &std::path::Path) -> (Running, String, String) {
     let (running, public, admin, _log) = spawn_gateway_with_log(cfg);
@@ -260,13 +285,10 @@ fn spawn_gateway_with_log(cfg: &std::path::Path) -> (Running, String, String, Lo
             admin = addr.unwrap();
         }
     }
-    let log: Log = Default::default();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in rx.iter() {
-            sink.lock().unwrap().push(line);
-        }
-    });
+    let log = Log {
+        rx,
+        seen: Vec::new(),
+    };
     (Running(Some(child)), public, admin, log)
 }
 
@@ -285,21 +307,8 @@ async fn sighup_reloads_the_certificate_and_keeps_serving() {
         "[server.tls]\ncert = \"tls.crt\"\nkey = \"tls.key\"\n\n[log]",
     );
     let cfg = fx.write("hup.toml", &text);
-    let (running, _public, _admin, log) = spawn_gateway_with_log(&cfg);
+    let (running, _public, _admin, mut log) = spawn_gateway_with_log(&cfg);
     let pid = running.0.as_ref().unwrap().id().to_string();
-    let saw = |needle: &str| log.lock().unwrap().iter().any(|l| l.contains(needle));
-    let wait_for = |needle: &'static str| {
-        let saw = &saw;
-        async move {
-            for _ in 0..100 {
-                if saw(needle) {
-                    return true;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            false
-        }
-    };
     // A broken file: logged, the old certificate stays.
     fx.write("tls.crt", "garbage");
     assert!(Command::new("kill")
@@ -307,22 +316,14 @@ async fn sighup_reloads_the_certificate_and_keeps_serving() {
         .status()
         .unwrap()
         .success());
-    assert!(
-        wait_for("TLS reload failed").await,
-        "{:?}",
-        log.lock().unwrap()
-    );
+    assert!(log.wait_for("TLS reload failed"), "{:?}", log.seen);
     write_pair();
     assert!(Command::new("kill")
         .args(["-HUP", &pid])
         .status()
         .unwrap()
         .success());
-    assert!(
-        wait_for("TLS certificate reloaded").await,
-        "{:?}",
-        log.lock().unwrap()
-    );
+    assert!(log.wait_for("TLS certificate reloaded"), "{:?}", log.seen);
     drop(running);
 }
 
@@ -337,7 +338,7 @@ async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
         tokio::spawn(
             async move { send(addr, get("/public/slow/1500").body(empty()).unwrap()).await },
         );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    up.wait_for_requests(1).await;
     let pid = running.0.as_ref().unwrap().id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -346,16 +347,18 @@ async fn sigterm_drains_an_in_flight_request_then_exits_zero() {
         .success());
     let (status, _, body) = slow.await.unwrap();
     assert_eq!(status, http::StatusCode::OK, "{body}");
-    let mut exit = None;
-    for _ in 0..100 {
-        exit = running.0.as_mut().unwrap().try_wait().unwrap();
-        if exit.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut child = running.0.take().unwrap();
+    let waited = tokio::task::spawn_blocking(move || {
+        let status = child.wait();
+        (child, status)
+    });
+    let (child, status) = tokio::time::timeout(Duration::from_secs(10), waited)
+        .await
+        .expect("did not exit within 10 s of the drain")
+        .unwrap();
+    running.0 = Some(child);
     assert_eq!(
-        exit.and_then(|e| e.code()),
+        status.ok().and_then(|e| e.code()),
         Some(0),
         "did not exit 0 after the drain"
     );

@@ -1,5 +1,6 @@
 //! The gateway core against real sockets: forwarding, header rewrite, errors, limits,
 //! smuggling attempts, WebSocket, TLS with HTTP/2.
+// A test crate: its helpers (not only #[test] fns, which clippy.toml covers) may unwrap.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -201,7 +202,10 @@ async fn upstream_down_is_502_and_slow_is_504() {
         metrics.contains("authgate_upstream_errors_total{upstream=\"app\",kind=\"timeout\"} 1"),
         "{metrics}"
     );
-    let dead: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let dead: std::net::SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
     let app = start(&fx.write("dead.toml", &fx.config(dead, HS256, MEMORY, "", ""))).await;
     let (status, _, body) = send(app.public_addr, get("/public/x").body(empty()).unwrap()).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
@@ -389,14 +393,14 @@ async fn admin_endpoints_answer_on_their_own_listener() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drain_lets_an_in_flight_request_finish_and_readiness_drops() {
-    let (_fx, _up, app) = setup("", "").await;
+    let (_fx, up, app) = setup("", "").await;
     let addr = app.public_addr;
     let admin = app.admin_addr;
     let slow =
         tokio::spawn(
             async move { send(addr, get("/public/slow/1000").body(empty()).unwrap()).await },
         );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    up.wait_for_requests(1).await;
     app.begin_shutdown();
     // Readiness is an explicit 503 while the public listener drains.
     let ready = async {
@@ -527,11 +531,20 @@ mod tls {
 #[tokio::test(flavor = "multi_thread")]
 async fn over_the_connection_cap_clients_get_503() {
     let (_fx, _up, app) = setup("", "max_connections = 1").await;
-    // One idle keep-alive connection takes the only slot.
-    let _held = tokio::net::TcpStream::connect(app.public_addr)
+    // One keep-alive connection takes the only slot; its answered request proves it was
+    // accepted (no clock involved).
+    let tcp = tokio::net::TcpStream::connect(app.public_addr)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut held, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let first = held
+        .send_request(get("/public/x").body(empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
     let answer = raw(
         app.public_addr,
         b"GET /public/x HTTP/1.1\r\nHost: gw\r\n\r\n",

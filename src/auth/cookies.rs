@@ -1,11 +1,15 @@
 //! Browser sessions: the gateway's cookies, reading them, and keeping them from the upstream.
 
-use http::header::COOKIE;
+use crate::clock::now_secs;
+use crate::ids::{random_id, RngError};
+use http::header::{HeaderValue, COOKIE, SET_COOKIE};
 use http::HeaderMap;
 
 pub const ACCESS: &str = "authgate_access";
 pub const REFRESH: &str = "authgate_refresh";
 pub const CSRF: &str = "authgate_csrf";
+/// Every cookie of the gateway starts with this; none of them reaches the upstream.
+pub const OWN_PREFIX: &str = "authgate_";
 
 /// The value of cookie `name` from all `Cookie` headers.
 pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -17,19 +21,6 @@ pub fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
-}
-
-/// The `Cookie` header without the gateway's own cookies; None when nothing is left.
-pub fn strip_own(value: &str) -> Option<String> {
-    let kept: Vec<&str> = value
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
-            !name.is_empty() && !name.starts_with("authgate_")
-        })
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("; "))
 }
 
 pub fn set_cookie(name: &str, value: &str, max_age: u64, http_only: bool, secure: bool) -> String {
@@ -47,17 +38,54 @@ pub fn clear_cookie(name: &str, secure: bool) -> String {
     set_cookie(name, "", 0, name != CSRF, secure)
 }
 
-/// Percent-encodes everything outside unreserved characters and `/` (for `?next=`).
-pub fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+/// The tokens a session's cookies carry, and when they end (Unix seconds).
+pub struct SessionCookies<'a> {
+    pub access: &'a str,
+    pub access_exp: u64,
+    pub refresh: &'a str,
+    pub session_exp: u64,
+}
+
+/// Appends the session's three cookies (access, refresh, CSRF) to `h`. The CSRF cookie keeps
+/// `csrf` when given (open pages keep working after an on-the-fly refresh), else a new value.
+pub fn set_session(
+    h: &mut HeaderMap,
+    pair: &SessionCookies<'_>,
+    secure: bool,
+    csrf: Option<&str>,
+) -> Result<(), RngError> {
+    let now = now_secs();
+    let csrf = match csrf {
+        Some(c) => c.to_owned(),
+        None => random_id()?,
+    };
+    let session_left = pair.session_exp.saturating_sub(now);
+    let cookies = [
+        set_cookie(
+            ACCESS,
+            pair.access,
+            pair.access_exp.saturating_sub(now),
+            true,
+            secure,
+        ),
+        set_cookie(REFRESH, pair.refresh, session_left, true, secure),
+        set_cookie(CSRF, &csrf, session_left, false, secure),
+    ];
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            h.append(SET_COOKIE, v);
         }
     }
-    out
+    Ok(())
+}
+
+/// Appends `Set-Cookie` headers that delete the session's cookies.
+pub fn clear_session(h: &mut HeaderMap, secure: bool) {
+    for name in [ACCESS, REFRESH, CSRF] {
+        if let Ok(v) = HeaderValue::from_str(&clear_cookie(name, secure)) {
+            h.append(SET_COOKIE, v);
+        }
+    }
 }
 
 /// `next` is followed only when it is a local path: never `//host`, a scheme or a backslash.
@@ -75,7 +103,7 @@ mod tests {
     use http::HeaderValue;
 
     #[test]
-    fn reads_and_strips_cookies() {
+    fn reads_cookies() {
         let mut h = HeaderMap::new();
         h.insert(
             COOKIE,
@@ -83,11 +111,6 @@ mod tests {
         );
         assert_eq!(get(&h, ACCESS), Some("tok"));
         assert_eq!(get(&h, "a"), Some("1"));
-        assert_eq!(
-            strip_own("a=1; authgate_access=tok; b=2").as_deref(),
-            Some("a=1; b=2")
-        );
-        assert_eq!(strip_own("authgate_csrf=x"), None);
     }
 
     #[test]

@@ -9,7 +9,47 @@ use jsonwebtoken::jwk::{
     OctetKeyPairParameters, OctetKeyPairType, PublicKeyUse, ThumbprintHash,
 };
 use jsonwebtoken::{DecodingKey, EncodingKey};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// Why a key could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("signing key {} does not exist; create one with `authgate keygen --alg {alg:?} --out {}`", path.display(), path.display())]
+    Missing { path: PathBuf, alg: Algorithm },
+    #[error("cannot read signing key {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("signing key {}: {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+    #[error("not a usable {alg:?} key: {reason}; create one with `authgate keygen --alg {alg:?}`")]
+    Parse { alg: Algorithm, reason: String },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("key generation failed: {0}")]
+    Generate(String),
+    #[error(transparent)]
+    Rng(#[from] crate::ids::RngError),
+}
+
+/// Whether a missing development key may be created (only `serve` says yes, and only when
+/// the config sets `tokens.generate_missing_key`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generate {
+    Yes,
+    No,
+}
+
+/// What `KeySet::resolve` found.
+pub enum Resolved {
+    Loaded(KeySet),
+    /// The key file is missing and the config allows `serve` to generate it.
+    WillGenerate(PathBuf),
+}
 
 /// The gateway's one signing key and what verifies it.
 pub struct KeySet {
@@ -40,50 +80,89 @@ pub fn jwt_algorithm(alg: Algorithm) -> jsonwebtoken::Algorithm {
 }
 
 impl KeySet {
-    pub fn load(cfg: &TokensConfig) -> Result<KeySet, String> {
+    /// The signing key the config names. With `Generate::Yes` a missing key file is created
+    /// first when the config allows it; with `Generate::No` nothing is ever written.
+    pub fn resolve(cfg: &TokensConfig, generate: Generate) -> Result<Resolved, KeyError> {
         let algorithm = jwt_algorithm(cfg.algorithm);
         match &cfg.key {
             KeySource::Secret(secret) => {
                 let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret);
-                Ok(KeySet {
+                Ok(Resolved::Loaded(KeySet {
                     algorithm,
                     encoding: EncodingKey::from_secret(secret),
                     decoding: DecodingKey::from_secret(secret),
                     // A hash of the secret names it without revealing it.
                     kid: URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]),
                     jwks: None,
-                })
+                }))
             }
             KeySource::Pem {
                 path,
                 generate_if_missing,
             } => {
-                if !path.exists() && *generate_if_missing {
-                    write_new_key(path, cfg.algorithm)?;
-                    tracing::warn!(path = %path.display(), "generated a new signing key (tokens.generate_missing_key = true); use a managed key in production");
+                if !path.exists() {
+                    match (generate_if_missing, generate) {
+                        (true, Generate::Yes) => {
+                            write_new_key(path, cfg.algorithm)?;
+                            tracing::warn!(path = %path.display(), "generated a new signing key (tokens.generate_missing_key = true); use a managed key in production");
+                        }
+                        (true, Generate::No) => return Ok(Resolved::WillGenerate(path.clone())),
+                        (false, _) => {
+                            return Err(KeyError::Missing {
+                                path: path.clone(),
+                                alg: cfg.algorithm,
+                            })
+                        }
+                    }
                 }
-                let pem = std::fs::read(path)
-                    .map_err(|e| format!("cannot read signing key {}: {e}", path.display()))?;
+                let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 Self::from_pem(cfg.algorithm, &pem)
-                    .map_err(|e| format!("signing key {}: {e}", path.display()))
+                    .map(Resolved::Loaded)
+                    .map_err(|e| KeyError::Invalid {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })
             }
         }
     }
 
-    pub fn from_pem(alg: Algorithm, pem: &[u8]) -> Result<KeySet, String> {
+    /// `resolve` for callers that need the key now: a key still to be generated is an error.
+    pub fn load(cfg: &TokensConfig, generate: Generate) -> Result<KeySet, KeyError> {
+        match Self::resolve(cfg, generate)? {
+            Resolved::Loaded(k) => Ok(k),
+            Resolved::WillGenerate(path) => Err(KeyError::Missing {
+                path,
+                alg: cfg.algorithm,
+            }),
+        }
+    }
+
+    pub fn from_pem(alg: Algorithm, pem: &[u8]) -> Result<KeySet, KeyError> {
         let algorithm = jwt_algorithm(alg);
-        let hint = |e: jsonwebtoken::errors::Error| {
-            format!("not a PKCS#8 {alg:?} private key ({e}); create one with `authgate keygen --alg {alg:?}`")
+        let hint = |e: jsonwebtoken::errors::Error| KeyError::Parse {
+            alg,
+            reason: format!("not a PKCS#8 private key ({e})"),
         };
         let encoding = match alg {
             Algorithm::RS256 => EncodingKey::from_rsa_pem(pem),
             Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
             Algorithm::EdDSA => EncodingKey::from_ed_pem(pem),
-            Algorithm::HS256 => return Err("HS256 takes a secret, not a PEM key".to_owned()),
+            Algorithm::HS256 => {
+                return Err(KeyError::Parse {
+                    alg,
+                    reason: "HS256 takes a secret, not a PEM key".to_owned(),
+                })
+            }
         }
         .map_err(hint)?;
         let mut jwk = match alg {
-            Algorithm::EdDSA => ed25519_jwk(&encoding)?,
+            Algorithm::EdDSA => ed25519_jwk(&encoding).map_err(|reason| KeyError::Parse {
+                alg,
+                reason: reason.into_owned(),
+            })?,
             _ => Jwk::from_encoding_key(&encoding, algorithm).map_err(hint)?,
         };
         let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(hint)?;
@@ -94,7 +173,11 @@ impl KeySet {
             ..Default::default()
         };
         let decoding = DecodingKey::from_jwk(&jwk).map_err(hint)?;
-        let jwks = serde_json::to_string(&JwkSet { keys: vec![jwk] }).map_err(|e| e.to_string())?;
+        let jwks =
+            serde_json::to_string(&JwkSet { keys: vec![jwk] }).map_err(|e| KeyError::Parse {
+                alg,
+                reason: e.to_string(),
+            })?;
         Ok(KeySet {
             algorithm,
             encoding,
@@ -114,12 +197,13 @@ fn key_algorithm(alg: Algorithm) -> KeyAlgorithm {
     }
 }
 
-/// Ed25519 public JWK from a PKCS#8 v1 or v2 private key (jsonwebtoken only reads v1).
-fn ed25519_jwk(encoding: &EncodingKey) -> Result<Jwk, String> {
+/// Ed25519 public JWK from a PKCS#8 v1 or v2 private key (jsonwebtoken only reads v1). The
+/// error is the reason, for `KeyError::Parse`.
+fn ed25519_jwk(encoding: &EncodingKey) -> Result<Jwk, std::borrow::Cow<'static, str>> {
     use aws_lc_rs::signature::KeyPair;
     let pair =
         aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(encoding.as_bytes())
-            .map_err(|e| format!("not an Ed25519 PKCS#8 key: {e}"))?;
+            .map_err(|e| std::borrow::Cow::Owned(format!("not an Ed25519 PKCS#8 key: {e}")))?;
     Ok(Jwk {
         common: CommonParameters::default(),
         algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {
@@ -131,11 +215,10 @@ fn ed25519_jwk(encoding: &EncodingKey) -> Result<Jwk, String> {
 }
 
 /// A new private key as PEM (or, for HS256, a random base64 secret of 48 bytes).
-pub fn generate(alg: Algorithm) -> Result<String, String> {
+pub fn generate(alg: Algorithm) -> Result<String, KeyError> {
     let pair = match alg {
         Algorithm::HS256 => {
-            let mut secret = [0u8; 48];
-            aws_lc_rs::rand::fill(&mut secret).map_err(|_| "no system randomness".to_owned())?;
+            let secret: [u8; 48] = crate::ids::random_bytes()?;
             return Ok(format!(
                 "{}\n",
                 base64::engine::general_purpose::STANDARD.encode(secret)
@@ -147,16 +230,19 @@ pub fn generate(alg: Algorithm) -> Result<String, String> {
             rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
         }
     }
-    .map_err(|e| format!("key generation failed: {e}"))?;
+    .map_err(|e| KeyError::Generate(e.to_string()))?;
     Ok(pair.serialize_pem())
 }
 
 /// Writes a new key readable by the owner only.
-pub fn write_new_key(path: &Path, alg: Algorithm) -> Result<(), String> {
+pub fn write_new_key(path: &Path, alg: Algorithm) -> Result<(), KeyError> {
     let pem = generate(alg)?;
+    let write_error = |source| KeyError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(write_error)?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -166,11 +252,8 @@ pub fn write_new_key(path: &Path, alg: Algorithm) -> Result<(), String> {
         opts.mode(0o600);
     }
     use std::io::Write;
-    let mut f = opts
-        .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    f.write_all(pem.as_bytes())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    let mut f = opts.open(path).map_err(write_error)?;
+    f.write_all(pem.as_bytes()).map_err(write_error)
 }
 
 #[cfg(test)]

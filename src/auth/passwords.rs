@@ -10,20 +10,21 @@ use std::sync::Arc;
 /// bounds the work a request can ask for).
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum HashError {
     #[error("too many password checks in progress")]
     Busy,
     #[error("password hashing failed")]
     Failed,
+    #[error("password hashing failed: {0}")]
+    Argon2(#[from] argon2::password_hash::Error),
+    #[error("cannot start the password hashing threads")]
+    Start(#[source] Arc<std::io::Error>),
 }
 
 /// Hashes with OWASP's argon2id defaults (m=19456 KiB, t=2, p=1).
-pub fn hash_password(password: &[u8]) -> Result<String, String> {
-    Argon2::default()
-        .hash_password(password)
-        .map(|h| h.to_string())
-        .map_err(|e| format!("hashing failed: {e}"))
+pub fn hash_password(password: &[u8]) -> Result<String, HashError> {
+    Ok(Argon2::default().hash_password(password)?.to_string())
 }
 
 /// Verifies against any argon2 PHC string (argon2id, argon2i, argon2d; any parameters).
@@ -46,7 +47,7 @@ pub struct Hasher {
 type Job = Box<dyn FnOnce() + Send>;
 
 impl Hasher {
-    pub fn new(concurrency: usize) -> Result<Self, String> {
+    pub fn new(concurrency: usize) -> Result<Self, HashError> {
         let n = if concurrency == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         } else {
@@ -74,7 +75,7 @@ impl Hasher {
                         }
                     }
                 })
-                .map_err(|e| format!("cannot start the password hashing threads: {e}"))?;
+                .map_err(|e| HashError::Start(Arc::new(e)))?;
         }
         Ok(Hasher {
             jobs,
@@ -93,9 +94,7 @@ impl Hasher {
 
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
         let password = password.to_owned();
-        self.run(move || hash_password(password.as_bytes()).ok())
-            .await?
-            .ok_or(HashError::Failed)
+        self.run(move || hash_password(password.as_bytes())).await?
     }
 
     async fn run<T: Send + 'static>(
@@ -163,7 +162,7 @@ mod pool_tests {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let queued: Vec<_> = (0..16).map(|_| h.submit(|| ())).collect();
         assert!(queued.iter().all(Result::is_ok));
-        assert_eq!(h.submit(|| ()).err(), Some(HashError::Busy));
+        assert!(matches!(h.submit(|| ()).err(), Some(HashError::Busy)));
         gate.wait();
         assert!(first.unwrap_or_else(|e| panic!("{e}")).await.is_ok());
         for q in queued {

@@ -3,12 +3,13 @@
 //! claim itself, since jsonwebtoken does not.
 
 use super::keys::KeySet;
+use crate::clock::now_secs;
 use crate::config::TokensConfig;
+use crate::ids::{random_id, RngError};
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,43 +84,29 @@ impl TokenError {
     }
 }
 
+/// Why a token could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("signing failed: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+    #[error(transparent)]
+    Rng(#[from] RngError),
+}
+
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 8192;
 
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-pub fn random_id() -> String {
-    let mut b = [0u8; 16];
-    // aws-lc's RNG only fails if the OS has no entropy source at all.
-    if aws_lc_rs::rand::fill(&mut b).is_err() {
-        b = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-            .to_le_bytes();
-    }
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-/// A freshly issued token with the facts callers need.
+/// A freshly signed token and the claims it carries.
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub token: String,
-    pub jti: String,
-    pub exp: u64,
+    pub claims: Arc<Claims>,
 }
 
-/// Verified tokens, so that a token's signature is checked once, not on every request.
-/// Keyed by the whole token (no hash collisions to reason about); an entry is used only until
-/// the token's `exp` (+ leeway). Type and revocation are still checked on every request.
-/// Hashes a cached token by the tail of its signature: 16 base64url characters, ~96 bits that
-/// only the signer chooses. SipHash over the whole token was a third of a cached check.
-/// Flooding one bucket is not possible: only tokens whose signature verified are inserted, and a
-/// lookup still compares the whole token.
+/// The hasher of the verified-token cache (`VerifiedCache`): the tail of the token's
+/// signature, 16 base64url characters, ~96 bits that only the signer chooses. SipHash over the
+/// whole token was a third of a cached check. Flooding one bucket is not possible: only
+/// tokens whose signature verified are inserted, and a lookup still compares the whole token.
 #[derive(Default)]
 struct SignatureTail(u64);
 
@@ -142,6 +129,10 @@ impl std::hash::Hasher for SignatureTail {
 
 type CacheShard = HashMap<Box<str>, Arc<Claims>, std::hash::BuildHasherDefault<SignatureTail>>;
 
+/// Verified tokens, so that a token's signature is checked once, not on every request.
+/// Keyed by the whole token; an entry is used only until the token's `exp` (+ leeway). Type
+/// and revocation are still checked on every request. Bounded: a full shard first drops
+/// expired entries, then the one that expires soonest.
 struct VerifiedCache {
     shards: Vec<RwLock<CacheShard>>,
     per_shard: usize,
@@ -178,14 +169,22 @@ impl VerifiedCache {
         let mut shard = self.shard(token).write().unwrap_or_else(|p| p.into_inner());
         if shard.len() >= self.per_shard {
             shard.retain(|_, c| c.exp >= now);
-            if shard.len() >= self.per_shard {
-                shard.clear();
-            }
+        }
+        while shard.len() >= self.per_shard {
+            let soonest = shard
+                .iter()
+                .min_by_key(|(_, c)| c.exp)
+                .map(|(k, _)| k.clone());
+            match soonest {
+                Some(k) => shard.remove(&k),
+                None => break,
+            };
         }
         shard.insert(token.into(), claims);
     }
 }
 
+/// Signs and verifies the gateway's tokens with its key set.
 pub struct Tokens {
     keys: Arc<KeySet>,
     cache: VerifiedCache,
@@ -193,9 +192,7 @@ pub struct Tokens {
     validation: Validation,
     issuer: String,
     audience: String,
-    pub access_ttl: u64,
-    pub refresh_ttl: u64,
-    pub leeway: u64,
+    leeway: u64,
 }
 
 impl Tokens {
@@ -212,18 +209,27 @@ impl Tokens {
         header.typ = Some("JWT".to_owned());
         Tokens {
             keys,
-            cache: VerifiedCache::new(10_000),
+            cache: VerifiedCache::new(cfg.cache_capacity),
             header,
             validation,
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
-            access_ttl: cfg.access_ttl.as_secs(),
-            refresh_ttl: cfg.refresh_ttl.as_secs(),
             leeway: cfg.leeway.as_secs(),
         }
     }
 
-    /// Signs a token. `iat` may be a second ahead of the clock, see `Auth::issue_time`.
+    /// The `kid` new tokens carry.
+    pub fn kid(&self) -> &str {
+        &self.keys.kid
+    }
+
+    /// The public JWKS document (None for HS256).
+    pub fn jwks(&self) -> Option<&str> {
+        self.keys.jwks.as_deref()
+    }
+
+    /// Signs a token and returns it with the claims it carries. `iat` may be ahead of the
+    /// clock, see `Sessions::issue_time`.
     pub fn issue(
         &self,
         typ: TokenType,
@@ -232,8 +238,8 @@ impl Tokens {
         roles: Option<&[String]>,
         iat: u64,
         exp: u64,
-    ) -> Result<Issued, String> {
-        let jti = random_id();
+    ) -> Result<Issued, IssueError> {
+        let jti = random_id()?;
         let claims = IssuedClaims {
             iss: &self.issuer,
             aud: &self.audience,
@@ -246,9 +252,20 @@ impl Tokens {
             typ,
             roles,
         };
-        let token = jsonwebtoken::encode(&self.header, &claims, &self.keys.encoding)
-            .map_err(|e| format!("signing failed: {e}"))?;
-        Ok(Issued { token, jti, exp })
+        let token = jsonwebtoken::encode(&self.header, &claims, &self.keys.encoding)?;
+        let claims = Claims {
+            sub: sub.to_owned(),
+            iat,
+            exp,
+            jti,
+            sid: sid.to_owned(),
+            typ,
+            roles: roles.map(<[String]>::to_vec),
+        };
+        Ok(Issued {
+            token,
+            claims: Arc::new(claims),
+        })
     }
 
     /// Verifies signature and claims and that the token is of type `want`.
@@ -312,8 +329,10 @@ mod tests {
             leeway: Duration::from_secs(0),
             rotate_refresh: true,
             refresh_reuse_grace: Duration::ZERO,
+            cache_capacity: 100,
         };
-        let keys = KeySet::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        let keys =
+            KeySet::load(&cfg, crate::auth::keys::Generate::No).unwrap_or_else(|e| panic!("{e}"));
         Tokens::new(&cfg, Arc::new(keys))
     }
 
@@ -377,6 +396,8 @@ mod tests {
             .map(|s| s.read().map_or(0, |m| m.len()))
             .sum();
         assert!(total <= 32 + CACHE_SHARDS, "{total}");
+        // Eviction drops single entries, never a whole shard: the newest token is still there.
+        assert!(cache.get("token-9999").is_some());
     }
 
     #[test]

@@ -4,10 +4,8 @@
 use super::error::Reporter;
 use super::raw::{self, Dur, RawConfig, Text};
 use super::*;
-use crate::auth::keys::KeySet;
 use http::HeaderName;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
 
@@ -88,26 +86,6 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
         return None;
     }
     let tokens = tokens?;
-    let keys = match KeySet::load(&tokens) {
-        Ok(k) => Arc::new(k),
-        Err(e) => {
-            let at = raw
-                .tokens
-                .signing_key_file
-                .as_ref()
-                .or(raw.tokens.secret_file.as_ref())
-                .or(raw.tokens.secret_env.as_ref())
-                .and_then(span);
-            rep.error(at, "tokens", e, None);
-            return None;
-        }
-    };
-    if let Some(tls) = &server.tls {
-        if let Err(e) = crate::server::tls::load_certified_key(&tls.cert, &tls.key) {
-            let at = raw.server.tls.as_ref().and_then(span);
-            rep.error(at, "server.tls", e.to_string(), None);
-        }
-    }
     Some(Config {
         source: PathBuf::new(),
         server,
@@ -120,7 +98,6 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
         identity,
         upstreams,
         routes: routes?,
-        keys,
     })
 }
 
@@ -162,10 +139,24 @@ fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> Server
             65536,
             1024,
         ),
-        tls: raw.tls.as_ref().map(|t| TlsConfig {
-            cert: resolve(base, &t.get_ref().cert.get_ref().0),
-            key: resolve(base, &t.get_ref().key.get_ref().0),
+        tls: raw.tls.as_ref().and_then(|t| build_tls(rep, base, t)),
+    }
+}
+
+/// Reads the certificate and key once, here: the listener serves what was read.
+fn build_tls(rep: &mut Reporter, base: &Path, raw: &Spanned<raw::RawTls>) -> Option<TlsConfig> {
+    let cert = resolve(base, &raw.get_ref().cert.get_ref().0);
+    let key = resolve(base, &raw.get_ref().key.get_ref().0);
+    match crate::certs::load_certified_key(&cert, &key) {
+        Ok(loaded) => Some(TlsConfig {
+            cert,
+            key,
+            loaded: std::sync::Arc::new(loaded),
         }),
+        Err(e) => {
+            rep.error(span(raw), "server.tls", e.to_string(), None);
+            None
+        }
     }
 }
 
@@ -248,6 +239,7 @@ fn build_tokens(rep: &mut Reporter, base: &Path, raw: &raw::RawTokens) -> Option
         leeway: raw.leeway.map_or(Duration::from_secs(30), |d| d.0),
         rotate_refresh: raw.rotate_refresh.unwrap_or(true),
         refresh_reuse_grace: raw.refresh_reuse_grace.map_or(Duration::ZERO, |d| d.0),
+        cache_capacity: positive(rep, &raw.cache_capacity, "tokens.cache_capacity", 10_000, 1),
     })
 }
 

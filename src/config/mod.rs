@@ -14,14 +14,12 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use net::IpNet;
 
-use crate::auth::keys::KeySet;
 use crate::route::RouteTable;
 use error::{did_you_mean, Reporter};
 use http::HeaderName;
 use raw::RawConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The whole validated configuration.
@@ -39,8 +37,6 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: RouteTable,
-    /// Loaded signing and verification keys.
-    pub keys: Arc<KeySet>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,10 +53,21 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// The chain and key as read (and checked to belong together) when the config loaded.
+    pub loaded: std::sync::Arc<rustls::sign::CertifiedKey>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +138,8 @@ pub struct TokensConfig {
     pub leeway: Duration,
     pub rotate_refresh: bool,
     pub refresh_reuse_grace: Duration,
+    /// Verified tokens remembered so their signatures are checked once.
+    pub cache_capacity: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -105,6 +105,7 @@ pub struct RawTokens {
     pub leeway: Option<Dur>,
     pub rotate_refresh: Option<bool>,
     pub refresh_reuse_grace: Option<Dur>,
+    pub cache_capacity: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -1,58 +1,13 @@
 //! TLS termination: the certificate and key, loaded from PEM, served through a resolver whose
 //! contents are swapped whole on reload (SIGHUP) so that live connections are never touched.
 
+pub use crate::certs::{load_certified_key, provider, TlsError};
 use arc_swap::ArcSwap;
-use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("cannot read certificate chain {path}: {reason}")]
-    Cert { path: PathBuf, reason: String },
-    #[error("cannot read private key {path}: {reason}")]
-    Key { path: PathBuf, reason: String },
-    #[error("private key {key} does not belong to certificate {cert}: {reason}")]
-    Mismatch {
-        cert: PathBuf,
-        key: PathBuf,
-        reason: String,
-    },
-}
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Loads a PEM chain and its key, and checks that they belong together.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Cert {
-            path: cert.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    if chain.is_empty() {
-        return Err(TlsError::Cert {
-            path: cert.to_path_buf(),
-            reason: "no CERTIFICATE block found".to_owned(),
-        });
-    }
-    let der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
-        path: key.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    CertifiedKey::from_der(chain, der, &provider()).map_err(|e| TlsError::Mismatch {
-        cert: cert.to_path_buf(),
-        key: key.to_path_buf(),
-        reason: e.to_string(),
-    })
-}
 
 /// Serves whatever certificate was loaded last.
 #[derive(Debug)]
@@ -63,13 +18,13 @@ pub struct ReloadableCert {
 }
 
 impl ReloadableCert {
-    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
-        let ck = load_certified_key(cert, key)?;
-        Ok(Arc::new(Self {
-            current: ArcSwap::from_pointee(ck),
+    /// Serves `loaded` (read from `cert` and `key` when the config was loaded) until a reload.
+    pub fn new(loaded: Arc<CertifiedKey>, cert: &Path, key: &Path) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::new(loaded),
             cert_path: cert.to_path_buf(),
             key_path: key.to_path_buf(),
-        }))
+        })
     }
 
     /// Re-reads the files; on any error the old certificate stays in service.

@@ -1,10 +1,15 @@
-//! In-process revocation store for a single instance (the quick start's default). Entries
-//! expire on read and a sweep drops the rest; checks take a read lock only.
+//! In-process store for a single instance (the quick start's default). Three independent
+//! tables, each behind its own lock, so that unrelated work never waits on each other: the
+//! revocation set (read on every protected request: a read lock), the refresh sessions
+//! (written on login and refresh) and the login-failure counters (written by every failed
+//! login: a password spray must not slow token checks). Entries expire on read and a
+//! periodic sweep drops the rest.
 
-use super::{RevocationState, RotateRequest, Rotation};
-use crate::auth::tokens::now_secs;
+use super::{ttl_secs, RevocationState, RotateRequest, Rotation};
+use crate::clock::{now_millis, now_secs};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 struct RefreshState {
@@ -15,17 +20,27 @@ struct RefreshState {
     expires: u64,
 }
 
+/// Revoked sessions (sid -> expiry) and user cut-offs (user -> (cut-off, expiry)).
 #[derive(Debug, Default)]
-struct Inner {
-    revoked_sessions: HashMap<String, u64>,
+struct Revocations {
+    sessions: HashMap<String, u64>,
     cutoffs: HashMap<String, (u64, u64)>,
-    refresh: HashMap<String, RefreshState>,
-    failures: HashMap<String, (u64, u64)>,
 }
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    inner: RwLock<Inner>,
+    revocations: RwLock<Revocations>,
+    refresh: Mutex<HashMap<String, RefreshState>>,
+    /// Failure counters: key -> (count, expiry).
+    failures: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn expiry(ttl: Duration) -> u64 {
+    now_secs() + ttl_secs(ttl)
 }
 
 impl MemoryStore {
@@ -33,138 +48,145 @@ impl MemoryStore {
         Arc::new(Self::default())
     }
 
-    fn read<T>(&self, f: impl FnOnce(&Inner) -> T) -> T {
-        let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        f(&guard)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Revocations> {
+        self.revocations
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn write<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
-        let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Revocations> {
+        self.revocations
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn check(&self, sid: &str, sub: &str) -> RevocationState {
         let now = now_secs();
-        self.read(|i| RevocationState {
-            session_revoked: i.revoked_sessions.get(sid).is_some_and(|exp| *exp > now),
-            user_cutoff: i
+        let r = self.read();
+        RevocationState {
+            session_revoked: r.sessions.get(sid).is_some_and(|exp| *exp > now),
+            user_cutoff: r
                 .cutoffs
                 .get(sub)
                 .filter(|(_, exp)| *exp > now)
                 .map(|(c, _)| *c),
-        })
+        }
     }
 
-    pub fn revoke_session(&self, sid: &str, ttl: u64) {
-        let exp = now_secs() + ttl.max(1);
-        self.write(|i| {
-            i.revoked_sessions.insert(sid.to_owned(), exp);
-            i.refresh.remove(sid);
-        });
+    pub fn revoke_session(&self, sid: &str, ttl: Duration) {
+        let exp = expiry(ttl);
+        self.write().sessions.insert(sid.to_owned(), exp);
+        lock(&self.refresh).remove(sid);
     }
 
-    pub fn revoke_user(&self, sub: &str, cutoff: u64, ttl: u64) {
-        let exp = now_secs() + ttl.max(1);
-        self.write(|i| {
-            let entry = i.cutoffs.entry(sub.to_owned()).or_insert((cutoff, exp));
-            *entry = (entry.0.max(cutoff), exp);
-        });
+    /// Raises the user's cut-off (never lowers it); returns the one in force.
+    pub fn revoke_user(&self, sub: &str, cutoff: u64, ttl: Duration) -> u64 {
+        let exp = expiry(ttl);
+        let now = now_secs();
+        let mut r = self.write();
+        let entry = r.cutoffs.entry(sub.to_owned()).or_insert((cutoff, exp));
+        let old = if entry.1 > now { entry.0 } else { 0 };
+        *entry = (old.max(cutoff), exp);
+        entry.0
     }
 
-    pub fn start_session(&self, sid: &str, jti: &str, ttl: u64) {
+    pub fn start_session(&self, sid: &str, jti: &str, ttl: Duration) {
         let state = RefreshState {
             current: jti.to_owned(),
             previous: None,
             rotated_at_ms: 0,
             current_token: None,
-            expires: now_secs() + ttl.max(1),
+            expires: expiry(ttl),
         };
-        self.write(|i| i.refresh.insert(sid.to_owned(), state));
+        lock(&self.refresh).insert(sid.to_owned(), state);
     }
 
     pub fn rotate(&self, r: &RotateRequest<'_>) -> Rotation {
         let now = now_secs();
-        self.write(|i| {
-            let Some(state) = i.refresh.get_mut(r.sid).filter(|s| s.expires > now) else {
-                return Rotation::Unknown;
-            };
-            if state.current == r.presented_jti {
-                state.previous = Some(std::mem::replace(&mut state.current, r.new_jti.to_owned()));
-                state.rotated_at_ms = r.now_ms;
-                state.current_token = Some(r.new_token.to_owned());
-                state.expires = now + r.ttl.max(1);
-                return Rotation::Rotated;
+        let now_ms = now_millis();
+        let grace_ms = u64::try_from(r.grace.as_millis()).unwrap_or(u64::MAX);
+        let mut sessions = lock(&self.refresh);
+        let Some(state) = sessions.get_mut(r.sid).filter(|s| s.expires > now) else {
+            return Rotation::Unknown;
+        };
+        if state.current == r.presented_jti {
+            state.previous = Some(std::mem::replace(&mut state.current, r.new_jti.to_owned()));
+            state.rotated_at_ms = now_ms;
+            state.current_token = Some(r.new_token.to_owned());
+            state.expires = expiry(r.ttl);
+            return Rotation::Rotated;
+        }
+        let replay = grace_ms > 0
+            && state.previous.as_deref() == Some(r.presented_jti)
+            && now_ms.saturating_sub(state.rotated_at_ms) <= grace_ms;
+        if replay {
+            if let Some(tok) = &state.current_token {
+                return Rotation::Replay(tok.clone());
             }
-            let replay = r.grace_ms > 0
-                && state.previous.as_deref() == Some(r.presented_jti)
-                && r.now_ms.saturating_sub(state.rotated_at_ms) <= r.grace_ms;
-            if replay {
-                if let Some(tok) = &state.current_token {
-                    return Rotation::Replay(tok.clone());
-                }
-            }
-            i.refresh.remove(r.sid);
-            i.revoked_sessions
-                .insert(r.sid.to_owned(), now + r.ttl.max(1));
-            Rotation::Reused
-        })
+        }
+        sessions.remove(r.sid);
+        drop(sessions);
+        self.write()
+            .sessions
+            .insert(r.sid.to_owned(), expiry(r.ttl));
+        Rotation::Reused
     }
 
     pub fn failures(&self, key: &str) -> (u64, u64) {
         let now = now_secs();
-        self.read(|i| match i.failures.get(key) {
+        match lock(&self.failures).get(key) {
             Some((n, exp)) if *exp > now => (*n, exp - now),
             _ => (0, 0),
-        })
+        }
     }
 
-    pub fn add_failure(&self, key: &str, window: u64) -> u64 {
+    pub fn add_failure(&self, key: &str, window: Duration) -> u64 {
         let now = now_secs();
-        self.write(|i| {
-            let entry = i
-                .failures
-                .entry(key.to_owned())
-                .or_insert((0, now + window));
-            if entry.1 <= now {
-                *entry = (0, now + window);
-            }
-            entry.0 += 1;
-            entry.0
-        })
+        let window = ttl_secs(window);
+        let mut failures = lock(&self.failures);
+        let entry = failures.entry(key.to_owned()).or_insert((0, now + window));
+        if entry.1 <= now {
+            *entry = (0, now + window);
+        }
+        entry.0 += 1;
+        entry.0
     }
 
     pub fn clear_failures(&self, key: &str) {
-        self.write(|i| i.failures.remove(key));
+        lock(&self.failures).remove(key);
     }
 
     /// Replaces the revoked sessions and user cut-offs wholesale (the mirror's resync).
+    /// Lifetimes are in seconds, as Redis reports them.
     pub fn replace_revocations(
         &self,
         sessions: Vec<(String, u64)>,
         cutoffs: Vec<(String, u64, u64)>,
     ) {
         let now = now_secs();
-        self.write(|i| {
-            i.revoked_sessions = sessions
+        let fresh = Revocations {
+            sessions: sessions
                 .into_iter()
                 .map(|(s, ttl)| (s, now + ttl.max(1)))
-                .collect();
-            i.cutoffs = cutoffs
+                .collect(),
+            cutoffs: cutoffs
                 .into_iter()
                 .map(|(u, c, ttl)| (u, (c, now + ttl.max(1))))
-                .collect();
-        });
+                .collect(),
+        };
+        *self.write() = fresh;
     }
 
     /// Drops expired entries; run periodically so memory stays bounded by live sessions.
     pub fn sweep(&self) {
         let now = now_secs();
-        self.write(|i| {
-            i.revoked_sessions.retain(|_, exp| *exp > now);
-            i.cutoffs.retain(|_, (_, exp)| *exp > now);
-            i.refresh.retain(|_, s| s.expires > now);
-            i.failures.retain(|_, (_, exp)| *exp > now);
-        });
+        {
+            let mut r = self.write();
+            r.sessions.retain(|_, exp| *exp > now);
+            r.cutoffs.retain(|_, (_, exp)| *exp > now);
+        }
+        lock(&self.refresh).retain(|_, s| s.expires > now);
+        lock(&self.failures).retain(|_, (_, exp)| *exp > now);
     }
 }
 
@@ -172,45 +194,54 @@ impl MemoryStore {
 mod tests {
     use super::*;
 
-    fn req<'a>(presented: &'a str, new: &'a str, now_ms: u64, grace_ms: u64) -> RotateRequest<'a> {
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn req<'a>(presented: &'a str, new: &'a str, grace: Duration) -> RotateRequest<'a> {
         RotateRequest {
+            sub: "u",
             sid: "s",
             presented_jti: presented,
             new_jti: new,
             new_token: new,
-            now_ms,
-            grace_ms,
-            ttl: 60,
+            grace,
+            ttl: MINUTE,
         }
     }
 
     #[test]
     fn rotation_then_reuse_revokes_the_session() {
         let m = MemoryStore::new();
-        m.start_session("s", "j1", 60);
-        assert_eq!(m.rotate(&req("j1", "j2", 1000, 0)), Rotation::Rotated);
-        assert_eq!(m.rotate(&req("j1", "j3", 1001, 0)), Rotation::Reused);
+        m.start_session("s", "j1", MINUTE);
+        assert_eq!(
+            m.rotate(&req("j1", "j2", Duration::ZERO)),
+            Rotation::Rotated
+        );
+        assert_eq!(m.rotate(&req("j1", "j3", Duration::ZERO)), Rotation::Reused);
         assert!(m.check("s", "u").session_revoked);
-        assert_eq!(m.rotate(&req("j2", "j4", 1002, 0)), Rotation::Unknown);
+        assert_eq!(
+            m.rotate(&req("j2", "j4", Duration::ZERO)),
+            Rotation::Unknown
+        );
     }
 
     #[test]
     fn replay_within_grace_gets_the_current_token() {
         let m = MemoryStore::new();
-        m.start_session("s", "j1", 60);
-        assert_eq!(m.rotate(&req("j1", "j2", 1000, 500)), Rotation::Rotated);
+        m.start_session("s", "j1", MINUTE);
+        assert_eq!(m.rotate(&req("j1", "j2", MINUTE)), Rotation::Rotated);
         assert_eq!(
-            m.rotate(&req("j1", "x", 1400, 500)),
+            m.rotate(&req("j1", "x", MINUTE)),
             Rotation::Replay("j2".to_owned())
         );
-        assert_eq!(m.rotate(&req("j1", "x", 1600, 500)), Rotation::Reused);
+        // Outside the grace (here: none at all) the same replay kills the session.
+        assert_eq!(m.rotate(&req("j1", "x", Duration::ZERO)), Rotation::Reused);
     }
 
     #[test]
     fn failure_counter_counts_and_clears() {
         let m = MemoryStore::new();
-        assert_eq!(m.add_failure("k", 60), 1);
-        assert_eq!(m.add_failure("k", 60), 2);
+        assert_eq!(m.add_failure("k", MINUTE), 1);
+        assert_eq!(m.add_failure("k", MINUTE), 2);
         let (n, ttl) = m.failures("k");
         assert_eq!(n, 2);
         assert!(ttl > 0 && ttl <= 60);
@@ -221,8 +252,8 @@ mod tests {
     #[test]
     fn user_cutoff_never_moves_back() {
         let m = MemoryStore::new();
-        m.revoke_user("u", 100, 60);
-        m.revoke_user("u", 50, 60);
+        assert_eq!(m.revoke_user("u", 100, MINUTE), 100);
+        assert_eq!(m.revoke_user("u", 50, MINUTE), 100);
         assert_eq!(m.check("s", "u").user_cutoff, Some(100));
         assert!(m.check("s", "u").revokes(100));
         assert!(!m.check("s", "u").revokes(101));

@@ -6,8 +6,10 @@
 //! gateway fails closed per `on_store_error`) until the mirror is in sync again.
 
 use super::memory::MemoryStore;
+use super::schema::{Keys, RevocationEvent};
 use super::{RevocationState, StoreError};
 use futures_util::StreamExt;
+use prometheus_client::metrics::counter::Counter;
 use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,36 +49,37 @@ impl Mirror {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         let limit = u64::try_from(self.staleness.as_millis()).unwrap_or(u64::MAX);
         if heard == 0 || now.saturating_sub(heard) > limit {
-            return Err(StoreError(
-                "the revocation mirror is not in sync with Redis".to_owned(),
-            ));
+            return Err(StoreError::MirrorStale);
         }
         Ok(self.set.check(sid, sub))
     }
 
-    /// Applies one published change: `sid <ttl> <sid>` or `cut <cutoff> <ttl> <user>`.
-    fn apply(&self, msg: &str) {
-        let mut parts = msg.splitn(4, ' ');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("sid"), Some(ttl), Some(sid), None) => {
-                if let Ok(ttl) = ttl.parse() {
-                    self.set.revoke_session(sid, ttl);
-                }
+    /// Applies one published change.
+    fn apply(&self, event: RevocationEvent) {
+        match event {
+            RevocationEvent::Session { sid, ttl } => {
+                self.set.revoke_session(&sid, Duration::from_secs(ttl));
             }
-            (Some("cut"), Some(cutoff), Some(ttl), Some(user)) => {
-                if let (Ok(c), Ok(t)) = (cutoff.parse(), ttl.parse()) {
-                    self.set.revoke_user(user, c, t);
-                }
+            RevocationEvent::Cutoff { user, cutoff, ttl } => {
+                self.set
+                    .revoke_user(&user, cutoff, Duration::from_secs(ttl));
             }
-            _ => {}
+            RevocationEvent::Beat => {}
         }
     }
 }
 
-/// The message a session revocation publishes. (User cut-offs are published by the CUTOFF
-/// script in redis.rs as `cut <cutoff> <ttl> <user>`, after it has applied the maximum.)
-pub fn session_event(sid: &str, ttl: u64) -> String {
-    format!("sid {ttl} {sid}")
+/// Why one sync of the mirror ended.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("pub/sub connect timed out")]
+    ConnectTimeout,
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("pub/sub connection closed")]
+    Closed,
+    #[error("heartbeat publish failed")]
+    Heartbeat,
 }
 
 /// Keeps `mirror` in sync for as long as the process runs.
@@ -84,10 +87,11 @@ pub async fn run(
     mirror: Arc<Mirror>,
     client: redis::Client,
     conn: ConnectionManager,
-    prefix: Arc<str>,
+    keys: Keys,
+    undecodable: Counter,
 ) {
     loop {
-        if let Err(e) = sync_once(&mirror, &client, conn.clone(), &prefix).await {
+        if let Err(e) = sync_once(&mirror, &client, conn.clone(), &keys, &undecodable).await {
             tracing::warn!(error = %e, "revocation mirror lost Redis; failing closed until it resyncs");
         }
         mirror.mark_stale();
@@ -99,19 +103,16 @@ async fn sync_once(
     mirror: &Mirror,
     client: &redis::Client,
     mut conn: ConnectionManager,
-    prefix: &str,
-) -> Result<(), String> {
-    let channel = format!("{prefix}revocations");
+    keys: &Keys,
+    undecodable: &Counter,
+) -> Result<(), SyncError> {
+    let channel = keys.channel();
     let mut pubsub = tokio::time::timeout(mirror.staleness, client.get_async_pubsub())
         .await
-        .map_err(|_| "pub/sub connect timed out".to_owned())?
-        .map_err(|e| e.to_string())?;
-    pubsub
-        .subscribe(&channel)
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| SyncError::ConnectTimeout)??;
+    pubsub.subscribe(&channel).await?;
     // Subscribed first, so that changes made during the copy arrive as messages too.
-    let snapshot = snapshot(&mut conn, prefix).await?;
+    let snapshot = snapshot(&mut conn, keys).await?;
     mirror.set.replace_revocations(snapshot.0, snapshot.1);
     mirror.touch();
     tracing::info!("revocation mirror in sync");
@@ -120,21 +121,28 @@ async fn sync_once(
     loop {
         tokio::select! {
             msg = messages.next() => {
-                let Some(msg) = msg else { return Err("pub/sub connection closed".to_owned()) };
+                let Some(msg) = msg else { return Err(SyncError::Closed) };
                 let text: String = msg.get_payload().unwrap_or_default();
-                if !text.starts_with("beat") {
-                    mirror.apply(&text);
+                match RevocationEvent::decode(&text) {
+                    Ok(event) => mirror.apply(event),
+                    Err(e) => {
+                        undecodable.inc();
+                        tracing::warn!(error = %e, "revocation mirror: ignoring an undecodable message");
+                    }
                 }
                 mirror.touch();
             }
             _ = beat.tick() => {
                 let sent = tokio::time::timeout(
                     mirror.staleness,
-                    redis::cmd("PUBLISH").arg(&channel).arg("beat").query_async::<i64>(&mut conn),
+                    redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(RevocationEvent::Beat.encode())
+                        .query_async::<i64>(&mut conn),
                 )
                 .await;
                 if !matches!(sent, Ok(Ok(_))) {
-                    return Err("heartbeat publish failed".to_owned());
+                    return Err(SyncError::Heartbeat);
                 }
             }
         }
@@ -144,49 +152,54 @@ async fn sync_once(
 type Snapshot = (Vec<(String, u64)>, Vec<(String, u64, u64)>);
 
 /// Every revoked session (with TTL) and user cut-off (with value and TTL) in Redis.
-async fn snapshot(conn: &mut ConnectionManager, prefix: &str) -> Result<Snapshot, String> {
-    let sid_keys = scan(conn, &format!("{prefix}sid:*")).await?;
-    let cut_keys = scan(conn, &format!("{prefix}cut:*")).await?;
+async fn snapshot(conn: &mut ConnectionManager, keys: &Keys) -> Result<Snapshot, SyncError> {
+    let sids: Vec<(String, String)> = scan(conn, &keys.revoked_session_pattern())
+        .await?
+        .into_iter()
+        .filter_map(|k| keys.id_of(&k, "sid").map(str::to_owned).map(|id| (k, id)))
+        .collect();
+    let cuts: Vec<(String, String)> = scan(conn, &keys.cutoff_pattern())
+        .await?
+        .into_iter()
+        .filter_map(|k| keys.id_of(&k, "cut").map(str::to_owned).map(|id| (k, id)))
+        .collect();
     let mut pipe = redis::pipe();
-    for k in &sid_keys {
+    for (k, _) in &sids {
         pipe.cmd("TTL").arg(k);
     }
-    for k in &cut_keys {
+    for (k, _) in &cuts {
         pipe.cmd("GET").arg(k).cmd("TTL").arg(k);
     }
-    let values: Vec<redis::Value> = if sid_keys.is_empty() && cut_keys.is_empty() {
+    let values: Vec<redis::Value> = if sids.is_empty() && cuts.is_empty() {
         Vec::new()
     } else {
-        pipe.query_async(conn).await.map_err(|e| e.to_string())?
+        pipe.query_async(conn).await?
     };
     let as_u64 = |v: &redis::Value| -> Option<u64> {
         <i64 as redis::FromRedisValue>::from_redis_value_ref(v)
             .ok()
             .and_then(|n| u64::try_from(n).ok())
     };
-    let mut sids = Vec::new();
-    for (k, v) in sid_keys.iter().zip(&values) {
-        if let (Some(id), Some(ttl)) = (k.strip_prefix(&format!("{prefix}sid:")), as_u64(v)) {
-            sids.push((id.to_owned(), ttl));
+    let mut sessions = Vec::new();
+    for ((_, id), v) in sids.iter().zip(&values) {
+        if let Some(ttl) = as_u64(v) {
+            sessions.push((id.clone(), ttl));
         }
     }
-    let mut cuts = Vec::new();
-    for (i, k) in cut_keys.iter().enumerate() {
-        let base = sid_keys.len() + 2 * i;
-        let (Some(c), Some(t)) = (
+    let mut cutoffs = Vec::new();
+    for (i, (_, user)) in cuts.iter().enumerate() {
+        let base = sids.len() + 2 * i;
+        if let (Some(c), Some(t)) = (
             values.get(base).and_then(as_u64),
             values.get(base + 1).and_then(as_u64),
-        ) else {
-            continue;
-        };
-        if let Some(user) = k.strip_prefix(&format!("{prefix}cut:")) {
-            cuts.push((user.to_owned(), c, t));
+        ) {
+            cutoffs.push((user.clone(), c, t));
         }
     }
-    Ok((sids, cuts))
+    Ok((sessions, cutoffs))
 }
 
-async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>, String> {
+async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>, SyncError> {
     let mut cursor: u64 = 0;
     let mut keys = Vec::new();
     loop {
@@ -197,8 +210,7 @@ async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>
             .arg("COUNT")
             .arg(1000)
             .query_async(conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         keys.extend(batch);
         if next == 0 {
             return Ok(keys);
@@ -220,9 +232,9 @@ mod tests {
         );
         m.touch();
         assert_eq!(m.check("s", "u").ok(), Some(RevocationState::default()));
-        m.apply(&session_event("s", 60));
-        m.apply("cut 100 60 some user");
-        m.apply("garbage");
+        for text in ["sid 60 s", "cut 60 some user 100"] {
+            m.apply(RevocationEvent::decode(text).unwrap_or(RevocationEvent::Beat));
+        }
         assert!(m.check("s", "u").is_ok_and(|st| st.session_revoked));
         assert_eq!(
             m.check("x", "some user").ok().and_then(|st| st.user_cutoff),

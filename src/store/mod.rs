@@ -5,19 +5,45 @@
 mod memory;
 mod mirror;
 mod redis;
+pub mod schema;
 pub mod users;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
 use crate::config::{RevocationBackend, RevocationConfig};
+use crate::error::GatewayError;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why a store call failed. Every variant means "the store cannot answer now".
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("revocation store unavailable: {0}")]
-pub struct StoreError(pub String);
+pub enum StoreError {
+    #[error("the revocation store gave no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the revocation store is unavailable: {0}")]
+    Unavailable(#[source] Arc<::redis::RedisError>),
+    #[error("the revocation mirror is not in sync with Redis")]
+    MirrorStale,
+    #[error("the revocation store answered something unexpected: {0}")]
+    Protocol(String),
+    #[error("bad revocation store settings: {0}")]
+    Settings(String),
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(e: ::redis::RedisError) -> Self {
+        StoreError::Unavailable(Arc::new(e))
+    }
+}
+
+/// A store that cannot answer is a 503 to the client (fail closed).
+impl From<StoreError> for GatewayError {
+    fn from(_: StoreError) -> Self {
+        GatewayError::Unavailable("the revocation store is unavailable")
+    }
+}
 
 /// What the store says about one token's session and user.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,7 +79,7 @@ pub enum Store {
 }
 
 impl Store {
-    pub fn new(cfg: &RevocationConfig) -> Result<Store, String> {
+    pub fn new(cfg: &RevocationConfig) -> Result<Store, StoreError> {
         match &cfg.backend {
             RevocationBackend::Memory => Ok(Store::Memory(MemoryStore::new())),
             RevocationBackend::Redis { url } => {
@@ -92,33 +118,49 @@ impl Store {
         }
     }
 
-    pub async fn revoke_session(&self, sid: &str, ttl: u64) -> Result<(), StoreError> {
+    /// Revokes one login session of `sub` for `ttl`.
+    pub async fn revoke_session(
+        &self,
+        sub: &str,
+        sid: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
                 m.revoke_session(sid, ttl);
                 Ok(())
             }
-            Store::Redis(r) => r.revoke_session(sid, ttl).await,
+            Store::Redis(r) => r.revoke_session(sub, sid, ttl).await,
         }
     }
 
-    pub async fn revoke_user(&self, sub: &str, cutoff: u64, ttl: u64) -> Result<(), StoreError> {
+    /// Raises the cut-off of `sub` to at least `cutoff` (it never moves back); returns the
+    /// cut-off now in force.
+    pub async fn revoke_user(
+        &self,
+        sub: &str,
+        cutoff: u64,
+        ttl: Duration,
+    ) -> Result<u64, StoreError> {
         match self {
-            Store::Memory(m) => {
-                m.revoke_user(sub, cutoff, ttl);
-                Ok(())
-            }
+            Store::Memory(m) => Ok(m.revoke_user(sub, cutoff, ttl)),
             Store::Redis(r) => r.revoke_user(sub, cutoff, ttl).await,
         }
     }
 
-    pub async fn start_session(&self, sid: &str, jti: &str, ttl: u64) -> Result<(), StoreError> {
+    pub async fn start_session(
+        &self,
+        sub: &str,
+        sid: &str,
+        jti: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
                 m.start_session(sid, jti, ttl);
                 Ok(())
             }
-            Store::Redis(r) => r.start_session(sid, jti, ttl).await,
+            Store::Redis(r) => r.start_session(sub, sid, jti, ttl).await,
         }
     }
 
@@ -138,7 +180,7 @@ impl Store {
         }
     }
 
-    pub async fn add_failure(&self, key: &str, window: u64) -> Result<u64, StoreError> {
+    pub async fn add_failure(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.add_failure(key, window)),
             Store::Redis(r) => r.add_failure(key, window).await,
@@ -167,25 +209,30 @@ impl Store {
 /// Arguments of `Store::rotate`.
 #[derive(Debug)]
 pub struct RotateRequest<'a> {
+    pub sub: &'a str,
     pub sid: &'a str,
     pub presented_jti: &'a str,
     pub new_jti: &'a str,
     /// The new refresh token, kept so a replay within the grace can be answered with it.
     pub new_token: &'a str,
-    pub now_ms: u64,
-    pub grace_ms: u64,
-    /// Seconds the session (and so this state) lives on.
-    pub ttl: u64,
+    /// A replay of the just-rotated token this soon gets the current one (zero: never).
+    pub grace: Duration,
+    /// How long the session (and so this state) lives on.
+    pub ttl: Duration,
+}
+
+/// Whole seconds for a record's lifetime, at least one (Redis refuses `EX 0`).
+pub(crate) fn ttl_secs(ttl: Duration) -> u64 {
+    ttl.as_secs().max(1)
 }
 
 /// Bounds a store call; a timeout counts as the store being down.
-pub(crate) async fn bounded<T, E: std::fmt::Display>(
+pub(crate) async fn bounded<T, E: Into<StoreError>>(
     limit: Duration,
     fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, StoreError> {
     match tokio::time::timeout(limit, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(StoreError(e.to_string())),
-        Err(_) => Err(StoreError(format!("no answer within {limit:?}"))),
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(StoreError::Timeout(limit)),
     }
 }

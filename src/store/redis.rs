@@ -3,7 +3,9 @@
 //! A protected request costs exactly one round trip: `MGET sid:<sid> cut:<user>`.
 
 use super::mirror::{self, Mirror};
-use super::{bounded, RevocationState, RotateRequest, Rotation, StoreError};
+use super::schema::{Keys, RevocationEvent};
+use super::{bounded, ttl_secs, RevocationState, RotateRequest, Rotation, StoreError};
+use crate::clock::now_millis;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use std::sync::Arc;
@@ -25,7 +27,7 @@ if tonumber(ARGV[4]) > 0 and prev == ARGV[1] and (tonumber(ARGV[3]) - at) <= ton
 end
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[5])
-redis.call('PUBLISH', KEYS[3], 'sid ' .. ARGV[5] .. ' ' .. ARGV[7])
+redis.call('PUBLISH', KEYS[3], ARGV[7])
 return {'reused'}
 "#;
 
@@ -34,7 +36,7 @@ local old = tonumber(redis.call('GET', KEYS[1]) or '0')
 local new = tonumber(ARGV[1])
 if old > new then new = old end
 redis.call('SET', KEYS[1], new, 'EX', ARGV[2])
-redis.call('PUBLISH', KEYS[2], 'cut ' .. string.format('%d', new) .. ' ' .. ARGV[2] .. ' ' .. ARGV[3])
+redis.call('PUBLISH', KEYS[2], ARGV[3] .. string.format('%d', new))
 return new
 "#;
 
@@ -50,7 +52,7 @@ pub struct RedisStore {
     client: redis::Client,
     /// Local copy of the revocation set, when `revocation.mirror` is on.
     mirror: Option<Arc<Mirror>>,
-    prefix: Arc<str>,
+    keys: Keys,
     timeout: Duration,
     rotate: Arc<Script>,
     cutoff: Arc<Script>,
@@ -65,20 +67,20 @@ impl RedisStore {
         prefix: &str,
         timeout: Duration,
         mirror: Option<Duration>,
-    ) -> Result<Self, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("bad redis_url: {e}"))?;
+    ) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Settings(format!("bad redis_url: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| format!("redis: {e}"))?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(RedisStore {
             conn,
             client,
             mirror: mirror.map(Mirror::new),
-            prefix: prefix.into(),
+            keys: Keys::new(prefix),
             timeout,
             rotate: Arc::new(Script::new(ROTATE)),
             cutoff: Arc::new(Script::new(CUTOFF)),
@@ -86,29 +88,23 @@ impl RedisStore {
         })
     }
 
-    pub fn key(&self, kind: &str, id: &str) -> String {
-        let mut k = String::with_capacity(self.prefix.len() + kind.len() + id.len() + 1);
-        k.push_str(&self.prefix);
-        k.push_str(kind);
-        k.push(':');
-        k.push_str(id);
-        k
+    /// The names of every key and channel.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     /// Starts keeping the mirror in sync (needs a runtime; called once by `App::start`).
-    pub fn start_mirror(&self) {
+    /// Messages the mirror cannot decode are counted on `undecodable`.
+    pub fn start_mirror(&self, undecodable: prometheus_client::metrics::counter::Counter) {
         if let Some(m) = &self.mirror {
             tokio::spawn(mirror::run(
                 m.clone(),
                 self.client.clone(),
                 self.conn.clone(),
-                self.prefix.clone(),
+                self.keys.clone(),
+                undecodable,
             ));
         }
-    }
-
-    fn channel(&self) -> String {
-        format!("{}revocations", self.prefix)
     }
 
     pub fn connection(&self) -> ConnectionManager {
@@ -124,7 +120,7 @@ impl RedisStore {
             return m.check(sid, sub);
         }
         let mut c = self.conn.clone();
-        let keys = [self.key("sid", sid), self.key("cut", sub)];
+        let keys = [self.keys.revoked_session(sub, sid), self.keys.cutoff(sub)];
         let (revoked, cutoff): (Option<String>, Option<u64>) =
             bounded(self.timeout, c.mget(&keys)).await?;
         Ok(RevocationState {
@@ -135,55 +131,83 @@ impl RedisStore {
 
     pub async fn user_cutoff(&self, sub: &str) -> Result<Option<u64>, StoreError> {
         let mut c = self.conn.clone();
-        bounded(self.timeout, c.get(self.key("cut", sub))).await
+        bounded(self.timeout, c.get(self.keys.cutoff(sub))).await
     }
 
-    pub async fn revoke_session(&self, sid: &str, ttl: u64) -> Result<(), StoreError> {
+    pub async fn revoke_session(
+        &self,
+        sub: &str,
+        sid: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
+        let ttl = ttl_secs(ttl);
+        let event = RevocationEvent::Session {
+            sid: sid.to_owned(),
+            ttl,
+        };
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .set_ex(self.key("sid", sid), 1, ttl.max(1))
+            .set_ex(self.keys.revoked_session(sub, sid), 1, ttl)
             .ignore()
-            .del(self.key("rt", sid))
+            .del(self.keys.refresh(sub, sid))
             .ignore()
-            .publish(self.channel(), mirror::session_event(sid, ttl.max(1)))
+            .publish(self.keys.channel(), event.encode())
             .ignore();
         bounded(self.timeout, pipe.query_async::<()>(&mut c)).await
     }
 
-    pub async fn revoke_user(&self, sub: &str, cutoff: u64, ttl: u64) -> Result<(), StoreError> {
+    pub async fn revoke_user(
+        &self,
+        sub: &str,
+        cutoff: u64,
+        ttl: Duration,
+    ) -> Result<u64, StoreError> {
         let mut c = self.conn.clone();
-        let mut inv = self.cutoff.key(self.key("cut", sub));
-        inv.key(self.channel()).arg(cutoff).arg(ttl.max(1)).arg(sub);
-        bounded(self.timeout, inv.invoke_async::<u64>(&mut c))
-            .await
-            .map(|_| ())
+        let ttl = ttl_secs(ttl);
+        let mut inv = self.cutoff.key(self.keys.cutoff(sub));
+        inv.key(self.keys.channel())
+            .arg(cutoff)
+            .arg(ttl)
+            .arg(RevocationEvent::cutoff_prefix(sub, ttl));
+        bounded(self.timeout, inv.invoke_async::<u64>(&mut c)).await
     }
 
-    pub async fn start_session(&self, sid: &str, jti: &str, ttl: u64) -> Result<(), StoreError> {
+    pub async fn start_session(
+        &self,
+        sub: &str,
+        sid: &str,
+        jti: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let key = self.key("rt", sid);
+        let key = self.keys.refresh(sub, sid);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hset(&key, "cur", jti)
             .ignore()
-            .expire(&key, ttl.max(1) as i64)
+            .expire(&key, i64::try_from(ttl_secs(ttl)).unwrap_or(i64::MAX))
             .ignore();
         bounded(self.timeout, pipe.query_async::<()>(&mut c)).await
     }
 
     pub async fn rotate(&self, r: &RotateRequest<'_>) -> Result<Rotation, StoreError> {
         let mut c = self.conn.clone();
-        let mut inv = self.rotate.key(self.key("rt", r.sid));
-        inv.key(self.key("sid", r.sid))
-            .key(self.channel())
+        let ttl = ttl_secs(r.ttl);
+        let reused = RevocationEvent::Session {
+            sid: r.sid.to_owned(),
+            ttl,
+        };
+        let mut inv = self.rotate.key(self.keys.refresh(r.sub, r.sid));
+        inv.key(self.keys.revoked_session(r.sub, r.sid))
+            .key(self.keys.channel())
             .arg(r.presented_jti)
             .arg(r.new_jti)
-            .arg(r.now_ms)
-            .arg(r.grace_ms)
-            .arg(r.ttl.max(1))
+            .arg(now_millis())
+            .arg(u64::try_from(r.grace.as_millis()).unwrap_or(u64::MAX))
+            .arg(ttl)
             .arg(r.new_token)
-            .arg(r.sid);
+            .arg(reused.encode());
         let out: Vec<String> = bounded(self.timeout, inv.invoke_async(&mut c)).await?;
         Ok(match out.first().map(String::as_str) {
             Some("rotated") => Rotation::Rotated,
@@ -198,23 +222,23 @@ impl RedisStore {
 
     pub async fn failures(&self, key: &str) -> Result<(u64, u64), StoreError> {
         let mut c = self.conn.clone();
-        let k = self.key("fail", key);
+        let k = self.keys.failures(key);
         let mut pipe = redis::pipe();
         pipe.get(&k).ttl(&k);
         let (n, ttl): (Option<u64>, i64) = bounded(self.timeout, pipe.query_async(&mut c)).await?;
         Ok((n.unwrap_or(0), u64::try_from(ttl).unwrap_or(0)))
     }
 
-    pub async fn add_failure(&self, key: &str, window: u64) -> Result<u64, StoreError> {
+    pub async fn add_failure(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
         let mut c = self.conn.clone();
-        let mut inv = self.add_failure.key(self.key("fail", key));
-        inv.arg(window.max(1));
+        let mut inv = self.add_failure.key(self.keys.failures(key));
+        inv.arg(ttl_secs(window));
         bounded(self.timeout, inv.invoke_async(&mut c)).await
     }
 
     pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        bounded(self.timeout, c.del::<_, ()>(self.key("fail", key))).await
+        bounded(self.timeout, c.del::<_, ()>(self.keys.failures(key))).await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

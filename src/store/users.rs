@@ -32,8 +32,39 @@ struct UsersFile {
     user: Vec<User>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a user name is 1-64 characters of letters, digits, . _ - @")]
+pub struct InvalidName;
+
+/// Why the user store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum UserStoreError {
+    #[error("cannot read users file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("users file {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("users file {}: user {user:?}: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        user: String,
+        reason: String,
+    },
+    #[error("cannot write users file {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("users.backend = \"redis\" needs revocation.backend = \"redis\"")]
+    NeedsRedis,
+}
+
 /// Names are what tokens carry as `sub` and what Redis keys contain: keep them plain.
-pub fn validate_name(name: &str) -> Result<(), String> {
+pub fn validate_name(name: &str) -> Result<(), InvalidName> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -42,7 +73,7 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err("a user name is 1-64 characters of letters, digits, . _ - @".to_owned())
+        Err(InvalidName)
     }
 }
 
@@ -54,48 +85,58 @@ pub enum UserStore {
     Redis(RedisStore),
 }
 
-pub fn read_file(path: &Path) -> Result<Vec<User>, String> {
+pub fn read_file(path: &Path) -> Result<Vec<User>, UserStoreError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot read users file {}: {e}", path.display())),
+        Err(source) => {
+            return Err(UserStoreError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
-    let file: UsersFile =
-        toml::from_str(&text).map_err(|e| format!("users file {}: {e}", path.display()))?;
+    let file: UsersFile = toml::from_str(&text).map_err(|e| UserStoreError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let invalid = |u: &User, reason: String| UserStoreError::Invalid {
+        path: path.to_path_buf(),
+        user: u.name.clone(),
+        reason,
+    };
     let mut seen = std::collections::HashSet::new();
     for u in &file.user {
-        validate_name(&u.name)
-            .map_err(|e| format!("users file {}: user {:?}: {e}", path.display(), u.name))?;
+        validate_name(&u.name).map_err(|e| invalid(u, e.to_string()))?;
         if !seen.insert(u.name.as_str()) {
-            return Err(format!(
-                "users file {}: user {:?} appears twice",
-                path.display(),
-                u.name
-            ));
+            return Err(invalid(u, "appears twice".to_owned()));
         }
-        argon2::password_hash::phc::PasswordHash::new(&u.password_hash).map_err(|e| {
-            format!(
-                "users file {}: user {:?}: password_hash is not a PHC string: {e}",
-                path.display(),
-                u.name
-            )
-        })?;
+        argon2::password_hash::phc::PasswordHash::new(&u.password_hash)
+            .map_err(|e| invalid(u, format!("password_hash is not a PHC string: {e}")))?;
     }
     Ok(file.user)
 }
 
-pub fn write_file(path: &Path, users: &[User]) -> Result<(), String> {
+/// Replaces the users file by rename, so a reader never sees half a file.
+pub fn write_file(path: &Path, users: &[User]) -> Result<(), UserStoreError> {
     let text = toml::to_string_pretty(&UsersFile {
         user: users.to_vec(),
     })
-    .map_err(|e| format!("cannot encode users: {e}"))?;
+    .map_err(|e| UserStoreError::Parse {
+        path: path.to_path_buf(),
+        message: format!("cannot encode users: {e}"),
+    })?;
+    let write_error = |source| UserStoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot replace {}: {e}", path.display()))
+    std::fs::write(&tmp, text).map_err(write_error)?;
+    std::fs::rename(&tmp, path).map_err(write_error)
 }
 
 impl UserStore {
-    pub fn open(cfg: &UsersConfig, store: &Store) -> Result<UserStore, String> {
+    pub fn open(cfg: &UsersConfig, store: &Store) -> Result<UserStore, UserStoreError> {
         match &cfg.backend {
             UsersBackend::File(path) => {
                 let users = read_file(path)?
@@ -107,9 +148,11 @@ impl UserStore {
                     users,
                 })
             }
-            UsersBackend::Redis => store.redis().cloned().map(UserStore::Redis).ok_or_else(|| {
-                "users.backend = \"redis\" needs revocation.backend = \"redis\"".to_owned()
-            }),
+            UsersBackend::Redis => store
+                .redis()
+                .cloned()
+                .map(UserStore::Redis)
+                .ok_or(UserStoreError::NeedsRedis),
         }
     }
 
@@ -120,7 +163,7 @@ impl UserStore {
                 let mut c = r.connection();
                 let (hash, roles): (Option<String>, Option<String>) = bounded(
                     r.timeout(),
-                    c.hmget(r.key("user", name), &["hash", "roles"]),
+                    c.hmget(r.keys().user(name), &["hash", "roles"]),
                 )
                 .await?;
                 Ok(hash.map(|password_hash| User {
@@ -133,7 +176,7 @@ impl UserStore {
     }
 
     /// Creates a user; `Ok(false)` when the name is taken.
-    pub async fn create(&self, user: &User) -> Result<bool, String> {
+    pub async fn create(&self, user: &User) -> Result<bool, UserStoreError> {
         match self {
             UserStore::File { path, .. } => {
                 let mut all = read_file(path)?;
@@ -146,20 +189,16 @@ impl UserStore {
             }
             UserStore::Redis(r) => {
                 let mut c = r.connection();
-                let key = r.key("user", &user.name);
+                let key = r.keys().user(&user.name);
                 let created: bool =
-                    bounded(r.timeout(), c.hset_nx(&key, "hash", &user.password_hash))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    bounded(r.timeout(), c.hset_nx(&key, "hash", &user.password_hash)).await?;
                 if created {
                     let mut pipe = redis::pipe();
                     pipe.hset(&key, "roles", user.roles.join(","))
                         .ignore()
-                        .sadd(r.key("users", "all"), &user.name)
+                        .sadd(r.keys().user_index(), &user.name)
                         .ignore();
-                    bounded(r.timeout(), pipe.query_async::<()>(&mut c))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    bounded(r.timeout(), pipe.query_async::<()>(&mut c)).await?;
                 }
                 Ok(created)
             }
@@ -167,7 +206,7 @@ impl UserStore {
     }
 
     /// Removes a user; `Ok(false)` when there was none.
-    pub async fn remove(&self, name: &str) -> Result<bool, String> {
+    pub async fn remove(&self, name: &str) -> Result<bool, UserStoreError> {
         match self {
             UserStore::File { path, .. } => {
                 let mut all = read_file(path)?;
@@ -182,18 +221,16 @@ impl UserStore {
             UserStore::Redis(r) => {
                 let mut c = r.connection();
                 let mut pipe = redis::pipe();
-                pipe.del(r.key("user", name))
-                    .srem(r.key("users", "all"), name)
+                pipe.del(r.keys().user(name))
+                    .srem(r.keys().user_index(), name)
                     .ignore();
-                let (n,): (u64,) = bounded(r.timeout(), pipe.query_async(&mut c))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let (n,): (u64,) = bounded(r.timeout(), pipe.query_async(&mut c)).await?;
                 Ok(n > 0)
             }
         }
     }
 
-    pub async fn set_roles(&self, name: &str, roles: &[String]) -> Result<bool, String> {
+    pub async fn set_roles(&self, name: &str, roles: &[String]) -> Result<bool, UserStoreError> {
         match self {
             UserStore::File { path, .. } => {
                 let mut all = read_file(path)?;
@@ -205,34 +242,31 @@ impl UserStore {
                 Ok(true)
             }
             UserStore::Redis(r) => {
-                if self.get(name).await.map_err(|e| e.to_string())?.is_none() {
+                if self.get(name).await?.is_none() {
                     return Ok(false);
                 }
                 let mut c = r.connection();
                 bounded(
                     r.timeout(),
-                    c.hset::<_, _, _, ()>(r.key("user", name), "roles", roles.join(",")),
+                    c.hset::<_, _, _, ()>(r.keys().user(name), "roles", roles.join(",")),
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
                 Ok(true)
             }
         }
     }
 
-    pub async fn list(&self) -> Result<Vec<User>, String> {
+    pub async fn list(&self) -> Result<Vec<User>, UserStoreError> {
         match self {
             UserStore::File { path, .. } => read_file(path),
             UserStore::Redis(r) => {
                 let mut c = r.connection();
                 let mut names: Vec<String> =
-                    bounded(r.timeout(), c.smembers(r.key("users", "all")))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    bounded(r.timeout(), c.smembers(r.keys().user_index())).await?;
                 names.sort();
                 let mut out = Vec::new();
                 for n in names {
-                    if let Some(u) = self.get(&n).await.map_err(|e| e.to_string())? {
+                    if let Some(u) = self.get(&n).await? {
                         out.push(u);
                     }
                 }

@@ -1,9 +1,6 @@
 //! The request head the upstream receives: hop-by-hop headers out, spoofable identity headers
 //! out, our own cookies out, identity and X-Forwarded-* in.
 
-use crate::auth::cookies;
-use crate::auth::Identity;
-use crate::config::IdentityConfig;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
@@ -21,21 +18,35 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// What the rewrite does to every request, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct HeaderPolicy {
+    /// The identity headers (subject, roles): always removed from the client's request, set
+    /// only from `ForwardCtx::identity`.
+    pub identity_headers: [HeaderName; 2],
+    /// Keep the client's `Authorization` header.
+    pub forward_token: bool,
+    /// Cookies whose name starts with this are the gateway's and never reach the upstream.
+    pub own_cookie_prefix: &'static str,
+}
+
 /// Per-request facts the header rewrite needs.
 pub struct ForwardCtx<'a> {
     pub peer_ip: IpAddr,
     pub tls: bool,
     pub host: Option<&'a HeaderValue>,
     pub request_id: &'a HeaderValue,
-    pub identity: Option<&'a Identity>,
-    pub identity_cfg: &'a IdentityConfig,
+    pub policy: &'a HeaderPolicy,
+    /// Values of `policy.identity_headers` for an authenticated request (a value that is not
+    /// header-safe is left out).
+    pub identity: Option<[Option<HeaderValue>; 2]>,
     pub target: http::uri::PathAndQuery,
     pub upgrade: Option<HeaderValue>,
 }
 
 /// True when `name` would be read as one of the identity headers by some upstream stack:
 /// same letters, ignoring case and `_` versus `-`.
-fn is_identity_like(name: &str, cfg: &IdentityConfig) -> bool {
+fn is_identity_like(name: &str, policy: &HeaderPolicy) -> bool {
     let same = |want: &HeaderName| {
         name.len() == want.as_str().len()
             && name
@@ -43,7 +54,20 @@ fn is_identity_like(name: &str, cfg: &IdentityConfig) -> bool {
                 .zip(want.as_str().bytes())
                 .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
     };
-    same(&cfg.subject_header) || same(&cfg.roles_header)
+    policy.identity_headers.iter().any(same)
+}
+
+/// The `Cookie` header without the cookies named `prefix*`; None when nothing is left.
+pub fn strip_cookies(value: &str, prefix: &str) -> Option<String> {
+    let kept: Vec<&str> = value
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            !name.is_empty() && !name.starts_with(prefix)
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("; "))
 }
 
 /// The position of `name` (lower case, as HeaderName keeps it) in [`HOP_BY_HOP`].
@@ -133,13 +157,13 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
     strip_hop_by_hop(headers);
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| is_identity_like(n.as_str(), ctx.identity_cfg))
+        .filter(|n| is_identity_like(n.as_str(), ctx.policy))
         .cloned()
         .collect();
     for name in spoofed {
         headers.remove(name);
     }
-    if !ctx.identity_cfg.forward_token {
+    if !ctx.policy.forward_token {
         headers.remove(header::AUTHORIZATION);
     }
     if headers.contains_key(header::COOKIE) {
@@ -150,7 +174,7 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
             .collect::<Vec<_>>()
             .join("; ");
         headers.remove(header::COOKIE);
-        if let Some(kept) = cookies::strip_own(&cookie) {
+        if let Some(kept) = strip_cookies(&cookie, ctx.policy.own_cookie_prefix) {
             if let Ok(v) = HeaderValue::from_str(&kept) {
                 headers.insert(header::COOKIE, v);
             }
@@ -183,12 +207,11 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
         HeaderName::from_static("x-request-id"),
         ctx.request_id.clone(),
     );
-    if let Some(id) = ctx.identity {
-        if let Ok(v) = HeaderValue::from_str(&id.claims.sub) {
-            headers.insert(ctx.identity_cfg.subject_header.clone(), v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&id.roles().join(",")) {
-            headers.insert(ctx.identity_cfg.roles_header.clone(), v);
+    if let Some(values) = &ctx.identity {
+        for (name, value) in ctx.policy.identity_headers.iter().zip(values) {
+            if let Some(v) = value {
+                headers.insert(name.clone(), v.clone());
+            }
         }
     }
     if let Some(protocol) = &ctx.upgrade {
@@ -201,12 +224,24 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
 mod tests {
     use super::*;
 
-    fn cfg() -> IdentityConfig {
-        IdentityConfig {
-            subject_header: HeaderName::from_static("x-auth-user"),
-            roles_header: HeaderName::from_static("x-auth-roles"),
+    fn cfg() -> HeaderPolicy {
+        HeaderPolicy {
+            identity_headers: [
+                HeaderName::from_static("x-auth-user"),
+                HeaderName::from_static("x-auth-roles"),
+            ],
             forward_token: false,
+            own_cookie_prefix: "authgate_",
         }
+    }
+
+    #[test]
+    fn own_cookies_are_stripped() {
+        assert_eq!(
+            strip_cookies("a=1; authgate_access=tok; b=2", "authgate_").as_deref(),
+            Some("a=1; b=2")
+        );
+        assert_eq!(strip_cookies("authgate_csrf=x", "authgate_"), None);
     }
 
     #[test]

@@ -4,12 +4,13 @@
 mod headers;
 mod pool;
 
-pub use headers::{rewrite_request_headers, strip_hop_by_hop, ForwardCtx};
-pub use pool::{Pool, PooledBody, SendError};
+pub use headers::{rewrite_request_headers, strip_hop_by_hop, ForwardCtx, HeaderPolicy};
+pub use pool::{pooled_body, Pool, SendError};
 
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
+use crate::metrics::UpstreamErrorKind;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
@@ -30,15 +31,38 @@ pub struct UpstreamClient {
     request_timeout: Duration,
 }
 
-/// How forwarding failed, for the metrics: `connect`, `timeout` or `io`.
-pub struct ForwardError {
-    pub kind: &'static str,
-    pub error: GatewayError,
+/// Why forwarding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Send(#[from] SendError),
+    #[error("the upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("reading the upstream's response: {0}")]
+    Read(#[source] hyper::Error),
+    #[error("the upstream switched protocols unasked")]
+    UnaskedUpgrade,
 }
 
-impl ForwardError {
-    fn new(kind: &'static str, error: GatewayError) -> Self {
-        ForwardError { kind, error }
+impl UpstreamError {
+    /// The metric label: `connect`, `timeout` or `io`.
+    pub fn kind(&self) -> UpstreamErrorKind {
+        match self {
+            UpstreamError::Send(SendError::Io(_)) => UpstreamErrorKind::io,
+            UpstreamError::Send(_) => UpstreamErrorKind::connect,
+            UpstreamError::Timeout(_) => UpstreamErrorKind::timeout,
+            UpstreamError::Read(_) | UpstreamError::UnaskedUpgrade => UpstreamErrorKind::io,
+        }
+    }
+}
+
+/// 504 when the upstream was too slow, else 502.
+impl From<UpstreamError> for GatewayError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Timeout(_) => GatewayError::GatewayTimeout,
+            other => GatewayError::BadGateway(other.to_string()),
+        }
     }
 }
 
@@ -88,7 +112,7 @@ pub async fn forward(
     up: &UpstreamClient,
     mut req: Request<Body>,
     ctx: ForwardCtx<'_>,
-) -> Result<Response<Body>, ForwardError> {
+) -> Result<Response<Body>, UpstreamError> {
     let client_upgrade = ctx.upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     // Changed in place: a request head is a few hundred bytes, not worth moving around.
     req.extensions_mut().clear();
@@ -100,13 +124,7 @@ pub async fn forward(
         headers.insert(header::HOST, up.host.clone());
     }
     let exchange = async {
-        let (mut resp, tx) = up.pool.send(req).await.map_err(|e| {
-            let kind = match e {
-                SendError::Io(_) => "io",
-                _ => "connect",
-            };
-            ForwardError::new(kind, GatewayError::BadGateway(e.to_string()))
-        })?;
+        let (mut resp, tx) = up.pool.send(req).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade; it never returns to the pool.
             return Ok(resp.map(Body::Incoming));
@@ -117,23 +135,20 @@ pub async fn forward(
             .exact()
             .is_some_and(|n| n <= BUFFER_UP_TO);
         if !small {
-            return Ok(resp.map(|b| Body::Pooled(PooledBody::new(b, tx, up.pool.clone()))));
+            return Ok(resp.map(|b| pooled_body(b, tx, up.pool.clone())));
         }
         let bytes = read_small(resp.body_mut())
             .await
-            .map_err(|e| ForwardError::new("io", GatewayError::BadGateway(format!("io: {e}"))))?;
+            .map_err(UpstreamError::Read)?;
         up.pool.put(tx);
-        Ok(resp.map(|_| crate::body::full(bytes)))
+        Ok::<_, UpstreamError>(resp.map(|_| crate::body::full(bytes)))
     };
     let mut resp = tokio::time::timeout(up.request_timeout, exchange)
         .await
-        .map_err(|_| ForwardError::new("timeout", GatewayError::GatewayTimeout))??;
+        .map_err(|_| UpstreamError::Timeout(up.request_timeout))??;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
-            return Err(ForwardError::new(
-                "io",
-                GatewayError::BadGateway("the upstream switched protocols unasked".to_owned()),
-            ));
+            return Err(UpstreamError::UnaskedUpgrade);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
@@ -154,7 +169,6 @@ pub async fn forward(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

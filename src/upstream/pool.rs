@@ -5,17 +5,15 @@
 //! to send (the upstream closed it meanwhile) is retried once per idle connection, then on a
 //! fresh one; a request that was (partly) written is never retried.
 
-use crate::body::Body;
-use bytes::Bytes;
+use crate::body::{Body, EndHook};
 use http::{Request, Response};
-use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
-use std::pin::Pin;
+
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -116,7 +114,7 @@ impl Pool {
 
     /// Sends `req` on an idle connection or a new one. The connection comes back with the
     /// response: give it to [`Pool::put`] once the body is done (or wrap the body in
-    /// [`PooledBody`]), or drop it to close.
+    /// [`pooled_body`]), or drop it to close.
     pub async fn send(
         &self,
         mut req: Request<Body>,
@@ -144,57 +142,14 @@ impl Pool {
 
 /// An upstream response body that gives its connection back to the pool when read to the end.
 /// Dropped early, it drops the connection (a half-read response cannot be reused).
-pub struct PooledBody {
-    inner: Incoming,
-    slot: Option<(SendRequest<Body>, Arc<Pool>)>,
-}
-
-impl PooledBody {
-    pub fn new(inner: Incoming, tx: SendRequest<Body>, pool: Arc<Pool>) -> Self {
-        PooledBody {
-            inner,
-            slot: Some((tx, pool)),
-        }
-    }
-
-    fn release(&mut self) {
-        if let Some((tx, pool)) = self.slot.take() {
-            pool.put(tx);
-        }
-    }
-}
-
-impl HttpBody for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.release(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
-            Poll::Ready(Some(Err(_))) => self.slot = None,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+pub fn pooled_body(inner: Incoming, tx: SendRequest<Body>, pool: Arc<Pool>) -> Body {
+    Body::Tracked(inner, Some(EndHook::new(move || pool.put(tx))))
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -275,7 +230,7 @@ mod tests {
         let (addr, accepted) = server(true).await;
         let pool = Arc::new(Pool::new(addr, Duration::from_secs(2)));
         let (resp, tx) = pool.send(get("/len/300000")).await.unwrap();
-        let body = PooledBody::new(resp.into_body(), tx, pool.clone());
+        let body = pooled_body(resp.into_body(), tx, pool.clone());
         assert_eq!(pool.idle_len(), 0);
         let read = body.collect().await.unwrap().to_bytes();
         assert_eq!(read.len(), 300_000);
@@ -288,7 +243,7 @@ mod tests {
             1,
             "the idle connection was reused"
         );
-        let mut body = PooledBody::new(resp.into_body(), tx, pool.clone());
+        let mut body = pooled_body(resp.into_body(), tx, pool.clone());
         let first = body.frame().await.unwrap().unwrap();
         assert!(first.is_data());
         drop(body);

@@ -10,65 +10,66 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A redis-server of our own, stopped by pid when dropped.
+/// A redis-server of our own on a unix socket in a temp dir (no port to pick and lose),
+/// stopped by pid when dropped. Start-up waits for its "ready" log line, not a clock.
 pub struct Redis {
-    pub port: u16,
+    dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
         let mut r = Redis {
-            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
             child: None,
         };
         r.spawn();
         r
     }
 
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(self.socket())
             .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
+                "--unixsocketperm",
+                "700",
                 "--save",
                 "",
                 "--appendonly",
                 "no",
             ])
-            .stdout(Stdio::null())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (the test command installs it)");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = lines.by_ref().map_while(Result::ok).any(|l| {
+            l.to_ascii_lowercase()
+                .contains("ready to accept connections")
+        });
+        assert!(ready, "redis-server exited before it was ready");
+        // Keep draining its log so that a full pipe never blocks it.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
         self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start on {}", self.port);
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("unix://{}", self.socket().display())
     }
 
     pub fn stop(&mut self) {
@@ -104,6 +105,8 @@ pub struct Seen {
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Signalled each time a request arrives (before its answer is written).
+    arrived: Arc<tokio::sync::Notify>,
 }
 
 impl Upstream {
@@ -111,16 +114,20 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(tokio::sync::Notify::new());
         let rec = seen.clone();
+        let signal = arrived.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let rec = rec.clone();
+                let signal = signal.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let rec = rec.clone();
+                        let signal = signal.clone();
                         async move {
                             let (parts, body) = req.into_parts();
                             let mut len = 0;
@@ -137,6 +144,8 @@ impl Upstream {
                                 headers: parts.headers.clone(),
                                 body_len: len,
                             });
+                            signal.notify_waiters();
+                            // `/slow/<ms>`: an upstream that is slow (the behaviour under test).
                             if let Some(ms) = path.split("/slow/").nth(1) {
                                 tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0)))
                                     .await;
@@ -154,7 +163,27 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, seen }
+        Upstream {
+            addr,
+            seen,
+            arrived,
+        }
+    }
+
+    /// Waits (up to 10 s) until at least `n` requests have arrived.
+    pub async fn wait_for_requests(&self, n: usize) {
+        let wait = async {
+            loop {
+                let notified = self.arrived.notified();
+                if self.seen.lock().unwrap().len() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("fewer than {n} requests reached the upstream"));
     }
 
     pub fn requests(&self) -> Vec<Seen> {
@@ -390,4 +419,185 @@ pub fn unused<T>(_: T) {}
 
 pub fn executor() -> TokioExecutor {
     TokioExecutor::new()
+}
+
+/// The gateway under test, built up from the usual fixture: HS256 tokens, the memory store,
+/// one recording upstream and the three standard routes (`/public/**`, `/admin/**`, `/**`).
+///
+/// ```ignore
+/// let gw = TestGateway::new().redis(&redis).route(r#"path = "/x" ..."#).start().await;
+/// ```
+pub struct TestGateway {
+    tokens: String,
+    revocation: String,
+    routes: String,
+    server: String,
+}
+
+impl Default for TestGateway {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestGateway {
+    pub fn new() -> TestGateway {
+        TestGateway {
+            tokens: HS256.to_owned(),
+            revocation: MEMORY.to_owned(),
+            routes: String::new(),
+            server: String::new(),
+        }
+    }
+
+    /// The `[tokens]` table's body.
+    pub fn tokens(mut self, toml: &str) -> Self {
+        self.tokens = toml.to_owned();
+        self
+    }
+
+    /// The `[revocation]` table's body.
+    pub fn revocation(mut self, toml: &str) -> Self {
+        self.revocation = toml.to_owned();
+        self
+    }
+
+    /// The shared store: this redis-server, with optional extra `[revocation]` keys.
+    pub fn redis(self, r: &Redis, extra: &str) -> Self {
+        let rev = format!("backend = \"redis\"\nredis_url = \"{}\"\n{extra}", r.url());
+        self.revocation(&rev)
+    }
+
+    /// One `[[routes]]` body, matched before the standard routes.
+    pub fn route(mut self, toml: &str) -> Self {
+        self.routes.push_str(&format!("[[routes]]\n{toml}\n\n"));
+        self
+    }
+
+    /// Extra `[server]` keys.
+    pub fn server(mut self, toml: &str) -> Self {
+        self.server.push_str(toml);
+        self.server.push('\n');
+        self
+    }
+
+    pub async fn start(self) -> Running {
+        let up = Upstream::start().await;
+        let fx = Fixture::new();
+        let text = fx.config(
+            up.addr,
+            &self.tokens,
+            &self.revocation,
+            &self.routes,
+            &self.server,
+        );
+        let config = fx.write("authgate.toml", &text);
+        let app = start(&config).await;
+        Running {
+            addr: app.public_addr,
+            admin: app.admin_addr,
+            fx,
+            up,
+            app,
+            config,
+        }
+    }
+}
+
+/// A started `TestGateway`.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub fx: Fixture,
+    pub up: Upstream,
+    pub app: App,
+    pub config: PathBuf,
+}
+
+/// A login's token pair, typed.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access: String,
+    pub refresh: String,
+    /// The whole answer, for the other members.
+    pub json: serde_json::Value,
+}
+
+impl TokenPair {
+    pub fn from_json(json: serde_json::Value) -> TokenPair {
+        TokenPair {
+            access: json["access_token"].as_str().unwrap_or("").to_owned(),
+            refresh: json["refresh_token"].as_str().unwrap_or("").to_owned(),
+            json,
+        }
+    }
+}
+
+/// Logs in and returns the pair (the login must succeed).
+pub async fn login_pair(addr: SocketAddr, user: &str, password: &str) -> TokenPair {
+    TokenPair::from_json(login(addr, user, password).await)
+}
+
+/// A body-less request carrying a browser's cookies.
+pub fn with_cookie(b: http::request::Builder, cookie: &str) -> Request<Full<Bytes>> {
+    b.header("cookie", cookie).body(empty()).unwrap()
+}
+
+/// `POST path` with `Authorization: Bearer token`.
+pub async fn post_with_token(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+) -> (StatusCode, HeaderMap, String) {
+    let req = post(path)
+        .header("authorization", format!("Bearer {token}"))
+        .body(empty())
+        .unwrap();
+    send(addr, req).await
+}
+
+/// Claims as the gateway would issue them (HS256 fixture), for forging variants.
+pub fn claims(typ: &str) -> serde_json::Value {
+    let now = authgate::clock::now_secs();
+    serde_json::json!({"iss": "authgate", "aud": "authgate", "sub": "alice", "iat": now, "nbf": now,
+        "exp": now + 600, "jti": "j-123456789", "sid": "s-123456789", "type": typ, "roles": ["user"]})
+}
+
+/// Signs `claims` with the fixture's HS256 secret.
+pub fn sign(claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(HS_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Retries `probe` back to back (each try is a real request, which paces it) until it is
+/// true or `within` has passed. For conditions with no event to wait on, such as a store
+/// reconnecting after a restart.
+pub async fn eventually<F, Fut>(within: Duration, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let tries = async {
+        loop {
+            if probe().await {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(within, tries).await.is_ok()
+}
+
+/// A gateway with the given `[revocation]` and `[tokens]` bodies (the common case).
+pub async fn gateway(revocation: &str, tokens: &str) -> (Fixture, Upstream, App) {
+    let gw = TestGateway::new()
+        .revocation(revocation)
+        .tokens(tokens)
+        .start()
+        .await;
+    (gw.fx, gw.up, gw.app)
 }

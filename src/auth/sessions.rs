@@ -1,0 +1,601 @@
+//! The login-session lifecycle, in one place and without HTTP: start a session (login), issue
+//! an access/refresh pair, rotate the refresh token with reuse detection and grace, refresh a
+//! browser session from its cookie, end one session or all of a user's (the cut-off), and the
+//! lifetime of every revocation record. The endpoints and the gateway only parse requests and
+//! shape responses around these calls.
+
+use super::cookies;
+use super::passwords::{HashError, Hasher};
+use super::tokens::{Claims, Issued, TokenError, TokenType, Tokens};
+use super::Identity;
+use crate::clock::now_secs;
+use crate::config::{Config, OnStoreError};
+use crate::error::GatewayError;
+use crate::ids::random_id;
+use crate::store::users::{validate_name, User, UserStore};
+use crate::store::{RevocationState, RotateRequest, Rotation, Store, StoreError};
+use http::HeaderMap;
+use prometheus_client::metrics::counter::Counter;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The rules sessions follow, from `[tokens]`, `[login]` and `[revocation]`.
+#[derive(Debug, Clone)]
+pub struct SessionPolicy {
+    pub access_ttl: Duration,
+    /// Absolute session lifetime: a refresh never extends it.
+    pub refresh_ttl: Duration,
+    pub leeway: Duration,
+    pub rotate_refresh: bool,
+    /// A refresh token replayed this soon after its rotation gets the current pair.
+    pub reuse_grace: Duration,
+    pub max_failures_per_user: u64,
+    pub max_failures_per_ip: u64,
+    pub failure_window: Duration,
+    pub on_store_error: OnStoreError,
+}
+
+impl SessionPolicy {
+    pub fn new(config: &Config) -> SessionPolicy {
+        SessionPolicy {
+            access_ttl: config.tokens.access_ttl,
+            refresh_ttl: config.tokens.refresh_ttl,
+            leeway: config.tokens.leeway,
+            rotate_refresh: config.tokens.rotate_refresh,
+            reuse_grace: config.tokens.refresh_reuse_grace,
+            max_failures_per_user: config.login.max_failures_per_user,
+            max_failures_per_ip: config.login.max_failures_per_ip,
+            failure_window: config.login.failure_window.max(Duration::from_secs(1)),
+            on_store_error: config.revocation.on_store_error,
+        }
+    }
+
+    /// How long a revocation record must live: until every token it covers has expired
+    /// (the longest-lived token is a refresh token, accepted for `leeway` past its `exp`).
+    pub fn revocation_ttl(&self) -> Duration {
+        self.refresh_ttl + self.leeway + Duration::from_secs(1)
+    }
+}
+
+/// An access token and the refresh token that goes with it.
+pub struct Pair {
+    pub access: Issued,
+    /// The session's refresh token: a new one, or (without rotation) the one presented.
+    pub refresh: String,
+    /// True when `refresh` was issued now (the client must store it).
+    pub refresh_is_new: bool,
+    /// When the session ends, whatever is refreshed.
+    pub session_exp: u64,
+}
+
+impl Pair {
+    /// What the session cookies carry.
+    pub fn cookies(&self) -> cookies::SessionCookies<'_> {
+        cookies::SessionCookies {
+            access: &self.access.token,
+            access_exp: self.access.claims.exp,
+            refresh: &self.refresh,
+            session_exp: self.session_exp,
+        }
+    }
+}
+
+pub struct Sessions {
+    tokens: Tokens,
+    store: Store,
+    users: UserStore,
+    hasher: Hasher,
+    policy: SessionPolicy,
+    /// `authgate_store_errors_total`: every store call that failed, on any path.
+    store_errors: Counter,
+}
+
+/// Keys of the login throttle counters.
+fn user_counter(name: &str) -> String {
+    format!("u:{name}")
+}
+
+fn ip_counter(ip: IpAddr) -> String {
+    format!("ip:{ip}")
+}
+
+fn internal(e: impl std::fmt::Display) -> GatewayError {
+    GatewayError::Internal(e.to_string())
+}
+
+impl Sessions {
+    pub fn new(
+        tokens: Tokens,
+        store: Store,
+        users: UserStore,
+        hasher: Hasher,
+        policy: SessionPolicy,
+        store_errors: Counter,
+    ) -> Sessions {
+        Sessions {
+            tokens,
+            store,
+            users,
+            hasher,
+            policy,
+            store_errors,
+        }
+    }
+
+    pub fn policy(&self) -> &SessionPolicy {
+        &self.policy
+    }
+
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// Authenticates a request to a protected route (header first, then the access cookie).
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, GatewayError> {
+        let (token, via_cookie) =
+            super::request_token(headers).ok_or(GatewayError::MissingToken)?;
+        let claims = self.verify(token, TokenType::Access).await?;
+        Ok(Identity { claims, via_cookie })
+    }
+
+    /// Signature, claims, type, then one revocation round trip.
+    pub async fn verify(&self, token: &str, want: TokenType) -> Result<Arc<Claims>, GatewayError> {
+        let claims = self
+            .tokens
+            .verify(token, want)
+            .map_err(|e| GatewayError::InvalidToken(e.as_str()))?;
+        let state = match self.store.check(&claims.sid, &claims.sub).await {
+            Ok(state) => state,
+            Err(e) => self.store_failed(e).map(|()| RevocationState::default())?,
+        };
+        if state.revokes(claims.iat) {
+            return Err(GatewayError::InvalidToken(TokenError::Revoked.as_str()));
+        }
+        Ok(claims)
+    }
+
+    /// Readiness: does the store answer? (A failure is counted.)
+    pub async fn store_ready(&self) -> Result<(), StoreError> {
+        self.store.ping().await.inspect_err(|_| {
+            self.store_errors.inc();
+        })
+    }
+
+    /// A store call that must succeed failed: counted, logged, 503.
+    fn store_down(&self, e: StoreError) -> GatewayError {
+        self.store_errors.inc();
+        tracing::warn!(error = %e, "store unavailable");
+        e.into()
+    }
+
+    /// Applies `on_store_error` to a failed revocation check.
+    fn store_failed(&self, e: StoreError) -> Result<(), GatewayError> {
+        self.store_errors.inc();
+        match self.policy.on_store_error {
+            OnStoreError::Deny => {
+                tracing::warn!(error = %e, "revocation store unavailable; denying (on_store_error = deny)");
+                Err(e.into())
+            }
+            OnStoreError::Allow => {
+                tracing::error!(error = %e, "revocation store unavailable; ALLOWING without revocation check (on_store_error = allow)");
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks a password (throttled per user and per client address) and starts a session.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client_ip: IpAddr,
+    ) -> Result<Pair, GatewayError> {
+        let user_key = user_counter(username);
+        let ip_key = ip_counter(client_ip);
+        self.check_throttle(&user_key, &ip_key).await?;
+        let user = if validate_name(username).is_ok() {
+            self.users
+                .get(username)
+                .await
+                .map_err(|e| self.store_down(e))?
+        } else {
+            None
+        };
+        let ok = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await
+            .map_err(hash_error)?;
+        let Some(user) = user.filter(|_| ok) else {
+            let window = self.policy.failure_window;
+            let (u, i) = tokio::join!(
+                self.store.add_failure(&user_key, window),
+                self.store.add_failure(&ip_key, window)
+            );
+            u.and(i).map_err(|e| self.store_down(e))?;
+            tracing::info!(user = %username, ip = %client_ip, "login failed");
+            return Err(GatewayError::InvalidCredentials);
+        };
+        self.store
+            .clear_failures(&user_key)
+            .await
+            .map_err(|e| self.store_down(e))?;
+        let pair = self.start(&user).await?;
+        tracing::info!(user = %user.name, "login");
+        Ok(pair)
+    }
+
+    async fn check_throttle(&self, user_key: &str, ip_key: &str) -> Result<(), GatewayError> {
+        let (user_fails, user_ttl) = self
+            .store
+            .failures(user_key)
+            .await
+            .map_err(|e| self.store_down(e))?;
+        let (ip_fails, ip_ttl) = self
+            .store
+            .failures(ip_key)
+            .await
+            .map_err(|e| self.store_down(e))?;
+        let p = &self.policy;
+        if user_fails >= p.max_failures_per_user {
+            return Err(GatewayError::TooManyAttempts {
+                retry_after: user_ttl,
+            });
+        }
+        if ip_fails >= p.max_failures_per_ip {
+            return Err(GatewayError::TooManyAttempts {
+                retry_after: ip_ttl,
+            });
+        }
+        Ok(())
+    }
+
+    /// A new login session for `user`: a fresh `sid`, an access and a refresh token.
+    pub async fn start(&self, user: &User) -> Result<Pair, GatewayError> {
+        let iat = self.issue_time(&user.name).await?;
+        let sid = random_id().map_err(internal)?;
+        let session_exp = iat + self.policy.refresh_ttl.as_secs();
+        let access = self.issue_access(user, &sid, iat, session_exp)?;
+        let refresh = self
+            .tokens
+            .issue(TokenType::Refresh, &user.name, &sid, None, iat, session_exp)
+            .map_err(internal)?;
+        self.store
+            .start_session(
+                &user.name,
+                &sid,
+                &refresh.claims.jti,
+                self.policy.revocation_ttl(),
+            )
+            .await
+            .map_err(|e| self.store_down(e))?;
+        Ok(Pair {
+            access,
+            refresh: refresh.token,
+            refresh_is_new: true,
+            session_exp,
+        })
+    }
+
+    /// `iat` for new tokens: now, but never at or before the user's revocation cut-off, so a
+    /// login in the same second as a logout-everywhere is not revoked by it.
+    async fn issue_time(&self, sub: &str) -> Result<u64, GatewayError> {
+        let now = now_secs();
+        let cutoff = self
+            .store
+            .user_cutoff(sub)
+            .await
+            .map_err(|e| self.store_down(e))?;
+        Ok(cutoff.map_or(now, |c| now.max(c + 1)))
+    }
+
+    fn issue_access(
+        &self,
+        user: &User,
+        sid: &str,
+        iat: u64,
+        session_exp: u64,
+    ) -> Result<Issued, GatewayError> {
+        let exp = (iat + self.policy.access_ttl.as_secs()).min(session_exp);
+        self.tokens
+            .issue(
+                TokenType::Access,
+                &user.name,
+                sid,
+                Some(&user.roles),
+                iat,
+                exp,
+            )
+            .map_err(internal)
+    }
+
+    /// Verifies a refresh token and issues the session's next pair.
+    pub async fn refresh(&self, token: &str) -> Result<Pair, GatewayError> {
+        let claims = self.verify(token, TokenType::Refresh).await?;
+        self.rotate(&claims, token).await
+    }
+
+    /// A browser whose access cookie expired (or was dropped at its Max-Age) but whose
+    /// refresh cookie is valid: rotate on the fly. Returns the caller's new identity and the
+    /// `Set-Cookie` headers for the response; the CSRF cookie keeps its value so open pages
+    /// keep working.
+    pub async fn refresh_cookie(
+        &self,
+        headers: &HeaderMap,
+        secure: bool,
+    ) -> Result<(Identity, HeaderMap), GatewayError> {
+        let token = cookies::get(headers, cookies::REFRESH).ok_or(GatewayError::MissingToken)?;
+        let pair = self.refresh(token).await?;
+        let mut set = HeaderMap::new();
+        cookies::set_session(
+            &mut set,
+            &pair.cookies(),
+            secure,
+            cookies::get(headers, cookies::CSRF),
+        )
+        .map_err(internal)?;
+        let identity = Identity {
+            claims: pair.access.claims.clone(),
+            via_cookie: true,
+        };
+        Ok((identity, set))
+    }
+
+    /// Issues the next pair of a session, enforcing one-time use of refresh tokens.
+    async fn rotate(&self, claims: &Claims, presented: &str) -> Result<Pair, GatewayError> {
+        let user = self
+            .users
+            .get(&claims.sub)
+            .await
+            .map_err(|e| self.store_down(e))?
+            .ok_or(GatewayError::InvalidToken("the user no longer exists"))?;
+        let iat = self.issue_time(&user.name).await?;
+        // Absolute session lifetime: the new refresh token ends when the first one did.
+        let session_exp = claims.exp;
+        let access = self.issue_access(&user, &claims.sid, iat, session_exp)?;
+        if !self.policy.rotate_refresh {
+            return Ok(Pair {
+                access,
+                refresh: presented.to_owned(),
+                refresh_is_new: false,
+                session_exp,
+            });
+        }
+        let refresh = self
+            .tokens
+            .issue(
+                TokenType::Refresh,
+                &user.name,
+                &claims.sid,
+                None,
+                iat,
+                session_exp,
+            )
+            .map_err(internal)?;
+        let left = Duration::from_secs(session_exp.saturating_sub(now_secs()));
+        let request = RotateRequest {
+            sub: &claims.sub,
+            sid: &claims.sid,
+            presented_jti: &claims.jti,
+            new_jti: &refresh.claims.jti,
+            new_token: &refresh.token,
+            grace: self.policy.reuse_grace,
+            ttl: left + self.policy.leeway + Duration::from_secs(1),
+        };
+        let rotation = self
+            .store
+            .rotate(request)
+            .await
+            .map_err(|e| self.store_down(e))?;
+        let refresh = match rotation {
+            Rotation::Rotated => refresh.token,
+            Rotation::Replay(current) => current,
+            Rotation::Reused => {
+                tracing::warn!(user = %claims.sub, "refresh token reuse: session revoked");
+                return Err(GatewayError::InvalidToken(
+                    "the refresh token was already used; the session is revoked",
+                ));
+            }
+            Rotation::Unknown => {
+                return Err(GatewayError::InvalidToken("the session is no longer valid"))
+            }
+        };
+        Ok(Pair {
+            access,
+            refresh,
+            refresh_is_new: true,
+            session_exp,
+        })
+    }
+
+    /// Ends the caller's session, or (`all`) every session of the user.
+    pub async fn logout(&self, claims: &Claims, all: bool) -> Result<(), GatewayError> {
+        let ttl = self.policy.revocation_ttl();
+        if all {
+            self.store
+                .revoke_user(&claims.sub, now_secs(), ttl)
+                .await
+                .map(|_| ())
+        } else {
+            self.store
+                .revoke_session(&claims.sub, &claims.sid, ttl)
+                .await
+        }
+        .map_err(|e| self.store_down(e))?;
+        tracing::info!(user = %claims.sub, all, "logout");
+        Ok(())
+    }
+
+    /// Creates a user with no roles (self-registration). `Ok(None)`: the name is taken.
+    pub async fn register(&self, name: &str, password: &str) -> Result<Option<User>, GatewayError> {
+        validate_name(name).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        if password.chars().count() < 8 {
+            return Err(GatewayError::BadRequest(
+                "the password needs at least 8 characters".to_owned(),
+            ));
+        }
+        let hash = self.hasher.hash(password).await.map_err(hash_error)?;
+        let user = User {
+            name: name.to_owned(),
+            password_hash: hash,
+            roles: Vec::new(),
+        };
+        let created = self.users.create(&user).await.map_err(|e| {
+            tracing::warn!(error = %e, "registration failed");
+            GatewayError::Unavailable("the user store is unavailable")
+        })?;
+        if created {
+            tracing::info!(user = %user.name, "registered");
+        }
+        Ok(created.then_some(user))
+    }
+}
+
+/// A busy hashing pool is a 503 (retry shortly); anything else is ours.
+pub fn hash_error(e: HashError) -> GatewayError {
+    match e {
+        HashError::Busy => GatewayError::Unavailable("too many logins in progress; retry shortly"),
+        other => internal(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The security core against the memory store, without HTTP.
+    use super::*;
+    use crate::auth::keys::{Generate, KeySet};
+    use crate::config::{Algorithm, KeySource, TokensConfig};
+    use crate::store::MemoryStore;
+    use std::collections::HashMap;
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn sessions(rotate_refresh: bool) -> Sessions {
+        let cfg = TokensConfig {
+            issuer: "authgate".into(),
+            audience: "authgate".into(),
+            algorithm: Algorithm::HS256,
+            key: KeySource::Secret(vec![9; 32]),
+            access_ttl: Duration::from_secs(60),
+            refresh_ttl: Duration::from_secs(600),
+            leeway: Duration::ZERO,
+            rotate_refresh,
+            refresh_reuse_grace: Duration::ZERO,
+            cache_capacity: 100,
+        };
+        let keys = KeySet::load(&cfg, Generate::No).unwrap();
+        let user = User {
+            name: "alice".into(),
+            password_hash: crate::auth::passwords::hash_password(b"pw-alice").unwrap(),
+            roles: vec!["user".into()],
+        };
+        let users = UserStore::File {
+            path: "unused.toml".into(),
+            users: HashMap::from([(user.name.clone(), user)]),
+        };
+        let policy = SessionPolicy {
+            access_ttl: cfg.access_ttl,
+            refresh_ttl: cfg.refresh_ttl,
+            leeway: cfg.leeway,
+            rotate_refresh,
+            reuse_grace: Duration::ZERO,
+            max_failures_per_user: 2,
+            max_failures_per_ip: 100,
+            failure_window: Duration::from_secs(60),
+            on_store_error: OnStoreError::Deny,
+        };
+        Sessions::new(
+            Tokens::new(&cfg, Arc::new(keys)),
+            Store::Memory(MemoryStore::new()),
+            users,
+            Hasher::new(1).unwrap(),
+            policy,
+            Counter::default(),
+        )
+    }
+
+    async fn access_ok(s: &Sessions, pair: &Pair) -> bool {
+        s.verify(&pair.access.token, TokenType::Access)
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn login_rotate_reuse_and_logout() {
+        let s = sessions(true);
+        let first = s.login("alice", "pw-alice", IP).await.unwrap();
+        assert!(access_ok(&s, &first).await);
+        assert_eq!(
+            first.access.claims.roles.as_deref(),
+            Some(&["user".to_owned()][..])
+        );
+        // The issued claims are the ones verification sees.
+        let verified = s
+            .verify(&first.access.token, TokenType::Access)
+            .await
+            .unwrap();
+        assert_eq!(*verified, *first.access.claims);
+        // An access token never refreshes; a refresh token never opens a route.
+        assert!(s.refresh(&first.access.token).await.is_err());
+        assert!(s.verify(&first.refresh, TokenType::Access).await.is_err());
+
+        let second = s.refresh(&first.refresh).await.unwrap();
+        assert!(second.refresh_is_new && second.refresh != first.refresh);
+        assert_eq!(
+            second.session_exp, first.session_exp,
+            "a refresh never extends"
+        );
+        // Replaying the spent token kills the whole session, the new pair included.
+        assert!(matches!(
+            s.refresh(&first.refresh).await,
+            Err(GatewayError::InvalidToken(_))
+        ));
+        assert!(!access_ok(&s, &second).await);
+        assert!(s.refresh(&second.refresh).await.is_err());
+
+        let third = s.login("alice", "pw-alice", IP).await.unwrap();
+        let fourth = s.login("alice", "pw-alice", IP).await.unwrap();
+        s.logout(&third.access.claims, false).await.unwrap();
+        assert!(!access_ok(&s, &third).await);
+        assert!(access_ok(&s, &fourth).await, "only that session ends");
+        s.logout(&fourth.access.claims, true).await.unwrap();
+        assert!(!access_ok(&s, &fourth).await);
+        assert!(s.refresh(&fourth.refresh).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn without_rotation_the_refresh_token_is_kept() {
+        let s = sessions(false);
+        let first = s.login("alice", "pw-alice", IP).await.unwrap();
+        let next = s.refresh(&first.refresh).await.unwrap();
+        assert!(!next.refresh_is_new);
+        assert_eq!(next.refresh, first.refresh);
+        assert!(s.refresh(&first.refresh).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn wrong_passwords_are_throttled_and_unknown_users_fail_alike() {
+        let s = sessions(true);
+        for _ in 0..2 {
+            assert!(matches!(
+                s.login("alice", "wrong", IP).await,
+                Err(GatewayError::InvalidCredentials)
+            ));
+        }
+        assert!(matches!(
+            s.login("alice", "pw-alice", IP).await,
+            Err(GatewayError::TooManyAttempts { .. })
+        ));
+        assert!(matches!(
+            s.login("nobody", "pw", IP).await,
+            Err(GatewayError::InvalidCredentials)
+        ));
+    }
+
+    #[test]
+    fn revocation_records_outlive_every_token_they_cover() {
+        let s = sessions(true);
+        assert_eq!(s.policy().revocation_ttl(), Duration::from_secs(601));
+    }
+}

@@ -1,0 +1,316 @@
+//! THE request path, in named phases: check the head -> normalize the path -> the gateway's
+//! own endpoints, or route -> authenticate and authorize -> CSRF -> forward. `handle` is the
+//! logging phase (metrics and the access log, once per request, from the `Outcome`). Every
+//! error becomes a response in `GatewayError::into_response`, in one place.
+
+mod forwarded;
+mod head;
+mod request_id;
+
+use crate::auth::cookies;
+use crate::auth::endpoints::{self, Ctx};
+use crate::auth::tokens::Claims;
+use crate::auth::{csrf, Auth, Identity};
+use crate::body::Body;
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::metrics::{Metrics, RequestLabels, UpstreamLabels};
+use crate::path::{normalize, NormalizedPath};
+use crate::route::{request_host, AuthMode, OnUnauthenticated, Route};
+use crate::server::{ConnInfo, Handler};
+use crate::upstream::{forward, ForwardCtx, HeaderPolicy, UpstreamClient};
+use head::{check_framing, check_head_size, forward_target, request_host_of, upgrade_protocol};
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+use request_id::RequestIds;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+pub struct Gateway {
+    config: Arc<Config>,
+    auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
+    upstreams: Vec<UpstreamClient>,
+    header_policy: HeaderPolicy,
+    request_ids: RequestIds,
+}
+
+/// The per-request context the phases fill in; the logging phase reads it.
+#[derive(Default)]
+struct Outcome<'g> {
+    route: Option<&'static str>,
+    upstream: Option<&'g str>,
+    user: Option<Arc<Claims>>,
+}
+
+/// What routing decided for a request that goes upstream.
+struct Routed<'g> {
+    route: &'g Route,
+    host: Option<HeaderValue>,
+    target: PathAndQuery,
+    upgrade: Option<HeaderValue>,
+}
+
+impl Gateway {
+    pub fn new(
+        config: Arc<Config>,
+        auth: Arc<Auth>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, crate::ids::RngError> {
+        let upstreams = config.upstreams.iter().map(UpstreamClient::new).collect();
+        let identity = &config.identity;
+        let header_policy = HeaderPolicy {
+            identity_headers: [
+                identity.subject_header.clone(),
+                identity.roles_header.clone(),
+            ],
+            forward_token: identity.forward_token,
+            own_cookie_prefix: cookies::OWN_PREFIX,
+        };
+        Ok(Gateway {
+            config,
+            auth,
+            metrics,
+            upstreams,
+            header_policy,
+            request_ids: RequestIds::new()?,
+        })
+    }
+
+    async fn process<'g>(
+        &'g self,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        request_id: &HeaderValue,
+        out: &mut Outcome<'g>,
+    ) -> Result<Response<Body>, GatewayError> {
+        check_framing(req.headers())?;
+        check_head_size(&req, self.config.server.max_header_bytes)?;
+        let path =
+            normalize(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        if endpoints::is_own(&path.judged) {
+            out.route = Some("authgate");
+            let judged = path.judged.into_owned();
+            return Box::pin(self.own_endpoint(req, &judged, conn)).await;
+        }
+        let routed = self.route(&req, &path)?;
+        out.route = Some(routed.route.name);
+        let (identity, set_cookies) = match routed.route.auth {
+            AuthMode::Public => (None, None),
+            AuthMode::Required => {
+                let (id, cookies) = Box::pin(self.authorize(routed.route, &req, conn.tls)).await?;
+                (Some(id), cookies)
+            }
+        };
+        out.user = identity.as_ref().map(|i| i.claims.clone());
+        let req = match &identity {
+            Some(id) if id.via_cookie && !csrf::is_safe_method(req.method()) => {
+                Box::pin(csrf::check(req, self.config.server.max_body_bytes)).await?
+            }
+            _ => req.map(Body::Incoming),
+        };
+        let mut resp = self
+            .forward(req, routed, identity.as_ref(), conn, request_id, out)
+            .await?;
+        if let Some(cookies) = set_cookies {
+            for v in cookies.get_all(header::SET_COOKIE) {
+                resp.headers_mut().append(header::SET_COOKIE, v.clone());
+            }
+        }
+        Ok(resp)
+    }
+
+    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        forwarded::client_ip(peer, headers, &self.config.server.trusted_proxies)
+    }
+
+    /// `/auth/*` and the JWKS document.
+    async fn own_endpoint(
+        &self,
+        req: Request<Incoming>,
+        judged: &str,
+        conn: ConnInfo,
+    ) -> Result<Response<Body>, GatewayError> {
+        let query = req.uri().query().map(str::to_owned);
+        let ctx = Ctx {
+            client_ip: self.client_ip(conn.peer.ip(), req.headers()),
+            tls: conn.tls,
+            query: query.as_deref(),
+        };
+        endpoints::handle(&self.auth, req, judged, ctx).await
+    }
+
+    /// The first matching route, the target the upstream will see, and the upgrade asked for
+    /// (refused on routes that do not allow it).
+    fn route<'g>(
+        &'g self,
+        req: &Request<Incoming>,
+        path: &NormalizedPath<'_>,
+    ) -> Result<Routed<'g>, GatewayError> {
+        let host = request_host_of(req);
+        let judged_host = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .map(request_host);
+        let route = self
+            .config
+            .routes
+            .lookup(req.method(), judged_host, &path.judged)
+            .ok_or(GatewayError::NotFound)?;
+        let target = forward_target(req.uri(), &path.forward)?;
+        let upgrade = upgrade_protocol(req.headers());
+        if upgrade.is_some() && !route.websocket {
+            return Err(GatewayError::BadRequest(
+                "protocol upgrades are not allowed on this route".to_owned(),
+            ));
+        }
+        Ok(Routed {
+            route,
+            host,
+            target,
+            upgrade,
+        })
+    }
+
+    /// Authentication (refreshing a cookie session on the fly), then roles. Returns the
+    /// `Set-Cookie` headers of an on-the-fly refresh.
+    async fn authorize(
+        &self,
+        route: &Route,
+        req: &Request<Incoming>,
+        tls: bool,
+    ) -> Result<(Identity, Option<HeaderMap>), GatewayError> {
+        let headers = req.headers();
+        let result = match self.auth.authenticate(headers).await {
+            Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
+                if !headers.contains_key(header::AUTHORIZATION)
+                    && cookies::get(headers, cookies::REFRESH).is_some() =>
+            {
+                let sessions = self.auth.sessions();
+                sessions
+                    .refresh_cookie(headers, tls)
+                    .await
+                    .map(|(id, set)| (id, Some(set)))
+            }
+            other => other.map(|id| (id, None)),
+        };
+        let (identity, set_cookies) = match result {
+            Ok(ok) => ok,
+            Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
+                if route.on_unauthenticated == OnUnauthenticated::Redirect =>
+            {
+                let next = req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned();
+                return Err(GatewayError::LoginRedirect { next });
+            }
+            Err(e) => return Err(e),
+        };
+        if !route.roles.is_empty() && !identity.roles().iter().any(|r| route.roles.contains(r)) {
+            return Err(GatewayError::InsufficientRole);
+        }
+        Ok((identity, set_cookies))
+    }
+
+    /// Sends the request to the route's upstream; failures are counted by kind.
+    async fn forward<'g>(
+        &'g self,
+        req: Request<Body>,
+        routed: Routed<'g>,
+        identity: Option<&Identity>,
+        conn: ConnInfo,
+        request_id: &HeaderValue,
+        out: &mut Outcome<'g>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let upstream = &self.upstreams[routed.route.upstream];
+        out.upstream = Some(&upstream.name);
+        let ctx = ForwardCtx {
+            peer_ip: conn.peer.ip(),
+            tls: conn.tls,
+            host: routed.host.as_ref(),
+            request_id,
+            policy: &self.header_policy,
+            identity: identity.map(|id| {
+                [
+                    HeaderValue::from_str(&id.claims.sub).ok(),
+                    HeaderValue::from_str(&id.roles().join(",")).ok(),
+                ]
+            }),
+            target: routed.target,
+            upgrade: routed.upgrade,
+        };
+        forward(upstream, req, ctx).await.map_err(|e| {
+            self.metrics
+                .upstream_errors
+                .get_or_create(&UpstreamLabels {
+                    upstream: upstream.name.clone(),
+                    kind: e.kind(),
+                })
+                .inc();
+            e.into()
+        })
+    }
+}
+
+impl Handler for Gateway {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        let start = Instant::now();
+        let request_id = self.request_ids.for_request(req.headers());
+        let method = req.method().clone();
+        let access_log = tracing::enabled!(target: "access", tracing::Level::INFO);
+        let raw_path = if access_log {
+            req.uri().path().to_owned()
+        } else {
+            String::new()
+        };
+        let mut out = Outcome::default();
+        let mut resp = match self.process(req, conn, &request_id, &mut out).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                if matches!(e, GatewayError::Internal(_)) {
+                    tracing::error!(error = %e, request_id = request_id.to_str().unwrap_or("-"), "internal error");
+                }
+                e.into_response()
+            }
+        };
+        resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+        let status = resp.status().as_u16();
+        let elapsed = start.elapsed();
+        let route = out.route.unwrap_or("none");
+        self.metrics.latency.observe(elapsed.as_secs_f64());
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: std::borrow::Cow::Borrowed(route),
+                status,
+            })
+            .inc();
+        if !access_log {
+            return resp;
+        }
+        tracing::info!(
+            target: "access",
+            request_id = request_id.to_str().unwrap_or("-"),
+            peer = %conn.peer,
+            method = %method,
+            path = %raw_path,
+            route = %route,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream = out.upstream.unwrap_or("-"),
+            user = out.user.as_ref().map_or("-", |c| c.sub.as_str()),
+        );
+        resp
+    }
+
+    fn connections_changed(&self, delta: i64) {
+        self.metrics.open_connections.inc_by(delta);
+    }
+}

@@ -1,0 +1,223 @@
+//! Several gateways and one Redis: shared revocation, Redis down (fail closed, recover
+//! without restart), and the opt-in local mirror.
+// A test crate: its helpers (not only #[test] fns, which clippy.toml covers) may unwrap.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use http::StatusCode;
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_gateways_share_one_redis() {
+    let redis = Redis::start();
+    let rev = format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url());
+    let (_fx1, _up1, a) = gateway(&rev, HS256).await;
+    let (_fx2, _up2, b) = gateway(&rev, HS256).await;
+    let t = login(a.public_addr, "alice", "alice-password").await;
+    let access = t["access_token"].as_str().unwrap();
+    assert_eq!(
+        get_with_token(b.public_addr, "/app/x", access).await.0,
+        StatusCode::OK
+    );
+    let req = post("/auth/logout")
+        .header("authorization", format!("Bearer {access}"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(a.public_addr, req).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        get_with_token(b.public_addr, "/app/x", access).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_down_fails_closed_then_recovers_without_restart() {
+    let mut redis = Redis::start();
+    let (_fx, _up, app) = gateway(
+        &format!(
+            "backend = \"redis\"\nredis_url = \"{}\"\ntimeout = \"300ms\"",
+            redis.url()
+        ),
+        HS256,
+    )
+    .await;
+    let addr = app.public_addr;
+    let t = login(addr, "alice", "alice-password").await;
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    redis.stop();
+    let (s, _, body) = get_with_token(addr, "/app/x", &access).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(json(&body)["error"], "unavailable");
+    let req = post("/auth/login")
+        .header("content-type", "application/json")
+        .body(json_body(
+            json!({"username": "alice", "password": "alice-password"}),
+        ))
+        .unwrap();
+    assert_eq!(send(addr, req).await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        send(addr, get("/public/x").body(empty()).unwrap()).await.0,
+        StatusCode::OK,
+        "public routes must keep working"
+    );
+    // The protected request and the login each counted one failed store call (before any
+    // readiness probe ran).
+    let (_, _, metrics) = send(app.admin_addr, get("/metrics").body(empty()).unwrap()).await;
+    let failed: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("authgate_store_errors_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no store error counter in:\n{metrics}"));
+    assert!(failed >= 2, "store errors counted: {failed}");
+    assert_eq!(
+        send(app.admin_addr, get("/readyz").body(empty()).unwrap())
+            .await
+            .0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    redis.restart();
+    // The store reconnects in the background: probe readiness until it answers 200.
+    let admin = app.admin_addr;
+    let recovered = eventually(Duration::from_secs(5), || async move {
+        send(admin, get("/readyz").body(empty()).unwrap()).await.0 == StatusCode::OK
+    })
+    .await;
+    assert!(recovered, "readiness did not come back");
+    assert_eq!(
+        get_with_token(addr, "/app/x", &access).await.0,
+        StatusCode::OK
+    );
+    login(addr, "alice", "alice-password").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_mode_keeps_cross_replica_revocation_and_fails_closed_when_stale() {
+    let mut redis = Redis::start();
+    let plain = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\ntimeout = \"300ms\"",
+        redis.url()
+    );
+    let mirrored = format!("{plain}\nmirror = true\nmirror_staleness = \"500ms\"");
+    // A revokes alice everywhere before B exists: B must learn it from its first full copy.
+    let (_fx1, _up1, a) = gateway(&plain, HS256).await;
+    let old = login(a.public_addr, "alice", "alice-password").await;
+    let old_access = old["access_token"].as_str().unwrap().to_owned();
+    let req = post("/auth/logout?all=true")
+        .header("authorization", format!("Bearer {old_access}"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(a.public_addr, req).await.0, StatusCode::NO_CONTENT);
+    let (_fx2, _up2, b) = gateway(&mirrored, HS256).await;
+    // The mirror syncs in the background: no event reaches the test, so probe until it shows.
+    let wait_for = |addr, token: String, want: StatusCode| async move {
+        eventually(Duration::from_secs(5), || {
+            let token = token.clone();
+            async move { get_with_token(addr, "/app/x", &token).await.0 == want }
+        })
+        .await
+    };
+    let fresh = login(a.public_addr, "alice", "alice-password").await;
+    let access = fresh["access_token"].as_str().unwrap().to_owned();
+    assert!(
+        wait_for(b.public_addr, access.clone(), StatusCode::OK).await,
+        "mirror never came in sync"
+    );
+    assert_eq!(
+        get_with_token(b.public_addr, "/app/x", &old_access).await.0,
+        StatusCode::UNAUTHORIZED,
+        "snapshot missed a cut-off"
+    );
+    // A logout on A reaches B by pub/sub.
+    let req = post("/auth/logout")
+        .header("authorization", format!("Bearer {access}"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(a.public_addr, req).await.0, StatusCode::NO_CONTENT);
+    assert!(
+        wait_for(b.public_addr, access.clone(), StatusCode::UNAUTHORIZED).await,
+        "logout on A never reached B"
+    );
+    // Redis gone: B cannot know about new revocations, so it fails closed; then it recovers.
+    let third = login(a.public_addr, "alice", "alice-password").await;
+    let third_access = third["access_token"].as_str().unwrap().to_owned();
+    assert!(wait_for(b.public_addr, third_access.clone(), StatusCode::OK).await);
+    redis.stop();
+    assert!(
+        wait_for(
+            b.public_addr,
+            third_access.clone(),
+            StatusCode::SERVICE_UNAVAILABLE
+        )
+        .await,
+        "stale mirror kept answering"
+    );
+    redis.restart();
+    assert!(
+        wait_for(b.public_addr, third_access, StatusCode::OK).await,
+        "mirror did not resync after the restart"
+    );
+}
+
+/// Every message the writer and the Lua scripts publish decodes as the event it describes.
+#[tokio::test(flavor = "multi_thread")]
+async fn published_revocations_decode_as_events() {
+    use authgate::store::schema::RevocationEvent;
+    use authgate::store::{RedisStore, RotateRequest, Rotation};
+    use futures_util::StreamExt;
+    let redis = Redis::start();
+    let store = RedisStore::new(&redis.url(), "t:", Duration::from_secs(2), None).unwrap();
+    let client = ::redis::Client::open(redis.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(store.keys().channel()).await.unwrap();
+    let minute = Duration::from_secs(60);
+    // CUTOFF script (it publishes the maximum it stored).
+    store.revoke_user("bob", 100, minute).await.unwrap();
+    store.revoke_user("bob", 50, minute).await.unwrap();
+    // The writer's pipeline.
+    store.revoke_session("bob", "s1", minute).await.unwrap();
+    // ROTATE script: a reused refresh token revokes its session.
+    store
+        .start_session("bob", "s2", "j1", minute)
+        .await
+        .unwrap();
+    let rotate = |presented: &'static str, new: &'static str| RotateRequest {
+        sub: "bob",
+        sid: "s2",
+        presented_jti: presented,
+        new_jti: new,
+        new_token: new,
+        grace: Duration::ZERO,
+        ttl: minute,
+    };
+    assert_eq!(
+        store.rotate(&rotate("j1", "j2")).await.unwrap(),
+        Rotation::Rotated
+    );
+    assert_eq!(
+        store.rotate(&rotate("j1", "j3")).await.unwrap(),
+        Rotation::Reused
+    );
+    let mut messages = pubsub.on_message();
+    let mut events = Vec::new();
+    for _ in 0..4 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let text: String = msg.get_payload().unwrap();
+        events.push(RevocationEvent::decode(&text).unwrap_or_else(|e| panic!("{e}")));
+    }
+    let cut = |cutoff| RevocationEvent::Cutoff {
+        user: "bob".into(),
+        cutoff,
+        ttl: 60,
+    };
+    let sid = |sid: &str| RevocationEvent::Session {
+        sid: sid.into(),
+        ttl: 60,
+    };
+    assert_eq!(events, vec![cut(100), cut(100), sid("s1"), sid("s2")]);
+}

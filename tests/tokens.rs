@@ -1,0 +1,314 @@
+//! Tokens end to end: the seed flow (login, protected call, refresh, logout) on both
+//! backends, EdDSA and JWKS, and forged or tampered tokens (all 401, never 5xx).
+// A test crate: its helpers (not only #[test] fns, which clippy.toml covers) may unwrap.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::StatusCode;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::json;
+use support::*;
+
+async fn seed_flow(app: &authgate::App, up: &Upstream) {
+    let addr = app.public_addr;
+    let t = login(addr, "alice", "alice-password").await;
+    assert_eq!(t["token_type"], "Bearer");
+    assert!(t["expires_in"].as_u64().unwrap() > 800);
+    assert!(t["refresh_expires_in"].as_u64().unwrap() > 3000);
+    let access = t["access_token"].as_str().unwrap();
+    let refresh = t["refresh_token"].as_str().unwrap();
+
+    // A protected call carries the identity to the upstream, never the token.
+    let (s, _, _) = get_with_token(addr, "/app/x", access).await;
+    assert_eq!(s, StatusCode::OK);
+    let seen = up.last();
+    assert_eq!(seen.headers.get("x-auth-user").unwrap(), "alice");
+    assert_eq!(seen.headers.get("x-auth-roles").unwrap(), "user");
+    assert!(seen.headers.get("authorization").is_none());
+
+    // Roles.
+    let (s, _, body) = get_with_token(addr, "/admin/x", access).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(json(&body)["error"], "insufficient_role");
+
+    // /auth/me
+    let (s, _, body) = get_with_token(addr, "/auth/me", access).await;
+    assert_eq!(s, StatusCode::OK);
+    let me = json(&body);
+    assert_eq!(me["sub"], "alice");
+    assert_eq!(me["roles"], json!(["user"]));
+
+    // Wrong types both ways.
+    let (s, h, _) = get_with_token(addr, "/app/x", refresh).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(h
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    let req = post("/auth/refresh")
+        .header("authorization", format!("Bearer {access}"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(addr, req).await.0, StatusCode::UNAUTHORIZED);
+
+    // Refresh rotates; the old refresh token is then dead, and its reuse kills the session.
+    let req = post("/auth/refresh")
+        .header("authorization", format!("Bearer {refresh}"))
+        .body(empty())
+        .unwrap();
+    let (s, _, body) = send(addr, req).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let next = json(&body);
+    let access2 = next["access_token"].as_str().unwrap().to_owned();
+    let refresh2 = next["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(refresh2, refresh);
+    assert_eq!(
+        get_with_token(addr, "/app/x", &access2).await.0,
+        StatusCode::OK
+    );
+    let req = post("/auth/refresh")
+        .header("content-type", "application/json")
+        .body(json_body(json!({"refresh_token": refresh})))
+        .unwrap();
+    assert_eq!(
+        send(addr, req).await.0,
+        StatusCode::UNAUTHORIZED,
+        "reused refresh token accepted"
+    );
+    assert_eq!(
+        get_with_token(addr, "/app/x", &access2).await.0,
+        StatusCode::UNAUTHORIZED,
+        "session survived reuse"
+    );
+    let req = post("/auth/refresh")
+        .header("authorization", format!("Bearer {refresh2}"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(addr, req).await.0, StatusCode::UNAUTHORIZED);
+
+    // Logout of one session leaves another alive.
+    let a = login(addr, "alice", "alice-password").await;
+    let b = login(addr, "alice", "alice-password").await;
+    let (a_tok, b_tok) = (
+        a["access_token"].as_str().unwrap(),
+        b["access_token"].as_str().unwrap(),
+    );
+    let req = post("/auth/logout")
+        .header("authorization", format!("Bearer {a_tok}"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(addr, req).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        get_with_token(addr, "/app/x", a_tok).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let req = post("/auth/refresh")
+        .header(
+            "authorization",
+            format!("Bearer {}", a["refresh_token"].as_str().unwrap()),
+        )
+        .body(empty())
+        .unwrap();
+    assert_eq!(
+        send(addr, req).await.0,
+        StatusCode::UNAUTHORIZED,
+        "logged-out session refreshed"
+    );
+    assert_eq!(
+        get_with_token(addr, "/app/x", b_tok).await.0,
+        StatusCode::OK
+    );
+
+    // logout?all ends every session; a login right after works.
+    let req = post("/auth/logout?all=true")
+        .header("authorization", format!("Bearer {b_tok}"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(addr, req).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        get_with_token(addr, "/app/x", b_tok).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let c = login(addr, "alice", "alice-password").await;
+    assert_eq!(
+        get_with_token(addr, "/app/x", c["access_token"].as_str().unwrap())
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_flow_with_memory_backend() {
+    let (_fx, up, app) = gateway(MEMORY, HS256).await;
+    seed_flow(&app, &up).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_flow_with_redis_backend() {
+    let redis = Redis::start();
+    let (_fx, up, app) = gateway(
+        &format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url()),
+        HS256,
+    )
+    .await;
+    seed_flow(&app, &up).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eddsa_tokens_and_jwks() {
+    let tokens =
+        "algorithm = \"EdDSA\"\nsigning_key_file = \"k/ed.pem\"\ngenerate_missing_key = true";
+    let (_fx, _up, app) = gateway(MEMORY, tokens).await;
+    let t = login(app.public_addr, "root", "root-password").await;
+    let access = t["access_token"].as_str().unwrap();
+    assert_eq!(
+        get_with_token(app.public_addr, "/admin/x", access).await.0,
+        StatusCode::OK
+    );
+    let (s, _, body) = send(
+        app.public_addr,
+        get("/.well-known/jwks.json").body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let jwks = json(&body);
+    let header = jsonwebtoken::decode_header(access).unwrap();
+    assert_eq!(jwks["keys"][0]["kid"].as_str(), header.kid.as_deref());
+    assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+    // Verify the token with the published key, the way another client would.
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwks["keys"][0].clone()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.set_audience(&["authgate"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        access,
+        &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+        &v,
+    )
+    .unwrap();
+    for claim in [
+        "iss", "aud", "sub", "iat", "nbf", "exp", "jti", "sid", "type", "roles",
+    ] {
+        assert!(data.claims.get(claim).is_some(), "missing claim {claim}");
+    }
+    assert_eq!(data.claims["type"], "access");
+    assert!(
+        URL_SAFE_NO_PAD
+            .decode(data.claims["jti"].as_str().unwrap())
+            .unwrap()
+            .len()
+            >= 16
+    );
+    // HS256 publishes nothing.
+    let (_fx2, _up2, hs) = gateway(MEMORY, HS256).await;
+    assert_eq!(
+        send(
+            hs.public_addr,
+            get("/.well-known/jwks.json").body(empty()).unwrap()
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_attacks_are_all_401_never_5xx() {
+    let (_fx, up, app) = gateway(MEMORY, HS256).await;
+    let addr = app.public_addr;
+    let good = sign(&claims("access"));
+    assert_eq!(
+        get_with_token(addr, "/app/x", &good).await.0,
+        StatusCode::OK,
+        "a well-formed foreign-signed token must pass"
+    );
+    let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let payload = b64(&claims("access"));
+    let mut attacks: Vec<(String, String)> = Vec::new();
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        attacks.push((
+            format!("alg {alg}"),
+            format!("{}.{payload}.", b64(&json!({"alg": alg, "typ": "JWT"}))),
+        ));
+    }
+    let other_key = encode(
+        &Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims("access"),
+        &EncodingKey::from_secret(b"another-secret-another-secret-another"),
+    )
+    .unwrap();
+    attacks.push(("another key".into(), other_key));
+    let mut h = Header::new(jsonwebtoken::Algorithm::HS256);
+    h.kid = Some("not-our-kid".into());
+    attacks.push((
+        "foreign kid".into(),
+        encode(
+            &h,
+            &claims("access"),
+            &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+        )
+        .unwrap(),
+    ));
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut admin = claims("access");
+    admin["roles"] = json!(["admin"]);
+    attacks.push((
+        "tampered payload".into(),
+        format!("{}.{}.{}", parts[0], b64(&admin), parts[2]),
+    ));
+    let mutate = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = claims("access");
+        f(&mut c);
+        sign(&c)
+    };
+    let now = authgate::clock::now_secs();
+    attacks.push(("expired".into(), mutate(&|c| c["exp"] = json!(now - 3600))));
+    attacks.push((
+        "future nbf".into(),
+        mutate(&|c| c["nbf"] = json!(now + 3600)),
+    ));
+    attacks.push(("wrong iss".into(), mutate(&|c| c["iss"] = json!("evil"))));
+    attacks.push(("wrong aud".into(), mutate(&|c| c["aud"] = json!("evil"))));
+    for claim in [
+        "exp", "nbf", "iss", "aud", "sub", "jti", "sid", "type", "iat", "roles",
+    ] {
+        attacks.push((
+            format!("missing {claim}"),
+            mutate(&|c| {
+                c.as_object_mut().unwrap().remove(claim);
+            }),
+        ));
+    }
+    attacks.push(("refresh type".into(), sign(&claims("refresh"))));
+    attacks.push(("unknown type".into(), mutate(&|c| c["type"] = json!("id"))));
+    attacks.push((
+        "roles as string".into(),
+        mutate(&|c| c["roles"] = json!("admin")),
+    ));
+    attacks.push((
+        "exp as string".into(),
+        mutate(&|c| c["exp"] = json!("never")),
+    ));
+    attacks.push(("sub as number".into(), mutate(&|c| c["sub"] = json!(7))));
+    attacks.push(("garbage".into(), "not.a.token".into()));
+    attacks.push(("ten kilobytes".into(), "a".repeat(10_240)));
+    attacks.push(("two parts".into(), format!("{}.{}", parts[0], parts[1])));
+    let seen_before = up.requests().len();
+    for (name, token) in &attacks {
+        let (s, headers, body) = get_with_token(addr, "/app/x", token).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{name}: {body}");
+        assert_eq!(json(&body)["error"], "invalid_token", "{name}");
+        assert!(!body.contains(token.as_str()), "{name}: token echoed");
+        assert!(headers.get("www-authenticate").is_some(), "{name}");
+    }
+    assert_eq!(
+        up.requests().len(),
+        seen_before,
+        "an attack reached the upstream"
+    );
+}
