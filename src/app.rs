@@ -55,18 +55,7 @@ impl App {
         let keys = KeySet::load(&config.tokens, Generate::Yes)
             .map_err(|e| AppError::Setup(e.to_string()))?;
         let store = Store::new(&config.revocation).map_err(|e| AppError::Setup(e.to_string()))?;
-        if let Store::Memory(m) = &store {
-            let m = Arc::downgrade(m);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-                while let Some(m) = {
-                    tick.tick().await;
-                    m.upgrade()
-                } {
-                    m.sweep();
-                }
-            });
-        }
+        spawn_sweeper(&store);
         let metrics = Arc::new(Metrics::new());
         if let Some(redis) = store.redis() {
             redis.start_mirror(metrics.mirror_undecodable.clone());
@@ -97,16 +86,7 @@ impl App {
         let (shutdown, rx) = watch::channel(false);
         let (admin_shutdown, admin_rx) = watch::channel(false);
         let shutting_down = Arc::new(AtomicBool::new(false));
-        let s = &config.server;
-        let opts = ServeOptions {
-            max_connections: s.max_connections,
-            // Heads between max_header_bytes and this get the contract's JSON 431 from the
-            // gateway; larger ones are cut off by hyper itself.
-            max_buf_size: s.max_header_bytes.saturating_mul(2).max(16 * 1024),
-            max_header_list_size: u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX),
-            header_read_timeout: s.header_read_timeout,
-            shutdown_grace: s.shutdown_grace,
-        };
+        let opts = serve_options(&config.server);
         let admin_opts = ServeOptions {
             max_connections: 256,
             ..opts.clone()
@@ -187,6 +167,34 @@ impl App {
         self.finished().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Drops expired entries of the memory store every minute, for as long as the store lives.
+fn spawn_sweeper(store: &Store) {
+    if let Store::Memory(m) = store {
+        let m = Arc::downgrade(m);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            while let Some(m) = {
+                tick.tick().await;
+                m.upgrade()
+            } {
+                m.sweep();
+            }
+        });
+    }
+}
+
+fn serve_options(s: &crate::config::ServerConfig) -> ServeOptions {
+    ServeOptions {
+        max_connections: s.max_connections,
+        // Heads between max_header_bytes and this get the contract's JSON 431 from the
+        // gateway; larger ones are cut off by hyper itself.
+        max_buf_size: s.max_header_bytes.saturating_mul(2).max(16 * 1024),
+        max_header_list_size: u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX),
+        header_read_timeout: s.header_read_timeout,
+        shutdown_grace: s.shutdown_grace,
     }
 }
 

@@ -19,10 +19,23 @@ pub struct Pattern {
     prefix: bool,
 }
 
+/// Why a route pattern is not valid (the message names the pattern).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PatternError(String);
+
+impl PatternError {
+    fn new(message: String) -> Self {
+        PatternError(message)
+    }
+}
+
 impl Pattern {
-    pub fn parse(raw: &str) -> Result<Pattern, String> {
+    pub fn parse(raw: &str) -> Result<Pattern, PatternError> {
         if !raw.starts_with('/') {
-            return Err(format!("pattern {raw:?} must start with /"));
+            return Err(PatternError::new(format!(
+                "pattern {raw:?} must start with /"
+            )));
         }
         let mut segs = Vec::new();
         let mut prefix = false;
@@ -32,25 +45,31 @@ impl Pattern {
             match *part {
                 "**" if last => prefix = true,
                 "**" => {
-                    return Err(format!(
+                    return Err(PatternError::new(format!(
                         "pattern {raw:?}: ** is only allowed as the last segment"
-                    ))
+                    )))
                 }
                 "*" => segs.push(Seg::One),
                 "" if last => {}
-                "" => return Err(format!("pattern {raw:?} has an empty segment")),
+                "" => {
+                    return Err(PatternError::new(format!(
+                        "pattern {raw:?} has an empty segment"
+                    )))
+                }
                 "." | ".." => {
-                    return Err(format!(
+                    return Err(PatternError::new(format!(
                         "pattern {raw:?}: . and .. never appear in a normalized path"
-                    ))
+                    )))
                 }
                 p if p.contains('*') => {
-                    return Err(format!("pattern {raw:?}: * must be a whole segment"))
+                    return Err(PatternError::new(format!(
+                        "pattern {raw:?}: * must be a whole segment"
+                    )))
                 }
                 p if p.contains(['%', ';', '?', '#', '\\']) => {
-                    return Err(format!(
+                    return Err(PatternError::new(format!(
                         "pattern {raw:?}: write segments decoded, without ; ? # % or \\"
-                    ))
+                    )))
                 }
                 p => segs.push(Seg::Lit(p.to_owned())),
             }

@@ -373,13 +373,26 @@ impl Sessions {
                 session_exp,
             )
             .map_err(internal)?;
+        let refresh = self.spend(claims, refresh).await?;
+        Ok(Pair {
+            access,
+            refresh,
+            refresh_is_new: true,
+            session_exp,
+        })
+    }
+
+    /// Makes `next` the session's current refresh token if `claims` names the current one;
+    /// returns the token the client should hold from now on.
+    async fn spend(&self, claims: &Claims, next: Issued) -> Result<String, GatewayError> {
+        let session_exp = claims.exp;
         let left = Duration::from_secs(session_exp.saturating_sub(now_secs()));
         let request = RotateRequest {
             sub: &claims.sub,
             sid: &claims.sid,
             presented_jti: &claims.jti,
-            new_jti: &refresh.claims.jti,
-            new_token: &refresh.token,
+            new_jti: &next.claims.jti,
+            new_token: &next.token,
             grace: self.policy.reuse_grace,
             ttl: left + self.policy.leeway + Duration::from_secs(1),
         };
@@ -389,7 +402,7 @@ impl Sessions {
             .await
             .map_err(|e| self.store_down(e))?;
         let refresh = match rotation {
-            Rotation::Rotated => refresh.token,
+            Rotation::Rotated => next.token,
             Rotation::Replay(current) => current,
             Rotation::Reused => {
                 tracing::warn!(user = %claims.sub, "refresh token reuse: session revoked");
@@ -401,12 +414,7 @@ impl Sessions {
                 return Err(GatewayError::InvalidToken("the session is no longer valid"))
             }
         };
-        Ok(Pair {
-            access,
-            refresh,
-            refresh_is_new: true,
-            session_exp,
-        })
+        Ok(refresh)
     }
 
     /// Ends the caller's session, or (`all`) every session of the user.

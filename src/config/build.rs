@@ -264,6 +264,29 @@ fn build_key_source(
             generate_if_missing: raw.generate_missing_key.unwrap_or(false),
         });
     }
+    let secret = read_secret(rep, base, raw)?;
+    if secret.len() < 32 {
+        let at = raw
+            .secret_env
+            .as_ref()
+            .or(raw.secret_file.as_ref())
+            .and_then(span);
+        rep.error(
+            at,
+            "tokens",
+            format!(
+                "the HS256 secret is {} bytes; at least 32 are required",
+                secret.len()
+            ),
+            Some("generate one with `authgate keygen --alg HS256`".to_owned()),
+        );
+        return None;
+    }
+    Some(KeySource::Secret(secret))
+}
+
+/// The HS256 secret from `secret_env` or `secret_file` (exactly one of them).
+fn read_secret(rep: &mut Reporter, base: &Path, raw: &raw::RawTokens) -> Option<Vec<u8>> {
     let secret = match (&raw.secret_env, &raw.secret_file) {
         (Some(var), None) => match std::env::var(&var.get_ref().0) {
             Ok(v) => v.into_bytes(),
@@ -299,24 +322,7 @@ fn build_key_source(
             return None;
         }
     };
-    if secret.len() < 32 {
-        let at = raw
-            .secret_env
-            .as_ref()
-            .or(raw.secret_file.as_ref())
-            .and_then(span);
-        rep.error(
-            at,
-            "tokens",
-            format!(
-                "the HS256 secret is {} bytes; at least 32 are required",
-                secret.len()
-            ),
-            Some("generate one with `authgate keygen --alg HS256`".to_owned()),
-        );
-        return None;
-    }
-    Some(KeySource::Secret(secret))
+    Some(secret)
 }
 
 fn trim_ascii_end(mut v: Vec<u8>) -> Vec<u8> {

@@ -75,114 +75,11 @@ pub(super) fn build_routes(
     raw: &[Spanned<raw::RawRoute>],
     upstreams: &[UpstreamConfig],
 ) -> Option<RouteTable> {
-    let mut routes = Vec::new();
-    for (i, spanned) in raw.iter().enumerate() {
-        let r = spanned.get_ref();
-        let (line, _) = rep.line_col(span(spanned));
-        let key = |k: &str| format!("routes[{i}].{k}");
-        let pattern = match Pattern::parse(&r.path.get_ref().0) {
-            Ok(p) => p,
-            Err(e) => {
-                rep.error(
-                    span(&r.path),
-                    key("path"),
-                    e,
-                    Some("patterns look like \"/a/b\", \"/a/**\" or \"/a/*/c\"".to_owned()),
-                );
-                continue;
-            }
-        };
-        let up_name = &r.upstream.get_ref().0;
-        let Some(upstream) = upstreams.iter().position(|u| &u.name == up_name) else {
-            let defined: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-            rep.error(
-                span(&r.upstream),
-                key("upstream"),
-                format!(
-                    "upstream {up_name:?} is not defined; defined: {}",
-                    if defined.is_empty() {
-                        "(none)".to_owned()
-                    } else {
-                        defined.join(", ")
-                    }
-                ),
-                Some("add an [[upstreams]] table with this name or fix the spelling".to_owned()),
-            );
-            continue;
-        };
-        let auth = one_of(
-            rep,
-            &r.auth,
-            &key("auth"),
-            AuthMode::Required,
-            &[
-                ("public", AuthMode::Public),
-                ("required", AuthMode::Required),
-            ],
-        );
-        let on_unauthenticated = one_of(
-            rep,
-            &r.on_unauthenticated,
-            &key("on_unauthenticated"),
-            OnUnauthenticated::Status401,
-            &[
-                ("401", OnUnauthenticated::Status401),
-                ("redirect", OnUnauthenticated::Redirect),
-            ],
-        );
-        let methods = match &r.methods {
-            None => None,
-            Some(ms) => {
-                let mut parsed = Vec::new();
-                for m in ms.get_ref() {
-                    match Method::from_bytes(m.0.to_ascii_uppercase().as_bytes()) {
-                        Ok(m) => parsed.push(m),
-                        Err(_) => rep.error(
-                            span(ms),
-                            key("methods"),
-                            format!("{:?} is not an HTTP method", m.0),
-                            None,
-                        ),
-                    }
-                }
-                if parsed.is_empty() {
-                    rep.error(
-                        span(ms),
-                        key("methods"),
-                        "an empty list matches nothing",
-                        Some("remove `methods` to match every method".to_owned()),
-                    );
-                }
-                Some(parsed)
-            }
-        };
-        if auth == AuthMode::Public && !r.roles.is_empty() {
-            rep.error(
-                span(&r.path),
-                key("roles"),
-                "roles on a public route are never checked",
-                Some("set auth = \"required\" or remove roles".to_owned()),
-            );
-        }
-        routes.push(Route {
-            index: i,
-            line,
-            name: Box::leak(
-                r.name
-                    .as_ref()
-                    .map_or_else(|| r.path.get_ref().0.clone(), |n| n.0.clone())
-                    .into_boxed_str(),
-            ),
-            pattern,
-            host: r.host.as_ref().map(|h| h.0.to_ascii_lowercase()),
-            methods,
-            upstream,
-            auth,
-            roles: r.roles.iter().map(|t| t.0.clone()).collect(),
-            on_unauthenticated,
-            websocket: r.websocket.unwrap_or(true),
-        });
-    }
+    let routes: Vec<Route> = raw
+        .iter()
+        .enumerate()
+        .filter_map(|(i, spanned)| build_route(rep, i, spanned, upstreams))
+        .collect();
     for (later, earlier) in RouteTable::shadowed(&routes) {
         let (l, e) = (&routes[later], &routes[earlier]);
         rep.error(
@@ -193,4 +90,140 @@ pub(super) fn build_routes(
         );
     }
     Some(RouteTable::new(routes))
+}
+
+/// One route; `None` (with the problem reported) when it cannot be built.
+fn build_route(
+    rep: &mut Reporter,
+    i: usize,
+    spanned: &Spanned<raw::RawRoute>,
+    upstreams: &[UpstreamConfig],
+) -> Option<Route> {
+    let r = spanned.get_ref();
+    let (line, _) = rep.line_col(span(spanned));
+    let key = |k: &str| format!("routes[{i}].{k}");
+    let pattern = match Pattern::parse(&r.path.get_ref().0) {
+        Ok(p) => p,
+        Err(e) => {
+            rep.error(
+                span(&r.path),
+                key("path"),
+                e.to_string(),
+                Some("patterns look like \"/a/b\", \"/a/**\" or \"/a/*/c\"".to_owned()),
+            );
+            return None;
+        }
+    };
+    let upstream = find_upstream(rep, &r.upstream, upstreams, &key("upstream"))?;
+    let (auth, on_unauthenticated) = parse_auth(rep, r, &key);
+    let methods = r
+        .methods
+        .as_ref()
+        .map(|ms| parse_methods(rep, ms, &key("methods")));
+    if auth == AuthMode::Public && !r.roles.is_empty() {
+        rep.error(
+            span(&r.path),
+            key("roles"),
+            "roles on a public route are never checked",
+            Some("set auth = \"required\" or remove roles".to_owned()),
+        );
+    }
+    Some(Route {
+        index: i,
+        line,
+        name: Box::leak(
+            r.name
+                .as_ref()
+                .map_or_else(|| r.path.get_ref().0.clone(), |n| n.0.clone())
+                .into_boxed_str(),
+        ),
+        pattern,
+        host: r.host.as_ref().map(|h| h.0.to_ascii_lowercase()),
+        methods,
+        upstream,
+        auth,
+        roles: r.roles.iter().map(|t| t.0.clone()).collect(),
+        on_unauthenticated,
+        websocket: r.websocket.unwrap_or(true),
+    })
+}
+
+/// `auth` and `on_unauthenticated` of one route.
+fn parse_auth(
+    rep: &mut Reporter,
+    r: &raw::RawRoute,
+    key: &dyn Fn(&str) -> String,
+) -> (AuthMode, OnUnauthenticated) {
+    let auth = one_of(
+        rep,
+        &r.auth,
+        &key("auth"),
+        AuthMode::Required,
+        &[
+            ("public", AuthMode::Public),
+            ("required", AuthMode::Required),
+        ],
+    );
+    let on_unauthenticated = one_of(
+        rep,
+        &r.on_unauthenticated,
+        &key("on_unauthenticated"),
+        OnUnauthenticated::Status401,
+        &[
+            ("401", OnUnauthenticated::Status401),
+            ("redirect", OnUnauthenticated::Redirect),
+        ],
+    );
+    (auth, on_unauthenticated)
+}
+
+fn find_upstream(
+    rep: &mut Reporter,
+    name: &Spanned<raw::Text>,
+    upstreams: &[UpstreamConfig],
+    key: &str,
+) -> Option<usize> {
+    let up_name = &name.get_ref().0;
+    let found = upstreams.iter().position(|u| &u.name == up_name);
+    if found.is_none() {
+        let defined: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+        rep.error(
+            span(name),
+            key,
+            format!(
+                "upstream {up_name:?} is not defined; defined: {}",
+                if defined.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    defined.join(", ")
+                }
+            ),
+            Some("add an [[upstreams]] table with this name or fix the spelling".to_owned()),
+        );
+    }
+    found
+}
+
+fn parse_methods(rep: &mut Reporter, ms: &Spanned<Vec<raw::Text>>, key: &str) -> Vec<Method> {
+    let mut parsed = Vec::new();
+    for m in ms.get_ref() {
+        match Method::from_bytes(m.0.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => parsed.push(m),
+            Err(_) => rep.error(
+                span(ms),
+                key,
+                format!("{:?} is not an HTTP method", m.0),
+                None,
+            ),
+        }
+    }
+    if parsed.is_empty() {
+        rep.error(
+            span(ms),
+            key,
+            "an empty list matches nothing",
+            Some("remove `methods` to match every method".to_owned()),
+        );
+    }
+    parsed
 }

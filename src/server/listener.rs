@@ -100,39 +100,14 @@ pub async fn serve<H: Handler>(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let watcher = graceful.watcher();
-        let handler = handler.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let handshake_deadline = opts.header_read_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            handler.connections_changed(1);
-            match tls {
-                None => {
-                    let info = ConnInfo { peer, tls: false };
-                    serve_io(TokioIo::new(tcp), info, &builder, handler.clone(), watcher).await;
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_deadline, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let info = ConnInfo { peer, tls: true };
-                            serve_io(
-                                TokioIo::new(stream),
-                                info,
-                                &builder,
-                                handler.clone(),
-                                watcher,
-                            )
-                            .await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
-                }
-            }
-            handler.connections_changed(-1);
-        });
+        let conn = Conn {
+            peer,
+            handler: handler.clone(),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            handshake_deadline: opts.header_read_timeout,
+        };
+        tokio::spawn(conn.run(tcp, tls.clone(), permit));
     }
     drop(listener);
     tokio::select! {
@@ -140,6 +115,59 @@ pub async fn serve<H: Handler>(
         _ = tokio::time::sleep(opts.shutdown_grace) => {
             tracing::warn!(grace = ?opts.shutdown_grace, "shutdown grace expired with requests in flight");
         }
+    }
+}
+
+/// One accepted connection, served on its own task.
+struct Conn<H> {
+    peer: SocketAddr,
+    handler: Arc<H>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    handshake_deadline: Duration,
+}
+
+impl<H: Handler> Conn<H> {
+    /// TLS handshake (bounded) if any, then HTTP until the connection ends; the permit (a slot
+    /// under `max_connections`) is held for as long.
+    async fn run(
+        self,
+        tcp: tokio::net::TcpStream,
+        tls: Option<TlsAcceptor>,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let Conn {
+            peer,
+            handler,
+            builder,
+            watcher,
+            handshake_deadline,
+        } = self;
+        handler.connections_changed(1);
+        match tls {
+            None => {
+                let info = ConnInfo { peer, tls: false };
+                serve_io(TokioIo::new(tcp), info, &builder, handler.clone(), watcher).await;
+            }
+            Some(acceptor) => {
+                match tokio::time::timeout(handshake_deadline, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let info = ConnInfo { peer, tls: true };
+                        serve_io(
+                            TokioIo::new(stream),
+                            info,
+                            &builder,
+                            handler.clone(),
+                            watcher,
+                        )
+                        .await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+        }
+        handler.connections_changed(-1);
     }
 }
 

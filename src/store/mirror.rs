@@ -199,7 +199,10 @@ async fn snapshot(conn: &mut ConnectionManager, keys: &Keys) -> Result<Snapshot,
     Ok((sessions, cutoffs))
 }
 
-async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<Vec<String>, SyncError> {
+/// Key names found by SCAN.
+type KeyNames = Vec<String>;
+
+async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<KeyNames, SyncError> {
     let mut cursor: u64 = 0;
     let mut keys = Vec::new();
     loop {

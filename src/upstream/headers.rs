@@ -152,18 +152,19 @@ fn ip_text(ip: IpAddr) -> String {
     out
 }
 
-/// The request head the upstream receives.
-pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
+/// Removes what the client may not send on: hop-by-hop headers, anything named like an
+/// identity header, `Authorization` (unless forwarded by policy) and the gateway's cookies.
+fn strip_client_headers(headers: &mut HeaderMap, policy: &HeaderPolicy) {
     strip_hop_by_hop(headers);
     let spoofed: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| is_identity_like(n.as_str(), ctx.policy))
+        .filter(|n| is_identity_like(n.as_str(), policy))
         .cloned()
         .collect();
     for name in spoofed {
         headers.remove(name);
     }
-    if !ctx.policy.forward_token {
+    if !policy.forward_token {
         headers.remove(header::AUTHORIZATION);
     }
     if headers.contains_key(header::COOKIE) {
@@ -174,12 +175,17 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
             .collect::<Vec<_>>()
             .join("; ");
         headers.remove(header::COOKIE);
-        if let Some(kept) = strip_cookies(&cookie, ctx.policy.own_cookie_prefix) {
+        if let Some(kept) = strip_cookies(&cookie, policy.own_cookie_prefix) {
             if let Ok(v) = HeaderValue::from_str(&kept) {
                 headers.insert(header::COOKIE, v);
             }
         }
     }
+}
+
+/// The request head the upstream receives.
+pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
+    strip_client_headers(headers, ctx.policy);
     let xff_name = HeaderName::from_static("x-forwarded-for");
     let prior: Vec<&str> = headers
         .get_all(&xff_name)
