@@ -392,3 +392,62 @@ async fn revoke_command_logs_a_user_out_everywhere() {
         http::StatusCode::UNAUTHORIZED
     );
 }
+
+/// Only `serve` may create a missing development key: check-config, explain and users
+/// leave the directory as it was.
+#[test]
+fn commands_other_than_serve_create_no_key_file() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let tokens =
+        "algorithm = \"EdDSA\"\nsigning_key_file = \"keys/dev.pem\"\ngenerate_missing_key = true";
+    let cfg = fx.write("gen.toml", &fx.config(up, tokens, MEMORY, "", ""));
+    let key = fx.path("keys/dev.pem");
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("will generate"));
+    let explain = bin()
+        .args(["explain", "--config"])
+        .arg(&cfg)
+        .args(["GET", "/x"])
+        .output()
+        .unwrap();
+    assert!(explain.status.success());
+    let list = bin()
+        .args(["users", "--config"])
+        .arg(&cfg)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(list.status.success());
+    assert!(!key.exists(), "a command other than serve created the key");
+    assert!(!fx.path("keys").exists());
+
+    // Without generate_missing_key, a missing key is an error that says how to make one.
+    let strict = fx.write(
+        "strict.toml",
+        &fx.config(
+            up,
+            &tokens.replace("generate_missing_key = true", ""),
+            MEMORY,
+            "",
+            "",
+        ),
+    );
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&strict)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authgate keygen"));
+}
