@@ -84,6 +84,10 @@ enum UsersAction {
         #[arg(value_delimiter = ',')]
         roles: Vec<String>,
     },
+    /// Lift a login lockout: clear the user's failure counter (Redis store)
+    Unlock {
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -324,6 +328,7 @@ fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
         match action {
             UsersAction::Add { name, roles } => {
                 validate_name(&name)?;
+                validate_roles(&roles)?;
                 let pw = read_password("Password for the new user: ")?;
                 let user = User {
                     name: name.clone(),
@@ -347,14 +352,29 @@ fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
                 }
             }
             UsersAction::SetRoles { name, roles } => {
+                validate_roles(&roles)?;
                 if !users.set_roles(&name, &roles).await? {
                     bail!("no user {name:?}");
                 }
                 println!("{name}: roles {}", roles.join(","));
             }
+            UsersAction::Unlock { name } => {
+                if matches!(store, Store::Memory(_)) {
+                    bail!("`authgate users unlock` needs revocation.backend = \"redis\": the memory store's counters live inside the running gateway (they reset when failure_window passes, or on restart)");
+                }
+                store.clear_failures(&authgate::auth::sessions::user_counter(&name)).await?;
+                println!("unlocked {name}: its failure counter is cleared");
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn validate_roles(roles: &[String]) -> Result<(), anyhow::Error> {
+    for r in roles {
+        authgate::store::users::validate_role(r)?;
+    }
+    Ok(())
 }
 
 fn revoke(path: &Path, user: &str) -> Result<ExitCode> {

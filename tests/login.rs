@@ -150,6 +150,13 @@ async fn registration_with_the_redis_user_store() {
             .0,
         StatusCode::BAD_REQUEST
     );
+    // A name that differs only in case is taken; names of punctuation alone are refused.
+    let (s, _, body) = send(app.public_addr, register("Dave", "other-password")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    for bad in [".", "..", "-", ".hidden", "x\r\ny"] {
+        let (s, _, body) = send(app.public_addr, register(bad, "dave-password")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+    }
     let t = login(app.public_addr, "dave", "dave-password").await;
     assert_eq!(
         get_with_token(
@@ -190,4 +197,175 @@ async fn registration_with_the_redis_user_store() {
             .0,
         StatusCode::NOT_FOUND
     );
+}
+
+fn json_login(user: &str, pw: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    post("/auth/login")
+        .header("content-type", "application/json")
+        .body(json_body(json!({"username": user, "password": pw})))
+        .unwrap()
+}
+
+/// Regression: a wrong password for a real user cost a full argon2 verification, an unknown
+/// user almost nothing (`known && verify(..)` short-circuited), so timing told which names
+/// exist. Compared as a ratio of medians, never against an absolute time.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_users_cost_as_much_as_known_ones() {
+    let gw = TestGateway::new().start().await;
+    let median = |mut v: Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    // Interleaved, two failures per round: under the fixture's limit of 3 per user.
+    for round in 0..7 {
+        for (user, into) in [
+            ("alice", &mut known),
+            (&*format!("ghost{round}"), &mut unknown),
+        ] {
+            let t = std::time::Instant::now();
+            let (s, _, body) = send(gw.addr, json_login(user, "wrong-password")).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+            into.push(t.elapsed());
+        }
+        if round % 2 == 1 {
+            // Keep alice under the limit: a right password clears her counter.
+            login(gw.addr, "alice", "alice-password").await;
+        }
+    }
+    let (k, u) = (median(known), median(unknown));
+    assert!(
+        u * 2 >= k,
+        "unknown user median {u:?} is under half the known user median {k:?}"
+    );
+}
+
+/// Regression: 120 parallel wrong passwords for one user got 34 password checks instead of
+/// the limit. Each 401 is a check that ran; the rest must be 429 before any check.
+async fn parallel_wrong_passwords_stop_at_the_limit(gw: &Running) {
+    let attempts = (0..100).map(|_| {
+        let addr = gw.addr;
+        tokio::spawn(async move { send(addr, json_login("alice", "wrong")).await.0 })
+    });
+    let mut checked = 0;
+    let mut refused = 0;
+    for a in attempts {
+        match a.await.unwrap() {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // The fixture allows 3 failures per user.
+    assert!(checked <= 3, "{checked} password checks ran");
+    assert_eq!(checked + refused, 100);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_wrong_passwords_are_checked_at_most_the_limit_memory() {
+    let gw = TestGateway::new().start().await;
+    parallel_wrong_passwords_stop_at_the_limit(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_wrong_passwords_are_checked_at_most_the_limit_redis() {
+    let redis = Redis::start();
+    let gw = TestGateway::new().redis(&redis, "").start().await;
+    parallel_wrong_passwords_stop_at_the_limit(&gw).await;
+    // An operator lifts the lockout with the CLI.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["users", "--config"])
+        .arg(&gw.config)
+        .args(["unlock", "alice"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    login(gw.addr, "alice", "alice-password").await;
+}
+
+/// Regression: login A, logout-all, login B, logout-all with B's token, all in one second,
+/// left B's tokens working (the second cut-off equalled the first while B was issued one
+/// second past it).
+async fn cut_off_race(gw: &Running) {
+    for trial in 0..50 {
+        let a = login_pair(gw.addr, "alice", "alice-password").await;
+        assert_eq!(
+            post_with_token(gw.addr, "/auth/logout?all=true", &a.access)
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
+        let b = login_pair(gw.addr, "alice", "alice-password").await;
+        assert_eq!(
+            get_with_token(gw.addr, "/app/x", &b.access).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            post_with_token(gw.addr, "/auth/logout?all=true", &b.access)
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
+        let (s, _, body) = get_with_token(gw.addr, "/app/x", &b.access).await;
+        assert_eq!(
+            s,
+            StatusCode::UNAUTHORIZED,
+            "trial {trial}: B's token survived: {body}"
+        );
+        assert_eq!(
+            post_with_token(gw.addr, "/auth/refresh", &b.refresh)
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_off_covers_everything_issued_before_it_memory() {
+    cut_off_race(&TestGateway::new().start().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cut_off_covers_everything_issued_before_it_redis() {
+    let redis = Redis::start();
+    cut_off_race(&TestGateway::new().redis(&redis, "").start().await).await;
+}
+
+/// Regression: `?all=True`, `?all=yes` and a bare `?all` logged out one session, silently.
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_all_accepts_true_1_yes_in_any_case_and_refuses_the_rest() {
+    let gw = TestGateway::new().start().await;
+    for bad in ["all", "all=", "all=no", "all=2"] {
+        let t = login_pair(gw.addr, "alice", "alice-password").await;
+        let (s, _, body) =
+            post_with_token(gw.addr, &format!("/auth/logout?{bad}"), &t.access).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(json(&body)["error"], "invalid_request");
+        assert_eq!(
+            get_with_token(gw.addr, "/app/x", &t.access).await.0,
+            StatusCode::OK,
+            "{bad} logged out"
+        );
+    }
+    for good in ["all=True", "all=YES", "all=1"] {
+        let other = login_pair(gw.addr, "alice", "alice-password").await;
+        let t = login_pair(gw.addr, "alice", "alice-password").await;
+        assert_eq!(
+            post_with_token(gw.addr, &format!("/auth/logout?{good}"), &t.access)
+                .await
+                .0,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            get_with_token(gw.addr, "/app/x", &other.access).await.0,
+            StatusCode::UNAUTHORIZED,
+            "{good}"
+        );
+    }
 }

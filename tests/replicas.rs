@@ -219,5 +219,5 @@ async fn published_revocations_decode_as_events() {
         sid: sid.into(),
         ttl: 60,
     };
-    assert_eq!(events, vec![cut(100), cut(100), sid("s1"), sid("s2")]);
+    assert_eq!(events, vec![cut(100), cut(101), sid("s1"), sid("s2")]);
 }

@@ -195,16 +195,31 @@ async fn logout(
     headers: &HeaderMap,
     ctx: Ctx<'_>,
 ) -> Result<Response<Body>, GatewayError> {
+    let all = logout_all(ctx.query)?;
     let identity = auth.authenticate(headers).await?;
-    let all = ctx
-        .query
-        .and_then(|q| field(q.as_bytes(), "all"))
-        .is_some_and(|v| v == "true" || v == "1");
     auth.sessions().logout(&identity.claims, all).await?;
     let mut resp = Response::new(crate::body::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
     cookies::clear_session(resp.headers_mut(), ctx.tls);
     Ok(resp)
+}
+
+/// `?all=true|1|yes` (any case) logs out every session; absent, this one; anything else is a
+/// mistake the client must hear about rather than a silent single-session logout.
+fn logout_all(query: Option<&str>) -> Result<bool, GatewayError> {
+    match query.and_then(|q| field(q.as_bytes(), "all")) {
+        None => Ok(false),
+        Some(v)
+            if ["true", "1", "yes"]
+                .iter()
+                .any(|t| v.eq_ignore_ascii_case(t)) =>
+        {
+            Ok(true)
+        }
+        Some(_) => Err(GatewayError::BadRequest(
+            "all must be true, 1 or yes".to_owned(),
+        )),
+    }
 }
 
 async fn me(auth: &Auth, headers: &HeaderMap) -> Result<Response<Body>, GatewayError> {
@@ -287,4 +302,22 @@ fn login_page(query: Option<&str>) -> Response<Body> {
         HeaderValue::from_static("no-store"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logout_all_values() {
+        for q in ["all=true", "all=True", "all=1", "all=YES", "x=1&all=yes"] {
+            assert_eq!(logout_all(Some(q)).ok(), Some(true), "{q}");
+        }
+        for q in [None, Some(""), Some("other=1")] {
+            assert_eq!(logout_all(q).ok(), Some(false), "{q:?}");
+        }
+        for q in ["all", "all=", "all=false", "all=0", "all=no", "all=tru"] {
+            assert!(logout_all(Some(q)).is_err(), "{q}");
+        }
+    }
 }

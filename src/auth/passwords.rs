@@ -84,12 +84,18 @@ impl Hasher {
     }
 
     /// Verifies `password` against `phc`, or against the dummy hash when there is no user.
+    /// An unknown user costs one full verification too (against the dummy hash), so that the
+    /// answer's timing does not tell which user names exist.
     pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, HashError> {
+        let known = phc.is_some();
         let phc = phc.unwrap_or(&self.dummy).to_owned();
         let password = password.to_owned();
-        let known = phc != self.dummy;
-        self.run(move || known && verify_password(password.as_bytes(), &phc))
-            .await
+        self.run(move || {
+            // Verify first, then combine: `known && verify(..)` would skip the work.
+            let matches = verify_password(password.as_bytes(), &phc);
+            matches && known
+        })
+        .await
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {

@@ -13,7 +13,9 @@ use crate::config::{Config, OnStoreError};
 use crate::error::GatewayError;
 use crate::ids::random_id;
 use crate::store::users::{validate_name, User, UserStore};
-use crate::store::{RevocationState, RotateRequest, Rotation, Store, StoreError};
+use crate::store::{
+    Attempt, AttemptRequest, RevocationState, RotateRequest, Rotation, Store, StoreError,
+};
 use http::HeaderMap;
 use prometheus_client::metrics::counter::Counter;
 use std::net::IpAddr;
@@ -91,8 +93,8 @@ pub struct Sessions {
     store_errors: Counter,
 }
 
-/// Keys of the login throttle counters.
-fn user_counter(name: &str) -> String {
+/// Keys of the login throttle counters (per user name, per client address).
+pub fn user_counter(name: &str) -> String {
     format!("u:{name}")
 }
 
@@ -185,6 +187,9 @@ impl Sessions {
     }
 
     /// Checks a password (throttled per user and per client address) and starts a session.
+    /// The attempt is counted before the password is checked, atomically with the limit
+    /// check, so however many arrive at once at most `max_failures_per_user` wrong passwords
+    /// are ever checked for one user in a window; a right one takes its count back.
     pub async fn login(
         &self,
         username: &str,
@@ -193,7 +198,19 @@ impl Sessions {
     ) -> Result<Pair, GatewayError> {
         let user_key = user_counter(username);
         let ip_key = ip_counter(client_ip);
-        self.check_throttle(&user_key, &ip_key).await?;
+        let p = &self.policy;
+        let attempt = AttemptRequest {
+            counters: [&user_key, &ip_key],
+            limits: [p.max_failures_per_user, p.max_failures_per_ip],
+            window: p.failure_window,
+        };
+        match self.store.reserve_attempt(attempt).await {
+            Ok(Attempt::Reserved) => {}
+            Ok(Attempt::Refused { retry_after }) => {
+                return Err(GatewayError::TooManyAttempts { retry_after })
+            }
+            Err(e) => return Err(self.store_down(e)),
+        }
         let user = if validate_name(username).is_ok() {
             self.users
                 .get(username)
@@ -208,47 +225,17 @@ impl Sessions {
             .await
             .map_err(hash_error)?;
         let Some(user) = user.filter(|_| ok) else {
-            let window = self.policy.failure_window;
-            let (u, i) = tokio::join!(
-                self.store.add_failure(&user_key, window),
-                self.store.add_failure(&ip_key, window)
-            );
-            u.and(i).map_err(|e| self.store_down(e))?;
             tracing::info!(user = %username, ip = %client_ip, "login failed");
             return Err(GatewayError::InvalidCredentials);
         };
-        self.store
-            .clear_failures(&user_key)
-            .await
-            .map_err(|e| self.store_down(e))?;
+        let (u, i) = tokio::join!(
+            self.store.clear_failures(&user_key),
+            self.store.forget_attempt(&ip_key)
+        );
+        u.and(i).map_err(|e| self.store_down(e))?;
         let pair = self.start(&user).await?;
         tracing::info!(user = %user.name, "login");
         Ok(pair)
-    }
-
-    async fn check_throttle(&self, user_key: &str, ip_key: &str) -> Result<(), GatewayError> {
-        let (user_fails, user_ttl) = self
-            .store
-            .failures(user_key)
-            .await
-            .map_err(|e| self.store_down(e))?;
-        let (ip_fails, ip_ttl) = self
-            .store
-            .failures(ip_key)
-            .await
-            .map_err(|e| self.store_down(e))?;
-        let p = &self.policy;
-        if user_fails >= p.max_failures_per_user {
-            return Err(GatewayError::TooManyAttempts {
-                retry_after: user_ttl,
-            });
-        }
-        if ip_fails >= p.max_failures_per_ip {
-            return Err(GatewayError::TooManyAttempts {
-                retry_after: ip_ttl,
-            });
-        }
-        Ok(())
     }
 
     /// A new login session for `user`: a fresh `sid`, an access and a refresh token.

@@ -91,6 +91,13 @@ pub enum IssueError {
     Sign(#[from] jsonwebtoken::errors::Error),
     #[error(transparent)]
     Rng(#[from] RngError),
+    #[error("a subject or role is not header-safe text")]
+    Unsafe,
+}
+
+/// What may travel in an identity header: visible ASCII, no comma (roles are joined by it).
+fn header_safe(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }
 
 /// Tokens longer than this are refused before any parsing.
@@ -239,6 +246,11 @@ impl Tokens {
         iat: u64,
         exp: u64,
     ) -> Result<Issued, IssueError> {
+        // Whatever the user store holds, a token never carries text that could split or
+        // forge a header at the upstream.
+        if !header_safe(sub) || !roles.unwrap_or(&[]).iter().all(|r| header_safe(r)) {
+            return Err(IssueError::Unsafe);
+        }
         let jti = random_id()?;
         let claims = IssuedClaims {
             iss: &self.issuer,

@@ -5,7 +5,7 @@
 //! login: a password spray must not slow token checks). Entries expire on read and a
 //! periodic sweep drops the rest.
 
-use super::{ttl_secs, RevocationState, RotateRequest, Rotation};
+use super::{ttl_secs, Attempt, AttemptRequest, RevocationState, RotateRequest, Rotation};
 use crate::clock::{now_millis, now_secs};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -79,15 +79,23 @@ impl MemoryStore {
         lock(&self.refresh).remove(sid);
     }
 
-    /// Raises the user's cut-off (never lowers it); returns the one in force.
+    /// Sets the user's cut-off to `cutoff`, or one past the old one when that is not earlier
+    /// (it never moves back, and always covers tokens issued after the old one); returns it.
     pub fn revoke_user(&self, sub: &str, cutoff: u64, ttl: Duration) -> u64 {
         let exp = expiry(ttl);
         let now = now_secs();
         let mut r = self.write();
-        let entry = r.cutoffs.entry(sub.to_owned()).or_insert((cutoff, exp));
-        let old = if entry.1 > now { entry.0 } else { 0 };
-        *entry = (old.max(cutoff), exp);
-        entry.0
+        let old = r
+            .cutoffs
+            .get(sub)
+            .filter(|(_, e)| *e > now)
+            .map(|(c, _)| *c);
+        let new = match old {
+            Some(old) if old >= cutoff => old + 1,
+            _ => cutoff,
+        };
+        r.cutoffs.insert(sub.to_owned(), (new, exp));
+        new
     }
 
     pub fn start_session(&self, sid: &str, jti: &str, ttl: Duration) {
@@ -140,16 +148,34 @@ impl MemoryStore {
         }
     }
 
-    pub fn add_failure(&self, key: &str, window: Duration) -> u64 {
+    /// Checks both counters and counts the attempt on both, in one critical section.
+    pub fn reserve_attempt(&self, a: &AttemptRequest<'_>) -> Attempt {
         let now = now_secs();
-        let window = ttl_secs(window);
+        let window = ttl_secs(a.window);
         let mut failures = lock(&self.failures);
-        let entry = failures.entry(key.to_owned()).or_insert((0, now + window));
-        if entry.1 <= now {
-            *entry = (0, now + window);
+        for (key, limit) in a.counters.iter().zip(a.limits) {
+            if let Some((n, exp)) = failures.get(*key).filter(|(_, exp)| *exp > now) {
+                if *n >= limit {
+                    return Attempt::Refused {
+                        retry_after: exp - now,
+                    };
+                }
+            }
         }
-        entry.0 += 1;
-        entry.0
+        for key in a.counters {
+            let entry = failures.entry(key.to_owned()).or_insert((0, now + window));
+            if entry.1 <= now {
+                *entry = (0, now + window);
+            }
+            entry.0 += 1;
+        }
+        Attempt::Reserved
+    }
+
+    pub fn forget_attempt(&self, key: &str) {
+        if let Some(entry) = lock(&self.failures).get_mut(key) {
+            entry.0 = entry.0.saturating_sub(1);
+        }
     }
 
     pub fn clear_failures(&self, key: &str) {
@@ -240,22 +266,37 @@ mod tests {
     #[test]
     fn failure_counter_counts_and_clears() {
         let m = MemoryStore::new();
-        assert_eq!(m.add_failure("k", MINUTE), 1);
-        assert_eq!(m.add_failure("k", MINUTE), 2);
+        let a = AttemptRequest {
+            counters: ["k", "ip"],
+            limits: [2, 100],
+            window: MINUTE,
+        };
+        assert_eq!(m.reserve_attempt(&a), Attempt::Reserved);
+        assert_eq!(m.reserve_attempt(&a), Attempt::Reserved);
         let (n, ttl) = m.failures("k");
         assert_eq!(n, 2);
         assert!(ttl > 0 && ttl <= 60);
+        assert!(
+            matches!(m.reserve_attempt(&a), Attempt::Refused { retry_after } if retry_after > 0)
+        );
+        assert_eq!(m.failures("ip").0, 2, "a refused attempt counts nowhere");
+        m.forget_attempt("ip");
+        assert_eq!(m.failures("ip").0, 1);
         m.clear_failures("k");
         assert_eq!(m.failures("k"), (0, 0));
+        assert_eq!(m.reserve_attempt(&a), Attempt::Reserved);
     }
 
     #[test]
     fn user_cutoff_never_moves_back() {
         let m = MemoryStore::new();
         assert_eq!(m.revoke_user("u", 100, MINUTE), 100);
-        assert_eq!(m.revoke_user("u", 50, MINUTE), 100);
-        assert_eq!(m.check("s", "u").user_cutoff, Some(100));
-        assert!(m.check("s", "u").revokes(100));
-        assert!(!m.check("s", "u").revokes(101));
+        // A second cut-off at or before the first one moves it one past (it must cover what
+        // was issued after the first).
+        assert_eq!(m.revoke_user("u", 50, MINUTE), 101);
+        assert_eq!(m.check("s", "u").user_cutoff, Some(101));
+        assert!(m.check("s", "u").revokes(101));
+        assert!(!m.check("s", "u").revokes(102));
+        assert_eq!(m.revoke_user("u", 500, MINUTE), 500);
     }
 }

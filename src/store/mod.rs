@@ -172,18 +172,24 @@ impl Store {
         }
     }
 
-    /// Current failure count for a throttle key and seconds until it resets.
-    pub async fn failures(&self, key: &str) -> Result<(u64, u64), StoreError> {
+    /// Reserves one password check against the failure counters (per user, per address) in
+    /// one atomic step: refused when either is at its limit, else both count the attempt now,
+    /// before the check runs, so that parallel attempts can never exceed a limit.
+    pub async fn reserve_attempt(&self, a: AttemptRequest<'_>) -> Result<Attempt, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.failures(key)),
-            Store::Redis(r) => r.failures(key).await,
+            Store::Memory(m) => Ok(m.reserve_attempt(&a)),
+            Store::Redis(r) => r.reserve_attempt(&a).await,
         }
     }
 
-    pub async fn add_failure(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
+    /// Takes back one reserved attempt (the check succeeded: it was no failure).
+    pub async fn forget_attempt(&self, key: &str) -> Result<(), StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.add_failure(key, window)),
-            Store::Redis(r) => r.add_failure(key, window).await,
+            Store::Memory(m) => {
+                m.forget_attempt(key);
+                Ok(())
+            }
+            Store::Redis(r) => r.forget_attempt(key).await,
         }
     }
 
@@ -219,6 +225,24 @@ pub struct RotateRequest<'a> {
     pub grace: Duration,
     /// How long the session (and so this state) lives on.
     pub ttl: Duration,
+}
+
+/// Arguments of `Store::reserve_attempt`: two counters and their limits.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptRequest<'a> {
+    pub counters: [&'a str; 2],
+    pub limits: [u64; 2],
+    /// A counter lives this long from its first attempt.
+    pub window: Duration,
+}
+
+/// The answer of `Store::reserve_attempt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Counted; go ahead and check the password.
+    Reserved,
+    /// A counter is at its limit; it resets in this many seconds.
+    Refused { retry_after: u64 },
 }
 
 /// Whole seconds for a record's lifetime, at least one (Redis refuses `EX 0`).

@@ -4,7 +4,10 @@
 
 use super::mirror::{self, Mirror};
 use super::schema::{Keys, RevocationEvent};
-use super::{bounded, ttl_secs, RevocationState, RotateRequest, Rotation, StoreError};
+use super::{
+    bounded, ttl_secs, Attempt, AttemptRequest, RevocationState, RotateRequest, Rotation,
+    StoreError,
+};
 use crate::clock::now_millis;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
@@ -31,19 +34,41 @@ redis.call('PUBLISH', KEYS[3], ARGV[7])
 return {'reused'}
 "#;
 
+/// The new cut-off is now, or one past the old one when that is not earlier: logins after the
+/// old cut-off were issued at old + 1 (see `Sessions::issue_time`), and a cut-off must cover
+/// every token issued before it was written, even within the same second.
 const CUTOFF: &str = r#"
-local old = tonumber(redis.call('GET', KEYS[1]) or '0')
+local old = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local new = tonumber(ARGV[1])
-if old > new then new = old end
+if old >= new then new = old + 1 end
 redis.call('SET', KEYS[1], new, 'EX', ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[3] .. string.format('%d', new))
 return new
 "#;
 
-const ADD_FAILURE: &str = r#"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 or redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
+/// Refuses when either counter is at its limit (answering the seconds until it resets), else
+/// counts the attempt on both: atomic, so parallel attempts cannot slip past a limit.
+const RESERVE_ATTEMPT: &str = r#"
+for i = 1, 2 do
+  local n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if n >= tonumber(ARGV[i]) then
+    local ttl = redis.call('TTL', KEYS[i])
+    if ttl < 0 then ttl = tonumber(ARGV[3]) end
+    return ttl
+  end
+end
+for i = 1, 2 do
+  local n = redis.call('INCR', KEYS[i])
+  if n == 1 or redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+end
+return -1
+"#;
+
+/// Takes back one attempt, never below zero.
+const FORGET_ATTEMPT: &str = r#"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then redis.call('DECR', KEYS[1]) end
+return 0
 "#;
 
 #[derive(Clone)]
@@ -56,7 +81,8 @@ pub struct RedisStore {
     timeout: Duration,
     rotate: Arc<Script>,
     cutoff: Arc<Script>,
-    add_failure: Arc<Script>,
+    reserve_attempt: Arc<Script>,
+    forget_attempt: Arc<Script>,
 }
 
 impl RedisStore {
@@ -84,7 +110,8 @@ impl RedisStore {
             timeout,
             rotate: Arc::new(Script::new(ROTATE)),
             cutoff: Arc::new(Script::new(CUTOFF)),
-            add_failure: Arc::new(Script::new(ADD_FAILURE)),
+            reserve_attempt: Arc::new(Script::new(RESERVE_ATTEMPT)),
+            forget_attempt: Arc::new(Script::new(FORGET_ATTEMPT)),
         })
     }
 
@@ -220,20 +247,26 @@ impl RedisStore {
         })
     }
 
-    pub async fn failures(&self, key: &str) -> Result<(u64, u64), StoreError> {
+    pub async fn reserve_attempt(&self, a: &AttemptRequest<'_>) -> Result<Attempt, StoreError> {
         let mut c = self.conn.clone();
-        let k = self.keys.failures(key);
-        let mut pipe = redis::pipe();
-        pipe.get(&k).ttl(&k);
-        let (n, ttl): (Option<u64>, i64) = bounded(self.timeout, pipe.query_async(&mut c)).await?;
-        Ok((n.unwrap_or(0), u64::try_from(ttl).unwrap_or(0)))
+        let mut inv = self.reserve_attempt.key(self.keys.failures(a.counters[0]));
+        inv.key(self.keys.failures(a.counters[1]))
+            .arg(a.limits[0])
+            .arg(a.limits[1])
+            .arg(ttl_secs(a.window));
+        let answer: i64 = bounded(self.timeout, inv.invoke_async(&mut c)).await?;
+        Ok(match u64::try_from(answer) {
+            Ok(retry_after) => Attempt::Refused { retry_after },
+            Err(_) => Attempt::Reserved,
+        })
     }
 
-    pub async fn add_failure(&self, key: &str, window: Duration) -> Result<u64, StoreError> {
+    pub async fn forget_attempt(&self, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let mut inv = self.add_failure.key(self.keys.failures(key));
-        inv.arg(ttl_secs(window));
-        bounded(self.timeout, inv.invoke_async(&mut c)).await
+        let inv = self.forget_attempt.key(self.keys.failures(key));
+        bounded(self.timeout, inv.invoke_async::<i64>(&mut c))
+            .await
+            .map(|_| ())
     }
 
     pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {

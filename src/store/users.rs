@@ -33,8 +33,26 @@ struct UsersFile {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a user name is 1-64 characters of letters, digits, . _ - @")]
+#[error("a user name is 1-64 characters of letters, digits, . _ - @, starting and ending with a letter or digit")]
 pub struct InvalidName;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("role {0:?}: a role is 1-64 characters of letters, digits, . _ - : (it travels in a comma-separated header)")]
+pub struct InvalidRole(pub String);
+
+/// Roles reach the upstream as one comma-separated header value: plain text only.
+pub fn validate_role(role: &str) -> Result<(), InvalidRole> {
+    let ok = !role.is_empty()
+        && role.len() <= 64
+        && role
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidRole(role.to_owned()))
+    }
+}
 
 /// Why the user store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -63,19 +81,36 @@ pub enum UserStoreError {
     NeedsRedis,
 }
 
-/// Names are what tokens carry as `sub` and what Redis keys contain: keep them plain.
+/// Names are what tokens carry as `sub`, what the upstream reads in a header and what Redis
+/// keys contain: keep them plain (no `.`, `..` or `-` alone, nothing that starts or ends with
+/// punctuation).
 pub fn validate_name(name: &str) -> Result<(), InvalidName> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 64
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'@'));
     if ok {
         Ok(())
     } else {
         Err(InvalidName)
     }
 }
+
+/// Creates a user unless its name is taken, ignoring case (`Admin` beside `admin` would be
+/// a second account that looks like the first in every log and header).
+const CREATE_USER: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local lower = string.lower(ARGV[1])
+for _, n in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if string.lower(n) == lower then return 0 end
+end
+redis.call('HSET', KEYS[1], 'hash', ARGV[2], 'roles', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"#;
 
 pub enum UserStore {
     File {
@@ -108,8 +143,14 @@ pub fn read_file(path: &Path) -> Result<Vec<User>, UserStoreError> {
     let mut seen = std::collections::HashSet::new();
     for u in &file.user {
         validate_name(&u.name).map_err(|e| invalid(u, e.to_string()))?;
-        if !seen.insert(u.name.as_str()) {
-            return Err(invalid(u, "appears twice".to_owned()));
+        for r in &u.roles {
+            validate_role(r).map_err(|e| invalid(u, e.to_string()))?;
+        }
+        if !seen.insert(u.name.to_ascii_lowercase()) {
+            return Err(invalid(
+                u,
+                "appears twice (names are compared ignoring case)".to_owned(),
+            ));
         }
         argon2::password_hash::phc::PasswordHash::new(&u.password_hash)
             .map_err(|e| invalid(u, format!("password_hash is not a PHC string: {e}")))?;
@@ -180,7 +221,7 @@ impl UserStore {
         match self {
             UserStore::File { path, .. } => {
                 let mut all = read_file(path)?;
-                if all.iter().any(|u| u.name == user.name) {
+                if all.iter().any(|u| u.name.eq_ignore_ascii_case(&user.name)) {
                     return Ok(false);
                 }
                 all.push(user.clone());
@@ -189,18 +230,14 @@ impl UserStore {
             }
             UserStore::Redis(r) => {
                 let mut c = r.connection();
-                let key = r.keys().user(&user.name);
-                let created: bool =
-                    bounded(r.timeout(), c.hset_nx(&key, "hash", &user.password_hash)).await?;
-                if created {
-                    let mut pipe = redis::pipe();
-                    pipe.hset(&key, "roles", user.roles.join(","))
-                        .ignore()
-                        .sadd(r.keys().user_index(), &user.name)
-                        .ignore();
-                    bounded(r.timeout(), pipe.query_async::<()>(&mut c)).await?;
-                }
-                Ok(created)
+                let script = redis::Script::new(CREATE_USER);
+                let mut inv = script.key(r.keys().user(&user.name));
+                inv.key(r.keys().user_index())
+                    .arg(&user.name)
+                    .arg(&user.password_hash)
+                    .arg(user.roles.join(","));
+                let created: i64 = bounded(r.timeout(), inv.invoke_async(&mut c)).await?;
+                Ok(created == 1)
             }
         }
     }
@@ -281,4 +318,52 @@ fn split_roles(s: &str) -> Vec<String> {
         .filter(|r| !r.is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_roles_are_plain_text() {
+        for ok in ["alice", "a", "bob.smith", "x_y-z", "me@example.com", "A1"] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "-",
+            "_a",
+            "a.",
+            "a b",
+            "a\r\nb",
+            "ünï",
+            &"x".repeat(65),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        for ok in ["admin", "app:reader", "team-1"] {
+            assert!(validate_role(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a,b", "a b", "x\ny"] {
+            assert!(validate_role(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_users_file_may_not_hold_one_name_twice_in_any_case() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("u.toml");
+        let hash = crate::auth::passwords::hash_password(b"pw").unwrap_or_default();
+        let text = format!(
+            "[[user]]\nname = \"admin\"\npassword_hash = \"{hash}\"\n\n[[user]]\nname = \"Admin\"\npassword_hash = \"{hash}\"\n"
+        );
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        let err = read_file(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("appears twice"), "{err}");
+    }
 }
