@@ -194,6 +194,10 @@ fn serve_options(s: &crate::config::ServerConfig) -> ServeOptions {
         max_buf_size: s.max_header_bytes.saturating_mul(2).max(16 * 1024),
         max_header_list_size: u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX),
         header_read_timeout: s.header_read_timeout,
+        idle_timeout: s.idle_timeout,
+        // Up to this many reach the gateway, which answers past `max_headers` with the
+        // contract's JSON 431; beyond it hyper answers 431 itself.
+        max_headers: s.max_headers.saturating_mul(2).max(100),
         shutdown_grace: s.shutdown_grace,
     }
 }

@@ -33,6 +33,8 @@ pub enum GatewayError {
     BodyTooLarge,
     #[error("request headers too large")]
     HeadersTooLarge,
+    #[error("the request body stalled")]
+    RequestTimeout,
     #[error("too many failed attempts")]
     TooManyAttempts { retry_after: u64 },
     #[error("upstream unreachable: {0}")]
@@ -63,6 +65,7 @@ impl GatewayError {
             Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             HeadersTooLarge => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too_large"),
+            RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
             BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),

@@ -3,7 +3,7 @@
 //! a urlencoded form (whose body is then read, bounded, and forwarded as read).
 
 use super::cookies;
-use super::form::{field, is_form, read_limited};
+use super::form::{field, is_form, read_limited, BodyLimits};
 use crate::body::{full, Body};
 use crate::error::GatewayError;
 use http::{Method, Request};
@@ -18,7 +18,10 @@ pub fn is_safe_method(m: &Method) -> bool {
 }
 
 /// Passes the request on (with its body, read or not) when it carries the CSRF value.
-pub async fn check(req: Request<Incoming>, max_body: usize) -> Result<Request<Body>, GatewayError> {
+pub async fn check(
+    req: Request<Incoming>,
+    limits: BodyLimits,
+) -> Result<Request<Body>, GatewayError> {
     let expected = cookies::get(req.headers(), cookies::CSRF)
         .filter(|v| !v.is_empty())
         .map(str::to_owned)
@@ -34,7 +37,7 @@ pub async fn check(req: Request<Incoming>, max_body: usize) -> Result<Request<Bo
         return Err(GatewayError::Csrf);
     }
     let (parts, body) = req.into_parts();
-    let bytes = read_limited(body, max_body).await?;
+    let bytes = read_limited(body, limits).await?;
     if !field(&bytes, "csrf_token").is_some_and(|f| constant_time_eq(&f, &expected)) {
         return Err(GatewayError::Csrf);
     }

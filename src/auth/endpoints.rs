@@ -3,7 +3,7 @@
 //! decision about sessions is `Sessions`'.
 
 use super::cookies::{self, safe_next};
-use super::form::{field, is_form, read_limited};
+use super::form::{field, is_form, read_limited, BodyLimits};
 use super::passwords::MAX_PASSWORD_BYTES;
 use super::sessions::Pair;
 use super::Auth;
@@ -72,10 +72,10 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
 /// Reads a body of at most `limit` bytes.
 async fn read_body(
     req: Request<Incoming>,
-    limit: usize,
+    limits: BodyLimits,
 ) -> Result<(HeaderMap, bytes::Bytes), GatewayError> {
     let (parts, body) = req.into_parts();
-    Ok((parts.headers, read_limited(body, limit).await?))
+    Ok((parts.headers, read_limited(body, limits).await?))
 }
 
 #[derive(Deserialize)]
@@ -120,7 +120,7 @@ async fn login(
     req: Request<Incoming>,
     ctx: Ctx<'_>,
 ) -> Result<Response<Body>, GatewayError> {
-    let (headers, body) = read_body(req, auth.max_body_bytes()).await?;
+    let (headers, body) = read_body(req, auth.body_limits()).await?;
     let (creds, form) = parse_credentials(&headers, &body)?;
     let pair = auth
         .sessions()
@@ -172,7 +172,7 @@ async fn refresh(
     req: Request<Incoming>,
     ctx: Ctx<'_>,
 ) -> Result<Response<Body>, GatewayError> {
-    let (headers, body) = read_body(req, auth.max_body_bytes()).await?;
+    let (headers, body) = read_body(req, auth.body_limits()).await?;
     let (token, from_cookie) = match super::request_token(&headers) {
         Some((t, false)) => (t.to_owned(), false),
         _ if !body.is_empty() => {
@@ -234,7 +234,7 @@ async fn register(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body>,
     if !auth.registration() {
         return Err(GatewayError::NotFound);
     }
-    let (headers, body) = read_body(req, auth.max_body_bytes()).await?;
+    let (headers, body) = read_body(req, auth.body_limits()).await?;
     let (creds, _) = parse_credentials(&headers, &body)?;
     let user = auth
         .sessions()

@@ -7,21 +7,41 @@ use http::header::CONTENT_TYPE;
 use http::HeaderMap;
 use http_body_util::{BodyExt, Limited};
 
-/// Reads a whole request body of at most `limit` bytes: 413 beyond it, 400 if it breaks off.
+/// How much of a body the gateway reads, and how long it waits for each piece.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// The longest gap between two reads (a trickled body is 408, not a held connection).
+    pub read_gap: std::time::Duration,
+}
+
+/// Reads a whole request body within `limits`: 413 beyond the size, 408 when it stalls, 400
+/// if it breaks off.
 pub async fn read_limited(
     body: hyper::body::Incoming,
-    limit: usize,
+    limits: BodyLimits,
 ) -> Result<Bytes, GatewayError> {
-    let collected = Limited::new(body, limit).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            GatewayError::BodyTooLarge
-        } else {
-            GatewayError::BadRequest("could not read the request body".to_owned())
+    let mut body = Limited::new(body, limits.max_bytes);
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let frame = tokio::time::timeout(limits.read_gap, body.frame())
+            .await
+            .map_err(|_| GatewayError::RequestTimeout)?;
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                GatewayError::BodyTooLarge
+            } else {
+                GatewayError::BadRequest("could not read the request body".to_owned())
+            }
+        })?;
+        if let Ok(data) = frame.into_data() {
+            out.extend_from_slice(&data);
         }
-    })?;
-    Ok(collected.to_bytes())
+    }
+    Ok(out.freeze())
 }
 
 /// True for `application/x-www-form-urlencoded` bodies.

@@ -50,7 +50,7 @@ pub enum AuthError {
 pub struct Auth {
     sessions: Sessions,
     registration: bool,
-    max_body_bytes: usize,
+    body_limits: form::BodyLimits,
 }
 
 /// The bearer token of a request: the Authorization header first, then the access cookie.
@@ -85,7 +85,10 @@ impl Auth {
         Ok(Auth {
             sessions,
             registration: config.users.registration,
-            max_body_bytes: config.server.max_body_bytes,
+            body_limits: form::BodyLimits {
+                max_bytes: config.server.max_body_bytes,
+                read_gap: config.server.body_read_timeout,
+            },
         })
     }
 
@@ -98,16 +101,18 @@ impl Auth {
         self.registration
     }
 
-    /// Body limit of the gateway's own endpoints and of CSRF form checks.
-    pub fn max_body_bytes(&self) -> usize {
-        self.max_body_bytes
+    /// Body limits of the gateway's own endpoints and of CSRF form checks.
+    pub fn body_limits(&self) -> form::BodyLimits {
+        self.body_limits
     }
 
-    /// Authenticates a request to a protected route.
-    pub async fn authenticate(
-        &self,
-        headers: &HeaderMap,
-    ) -> Result<Identity, crate::error::GatewayError> {
-        self.sessions.authenticate(headers).await
+    /// Authenticates a request to a protected route (the sessions' own future, not a wrapper
+    /// around it: this is on every protected request).
+    pub fn authenticate<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+    ) -> impl std::future::Future<Output = Result<Identity, crate::error::GatewayError>> + Send + 'a
+    {
+        self.sessions.authenticate(headers)
     }
 }

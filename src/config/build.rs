@@ -124,6 +124,11 @@ fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> Server
             .header_read_timeout
             .map_or(Duration::from_secs(10), |d| d.0),
         shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+        idle_timeout: raw.idle_timeout.map_or(Duration::from_secs(60), |d| d.0),
+        body_read_timeout: raw
+            .body_read_timeout
+            .map_or(Duration::from_secs(30), |d| d.0),
+        max_headers: positive(rep, &raw.max_headers, "server.max_headers", 100, 1),
         trusted_proxies,
         max_connections: positive(
             rep,

@@ -45,6 +45,12 @@ pub struct ServerConfig {
     pub workers: usize,
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this (from accept on).
+    pub idle_timeout: Duration,
+    /// The longest gap between two reads of a request body the gateway reads (408 past it).
+    pub body_read_timeout: Duration,
+    /// More request headers than this are 431.
+    pub max_headers: usize,
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<IpNet>,
     pub max_connections: usize,

@@ -63,6 +63,9 @@ pub struct RawServer {
     pub max_header_bytes: Option<Spanned<usize>>,
     pub header_read_timeout: Option<Dur>,
     pub shutdown_grace: Option<Dur>,
+    pub idle_timeout: Option<Dur>,
+    pub body_read_timeout: Option<Dur>,
+    pub max_headers: Option<Spanned<usize>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<Text>>,
     pub max_connections: Option<Spanned<usize>>,

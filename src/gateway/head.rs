@@ -4,17 +4,97 @@
 use crate::error::GatewayError;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Request};
+use http::{HeaderMap, Request, Version};
 
-/// The Host header, or the authority of an absolute-form or HTTP/2 request target.
-pub fn request_host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
-    match req.headers().get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+/// The host the request is for, checked as RFC 9112 section 3.2 asks: exactly one `Host`
+/// (none only for HTTP/1.0), a valid `host[:port]`, and on HTTP/2 an `:authority` that agrees
+/// with any `Host`. The target's authority wins over `Host` (absolute-form, HTTP/2). A
+/// trailing dot is removed (`app.example.com.` is `app.example.com`), for matching and for
+/// what the upstream receives.
+pub fn request_host_of<B>(req: &Request<B>) -> Result<Option<HeaderValue>, GatewayError> {
+    let bad = |why: &str| GatewayError::BadRequest(why.to_owned());
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad("more than one Host header"));
     }
+    let authority = req.uri().authority();
+    let chosen = match (authority, header) {
+        (Some(a), Some(h)) => {
+            if req.version() == Version::HTTP_2 && !a.as_str().eq_ignore_ascii_case_bytes(h) {
+                return Err(bad(":authority and Host disagree"));
+            }
+            HeaderValue::from_str(a.as_str()).map_err(|_| bad("invalid host"))?
+        }
+        (Some(a), None) => HeaderValue::from_str(a.as_str()).map_err(|_| bad("invalid host"))?,
+        (None, Some(h)) => h.clone(),
+        (None, None) if req.version() == Version::HTTP_10 => return Ok(None),
+        (None, None) => return Err(bad("an HTTP/1.1 request needs a Host header")),
+    };
+    normalize_host(chosen)
+        .map(Some)
+        .ok_or_else(|| bad("invalid Host header"))
+}
+
+trait EqIgnoreCaseBytes {
+    fn eq_ignore_ascii_case_bytes(&self, other: &HeaderValue) -> bool;
+}
+
+impl EqIgnoreCaseBytes for str {
+    fn eq_ignore_ascii_case_bytes(&self, other: &HeaderValue) -> bool {
+        self.as_bytes().eq_ignore_ascii_case(other.as_bytes())
+    }
+}
+
+/// `host[:port]` with host a name, IPv4 address or `[IPv6]`, and no userinfo; a trailing
+/// dot on a name is removed. `None` when invalid. One pass over the bytes (every request).
+fn normalize_host(value: HeaderValue) -> Option<HeaderValue> {
+    let b = value.as_bytes();
+    if b.first() == Some(&b'[') {
+        let close = b.iter().position(|&c| c == b']')?;
+        std::str::from_utf8(&b[1..close])
+            .ok()?
+            .parse::<std::net::Ipv6Addr>()
+            .ok()?;
+        return match &b[close + 1..] {
+            [] => Some(value),
+            [b':', port @ ..] if valid_port(port) => Some(value),
+            _ => None,
+        };
+    }
+    let mut end = b.len();
+    let mut prev = b'.';
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b':' => {
+                end = i;
+                break;
+            }
+            // No empty label: not at the start, never two dots in a row.
+            b'.' if prev == b'.' => return None,
+            b'.' | b'-' | b'_' => {}
+            c if c.is_ascii_alphanumeric() => {}
+            _ => return None,
+        }
+        prev = c;
+    }
+    if end == 0 || end > 254 || (end < b.len() && !valid_port(&b[end + 1..])) {
+        return None;
+    }
+    if prev != b'.' {
+        return Some(value);
+    }
+    // `name.` or `name.:port`: the same host without its trailing dot.
+    let mut fixed = Vec::with_capacity(b.len() - 1);
+    fixed.extend_from_slice(&b[..end - 1]);
+    fixed.extend_from_slice(&b[end..]);
+    (end > 1)
+        .then(|| HeaderValue::from_bytes(&fixed).ok())
+        .flatten()
+}
+
+fn valid_port(p: &[u8]) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.iter().all(u8::is_ascii_digit)
 }
 
 /// The request target the upstream receives: the client's own when normalization changed
@@ -34,17 +114,30 @@ pub fn forward_target(uri: &http::Uri, forward: &str) -> Result<PathAndQuery, Ga
     }
 }
 
-/// A WebSocket-style upgrade request's protocol (HTTP/1.1 only).
-pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let wants = headers
+/// The protocol of a WebSocket upgrade (HTTP/1.1 only). Any other `Upgrade` (`h2c` above
+/// all: a tunnel past every rule) is refused with 400.
+pub fn upgrade_protocol(headers: &HeaderMap) -> Result<Option<HeaderValue>, GatewayError> {
+    let Some(upgrade) = headers.get(header::UPGRADE) else {
+        return Ok(None);
+    };
+    let websocket = headers.get_all(header::UPGRADE).iter().count() == 1
+        && upgrade.as_bytes().eq_ignore_ascii_case(b"websocket");
+    if !websocket {
+        return Err(GatewayError::BadRequest(
+            "only WebSocket upgrades are forwarded".to_owned(),
+        ));
+    }
+    Ok(websocket_requested(headers).then(|| upgrade.clone()))
+}
+
+/// `Connection: upgrade` is present.
+fn websocket_requested(headers: &HeaderMap) -> bool {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    wants
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// Ambiguous framing is refused even if the parser let it through: the upstream must never
@@ -65,7 +158,14 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), GatewayError> {
     Ok(())
 }
 
-pub fn check_head_size<B>(req: &Request<B>, max: usize) -> Result<(), GatewayError> {
+pub fn check_head_size<B>(
+    req: &Request<B>,
+    max: usize,
+    max_headers: usize,
+) -> Result<(), GatewayError> {
+    if req.headers().len() > max_headers {
+        return Err(GatewayError::HeadersTooLarge);
+    }
     let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
     let line = req.method().as_str().len() + target + 12;
     let headers: usize = req
@@ -77,4 +177,67 @@ pub fn check_head_size<B>(req: &Request<B>, max: usize) -> Result<(), GatewayErr
         return Err(GatewayError::HeadersTooLarge);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(h: &str) -> Option<String> {
+        normalize_host(HeaderValue::from_str(h).ok()?)
+            .map(|v| v.to_str().unwrap_or_default().to_owned())
+    }
+
+    #[test]
+    fn hosts_are_checked_and_trailing_dots_removed() {
+        for (given, want) in [
+            ("app.example.com", "app.example.com"),
+            ("app.example.com:8443", "app.example.com:8443"),
+            ("app.example.com.", "app.example.com"),
+            ("app.example.com.:80", "app.example.com:80"),
+            ("10.0.0.1:80", "10.0.0.1:80"),
+            ("[::1]:8443", "[::1]:8443"),
+            ("[2001:db8::1]", "[2001:db8::1]"),
+            ("localhost", "localhost"),
+        ] {
+            assert_eq!(host(given).as_deref(), Some(want), "{given}");
+        }
+        for bad in [
+            "",
+            ".",
+            ":80",
+            "user@host",
+            "host:80:80",
+            "host:",
+            "host:x",
+            "a..b",
+            ".a",
+            "a b",
+            "host:123456",
+            "[::1",
+            "[nope]",
+            "[::1]80",
+            "a/b",
+            "a\\b",
+        ] {
+            assert_eq!(host(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_websocket_upgrades_pass() {
+        let mut h = HeaderMap::new();
+        assert_eq!(upgrade_protocol(&h).ok(), Some(None));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+        );
+        assert!(upgrade_protocol(&h).is_err());
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert_eq!(
+            upgrade_protocol(&h).ok().flatten(),
+            Some(HeaderValue::from_static("WebSocket"))
+        );
+    }
 }

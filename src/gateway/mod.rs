@@ -18,7 +18,7 @@ use crate::metrics::{Metrics, RequestLabels, UpstreamLabels};
 use crate::path::{normalize, NormalizedPath};
 use crate::route::{request_host, AuthMode, OnUnauthenticated, Route};
 use crate::server::{ConnInfo, Handler};
-use crate::upstream::{forward, ForwardCtx, HeaderPolicy, UpstreamClient};
+use crate::upstream::{forward, ForwardCtx, HeaderPolicy, UpstreamClient, UpstreamError};
 use head::{check_framing, check_head_size, forward_target, request_host_of, upgrade_protocol};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -51,6 +51,7 @@ struct Outcome<'g> {
 /// What routing decided for a request that goes upstream.
 struct Routed<'g> {
     route: &'g Route,
+    client_ip: IpAddr,
     host: Option<HeaderValue>,
     target: PathAndQuery,
     upgrade: Option<HeaderValue>,
@@ -90,7 +91,8 @@ impl Gateway {
         out: &mut Outcome<'g>,
     ) -> Result<Response<Body>, GatewayError> {
         check_framing(req.headers())?;
-        check_head_size(&req, self.config.server.max_header_bytes)?;
+        let server = &self.config.server;
+        check_head_size(&req, server.max_header_bytes, server.max_headers)?;
         let path =
             normalize(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         if endpoints::is_own(&path.judged) {
@@ -98,7 +100,7 @@ impl Gateway {
             let judged = path.judged.into_owned();
             return Box::pin(self.own_endpoint(req, &judged, conn)).await;
         }
-        let routed = self.route(&req, &path)?;
+        let routed = self.route(&req, &path, conn.peer.ip())?;
         out.route = Some(routed.route.name);
         let (identity, set_cookies) = match routed.route.auth {
             AuthMode::Public => (None, None),
@@ -110,13 +112,17 @@ impl Gateway {
         out.user = identity.as_ref().map(|i| i.claims.clone());
         let req = match &identity {
             Some(id) if id.via_cookie && !csrf::is_safe_method(req.method()) => {
-                Box::pin(csrf::check(req, self.config.server.max_body_bytes)).await?
+                Box::pin(csrf::check(req, self.auth.body_limits())).await?
             }
             _ => req.map(Body::Incoming),
         };
-        let mut resp = self
-            .forward(req, routed, identity.as_ref(), conn, request_id, out)
-            .await?;
+        let upstream = &self.upstreams[routed.route.upstream];
+        out.upstream = Some(&upstream.name);
+        let ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
+        let mut resp = match forward(upstream, req, ctx).await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.upstream_failed(upstream, e)),
+        };
         if let Some(cookies) = set_cookies {
             for v in cookies.get_all(header::SET_COOKIE) {
                 resp.headers_mut().append(header::SET_COOKIE, v.clone());
@@ -151,8 +157,9 @@ impl Gateway {
         &'g self,
         req: &Request<Incoming>,
         path: &NormalizedPath<'_>,
+        peer: IpAddr,
     ) -> Result<Routed<'g>, GatewayError> {
-        let host = request_host_of(req);
+        let host = request_host_of(req)?;
         let judged_host = host
             .as_ref()
             .and_then(|h| h.to_str().ok())
@@ -163,7 +170,7 @@ impl Gateway {
             .lookup(req.method(), judged_host, &path.judged)
             .ok_or(GatewayError::NotFound)?;
         let target = forward_target(req.uri(), &path.forward)?;
-        let upgrade = upgrade_protocol(req.headers());
+        let upgrade = upgrade_protocol(req.headers())?;
         if upgrade.is_some() && !route.websocket {
             return Err(GatewayError::BadRequest(
                 "protocol upgrades are not allowed on this route".to_owned(),
@@ -171,6 +178,7 @@ impl Gateway {
         }
         Ok(Routed {
             route,
+            client_ip: self.client_ip(peer, req.headers()),
             host,
             target,
             upgrade,
@@ -219,22 +227,20 @@ impl Gateway {
         Ok((identity, set_cookies))
     }
 
-    /// Sends the request to the route's upstream; failures are counted by kind.
-    async fn forward<'g>(
-        &'g self,
-        req: Request<Body>,
-        routed: Routed<'g>,
+    /// What the header rewrite needs to know about this request. (A plain function: the
+    /// forwarding future is awaited in `process` itself, one future fewer to move around.)
+    fn forward_ctx<'a>(
+        &'a self,
+        routed: Routed<'_>,
         identity: Option<&Identity>,
         conn: ConnInfo,
-        request_id: &HeaderValue,
-        out: &mut Outcome<'g>,
-    ) -> Result<Response<Body>, GatewayError> {
-        let upstream = &self.upstreams[routed.route.upstream];
-        out.upstream = Some(&upstream.name);
-        let ctx = ForwardCtx {
+        request_id: &'a HeaderValue,
+    ) -> ForwardCtx<'a> {
+        ForwardCtx {
             peer_ip: conn.peer.ip(),
+            client_ip: routed.client_ip,
             tls: conn.tls,
-            host: routed.host.as_ref(),
+            host: routed.host,
             request_id,
             policy: &self.header_policy,
             identity: identity.map(|id| {
@@ -245,17 +251,23 @@ impl Gateway {
             }),
             target: routed.target,
             upgrade: routed.upgrade,
-        };
-        forward(upstream, req, ctx).await.map_err(|e| {
-            self.metrics
-                .upstream_errors
-                .get_or_create(&UpstreamLabels {
-                    upstream: upstream.name.clone(),
-                    kind: e.kind(),
-                })
-                .inc();
-            e.into()
-        })
+        }
+    }
+
+    /// Counts a failed exchange by upstream and kind.
+    fn upstream_failed(&self, upstream: &UpstreamClient, e: UpstreamError) -> GatewayError {
+        if e.is_client_fault() {
+            return e.into();
+        }
+        tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
+        self.metrics
+            .upstream_errors
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.name.clone(),
+                kind: e.kind(),
+            })
+            .inc();
+        e.into()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The accept loop: a bounded number of connections, TLS handshakes and request headers under
 //! a deadline, hyper-util's auto (HTTP/1.1 + HTTP/2) server, and a graceful drain on shutdown.
 
+use super::idle::{Activity, IdleIo};
 use crate::body::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -44,6 +45,10 @@ pub struct ServeOptions {
     pub max_buf_size: usize,
     pub max_header_list_size: u32,
     pub header_read_timeout: Duration,
+    /// A connection with nothing in flight and no byte moved this long is closed.
+    pub idle_timeout: Duration,
+    /// hyper's own cap on the number of request headers (ours, with a JSON 431, is lower).
+    pub max_headers: usize,
     pub shutdown_grace: Duration,
 }
 
@@ -53,6 +58,7 @@ fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(opts.header_read_timeout)
+        .max_headers(opts.max_headers)
         .max_buf_size(opts.max_buf_size.max(8192))
         .writev(false);
     builder
@@ -61,8 +67,9 @@ fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(opts.max_header_list_size)
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(64)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20));
+        // No PINGs: they would count as activity and keep an idle connection open forever;
+        // the idle timeout ends idle (and dead) HTTP/2 connections instead.
+        .keep_alive_interval(None);
     builder
 }
 
@@ -100,14 +107,18 @@ pub async fn serve<H: Handler>(
             continue;
         };
         let _ = tcp.set_nodelay(true);
+        // The idle clock runs from accept: a socket that never sends a byte is idle too.
+        let activity = Activity::new();
         let conn = Conn {
             peer,
             handler: handler.clone(),
             builder: builder.clone(),
             watcher: graceful.watcher(),
             handshake_deadline: opts.header_read_timeout,
+            activity: activity.clone(),
         };
-        tokio::spawn(conn.run(tcp, tls.clone(), permit));
+        let task = tokio::spawn(conn.run(tcp, tls.clone(), permit));
+        tokio::spawn(activity.watch(opts.idle_timeout, task.abort_handle()));
     }
     drop(listener);
     tokio::select! {
@@ -125,6 +136,16 @@ struct Conn<H> {
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     handshake_deadline: Duration,
+    activity: Arc<Activity>,
+}
+
+/// Counts an open connection until dropped (also when its task is aborted).
+struct Open<H: Handler>(Arc<H>);
+
+impl<H: Handler> Drop for Open<H> {
+    fn drop(&mut self) {
+        self.0.connections_changed(-1);
+    }
 }
 
 impl<H: Handler> Conn<H> {
@@ -142,32 +163,27 @@ impl<H: Handler> Conn<H> {
             builder,
             watcher,
             handshake_deadline,
+            activity,
         } = self;
         handler.connections_changed(1);
+        let _open = Open(handler.clone());
+        let tcp = IdleIo::new(tcp, activity.clone());
         match tls {
             None => {
                 let info = ConnInfo { peer, tls: false };
-                serve_io(TokioIo::new(tcp), info, &builder, handler.clone(), watcher).await;
+                serve_io(tcp, info, &builder, handler.clone(), watcher, activity).await;
             }
             Some(acceptor) => {
                 match tokio::time::timeout(handshake_deadline, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let info = ConnInfo { peer, tls: true };
-                        serve_io(
-                            TokioIo::new(stream),
-                            info,
-                            &builder,
-                            handler.clone(),
-                            watcher,
-                        )
-                        .await;
+                        serve_io(stream, info, &builder, handler.clone(), watcher, activity).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
             }
         }
-        handler.connections_changed(-1);
     }
 }
 
@@ -186,20 +202,26 @@ async fn refuse_overloaded(mut tcp: tokio::net::TcpStream) {
 }
 
 async fn serve_io<I, H>(
-    io: TokioIo<I>,
+    io: I,
     info: ConnInfo,
     builder: &auto::Builder<TokioExecutor>,
     handler: Arc<H>,
     watcher: hyper_util::server::graceful::Watcher,
+    activity: Arc<Activity>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
     let svc = service_fn(move |req| {
         let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handler.handle(req, info).await) }
+        let in_flight = activity.request();
+        async move {
+            let resp = handler.handle(req, info).await;
+            drop(in_flight);
+            Ok::<_, Infallible>(resp)
+        }
     });
-    let conn = builder.serve_connection_with_upgrades(io, svc);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
     }

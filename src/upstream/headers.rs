@@ -18,6 +18,8 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
 ];
 
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// What the rewrite does to every request, fixed at start-up.
 #[derive(Debug, Clone)]
 pub struct HeaderPolicy {
@@ -33,8 +35,10 @@ pub struct HeaderPolicy {
 /// Per-request facts the header rewrite needs.
 pub struct ForwardCtx<'a> {
     pub peer_ip: IpAddr,
+    /// The client as the gateway judged it (the peer, or what trusted proxies said).
+    pub client_ip: IpAddr,
     pub tls: bool,
-    pub host: Option<&'a HeaderValue>,
+    pub host: Option<HeaderValue>,
     pub request_id: &'a HeaderValue,
     pub policy: &'a HeaderPolicy,
     /// Values of `policy.identity_headers` for an authenticated request (a value that is not
@@ -131,43 +135,78 @@ fn is_extra_token(token: &str) -> bool {
             .any(|t| t.eq_ignore_ascii_case(token))
 }
 
-/// An address as text; IPv4 (the common case) without the formatting machinery.
+/// An address as text (tests compare it with `Display`).
+#[cfg(test)]
 fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else {
         return ip.to_string();
     };
-    let mut out = String::with_capacity(15);
+    let (buf, n) = ipv4_bytes(v4);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// IPv4 text in a stack buffer.
+fn ipv4_bytes(v4: std::net::Ipv4Addr) -> ([u8; 15], usize) {
+    let mut buf = [0u8; 15];
+    let mut n = 0;
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push('.');
+            buf[n] = b'.';
+            n += 1;
         }
         if octet >= 100 {
-            out.push(char::from(b'0' + octet / 100));
+            buf[n] = b'0' + octet / 100;
+            n += 1;
         }
         if octet >= 10 {
-            out.push(char::from(b'0' + octet / 10 % 10));
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
         }
-        out.push(char::from(b'0' + octet % 10));
+        buf[n] = b'0' + octet % 10;
+        n += 1;
     }
-    out
+    (buf, n)
+}
+
+/// An address as a header value: one exact-size allocation (a `String` turned into a
+/// header value would need a second one for its spare capacity).
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let (buf, n) = ipv4_bytes(v4);
+            HeaderValue::from_bytes(&buf[..n]).ok()
+        }
+        IpAddr::V6(_) => HeaderValue::try_from(ip.to_string()).ok(),
+    }
 }
 
 /// Removes what the client may not send on: hop-by-hop headers, anything named like an
 /// identity header, `Authorization` (unless forwarded by policy) and the gateway's cookies.
 fn strip_client_headers(headers: &mut HeaderMap, policy: &HeaderPolicy) {
     strip_hop_by_hop(headers);
-    let spoofed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| is_identity_like(n.as_str(), policy))
-        .cloned()
-        .collect();
+    // One pass over the names finds what must go; a clean request costs no lookup.
+    let mut spoofed: Vec<HeaderName> = Vec::new();
+    let (mut cookie, mut authorization) = (false, false);
+    for name in headers.keys() {
+        if *name == header::COOKIE {
+            cookie = true;
+        } else if *name == header::AUTHORIZATION {
+            authorization = true;
+        } else if is_identity_like(name.as_str(), policy)
+            // Only the gateway says who the client is.
+            || *name == header::FORWARDED
+            || *name == X_REAL_IP
+        {
+            spoofed.push(name.clone());
+        }
+    }
     for name in spoofed {
         headers.remove(name);
     }
-    if !policy.forward_token {
+    if authorization && !policy.forward_token {
         headers.remove(header::AUTHORIZATION);
     }
-    if headers.contains_key(header::COOKIE) {
+    if cookie {
         let cookie = headers
             .get_all(header::COOKIE)
             .iter()
@@ -184,7 +223,7 @@ fn strip_client_headers(headers: &mut HeaderMap, policy: &HeaderPolicy) {
 }
 
 /// The request head the upstream receives.
-pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
+pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>) {
     strip_client_headers(headers, ctx.policy);
     let xff_name = HeaderName::from_static("x-forwarded-for");
     let prior: Vec<&str> = headers
@@ -193,30 +232,34 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &ForwardCtx<'_>) {
         .filter_map(|v| v.to_str().ok())
         .collect();
     let xff = if prior.is_empty() {
-        ip_text(ctx.peer_ip)
+        ip_value(ctx.peer_ip)
     } else {
-        format!("{}, {}", prior.join(", "), ctx.peer_ip)
+        HeaderValue::try_from(format!("{}, {}", prior.join(", "), ctx.peer_ip)).ok()
     };
-    if let Ok(v) = HeaderValue::try_from(xff) {
+    if let Some(v) = xff {
         headers.insert(xff_name, v);
+    }
+    if let Some(v) = ip_value(ctx.client_ip) {
+        headers.insert(X_REAL_IP, v);
     }
     let proto = if ctx.tls { "https" } else { "http" };
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(proto),
     );
-    if let Some(v) = ctx.host {
+    if let Some(v) = ctx.host.take() {
         headers.insert(HeaderName::from_static("x-forwarded-host"), v.clone());
-        headers.entry(header::HOST).or_insert_with(|| v.clone());
+        headers.entry(header::HOST).or_insert(v);
     }
     headers.insert(
         HeaderName::from_static("x-request-id"),
         ctx.request_id.clone(),
     );
-    if let Some(values) = &ctx.identity {
+    if let Some(values) = ctx.identity.take() {
         for (name, value) in ctx.policy.identity_headers.iter().zip(values) {
             if let Some(v) = value {
-                headers.insert(name.clone(), v.clone());
+                // Moved in, not cloned: a cloned value would be copied to shared storage.
+                headers.insert(name.clone(), v);
             }
         }
     }

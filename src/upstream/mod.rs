@@ -45,6 +45,12 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// The client's request body broke off or was malformed (a bad chunk): its fault, not
+    /// the upstream's.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, UpstreamError::Send(SendError::Io(e)) if e.is_user())
+    }
+
     /// The metric label: `connect`, `timeout` or `io`.
     pub fn kind(&self) -> UpstreamErrorKind {
         match self {
@@ -61,6 +67,9 @@ impl From<UpstreamError> for GatewayError {
     fn from(e: UpstreamError) -> Self {
         match e {
             UpstreamError::Timeout(_) => GatewayError::GatewayTimeout,
+            e if e.is_client_fault() => {
+                GatewayError::BadRequest("the request body is malformed".to_owned())
+            }
             other => GatewayError::BadGateway(other.to_string()),
         }
     }
@@ -111,7 +120,7 @@ async fn read_small(body: &mut hyper::body::Incoming) -> Result<bytes::Bytes, hy
 pub async fn forward(
     up: &UpstreamClient,
     mut req: Request<Body>,
-    ctx: ForwardCtx<'_>,
+    mut ctx: ForwardCtx<'_>,
 ) -> Result<Response<Body>, UpstreamError> {
     let client_upgrade = ctx.upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     // Changed in place: a request head is a few hundred bytes, not worth moving around.
@@ -119,7 +128,7 @@ pub async fn forward(
     *req.uri_mut() = Uri::from(ctx.target.clone());
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
-    rewrite_request_headers(headers, &ctx);
+    rewrite_request_headers(headers, &mut ctx);
     if !headers.contains_key(header::HOST) {
         headers.insert(header::HOST, up.host.clone());
     }
@@ -164,6 +173,9 @@ pub async fn forward(
         return Ok(resp);
     }
     strip_hop_by_hop(resp.headers_mut());
+    // An HTTP/1.0 (or close-delimited) answer is given to the client in the client's own
+    // protocol: hyper then keeps the connection alive and chunks a body of unknown length.
+    *resp.version_mut() = Version::HTTP_11;
     Ok(resp)
 }
 
