@@ -467,6 +467,28 @@ mod tls {
             .unwrap()
     }
 
+    /// Regression: a client that completed the TLS handshake and then sent nothing held its
+    /// connection (and a slot under max_connections) forever.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_idle_connection_after_the_handshake_is_closed() {
+        use tokio::io::AsyncReadExt;
+        let up = Upstream::start().await;
+        let fx = Fixture::new();
+        let root = write_cert(&fx, "tls");
+        let server = "idle_timeout = \"1s\"\n\n[server.tls]\ncert = \"tls.crt\"\nkey = \"tls.key\"";
+        let cfg = fx
+            .config(up.addr, HS256, MEMORY, "", "")
+            .replace("[log]", &format!("{server}\n\n[log]"));
+        let app = start(&fx.write("tls.toml", &cfg)).await;
+        let mut stream = connect(app.public_addr, &root, &[b"http/1.1"]).await;
+        let mut buf = [0u8; 64];
+        let closed = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "still open after the idle timeout: {closed:?}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn h2_over_tls_via_alpn_and_reload() {
         let up = Upstream::start().await;

@@ -249,7 +249,8 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
     );
     if let Some(v) = ctx.host.take() {
         headers.insert(HeaderName::from_static("x-forwarded-host"), v.clone());
-        headers.entry(header::HOST).or_insert(v);
+        // The checked host (a trailing dot removed), also over the client's own Host.
+        headers.insert(header::HOST, v);
     }
     headers.insert(
         HeaderName::from_static("x-request-id"),
