@@ -47,6 +47,24 @@ pub struct Claims {
     pub typ: TokenType,
     #[serde(default)]
     pub roles: Option<Vec<String>>,
+    /// `sub` and the joined roles as header values, made on first use and shared by every
+    /// request the (cached) token authenticates.
+    #[serde(skip)]
+    identity_values: std::sync::OnceLock<[Option<http::HeaderValue>; 2]>,
+}
+
+impl Claims {
+    /// The values of the identity headers (subject, roles) for the upstream; `None` for a
+    /// value that is not header-safe (never issued so, see `Tokens::issue`).
+    pub fn identity_values(&self) -> &[Option<http::HeaderValue>; 2] {
+        self.identity_values.get_or_init(|| {
+            let roles = self.roles.as_deref().unwrap_or(&[]).join(",");
+            [
+                http::HeaderValue::from_str(&self.sub).ok(),
+                http::HeaderValue::try_from(roles).ok(),
+            ]
+        })
+    }
 }
 
 impl std::fmt::Debug for Claims {
@@ -273,6 +291,7 @@ impl Tokens {
             sid: sid.to_owned(),
             typ,
             roles: roles.map(<[String]>::to_vec),
+            identity_values: std::sync::OnceLock::new(),
         };
         Ok(Issued {
             token,
@@ -392,6 +411,7 @@ mod tests {
             sid: "s".into(),
             typ: TokenType::Access,
             roles: None,
+            identity_values: Default::default(),
         })
     }
 

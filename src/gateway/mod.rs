@@ -86,7 +86,7 @@ impl Gateway {
     async fn process<'g>(
         &'g self,
         req: Request<Incoming>,
-        conn: ConnInfo,
+        conn: &ConnInfo,
         request_id: &HeaderValue,
         out: &mut Outcome<'g>,
     ) -> Result<Response<Body>, GatewayError> {
@@ -140,7 +140,7 @@ impl Gateway {
         &self,
         req: Request<Incoming>,
         judged: &str,
-        conn: ConnInfo,
+        conn: &ConnInfo,
     ) -> Result<Response<Body>, GatewayError> {
         let query = req.uri().query().map(str::to_owned);
         let ctx = Ctx {
@@ -233,22 +233,18 @@ impl Gateway {
         &'a self,
         routed: Routed<'_>,
         identity: Option<&Identity>,
-        conn: ConnInfo,
+        conn: &'a ConnInfo,
         request_id: &'a HeaderValue,
     ) -> ForwardCtx<'a> {
         ForwardCtx {
             peer_ip: conn.peer.ip(),
+            peer_value: &conn.peer_value,
             client_ip: routed.client_ip,
             tls: conn.tls,
             host: routed.host,
             request_id,
             policy: &self.header_policy,
-            identity: identity.map(|id| {
-                [
-                    HeaderValue::from_str(&id.claims.sub).ok(),
-                    HeaderValue::from_str(&id.roles().join(",")).ok(),
-                ]
-            }),
+            identity: identity.map(|id| id.claims.identity_values().clone()),
             target: routed.target,
             upgrade: routed.upgrade,
         }
@@ -283,7 +279,7 @@ impl Handler for Gateway {
             String::new()
         };
         let mut out = Outcome::default();
-        let mut resp = match self.process(req, conn, &request_id, &mut out).await {
+        let mut resp = match self.process(req, &conn, &request_id, &mut out).await {
             Ok(resp) => resp,
             Err(e) => {
                 if matches!(e, GatewayError::Internal(_)) {

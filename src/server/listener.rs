@@ -20,10 +20,26 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 /// What a handler knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer's address as a header value, made once per connection (shared, not copied,
+    /// by every request's `X-Forwarded-For` and `X-Real-IP`).
+    pub peer_value: http::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> ConnInfo {
+        let text = peer.ip().to_string();
+        let peer_value = http::HeaderValue::try_from(text)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+        ConnInfo {
+            peer,
+            tls,
+            peer_value,
+        }
+    }
 }
 
 /// Answers requests; never fails (errors are already responses).
@@ -170,13 +186,13 @@ impl<H: Handler> Conn<H> {
         let tcp = IdleIo::new(tcp, activity.clone());
         match tls {
             None => {
-                let info = ConnInfo { peer, tls: false };
+                let info = ConnInfo::new(peer, false);
                 serve_io(tcp, info, &builder, handler.clone(), watcher, activity).await;
             }
             Some(acceptor) => {
                 match tokio::time::timeout(handshake_deadline, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let info = ConnInfo { peer, tls: true };
+                        let info = ConnInfo::new(peer, true);
                         serve_io(stream, info, &builder, handler.clone(), watcher, activity).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -212,8 +228,10 @@ async fn serve_io<I, H>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Handler,
 {
+    let peer = info.peer;
     let svc = service_fn(move |req| {
         let handler = handler.clone();
+        let info = info.clone();
         let in_flight = activity.request();
         async move {
             let resp = handler.handle(req, info).await;
@@ -223,6 +241,6 @@ async fn serve_io<I, H>(
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

@@ -35,6 +35,8 @@ pub struct HeaderPolicy {
 /// Per-request facts the header rewrite needs.
 pub struct ForwardCtx<'a> {
     pub peer_ip: IpAddr,
+    /// `peer_ip` as a header value, shared by the connection's requests.
+    pub peer_value: &'a HeaderValue,
     /// The client as the gateway judged it (the peer, or what trusted proxies said).
     pub client_ip: IpAddr,
     pub tls: bool,
@@ -232,14 +234,19 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
         .filter_map(|v| v.to_str().ok())
         .collect();
     let xff = if prior.is_empty() {
-        ip_value(ctx.peer_ip)
+        Some(ctx.peer_value.clone())
     } else {
         HeaderValue::try_from(format!("{}, {}", prior.join(", "), ctx.peer_ip)).ok()
     };
     if let Some(v) = xff {
         headers.insert(xff_name, v);
     }
-    if let Some(v) = ip_value(ctx.client_ip) {
+    let real_ip = if ctx.client_ip == ctx.peer_ip {
+        Some(ctx.peer_value.clone())
+    } else {
+        ip_value(ctx.client_ip)
+    };
+    if let Some(v) = real_ip {
         headers.insert(X_REAL_IP, v);
     }
     let proto = if ctx.tls { "https" } else { "http" };
