@@ -232,8 +232,22 @@ fn describe_route(config: &Config, r: &authgate::route::Route) -> String {
         AuthMode::Required if r.roles.is_empty() => "required".to_owned(),
         AuthMode::Required => format!("required, roles any of [{}]", r.roles.join(", ")),
     };
+    let mut extra = String::new();
+    if r.case_insensitive {
+        extra.push_str(", case-insensitive");
+    }
+    if let Some(p) = &r.strip_prefix {
+        extra.push_str(&format!(", strip_prefix {p}"));
+    }
+    match &r.host_header {
+        authgate::route::HostHeader::Client => {}
+        authgate::route::HostHeader::Upstream => extra.push_str(", Host: the upstream's"),
+        authgate::route::HostHeader::Literal(v) => {
+            extra.push_str(&format!(", Host: {}", v.to_str().unwrap_or("?")))
+        }
+    }
     format!(
-        "routes[{}] (line {}): {} {}{} -> {} ({auth})",
+        "routes[{}] (line {}): {} {}{} -> {} ({auth}{extra})",
         r.index,
         r.line,
         methods,

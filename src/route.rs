@@ -152,6 +152,26 @@ pub struct Route {
     pub roles: Vec<String>,
     pub on_unauthenticated: OnUnauthenticated,
     pub websocket: bool,
+    /// Removed from the path before forwarding (`/legacy/x` -> `/x`, `/legacy` -> `/`).
+    pub strip_prefix: Option<String>,
+    /// The `Host` the upstream receives.
+    pub host_header: HostHeader,
+    /// Judge the path case-folded, trailing dots and spaces of each segment trimmed (for
+    /// IIS-like upstreams that treat `/ADMIN./x` as `/admin/x`).
+    pub case_insensitive: bool,
+    /// Earlier methods-limited routes may let their other methods fall through to this one.
+    pub allow_fallthrough: bool,
+}
+
+/// What `Host` the upstream receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The client's (checked) host.
+    Client,
+    /// The upstream URL's `host:port`.
+    Upstream,
+    /// This value.
+    Literal(http::HeaderValue),
 }
 
 impl Route {
@@ -162,7 +182,9 @@ impl Route {
             }
         }
         if let Some(methods) = &self.methods {
-            if !methods.contains(method) {
+            // HEAD is allowed wherever GET is.
+            let head_as_get = *method == Method::HEAD && methods.contains(&Method::GET);
+            if !methods.contains(method) && !head_as_get {
                 return false;
             }
         }
@@ -196,8 +218,17 @@ impl RouteTable {
     }
 
     /// First route, in file order, that matches; `host` is the request's host without port.
+    /// Case-insensitive routes see the path folded (computed once, only if one is reached).
     pub fn lookup(&self, method: &Method, host: Option<&str>, judged: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(method, host, judged))
+        let mut folded: Option<String> = None;
+        self.routes.iter().find(|r| {
+            let path = if r.case_insensitive {
+                folded.get_or_insert_with(|| fold_path(judged)).as_str()
+            } else {
+                judged
+            };
+            r.matches(method, host, path)
+        })
     }
 
     /// Pairs (later, earlier) of positions in `routes` where the earlier route matches every
@@ -211,6 +242,74 @@ impl RouteTable {
         }
         out
     }
+
+    /// Pairs (earlier, later): a methods-limited route whose other methods, on the same
+    /// paths, fall through to a later route that asks for less (public where it required a
+    /// token, or a role it does not accept), unless the later one says `allow_fallthrough`.
+    /// (The classic leak: `/admin/**` for GET and POST with role admin, then `/**` for any
+    /// user: DELETE /admin/x reaches the admin app as a plain user.)
+    pub fn fallthroughs(routes: &[Route]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (i, a) in routes.iter().enumerate() {
+            let Some(limited) = &a.methods else { continue };
+            let allowed = |m: &Method| {
+                limited.contains(m) || (*m == Method::HEAD && limited.contains(&Method::GET))
+            };
+            for (j, b) in routes.iter().enumerate().skip(i + 1) {
+                let host_ok = b.host.is_none() || b.host == a.host;
+                let takes_others = b
+                    .methods
+                    .as_ref()
+                    .is_none_or(|bm| bm.iter().any(|m| !allowed(m)));
+                if !(host_ok && takes_others && b.pattern.covers(&a.pattern)) {
+                    continue;
+                }
+                if weaker(a, b) && !b.allow_fallthrough {
+                    out.push((i, j));
+                }
+                if b.methods.is_none() {
+                    break; // it answers every method that got this far
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `b` lets in someone `a` would refuse.
+fn weaker(a: &Route, b: &Route) -> bool {
+    match (a.auth, b.auth) {
+        (AuthMode::Public, _) => false,
+        (AuthMode::Required, AuthMode::Public) => true,
+        (AuthMode::Required, AuthMode::Required) => {
+            !a.roles.is_empty()
+                && (b.roles.is_empty() || b.roles.iter().any(|r| !a.roles.contains(r)))
+        }
+    }
+}
+
+/// A path as IIS-like servers read it: lower case, each segment without trailing dots and
+/// spaces (`/ADMIN./x%20` is `/admin/x`).
+pub fn fold_path(judged: &str) -> String {
+    let mut out = String::with_capacity(judged.len());
+    for (i, seg) in judged.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let mut s = seg;
+        loop {
+            let trimmed = s
+                .strip_suffix('.')
+                .or_else(|| s.strip_suffix("%20"))
+                .or_else(|| s.strip_suffix(' '));
+            match trimmed {
+                Some(t) => s = t,
+                None => break,
+            }
+        }
+        out.push_str(&s.to_ascii_lowercase());
+    }
+    out
 }
 
 /// The host a rule judges: the Host header (or HTTP/2 authority) without port, lower-cased.
@@ -242,6 +341,10 @@ mod tests {
             roles: vec![],
             on_unauthenticated: OnUnauthenticated::Status401,
             websocket: true,
+            strip_prefix: None,
+            host_header: HostHeader::Client,
+            case_insensitive: false,
+            allow_fallthrough: false,
         }
     }
 
@@ -312,5 +415,96 @@ mod tests {
         assert_eq!(request_host("example.com:8443"), "example.com");
         assert_eq!(request_host("example.com"), "example.com");
         assert_eq!(request_host("[::1]:80"), "::1");
+    }
+}
+
+#[cfg(test)]
+mod route_rules_tests {
+    use super::*;
+
+    fn route(i: usize, path: &str, methods: &[Method], auth: AuthMode, roles: &[&str]) -> Route {
+        Route {
+            index: i,
+            line: i + 1,
+            name: "t",
+            pattern: Pattern::parse(path).unwrap_or_else(|e| panic!("{e}")),
+            host: None,
+            methods: (!methods.is_empty()).then(|| methods.to_vec()),
+            upstream: 0,
+            auth,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            on_unauthenticated: OnUnauthenticated::Status401,
+            websocket: true,
+            strip_prefix: None,
+            host_header: HostHeader::Client,
+            case_insensitive: false,
+            allow_fallthrough: false,
+        }
+    }
+
+    #[test]
+    fn weaker_fallthroughs_are_found() {
+        use AuthMode::*;
+        let leaky = vec![
+            route(
+                0,
+                "/admin/**",
+                &[Method::GET, Method::POST],
+                Required,
+                &["admin"],
+            ),
+            route(1, "/**", &[], Required, &[]),
+        ];
+        assert_eq!(RouteTable::fallthroughs(&leaky), vec![(0, 1)]);
+        let to_public = vec![
+            route(0, "/api/**", &[Method::GET], Required, &[]),
+            route(1, "/**", &[], Public, &[]),
+        ];
+        assert_eq!(RouteTable::fallthroughs(&to_public), vec![(0, 1)]);
+        // Falling through to something stronger, or to the same roles, is fine.
+        let fine = vec![
+            route(0, "/reports/**", &[Method::GET], Public, &[]),
+            route(1, "/admin/**", &[Method::GET], Required, &["admin"]),
+            route(2, "/admin/**", &[], Required, &["admin"]),
+            route(3, "/**", &[], Required, &[]),
+        ];
+        assert!(RouteTable::fallthroughs(&fine).is_empty());
+        let mut allowed = leaky.clone();
+        allowed[1].allow_fallthrough = true;
+        assert!(RouteTable::fallthroughs(&allowed).is_empty());
+    }
+
+    #[test]
+    fn head_follows_get() {
+        let t = RouteTable::new(vec![route(
+            0,
+            "/r/**",
+            &[Method::GET],
+            AuthMode::Public,
+            &[],
+        )]);
+        assert!(t.lookup(&Method::HEAD, None, "/r/x").is_some());
+        assert!(t.lookup(&Method::POST, None, "/r/x").is_none());
+    }
+
+    #[test]
+    fn case_insensitive_routes_judge_the_folded_path() {
+        assert_eq!(fold_path("/ADMIN./X%20/y..."), "/admin/x/y");
+        assert_eq!(fold_path("/"), "/");
+        let mut admin = route(0, "/admin/**", &[], AuthMode::Required, &["admin"]);
+        admin.case_insensitive = true;
+        let t = RouteTable::new(vec![admin, route(1, "/**", &[], AuthMode::Public, &[])]);
+        for p in ["/ADMIN/x", "/admin./x", "/Admin%20/x", "/admin"] {
+            assert_eq!(
+                t.lookup(&Method::GET, None, p).map(|r| r.index),
+                Some(0),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            t.lookup(&Method::GET, None, "/administrator")
+                .map(|r| r.index),
+            Some(1)
+        );
     }
 }

@@ -296,3 +296,79 @@ async fn too_many_headers_are_431_as_json() {
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert!(answer.contains("\"error\":\"too_large\""), "{answer}");
 }
+
+/// Apps mounted under a prefix, apps that insist on their own host name, IIS-style paths.
+#[tokio::test(flavor = "multi_thread")]
+async fn strip_prefix_host_header_and_case_insensitive_routes() {
+    let gw = TestGateway::new()
+        .route("path = \"/legacy/**\"\nupstream = \"app\"\nauth = \"public\"\nstrip_prefix = \"/legacy\"\nhost_header = \"upstream\"")
+        .route("path = \"/intranet/**\"\nupstream = \"app\"\nauth = \"public\"\nhost_header = \"intranet.local:8080\"")
+        .route("path = \"/iis/admin/**\"\nupstream = \"app\"\nauth = \"required\"\nroles = [\"admin\"]\ncase_insensitive = true")
+        .route("path = \"/iis/**\"\nupstream = \"app\"\nauth = \"public\"\ncase_insensitive = true")
+        .start()
+        .await;
+    for (path, want) in [
+        ("/legacy/page?x=1", "/page?x=1"),
+        ("/legacy", "/"),
+        ("/legacy/", "/"),
+    ] {
+        let (s, _, body) = send(gw.addr, get(path).body(empty()).unwrap()).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {body}");
+        let seen = gw.up.last();
+        assert_eq!(seen.uri, want, "{path}");
+        assert_eq!(
+            seen.headers.get("host").unwrap(),
+            gw.up.addr.to_string().as_str()
+        );
+        assert_eq!(seen.headers.get("x-forwarded-host").unwrap(), "gw.test");
+    }
+    let (s, _, _) = send(gw.addr, get("/intranet/x").body(empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        gw.up.last().headers.get("host").unwrap(),
+        "intranet.local:8080"
+    );
+    let user = login_pair(gw.addr, "alice", "alice-password").await;
+    for path in [
+        "/iis/admin/x",
+        "/IIS/ADMIN/x",
+        "/iis/admin./x",
+        "/iis/Admin%20/x",
+    ] {
+        let (s, _, body) = get_with_token(gw.addr, path, &user.access).await;
+        assert_eq!(
+            s,
+            StatusCode::FORBIDDEN,
+            "{path} slipped past the admin rule: {body}"
+        );
+    }
+    let (s, _, _) = send(gw.addr, get("/IIS/public").body(empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+/// Regression: `/admin/**` limited to GET and POST with role admin let DELETE, PUT, PATCH
+/// fall through to `/**` and a plain user reached the admin app. Such a table does not load.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_table_that_leaks_methods_does_not_load() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let leaky = "[[routes]]\npath = \"/ops/**\"\nmethods = [\"GET\", \"POST\"]\nupstream = \"app\"\nauth = \"required\"\nroles = [\"admin\"]\n";
+    let path = fx.write("leaky.toml", &fx.config(up, HS256, MEMORY, leaky, ""));
+    let err = authgate::Config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("routes[0]") && err.contains("routes[3]") && err.contains("allow_fallthrough"),
+        "{err}"
+    );
+    // Saying so on the later route is allowed (and then HEAD still follows GET).
+    let text = fx.config(up, HS256, MEMORY, leaky, "").replace(
+        "path = \"/**\"\nupstream = \"app\"\nauth = \"required\"",
+        "path = \"/**\"\nupstream = \"app\"\nauth = \"required\"\nallow_fallthrough = true",
+    );
+    let ok = fx.write("ok.toml", &text);
+    let config = authgate::Config::load(&ok).unwrap_or_else(|e| panic!("{e}"));
+    let head = config
+        .routes
+        .lookup(&http::Method::HEAD, None, "/ops/x")
+        .unwrap();
+    assert_eq!(head.index, 0);
+}

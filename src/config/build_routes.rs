@@ -4,7 +4,7 @@ use super::build::{one_of, span};
 use super::error::Reporter;
 use super::raw;
 use super::UpstreamConfig;
-use crate::route::{AuthMode, OnUnauthenticated, Pattern, Route, RouteTable};
+use crate::route::{AuthMode, HostHeader, OnUnauthenticated, Pattern, Route, RouteTable};
 use http::Method;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -89,7 +89,36 @@ pub(super) fn build_routes(
             Some("move the more specific route above the catch-all".to_owned()),
         );
     }
+    for (earlier, later) in RouteTable::fallthroughs(&routes) {
+        let (e, l) = (&routes[earlier], &routes[later]);
+        let methods: Vec<&str> = e.methods.iter().flatten().map(Method::as_str).collect();
+        rep.error(
+            span(&raw[e.index]),
+            format!("routes[{}]", e.index),
+            format!(
+                "only {} are limited here; every other method on {:?} falls through to routes[{}] (line {}, {:?}), which asks for less ({})",
+                methods.join(", "),
+                e.pattern.as_str(),
+                l.index,
+                l.line,
+                l.pattern.as_str(),
+                describe_auth(l),
+            ),
+            Some(format!(
+                "drop `methods` from routes[{}], add a route for the other methods, or set allow_fallthrough = true on routes[{}] if that is intended",
+                e.index, l.index
+            )),
+        );
+    }
     Some(RouteTable::new(routes))
+}
+
+fn describe_auth(r: &Route) -> String {
+    match r.auth {
+        AuthMode::Public => "public".to_owned(),
+        AuthMode::Required if r.roles.is_empty() => "any signed-in user".to_owned(),
+        AuthMode::Required => format!("roles {}", r.roles.join(", ")),
+    }
 }
 
 /// One route; `None` (with the problem reported) when it cannot be built.
@@ -102,7 +131,14 @@ fn build_route(
     let r = spanned.get_ref();
     let (line, _) = rep.line_col(span(spanned));
     let key = |k: &str| format!("routes[{i}].{k}");
-    let pattern = match Pattern::parse(&r.path.get_ref().0) {
+    let case_insensitive = r.case_insensitive.unwrap_or(false);
+    let raw_path = &r.path.get_ref().0;
+    let path = if case_insensitive {
+        raw_path.to_ascii_lowercase()
+    } else {
+        raw_path.clone()
+    };
+    let pattern = match Pattern::parse(&path) {
         Ok(p) => p,
         Err(e) => {
             rep.error(
@@ -120,6 +156,16 @@ fn build_route(
         .methods
         .as_ref()
         .map(|ms| parse_methods(rep, ms, &key("methods")));
+    let strip_prefix = r
+        .strip_prefix
+        .as_ref()
+        .and_then(|s| parse_strip_prefix(rep, s, &key("strip_prefix")));
+    let host_header = r
+        .host_header
+        .as_ref()
+        .map_or(Some(HostHeader::Client), |h| {
+            parse_host_header(rep, h, &key("host_header"))
+        })?;
     if auth == AuthMode::Public && !r.roles.is_empty() {
         rep.error(
             span(&r.path),
@@ -145,7 +191,62 @@ fn build_route(
         roles: r.roles.iter().map(|t| t.0.clone()).collect(),
         on_unauthenticated,
         websocket: r.websocket.unwrap_or(true),
+        strip_prefix,
+        host_header,
+        case_insensitive,
+        allow_fallthrough: r.allow_fallthrough.unwrap_or(false),
     })
+}
+
+/// `strip_prefix`: a plain path without wildcards or trailing slash.
+fn parse_strip_prefix(rep: &mut Reporter, s: &Spanned<raw::Text>, key: &str) -> Option<String> {
+    let text = &s.get_ref().0;
+    let ok = text.starts_with('/')
+        && text.len() > 1
+        && !text.ends_with('/')
+        && !text.contains(['*', '?', '#', '%', ';', '\\'])
+        && !text.contains("//");
+    if !ok {
+        rep.error(
+            span(s),
+            key,
+            format!("{text:?} is not a path prefix"),
+            Some(
+                "write it like \"/legacy\": a leading slash, no trailing slash, no wildcards"
+                    .to_owned(),
+            ),
+        );
+        return None;
+    }
+    Some(text.clone())
+}
+
+/// `host_header`: `client`, `upstream` or a literal host.
+fn parse_host_header(rep: &mut Reporter, s: &Spanned<raw::Text>, key: &str) -> Option<HostHeader> {
+    let text = &s.get_ref().0;
+    match text.as_str() {
+        "client" => Some(HostHeader::Client),
+        "upstream" => Some(HostHeader::Upstream),
+        literal => {
+            let valid = !literal.is_empty()
+                && literal.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+                });
+            match http::HeaderValue::from_str(literal) {
+                Ok(v) if valid => Some(HostHeader::Literal(v)),
+                _ => {
+                    rep.error(
+                        span(s),
+                        key,
+                        format!("{literal:?} is not a host"),
+                        Some("use \"client\", \"upstream\" or a host such as \"intranet.local:8080\"".to_owned()),
+                    );
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// `auth` and `on_unauthenticated` of one route.

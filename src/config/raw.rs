@@ -170,4 +170,8 @@ pub struct RawRoute {
     pub roles: Vec<Text>,
     pub on_unauthenticated: Option<Spanned<Text>>,
     pub websocket: Option<bool>,
+    pub strip_prefix: Option<Spanned<Text>>,
+    pub host_header: Option<Spanned<Text>>,
+    pub case_insensitive: Option<bool>,
+    pub allow_fallthrough: Option<bool>,
 }

@@ -99,9 +99,17 @@ fn valid_port(p: &[u8]) -> bool {
 
 /// The request target the upstream receives: the client's own when normalization changed
 /// nothing (no copy), else the normalized path with the client's query.
-pub fn forward_target(uri: &http::Uri, forward: &str) -> Result<PathAndQuery, GatewayError> {
+pub fn forward_target(
+    uri: &http::Uri,
+    forward: &str,
+    strip_prefix: Option<&str>,
+) -> Result<PathAndQuery, GatewayError> {
     let unforwardable =
         || GatewayError::BadRequest("the request target cannot be forwarded".to_owned());
+    let forward = match strip_prefix.and_then(|p| strip_path_prefix(forward, p)) {
+        Some(rest) => rest,
+        None => forward,
+    };
     match uri.path_and_query() {
         Some(pq) if pq.path() == forward => Ok(pq.clone()),
         _ => {
@@ -111,6 +119,17 @@ pub fn forward_target(uri: &http::Uri, forward: &str) -> Result<PathAndQuery, Ga
             };
             PathAndQuery::try_from(target).map_err(|_| unforwardable())
         }
+    }
+}
+
+/// `path` without `prefix` when the prefix is whole segments of it: `/legacy/x` -> `/x`,
+/// `/legacy` and `/legacy/` -> `/`, `/legacyx` -> not stripped.
+fn strip_path_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+    let rest = path.strip_prefix(prefix)?;
+    match rest.as_bytes().first() {
+        None => Some("/"),
+        Some(b'/') | Some(b';') => Some(if rest.starts_with('/') { rest } else { "/" }),
+        Some(_) => None,
     }
 }
 

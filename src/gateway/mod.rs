@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, RequestLabels, UpstreamLabels};
 use crate::path::{normalize, NormalizedPath};
-use crate::route::{request_host, AuthMode, OnUnauthenticated, Route};
+use crate::route::{request_host, AuthMode, HostHeader, OnUnauthenticated, Route};
 use crate::server::{ConnInfo, Handler};
 use crate::upstream::{forward, ForwardCtx, HeaderPolicy, UpstreamClient, UpstreamError};
 use head::{check_framing, check_head_size, forward_target, request_host_of, upgrade_protocol};
@@ -118,7 +118,7 @@ impl Gateway {
         };
         let upstream = &self.upstreams[routed.route.upstream];
         out.upstream = Some(&upstream.name);
-        let ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
+        let ctx = self.forward_ctx(routed, upstream, identity.as_ref(), conn, request_id);
         let mut resp = match forward(upstream, req, ctx).await {
             Ok(resp) => resp,
             Err(e) => return Err(self.upstream_failed(upstream, e)),
@@ -169,7 +169,7 @@ impl Gateway {
             .routes
             .lookup(req.method(), judged_host, &path.judged)
             .ok_or(GatewayError::NotFound)?;
-        let target = forward_target(req.uri(), &path.forward)?;
+        let target = forward_target(req.uri(), &path.forward, route.strip_prefix.as_deref())?;
         let upgrade = upgrade_protocol(req.headers())?;
         if upgrade.is_some() && !route.websocket {
             return Err(GatewayError::BadRequest(
@@ -232,6 +232,7 @@ impl Gateway {
     fn forward_ctx<'a>(
         &'a self,
         routed: Routed<'_>,
+        upstream: &UpstreamClient,
         identity: Option<&Identity>,
         conn: &'a ConnInfo,
         request_id: &'a HeaderValue,
@@ -242,6 +243,11 @@ impl Gateway {
             client_ip: routed.client_ip,
             tls: conn.tls,
             host: routed.host,
+            host_override: match &routed.route.host_header {
+                HostHeader::Client => None,
+                HostHeader::Upstream => Some(upstream.host().clone()),
+                HostHeader::Literal(v) => Some(v.clone()),
+            },
             request_id,
             policy: &self.header_policy,
             identity: identity.map(|id| id.claims.identity_values().clone()),

@@ -40,7 +40,10 @@ pub struct ForwardCtx<'a> {
     /// The client as the gateway judged it (the peer, or what trusted proxies said).
     pub client_ip: IpAddr,
     pub tls: bool,
+    /// The client's (checked) host: `X-Forwarded-Host`, and `Host` unless overridden.
     pub host: Option<HeaderValue>,
+    /// The `Host` the upstream receives instead (`host_header = "upstream"` or a literal).
+    pub host_override: Option<HeaderValue>,
     pub request_id: &'a HeaderValue,
     pub policy: &'a HeaderPolicy,
     /// Values of `policy.identity_headers` for an authenticated request (a value that is not
@@ -257,6 +260,9 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
     if let Some(v) = ctx.host.take() {
         headers.insert(HeaderName::from_static("x-forwarded-host"), v.clone());
         // The checked host (a trailing dot removed), also over the client's own Host.
+        headers.insert(header::HOST, v);
+    }
+    if let Some(v) = ctx.host_override.take() {
         headers.insert(header::HOST, v);
     }
     headers.insert(

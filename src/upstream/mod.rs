@@ -76,6 +76,11 @@ impl From<UpstreamError> for GatewayError {
 }
 
 impl UpstreamClient {
+    /// The upstream URL's `host:port`, as a `Host` value.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
     pub fn new(cfg: &UpstreamConfig) -> Self {
         let target = cfg.authority.as_str().to_owned();
         let host = HeaderValue::from_str(cfg.authority.as_str())
