@@ -50,3 +50,78 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
         reason: e.to_string(),
     })
 }
+
+/// Trust anchors from a PEM file of CA certificates (`ca_file`).
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let bad = |reason: String| TlsError::Cert {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no CERTIFICATE block found".to_owned()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs {
+        roots.add(c).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(roots)
+}
+
+/// The operating system's trust anchors (unreadable ones are skipped).
+pub fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::warn!(error = %e, "skipping a system CA certificate that cannot be read");
+    }
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!("no system CA certificates found: https upstreams need ca_file");
+    }
+    roots
+}
+
+/// A client certificate chain and its key, for mTLS to an upstream.
+pub struct ClientIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+pub fn load_client_identity(cert: &Path, key: &Path) -> Result<ClientIdentity, TlsError> {
+    // Checked to belong together the same way a server certificate is.
+    load_certified_key(cert, key)?;
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Cert {
+            path: cert.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(ClientIdentity {
+        chain,
+        key: key_der,
+    })
+}
+
+/// rustls client settings for upstreams: TLS 1.2/1.3, ALPN http/1.1 (the gateway speaks
+/// HTTP/1.1 to upstreams), the given roots, and a client certificate if any.
+pub fn client_config(
+    roots: rustls::RootCertStore,
+    identity: Option<ClientIdentity>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut cfg = match identity {
+        Some(id) => builder.with_client_auth_cert(id.chain, id.key)?,
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}

@@ -177,9 +177,31 @@ fn check_config(path: &Path) -> Result<ExitCode> {
     );
     println!("upstreams:");
     for u in &config.upstreams {
+        let hosts: Vec<String> = u
+            .targets
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}://{}",
+                    if t.https { "https" } else { "http" },
+                    t.authority
+                )
+            })
+            .collect();
+        let balance = if hosts.len() > 1 {
+            format!(
+                ", {:?}, eject after {} for {:?}",
+                u.balance, u.eject_after, u.eject_for
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<12} http://{}  (connect {:?}, request {:?})",
-            u.name, u.authority, u.connect_timeout, u.request_timeout
+            "  {:<12} {}  (connect {:?}, request {:?}{balance})",
+            u.name,
+            hosts.join(" "),
+            u.connect_timeout,
+            u.request_timeout
         );
     }
     println!("routes (first match wins):");

@@ -30,6 +30,11 @@ pub enum UpstreamErrorKind {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamName {
+    pub upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub upstream: String,
     pub kind: UpstreamErrorKind,
@@ -40,6 +45,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Histogram,
     pub upstream_errors: Family<UpstreamLabels, Counter>,
+    /// Hosts taken out of rotation after failed connects, by upstream.
+    pub upstream_ejections: Family<UpstreamName, Counter>,
     pub open_connections: Gauge,
     pub store_errors: Counter,
     /// Messages on the revocation channel that the mirror could not decode.
@@ -58,6 +65,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
+        let upstream_ejections = Family::<UpstreamName, Counter>::default();
         let open_connections = Gauge::default();
         let store_errors = Counter::default();
         let mirror_undecodable = Counter::default();
@@ -75,6 +83,11 @@ impl Metrics {
             "upstream_errors",
             "Upstream failures by kind (connect, timeout, io)",
             upstream_errors.clone(),
+        );
+        registry.register(
+            "upstream_host_ejections",
+            "Upstream hosts taken out of rotation after failed connects (passive health)",
+            upstream_ejections.clone(),
         );
         registry.register(
             "open_connections",
@@ -97,6 +110,7 @@ impl Metrics {
             requests,
             latency,
             upstream_errors,
+            upstream_ejections,
             open_connections,
             store_errors,
         }

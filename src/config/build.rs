@@ -80,7 +80,7 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
         max_concurrent_hashes: raw.login.max_concurrent_hashes.unwrap_or(0),
     };
     let identity = build_identity(rep, &raw.identity);
-    let upstreams = super::build_routes::build_upstreams(rep, &raw.upstreams);
+    let upstreams = super::build_upstreams::build_upstreams(rep, base, &raw.upstreams);
     let routes = super::build_routes::build_routes(rep, &raw.routes, &upstreams);
     if !rep.errors.is_empty() {
         return None;

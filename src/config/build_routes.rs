@@ -6,69 +6,7 @@ use super::raw;
 use super::UpstreamConfig;
 use crate::route::{AuthMode, HostHeader, OnUnauthenticated, Pattern, Route, RouteTable};
 use http::Method;
-use std::collections::HashSet;
-use std::time::Duration;
 use toml::Spanned;
-
-pub(super) fn build_upstreams(
-    rep: &mut Reporter,
-    raw: &[Spanned<raw::RawUpstream>],
-) -> Vec<UpstreamConfig> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for (i, up) in raw.iter().enumerate() {
-        let up = up.get_ref();
-        let name = up.name.get_ref().0.clone();
-        if !seen.insert(name.clone()) {
-            rep.error(
-                span(&up.name),
-                format!("upstreams[{i}].name"),
-                format!("upstream {name:?} is defined twice"),
-                Some("give each upstream a unique name".to_owned()),
-            );
-        }
-        let url = up.url.get_ref().0.as_str();
-        let authority = match parse_upstream_url(url) {
-            Ok(a) => a,
-            Err(e) => {
-                rep.error(
-                    span(&up.url),
-                    format!("upstreams[{i}].url"),
-                    e,
-                    Some("write e.g. \"http://127.0.0.1:8080\"".to_owned()),
-                );
-                continue;
-            }
-        };
-        out.push(UpstreamConfig {
-            name,
-            authority,
-            connect_timeout: up.connect_timeout.map_or(Duration::from_secs(5), |d| d.0),
-            request_timeout: up.request_timeout.map_or(Duration::from_secs(60), |d| d.0),
-        });
-    }
-    out
-}
-
-fn parse_upstream_url(url: &str) -> Result<http::uri::Authority, String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("{url:?}: only http:// upstreams are supported (the gateway terminates TLS; the upstream is local)"));
-    }
-    if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
-        return Err(format!("{url:?}: an upstream URL carries no path or query"));
-    }
-    let authority = uri
-        .authority()
-        .cloned()
-        .ok_or_else(|| format!("{url:?} has no host"))?;
-    if authority.port_u16().is_none() {
-        return format!("{}:80", authority.host())
-            .parse()
-            .map_err(|_| format!("{url:?} has a bad host"));
-    }
-    Ok(authority)
-}
 
 pub(super) fn build_routes(
     rep: &mut Reporter,

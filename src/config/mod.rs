@@ -4,6 +4,7 @@
 
 mod build;
 mod build_routes;
+mod build_upstreams;
 mod duration;
 mod env;
 pub mod error;
@@ -204,10 +205,34 @@ pub struct IdentityConfig {
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub name: String,
-    /// `host:port` of a plain-HTTP upstream.
-    pub authority: http::uri::Authority,
+    /// Its hosts (`url`, or each of `urls`).
+    pub targets: Vec<UpstreamTarget>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    pub balance: Balance,
+    /// Connect failures in a row that take a host out of rotation...
+    pub eject_after: u32,
+    /// ...for this long.
+    pub eject_for: Duration,
+    /// For `https://` hosts: roots (system or `ca_file`), client certificate, ALPN http/1.1.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The TLS server name to ask for and verify, instead of the URL's host.
+    pub sni: Option<String>,
+}
+
+/// One host of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    pub https: bool,
+    /// `host:port` (the scheme's port when the URL has none).
+    pub authority: http::uri::Authority,
+}
+
+/// How requests are spread over an upstream's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastRequests,
 }
 
 impl Config {

@@ -152,9 +152,17 @@ pub struct RawIdentity {
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub name: Spanned<Text>,
-    pub url: Spanned<Text>,
+    pub url: Option<Spanned<Text>>,
+    pub urls: Option<Spanned<Vec<Text>>>,
     pub connect_timeout: Option<Dur>,
     pub request_timeout: Option<Dur>,
+    pub balance: Option<Spanned<Text>>,
+    pub eject_after: Option<Spanned<u32>>,
+    pub eject_for: Option<Dur>,
+    pub ca_file: Option<Spanned<Text>>,
+    pub client_cert: Option<Spanned<Text>>,
+    pub client_key: Option<Spanned<Text>>,
+    pub sni: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize)]

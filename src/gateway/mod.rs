@@ -14,7 +14,7 @@ use crate::auth::{csrf, Auth, Identity};
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::metrics::{Metrics, RequestLabels, UpstreamLabels};
+use crate::metrics::{Metrics, RequestLabels, UpstreamLabels, UpstreamName};
 use crate::path::{normalize, NormalizedPath};
 use crate::route::{request_host, AuthMode, HostHeader, OnUnauthenticated, Route};
 use crate::server::{ConnInfo, Handler};
@@ -63,7 +63,16 @@ impl Gateway {
         auth: Arc<Auth>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, crate::ids::RngError> {
-        let upstreams = config.upstreams.iter().map(UpstreamClient::new).collect();
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let ejections = metrics.upstream_ejections.get_or_create(&UpstreamName {
+                    upstream: u.name.clone(),
+                });
+                UpstreamClient::new(u, ejections.clone())
+            })
+            .collect();
         let identity = &config.identity;
         let header_policy = HeaderPolicy {
             identity_headers: [
@@ -118,7 +127,7 @@ impl Gateway {
         };
         let upstream = &self.upstreams[routed.route.upstream];
         out.upstream = Some(&upstream.name);
-        let ctx = self.forward_ctx(routed, upstream, identity.as_ref(), conn, request_id);
+        let ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
         let mut resp = match forward(upstream, req, ctx).await {
             Ok(resp) => resp,
             Err(e) => return Err(self.upstream_failed(upstream, e)),
@@ -232,7 +241,6 @@ impl Gateway {
     fn forward_ctx<'a>(
         &'a self,
         routed: Routed<'_>,
-        upstream: &UpstreamClient,
         identity: Option<&Identity>,
         conn: &'a ConnInfo,
         request_id: &'a HeaderValue,
@@ -244,10 +252,10 @@ impl Gateway {
             tls: conn.tls,
             host: routed.host,
             host_override: match &routed.route.host_header {
-                HostHeader::Client => None,
-                HostHeader::Upstream => Some(upstream.host().clone()),
                 HostHeader::Literal(v) => Some(v.clone()),
+                HostHeader::Client | HostHeader::Upstream => None,
             },
+            upstream_host: routed.route.host_header == HostHeader::Upstream,
             request_id,
             policy: &self.header_policy,
             identity: identity.map(|id| id.claims.identity_values().clone()),

@@ -42,8 +42,10 @@ pub struct ForwardCtx<'a> {
     pub tls: bool,
     /// The client's (checked) host: `X-Forwarded-Host`, and `Host` unless overridden.
     pub host: Option<HeaderValue>,
-    /// The `Host` the upstream receives instead (`host_header = "upstream"` or a literal).
+    /// The `Host` the upstream receives instead (`host_header` set to a literal).
     pub host_override: Option<HeaderValue>,
+    /// `host_header = "upstream"`: the host the request goes to (set per attempt).
+    pub upstream_host: bool,
     pub request_id: &'a HeaderValue,
     pub policy: &'a HeaderPolicy,
     /// Values of `policy.identity_headers` for an authenticated request (a value that is not

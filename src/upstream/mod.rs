@@ -2,16 +2,22 @@
 //! promises, timeouts, and WebSocket upgrades spliced through.
 
 mod headers;
+mod hosts;
 mod pool;
 
+use hosts::Hosts;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use prometheus_client::metrics::counter::Counter;
+
 pub use headers::{rewrite_request_headers, strip_hop_by_hop, ForwardCtx, HeaderPolicy};
-pub use pool::{pooled_body, Pool, SendError};
+pub use pool::{pooled_body, Pool, SendError, SendFailure};
 
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::metrics::UpstreamErrorKind;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
@@ -26,8 +32,7 @@ const BUFFER_UP_TO: u64 = 16 * 1024;
 
 pub struct UpstreamClient {
     pub name: String,
-    host: HeaderValue,
-    pool: Arc<Pool>,
+    hosts: Hosts,
     request_timeout: Duration,
 }
 
@@ -76,20 +81,52 @@ impl From<UpstreamError> for GatewayError {
 }
 
 impl UpstreamClient {
-    /// The upstream URL's `host:port`, as a `Host` value.
-    pub fn host(&self) -> &HeaderValue {
-        &self.host
-    }
-
-    pub fn new(cfg: &UpstreamConfig) -> Self {
-        let target = cfg.authority.as_str().to_owned();
-        let host = HeaderValue::from_str(cfg.authority.as_str())
-            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+    /// `ejections` counts the hosts passive health takes out of rotation.
+    pub fn new(cfg: &UpstreamConfig, ejections: Counter) -> Self {
         UpstreamClient {
             name: cfg.name.clone(),
-            host,
-            pool: Arc::new(Pool::new(target, cfg.connect_timeout)),
+            hosts: Hosts::new(cfg, ejections),
             request_timeout: cfg.request_timeout,
+        }
+    }
+
+    /// Sends on the picked host; a request that never left (the host refused the connection
+    /// or its TLS) is tried on the next host, and the failures count toward ejection.
+    async fn send(
+        &self,
+        mut req: Request<Body>,
+        upstream_host: bool,
+    ) -> Result<(Response<Incoming>, SendRequest<Body>, &Arc<Pool>), SendError> {
+        let n = self.hosts.len();
+        let first = self.hosts.pick();
+        let mut k = 0;
+        loop {
+            let host = self.hosts.get(first + k);
+            if upstream_host || !req.headers().contains_key(header::HOST) {
+                req.headers_mut().insert(header::HOST, host.host.clone());
+            }
+            let _in_flight = self.hosts.begin(host);
+            match host.pool.send(req).await {
+                Ok((resp, tx)) => {
+                    self.hosts.succeeded(host);
+                    return Ok((resp, tx, &host.pool));
+                }
+                Err(SendFailure { error, unsent }) => {
+                    let connect =
+                        matches!(error, SendError::Connect(_) | SendError::ConnectTimeout);
+                    if connect {
+                        self.hosts.connect_failed(host);
+                    }
+                    match unsent {
+                        Some(r) if k + 1 < n => {
+                            tracing::warn!(upstream = %self.name, host = ?host.host, error = %error, "upstream host failed; trying the next");
+                            req = r;
+                            k += 1;
+                        }
+                        _ => return Err(error),
+                    }
+                }
+            }
         }
     }
 }
@@ -134,11 +171,9 @@ pub async fn forward(
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
     rewrite_request_headers(headers, &mut ctx);
-    if !headers.contains_key(header::HOST) {
-        headers.insert(header::HOST, up.host.clone());
-    }
+    let upstream_host = ctx.upstream_host;
     let exchange = async {
-        let (mut resp, tx) = up.pool.send(req).await?;
+        let (mut resp, tx, pool) = up.send(req, upstream_host).await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the upgrade; it never returns to the pool.
             return Ok(resp.map(Body::Incoming));
@@ -149,12 +184,12 @@ pub async fn forward(
             .exact()
             .is_some_and(|n| n <= BUFFER_UP_TO);
         if !small {
-            return Ok(resp.map(|b| pooled_body(b, tx, up.pool.clone())));
+            return Ok(resp.map(|b| pooled_body(b, tx, pool.clone())));
         }
         let bytes = read_small(resp.body_mut())
             .await
             .map_err(UpstreamError::Read)?;
-        up.pool.put(tx);
+        pool.put(tx);
         Ok::<_, UpstreamError>(resp.map(|_| crate::body::full(bytes)))
     };
     let mut resp = tokio::time::timeout(up.request_timeout, exchange)

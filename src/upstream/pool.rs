@@ -14,8 +14,10 @@ use std::collections::VecDeque;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use rustls_pki_types::ServerName;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// Idle connections kept per upstream; more are closed when given back.
 const MAX_IDLE: usize = 256;
@@ -37,7 +39,37 @@ pub struct Pool {
     /// `host:port`, resolved on every new connection.
     target: String,
     connect_timeout: Duration,
+    /// For an `https://` host: the client settings and the name to verify.
+    tls: Option<(TlsConnector, ServerName<'static>)>,
     idle: Mutex<VecDeque<Idle>>,
+}
+
+/// A request that could not be sent, and the request itself when it never left (a connect
+/// failure): it may be tried on another host.
+pub struct SendFailure {
+    pub error: SendError,
+    pub unsent: Option<Request<Body>>,
+}
+
+impl std::fmt::Debug for SendFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendFailure")
+            .field("error", &self.error)
+            .field("unsent", &self.unsent.is_some())
+            .finish()
+    }
+}
+
+impl std::fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl From<SendFailure> for SendError {
+    fn from(f: SendFailure) -> Self {
+        f.error
+    }
 }
 
 struct Idle {
@@ -47,9 +79,19 @@ struct Idle {
 
 impl Pool {
     pub fn new(target: String, connect_timeout: Duration) -> Self {
+        Self::with_tls(target, connect_timeout, None)
+    }
+
+    /// A pool whose connections speak TLS (`https://` hosts).
+    pub fn with_tls(
+        target: String,
+        connect_timeout: Duration,
+        tls: Option<(TlsConnector, ServerName<'static>)>,
+    ) -> Self {
         Pool {
             target,
             connect_timeout,
+            tls,
             idle: Mutex::new(VecDeque::new()),
         }
     }
@@ -93,23 +135,27 @@ impl Pool {
         self.idle().len()
     }
 
+    /// A new connection (TCP, then TLS for an `https://` host), all within `connect_timeout`.
     async fn connect(&self) -> Result<SendRequest<Body>, SendError> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.target))
+        let connect = async {
+            let stream = TcpStream::connect(&self.target)
+                .await
+                .map_err(|e| SendError::Connect(e.to_string()))?;
+            let _ = stream.set_nodelay(true);
+            match &self.tls {
+                None => handshake(stream).await,
+                Some((connector, name)) => {
+                    let tls = connector
+                        .connect(name.clone(), stream)
+                        .await
+                        .map_err(|e| SendError::Connect(format!("TLS: {e}")))?;
+                    handshake(tls).await
+                }
+            }
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| SendError::ConnectTimeout)?
-            .map_err(|e| SendError::Connect(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (tx, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Io)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(tx)
     }
 
     /// Sends `req` on an idle connection or a new one. The connection comes back with the
@@ -118,12 +164,20 @@ impl Pool {
     pub async fn send(
         &self,
         mut req: Request<Body>,
-    ) -> Result<(Response<Incoming>, SendRequest<Body>), SendError> {
+    ) -> Result<(Response<Incoming>, SendRequest<Body>), SendFailure> {
         loop {
             let (mut tx, reused) = match self.take_idle() {
                 Some(tx) => (tx, true),
                 // Boxed: the connect future is large and rarely polled.
-                None => (Box::pin(self.connect()).await?, false),
+                None => match Box::pin(self.connect()).await {
+                    Ok(tx) => (tx, false),
+                    Err(error) => {
+                        return Err(SendFailure {
+                            error,
+                            unsent: Some(req),
+                        })
+                    }
+                },
             };
             // A fresh connection may take its first request before it is polled.
             if reused && tx.ready().await.is_err() {
@@ -133,11 +187,34 @@ impl Pool {
                 Ok(resp) => return Ok((resp, tx)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(SendError::Io(e.into_error())),
+                    _ => {
+                        return Err(SendFailure {
+                            error: SendError::Io(e.into_error()),
+                            unsent: None,
+                        })
+                    }
                 },
             }
         }
     }
+}
+
+/// HTTP/1.1 on a new connection; the connection runs on its own task.
+async fn handshake<S>(stream: S) -> Result<SendRequest<Body>, SendError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(SendError::Io)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(tx)
 }
 
 /// An upstream response body that gives its connection back to the pool when read to the end.
@@ -260,7 +337,7 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let pool = Pool::new(format!("127.0.0.1:{port}"), Duration::from_secs(2));
-        let err = pool.send(get("/")).await.unwrap_err();
+        let err = pool.send(get("/")).await.unwrap_err().error;
         assert!(matches!(err, SendError::Connect(_)), "{err:?}");
     }
 }
