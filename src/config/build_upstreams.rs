@@ -166,7 +166,7 @@ fn client_tls(
                 .ok()?,
         ),
         (c, k) => {
-            let at = c.as_ref().or(k.as_ref()).and_then(|s| span(s));
+            let at = c.as_ref().or(k.as_ref()).and_then(span);
             rep.error(
                 at,
                 key("client_cert"),
