@@ -6,7 +6,7 @@ use http::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENT
 use http::{Response, StatusCode};
 
 /// Everything that can stop a request before (or instead of) the upstream answering.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     #[error("{0}")]
     BadRequest(String),

@@ -161,6 +161,20 @@ pub struct Route {
     pub case_insensitive: bool,
     /// Earlier methods-limited routes may let their other methods fall through to this one.
     pub allow_fallthrough: bool,
+    /// `Cache-Control` of responses to cookie-authenticated requests.
+    pub cache_control: CacheControl,
+}
+
+/// What the gateway does to `Cache-Control` on responses to cookie-authenticated requests
+/// (a browser's Back button must not show a page after logout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheControl {
+    /// `no-store`, unless the upstream set its own (the default).
+    Default,
+    /// Always `no-store`.
+    NoStore,
+    /// Whatever the upstream sent, or nothing.
+    Upstream,
 }
 
 /// What `Host` the upstream receives.
@@ -345,6 +359,7 @@ mod tests {
             host_header: HostHeader::Client,
             case_insensitive: false,
             allow_fallthrough: false,
+            cache_control: CacheControl::Default,
         }
     }
 
@@ -439,6 +454,7 @@ mod route_rules_tests {
             host_header: HostHeader::Client,
             case_insensitive: false,
             allow_fallthrough: false,
+            cache_control: CacheControl::Default,
         }
     }
 

@@ -12,10 +12,10 @@ use support::*;
 async fn cookie_session_needs_csrf_for_unsafe_methods() {
     let (_fx, up, app) = gateway(MEMORY, HS256).await;
     let t = login(app.public_addr, "alice", "alice-password").await;
-    let cookie = format!(
-        "authgate_access={}; authgate_csrf=c5rf; theirs=1",
-        t["access_token"].as_str().unwrap()
-    );
+    // The CSRF value is bound to the session: the one this session's form login handed out.
+    let (session, c5rf) = browser_login(app.public_addr, "alice", "alice-password").await;
+    let cookie = format!("{session}; theirs=1");
+    let c5rf = c5rf.as_str();
     let (s, _, _) = send(app.public_addr, with_cookie(get("/app/x"), &cookie)).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
@@ -28,7 +28,7 @@ async fn cookie_session_needs_csrf_for_unsafe_methods() {
     assert_eq!(json(&body)["error"], "csrf");
     let ok = post("/app/x")
         .header("cookie", &cookie)
-        .header("x-csrf-token", "c5rf")
+        .header("x-csrf-token", c5rf)
         .body(empty())
         .unwrap();
     assert_eq!(send(app.public_addr, ok).await.0, StatusCode::OK);
@@ -39,22 +39,33 @@ async fn cookie_session_needs_csrf_for_unsafe_methods() {
         .unwrap();
     assert_eq!(send(app.public_addr, wrong).await.0, StatusCode::FORBIDDEN);
     // A plain HTML form may carry the value as a field instead; the body reaches the upstream whole.
-    let form = |body: &'static str| {
+    let form = |body: String| {
         post("/app/form")
             .header("cookie", &cookie)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
             .unwrap()
     };
-    let (s, _, _) = send(app.public_addr, form("a=1&csrf_token=c5rf&b=2")).await;
+    let good = format!("a=1&csrf_token={c5rf}&b=2");
+    let (s, _, _) = send(app.public_addr, form(good.clone())).await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(up.last().body_len, "a=1&csrf_token=c5rf&b=2".len());
+    assert_eq!(up.last().body_len, good.len());
+    // A value the cookie and the form agree on is not enough: it must be this session's.
+    let planted = cookie.replace(c5rf, "planted");
+    let req = post("/app/x")
+        .header("cookie", &planted)
+        .header("x-csrf-token", "planted")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(app.public_addr, req).await.0, StatusCode::FORBIDDEN);
     assert_eq!(
-        send(app.public_addr, form("a=1&csrf_token=bad")).await.0,
+        send(app.public_addr, form("a=1&csrf_token=bad".to_owned()))
+            .await
+            .0,
         StatusCode::FORBIDDEN
     );
     assert_eq!(
-        send(app.public_addr, form("a=1")).await.0,
+        send(app.public_addr, form("a=1".to_owned())).await.0,
         StatusCode::FORBIDDEN
     );
     // Bearer-authenticated requests need no CSRF token.
@@ -102,7 +113,7 @@ async fn expired_access_cookie_is_refreshed_on_the_fly() {
     let t = login(app.public_addr, "alice", "alice-password").await;
     let refresh = t["refresh_token"].as_str().unwrap();
     // The browser dropped the access cookie at its Max-Age; the refresh cookie is still there.
-    let cookie = format!("authgate_refresh={refresh}; authgate_csrf=keep-me");
+    let cookie = format!("authgate_refresh={refresh}; authgate_csrf=whatever");
     let (s, h, body) = send(app.public_addr, with_cookie(get("/app/x"), &cookie)).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(up.last().headers.get("x-auth-user").unwrap(), "alice");
@@ -124,11 +135,339 @@ async fn expired_access_cookie_is_refreshed_on_the_fly() {
             .any(|c| c.starts_with("authgate_refresh=ey") && !c.contains(refresh)),
         "{set:?}"
     );
-    assert!(
-        set.iter().any(|c| c.starts_with("authgate_csrf=keep-me;")),
-        "{set:?}"
-    );
-    // The refresh cookie was rotated: presenting the old one again is reuse.
-    let (s, _, _) = send(app.public_addr, with_cookie(get("/app/x"), &cookie)).await;
+    // The CSRF value is the session's (it survives rotation: same session).
+    let csrf = set
+        .iter()
+        .find_map(|c| c.strip_prefix("authgate_csrf="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    assert_ne!(csrf, "whatever");
+    // The old refresh cookie was spent; a request that left before the new cookies arrived
+    // (another tab) gets the same new session, not a second rotation and not a revocation.
+    let (s, h2, _) = send(app.public_addr, with_cookie(get("/app/x"), &cookie)).await;
+    assert_eq!(s, StatusCode::OK);
+    let again: Vec<String> = h2
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(again, set, "the second request got a different rotation");
+}
+
+fn form_login(body: &str) -> http::request::Builder {
+    let _ = body;
+    post("/auth/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html,application/xhtml+xml")
+}
+
+fn form(
+    b: http::request::Builder,
+    body: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    b.body(http_body_util::Full::new(bytes::Bytes::from(
+        body.to_owned(),
+    )))
+    .unwrap()
+}
+
+/// Regression: a wrong password replaced the form with a raw JSON page and lost the user
+/// name and `next`; a lockout did the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_form_login_shows_the_form_again_with_the_message() {
+    let gw = TestGateway::new().start().await;
+    let body = "username=alice&password=wrong&next=%2Fapp%2Fpage%3Fx%3D1";
+    let (s, h, page) = send(gw.addr, form(form_login(body), body)).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(h
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.contains("role=\"alert\""), "{page}");
+    assert!(
+        page.contains("value=\"alice\""),
+        "the user name was lost: {page}"
+    );
+    assert!(
+        page.contains("value=\"/app/page?x=1\""),
+        "next was lost: {page}"
+    );
+    // The fixture locks after 3 failures: the page says how long to wait.
+    for _ in 0..2 {
+        send(gw.addr, form(form_login(body), body)).await;
+    }
+    let (s, h, page) = send(gw.addr, form(form_login(body), body)).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(h.get("retry-after").is_some());
+    assert!(
+        page.contains("Try again in") && (page.contains("minute") || page.contains("seconds")),
+        "{page}"
+    );
+    // An API client still gets the contract's JSON.
+    let (s, _, body) = send(
+        gw.addr,
+        post("/auth/login")
+            .header("content-type", "application/json")
+            .body(json_body(
+                serde_json::json!({"username": "root", "password": "x"}),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(json(&body)["error"], "invalid_credentials");
+}
+
+/// Regression: a hidden form on another site signed the victim's browser in as the attacker.
+#[tokio::test(flavor = "multi_thread")]
+async fn login_csrf_from_another_site_is_refused() {
+    let gw = TestGateway::new().start().await;
+    let body = "username=alice&password=alice-password";
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let (s, h, body) = send(gw.addr, form(form_login(body).header(name, value), body)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{name}: {value}: {body}");
+        assert!(set_cookies(&h).is_empty());
+    }
+    for (name, value) in [
+        ("origin", "http://gw.test"),
+        ("sec-fetch-site", "same-origin"),
+    ] {
+        let (s, _, body) = send(gw.addr, form(form_login(body).header(name, value), body)).await;
+        assert_eq!(s, StatusCode::SEE_OTHER, "{name}: {value}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn form_login_goes_to_next_and_a_signed_in_visit_skips_the_form() {
+    let gw = TestGateway::new().start().await;
+    let body = "username=alice&password=alice-password&next=%2Fapp%2Fhome";
+    let (s, h, page) = send(gw.addr, form(form_login(body), body)).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h.get("location").unwrap(), "/app/home");
+    assert!(
+        page.is_empty() && !page.contains("ey"),
+        "tokens in the body: {page}"
+    );
+    let (cookie, _) = browser_login(gw.addr, "alice", "alice-password").await;
+    let (s, h, _) = send(
+        gw.addr,
+        with_cookie(get("/auth/login?next=/app/there"), &cookie),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h.get("location").unwrap(), "/app/there");
+    // Open-redirect attempts go to the default instead.
+    for bad in ["//evil.com", "https://evil.com", "/\\evil.com"] {
+        let path = format!("/auth/login?next={}", authgate::path::encode_component(bad));
+        let (s, h, _) = send(gw.addr, with_cookie(get(&path), &cookie)).await;
+        assert_eq!(s, StatusCode::SEE_OTHER);
+        assert_eq!(h.get("location").unwrap(), "/", "{bad}");
+    }
+}
+
+/// Regression: `//app/page` produced `next=//app/page`, which was then refused as non-local.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redirect_to_login_carries_the_normalized_path() {
+    let gw = TestGateway::new()
+        .route("path = \"/web/**\"\nupstream = \"app\"\non_unauthenticated = \"redirect\"")
+        .start()
+        .await;
+    let (s, h, _) = send(gw.addr, get("//web//./page?q=1").body(empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::FOUND);
+    assert_eq!(
+        h.get("location").unwrap(),
+        "/auth/login?next=/web/page%3Fq%3D1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_pages_cannot_be_framed_and_fit_a_phone() {
+    let gw = TestGateway::new().start().await;
+    let (s, h, page) = send(gw.addr, get("/auth/login").body(empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h.get("x-frame-options").unwrap(), "DENY");
+    let csp = h.get("content-security-policy").unwrap().to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff");
+    assert_eq!(h.get("referrer-policy").unwrap(), "no-referrer");
+    assert!(
+        h.get("strict-transport-security").is_none(),
+        "HSTS over plain HTTP"
+    );
+    for needle in [
+        "autofocus",
+        "autocapitalize=\"none\"",
+        "name=\"viewport\"",
+        "box-sizing:border-box",
+        "<title>Sign in</title>",
+    ] {
+        assert!(page.contains(needle), "{needle}: {page}");
+    }
+}
+
+/// Regression: four tabs loading when the access cookie expired: one got the page, three were
+/// sent to login and the session was revoked as refresh-token reuse.
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_tabs_with_an_expired_access_cookie_all_succeed() {
+    let gw = TestGateway::new().start().await;
+    let (cookie, _) = browser_login(gw.addr, "alice", "alice-password").await;
+    // The browser dropped the expired access cookie; the refresh cookie remains.
+    let expired: String = cookie
+        .split("; ")
+        .filter(|c| !c.starts_with("authgate_access="))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let tabs: Vec<_> = (0..4)
+        .map(|i| {
+            let (addr, c) = (gw.addr, expired.clone());
+            tokio::spawn(
+                async move { send(addr, with_cookie(get(&format!("/app/tab{i}")), &c)).await },
+            )
+        })
+        .collect();
+    let mut new_cookies = Vec::new();
+    for t in tabs {
+        let (s, h, body) = t.await.unwrap();
+        assert_eq!(s, StatusCode::OK, "{body}");
+        new_cookies.push(set_cookies(&h));
+    }
+    assert!(
+        new_cookies.windows(2).all(|w| w[0] == w[1]),
+        "the tabs got different sessions"
+    );
+    // The session lives on with the new cookies.
+    let fresh = new_cookies[0]
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert_eq!(
+        send(gw.addr, with_cookie(get("/app/after"), &fresh))
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+/// Regression: after logout, Back showed protected pages from the browser's cache.
+#[tokio::test(flavor = "multi_thread")]
+async fn cookie_authenticated_answers_are_not_stored() {
+    let gw = TestGateway::new()
+        .route("path = \"/upstream-decides/**\"\nupstream = \"app\"\ncache_control = \"upstream\"")
+        .start()
+        .await;
+    let (cookie, _) = browser_login(gw.addr, "alice", "alice-password").await;
+    let (_, h, _) = send(gw.addr, with_cookie(get("/app/x"), &cookie)).await;
+    assert_eq!(h.get("cache-control").unwrap(), "no-store");
+    let (_, h, _) = send(gw.addr, with_cookie(get("/upstream-decides/x"), &cookie)).await;
+    assert!(h.get("cache-control").is_none());
+    // A bearer client's answers are left as the upstream sent them.
+    let t = login_pair(gw.addr, "alice", "alice-password").await;
+    let (_, h, _) = get_with_token(gw.addr, "/app/x", &t.access).await;
+    assert!(h.get("cache-control").is_none());
+}
+
+/// Regression: GET /auth/logout was 405 and a form POST answered 204 (a button that seemed to
+/// do nothing); a cookie-only POST without the CSRF value was accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_logout_confirms_needs_csrf_and_lands_on_the_login_page() {
+    let gw = TestGateway::new().start().await;
+    let (cookie, csrf) = browser_login(gw.addr, "alice", "alice-password").await;
+    let (s, _, page) = send(gw.addr, with_cookie(get("/auth/logout"), &cookie)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        page.contains("method=\"post\"") && page.contains(&csrf),
+        "{page}"
+    );
+    // Without the CSRF value: refused, still signed in.
+    let no_csrf = form(
+        post("/auth/logout")
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded"),
+        "",
+    );
+    assert_eq!(send(gw.addr, no_csrf).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        send(gw.addr, with_cookie(get("/app/x"), &cookie)).await.0,
+        StatusCode::OK
+    );
+    let body = format!("csrf_token={csrf}");
+    let ok = form(
+        post("/auth/logout")
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded"),
+        &body,
+    );
+    let (s, h, _) = send(gw.addr, ok).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h.get("location").unwrap(), "/auth/login");
+    let cleared = set_cookies(&h);
+    assert!(
+        cleared
+            .iter()
+            .any(|(k, v)| k == "authgate_access" && v.is_empty()),
+        "{cleared:?}"
+    );
+    let (s, _, _) = send(gw.addr, with_cookie(get("/app/x"), &cookie)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the old cookies still work");
+}
+
+/// Behind a TLS-terminating proxy listed in trusted_proxies, cookies are `__Host-` and Secure,
+/// and the upstream hears https.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_proxys_https_counts_as_tls() {
+    let gw = TestGateway::new()
+        .server("trusted_proxies = [\"127.0.0.1/32\"]")
+        .start()
+        .await;
+    let body = "username=alice&password=alice-password";
+    let req = form(form_login(body).header("x-forwarded-proto", "https"), body);
+    let (s, h, _) = send(gw.addr, req).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let raw: Vec<String> = h
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        raw.iter().all(|c| c.starts_with("__Host-authgate_")
+            && c.contains("Secure")
+            && c.contains("Path=/")),
+        "{raw:?}"
+    );
+    assert!(h.get("strict-transport-security").is_none() || s == StatusCode::SEE_OTHER);
+    let cookie = set_cookies(&h)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let req = get("/app/x")
+        .header("cookie", &cookie)
+        .header("x-forwarded-proto", "https")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(gw.addr, req).await.0, StatusCode::OK);
+    assert_eq!(
+        gw.up.last().headers.get("x-forwarded-proto").unwrap(),
+        "https"
+    );
+    assert!(
+        gw.up.last().headers.get("cookie").is_none(),
+        "__Host- cookies leaked upstream"
+    );
+    // Over plain HTTP, a __Host- cookie means nothing.
+    assert_eq!(
+        send(gw.addr, with_cookie(get("/app/x"), &cookie)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }

@@ -74,8 +74,11 @@ async fn login_errors_and_throttling_against(addr: std::net::SocketAddr) {
             "username=root&password=root-password",
         )))
         .unwrap();
-    let (s, h, _) = send(addr, form).await;
-    assert_eq!(s, StatusCode::OK);
+    // Without `next` it goes on to `login.default_next` ("/"), with no token in the body.
+    let (s, h, body) = send(addr, form).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    assert_eq!(h.get("location").unwrap(), "/");
+    assert!(body.is_empty(), "{body}");
     let cookies: Vec<_> = h
         .get_all("set-cookie")
         .iter()

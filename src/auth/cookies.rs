@@ -1,14 +1,42 @@
 //! Browser sessions: the gateway's cookies, reading them, and keeping them from the upstream.
 
 use crate::clock::now_secs;
-use crate::ids::{random_id, RngError};
 use http::header::{HeaderValue, COOKIE, SET_COOKIE};
 use http::HeaderMap;
 
-pub const ACCESS: &str = "authgate_access";
-pub const REFRESH: &str = "authgate_refresh";
-pub const CSRF: &str = "authgate_csrf";
-/// Every cookie of the gateway starts with this; none of them reaches the upstream.
+/// The names of the session's cookies. Over TLS they carry the `__Host-` prefix: the browser
+/// then takes them only from this exact host, over HTTPS, with `Path=/` and no `Domain`, so a
+/// sibling subdomain cannot plant one.
+#[derive(Debug, Clone, Copy)]
+pub struct Names {
+    pub access: &'static str,
+    pub refresh: &'static str,
+    pub csrf: &'static str,
+}
+
+pub const PLAIN: Names = Names {
+    access: "authgate_access",
+    refresh: "authgate_refresh",
+    csrf: "authgate_csrf",
+};
+
+pub const HOST_ONLY: Names = Names {
+    access: "__Host-authgate_access",
+    refresh: "__Host-authgate_refresh",
+    csrf: "__Host-authgate_csrf",
+};
+
+/// The names in use on a connection that is (`secure`) or is not TLS.
+pub fn names(secure: bool) -> Names {
+    if secure {
+        HOST_ONLY
+    } else {
+        PLAIN
+    }
+}
+
+/// Every cookie of the gateway starts with this (after any `__Host-`); none of them reaches
+/// the upstream.
 pub const OWN_PREFIX: &str = "authgate_";
 
 /// The value of cookie `name` from all `Cookie` headers.
@@ -34,55 +62,44 @@ pub fn set_cookie(name: &str, value: &str, max_age: u64, http_only: bool, secure
     c
 }
 
-pub fn clear_cookie(name: &str, secure: bool) -> String {
-    set_cookie(name, "", 0, name != CSRF, secure)
-}
-
 /// The tokens a session's cookies carry, and when they end (Unix seconds).
 pub struct SessionCookies<'a> {
     pub access: &'a str,
     pub access_exp: u64,
     pub refresh: &'a str,
     pub session_exp: u64,
+    /// The session's CSRF value (derived from it; readable by the pages' scripts).
+    pub csrf: &'a str,
 }
 
-/// Appends the session's three cookies (access, refresh, CSRF) to `h`. The CSRF cookie keeps
-/// `csrf` when given (open pages keep working after an on-the-fly refresh), else a new value.
-pub fn set_session(
-    h: &mut HeaderMap,
-    pair: &SessionCookies<'_>,
-    secure: bool,
-    csrf: Option<&str>,
-) -> Result<(), RngError> {
+/// Appends the session's three cookies (access, refresh, CSRF) to `h`.
+pub fn set_session(h: &mut HeaderMap, pair: &SessionCookies<'_>, secure: bool) {
     let now = now_secs();
-    let csrf = match csrf {
-        Some(c) => c.to_owned(),
-        None => random_id()?,
-    };
+    let n = names(secure);
     let session_left = pair.session_exp.saturating_sub(now);
     let cookies = [
         set_cookie(
-            ACCESS,
+            n.access,
             pair.access,
             pair.access_exp.saturating_sub(now),
             true,
             secure,
         ),
-        set_cookie(REFRESH, pair.refresh, session_left, true, secure),
-        set_cookie(CSRF, &csrf, session_left, false, secure),
+        set_cookie(n.refresh, pair.refresh, session_left, true, secure),
+        set_cookie(n.csrf, pair.csrf, session_left, false, secure),
     ];
     for c in cookies {
         if let Ok(v) = HeaderValue::from_str(&c) {
             h.append(SET_COOKIE, v);
         }
     }
-    Ok(())
 }
 
 /// Appends `Set-Cookie` headers that delete the session's cookies.
 pub fn clear_session(h: &mut HeaderMap, secure: bool) {
-    for name in [ACCESS, REFRESH, CSRF] {
-        if let Ok(v) = HeaderValue::from_str(&clear_cookie(name, secure)) {
+    let n = names(secure);
+    for (name, http_only) in [(n.access, true), (n.refresh, true), (n.csrf, false)] {
+        if let Ok(v) = HeaderValue::from_str(&set_cookie(name, "", 0, http_only, secure)) {
             h.append(SET_COOKIE, v);
         }
     }
@@ -109,7 +126,7 @@ mod tests {
             COOKIE,
             HeaderValue::from_static("a=1; authgate_access=tok; b=2"),
         );
-        assert_eq!(get(&h, ACCESS), Some("tok"));
+        assert_eq!(get(&h, PLAIN.access), Some("tok"));
         assert_eq!(get(&h, "a"), Some("1"));
     }
 

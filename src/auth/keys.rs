@@ -80,6 +80,11 @@ pub fn jwt_algorithm(alg: Algorithm) -> jsonwebtoken::Algorithm {
 }
 
 impl KeySet {
+    /// The signing key's secret material (for keys derived from it, such as CSRF's).
+    pub fn secret_material(&self) -> &[u8] {
+        self.encoding.as_bytes()
+    }
+
     /// The signing key the config names. With `Generate::Yes` a missing key file is created
     /// first when the config allows it; with `Generate::No` nothing is ever written.
     pub fn resolve(cfg: &TokensConfig, generate: Generate) -> Result<Resolved, KeyError> {

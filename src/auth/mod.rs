@@ -7,6 +7,9 @@ pub mod csrf;
 pub mod endpoints;
 pub mod form;
 pub mod keys;
+mod login;
+mod logout;
+pub mod pages;
 pub mod passwords;
 pub mod sessions;
 pub mod tokens;
@@ -51,10 +54,20 @@ pub struct Auth {
     sessions: Sessions,
     registration: bool,
     body_limits: form::BodyLimits,
+    browser: Browser,
 }
 
-/// The bearer token of a request: the Authorization header first, then the access cookie.
-pub fn request_token(headers: &HeaderMap) -> Option<(&str, bool)> {
+/// What the sign-in and sign-out pages need (`[login]`).
+#[derive(Debug, Clone)]
+pub struct Browser {
+    pub title: String,
+    pub default_next: String,
+    pub after_logout: String,
+}
+
+/// The bearer token of a request: the Authorization header first, then the access cookie
+/// (`__Host-` named when `secure`).
+pub fn request_token(headers: &HeaderMap, secure: bool) -> Option<(&str, bool)> {
     if let Some(v) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, rest) = v.trim().split_once(' ')?;
         if scheme.eq_ignore_ascii_case("bearer") {
@@ -63,7 +76,7 @@ pub fn request_token(headers: &HeaderMap) -> Option<(&str, bool)> {
         }
         return None;
     }
-    cookies::get(headers, cookies::ACCESS).map(|t| (t, true))
+    cookies::get(headers, cookies::names(secure).access).map(|t| (t, true))
 }
 
 impl Auth {
@@ -89,11 +102,20 @@ impl Auth {
                 max_bytes: config.server.max_body_bytes,
                 read_gap: config.server.body_read_timeout,
             },
+            browser: Browser {
+                title: config.login.title.clone(),
+                default_next: config.login.default_next.clone(),
+                after_logout: config.login.after_logout.clone(),
+            },
         })
     }
 
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
+    }
+
+    pub fn browser(&self) -> &Browser {
+        &self.browser
     }
 
     /// Whether `POST /auth/register` is open.
@@ -111,8 +133,9 @@ impl Auth {
     pub fn authenticate<'a>(
         &'a self,
         headers: &'a HeaderMap,
+        secure: bool,
     ) -> impl std::future::Future<Output = Result<Identity, crate::error::GatewayError>> + Send + 'a
     {
-        self.sessions.authenticate(headers)
+        self.sessions.authenticate(headers, secure)
     }
 }

@@ -5,6 +5,7 @@
 //! shape responses around these calls.
 
 use super::cookies;
+use super::csrf::CsrfKey;
 use super::passwords::{HashError, Hasher};
 use super::tokens::{Claims, Issued, TokenError, TokenType, Tokens};
 use super::Identity;
@@ -18,6 +19,7 @@ use crate::store::{
 };
 use http::HeaderMap;
 use prometheus_client::metrics::counter::Counter;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +71,8 @@ pub struct Pair {
     pub refresh_is_new: bool,
     /// When the session ends, whatever is refreshed.
     pub session_exp: u64,
+    /// The session's CSRF value.
+    pub csrf: String,
 }
 
 impl Pair {
@@ -79,12 +83,22 @@ impl Pair {
             access_exp: self.access.claims.exp,
             refresh: &self.refresh,
             session_exp: self.session_exp,
+            csrf: &self.csrf,
         }
     }
 }
 
+/// A cookie refresh's result, shared by the requests that presented the same session.
+type SharedRefresh = Arc<tokio::sync::OnceCell<Result<(Identity, HeaderMap), GatewayError>>>;
+
+/// How long a cookie refresh's result answers requests that present the old session.
+const SHARED_FOR: Duration = Duration::from_secs(30);
+
 pub struct Sessions {
     tokens: Tokens,
+    csrf: CsrfKey,
+    /// Cookie refreshes in progress or just done, by the refresh token presented.
+    refreshing: std::sync::Mutex<HashMap<String, (std::time::Instant, SharedRefresh)>>,
     store: Store,
     users: UserStore,
     hasher: Hasher,
@@ -116,6 +130,8 @@ impl Sessions {
         store_errors: Counter,
     ) -> Sessions {
         Sessions {
+            csrf: CsrfKey::derive(tokens.keys().secret_material()),
+            refreshing: std::sync::Mutex::default(),
             tokens,
             store,
             users,
@@ -133,10 +149,20 @@ impl Sessions {
         &self.tokens
     }
 
-    /// Authenticates a request to a protected route (header first, then the access cookie).
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Identity, GatewayError> {
+    /// The CSRF value of login session `sid`.
+    pub fn csrf_for(&self, sid: &str) -> String {
+        self.csrf.token(sid)
+    }
+
+    /// Authenticates a request to a protected route (header first, then the access cookie;
+    /// `secure`: the request came over TLS, so only `__Host-` cookies count).
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        secure: bool,
+    ) -> Result<Identity, GatewayError> {
         let (token, via_cookie) =
-            super::request_token(headers).ok_or(GatewayError::MissingToken)?;
+            super::request_token(headers, secure).ok_or(GatewayError::MissingToken)?;
         let claims = self.verify(token, TokenType::Access).await?;
         Ok(Identity { claims, via_cookie })
     }
@@ -258,6 +284,7 @@ impl Sessions {
             .await
             .map_err(|e| self.store_down(e))?;
         Ok(Pair {
+            csrf: self.csrf_for(&sid),
             access,
             refresh: refresh.token,
             refresh_is_new: true,
@@ -307,21 +334,43 @@ impl Sessions {
     /// refresh cookie is valid: rotate on the fly. Returns the caller's new identity and the
     /// `Set-Cookie` headers for the response; the CSRF cookie keeps its value so open pages
     /// keep working.
+    ///
+    /// Tabs loading at once present the same expired session together: the first request
+    /// rotates, the others wait for it and get its result (within the process; across
+    /// replicas `refresh_reuse_grace` covers it). The result is kept for `SHARED_FOR`, for
+    /// requests that left the browser before its new cookies arrived.
     pub async fn refresh_cookie(
         &self,
         headers: &HeaderMap,
         secure: bool,
     ) -> Result<(Identity, HeaderMap), GatewayError> {
-        let token = cookies::get(headers, cookies::REFRESH).ok_or(GatewayError::MissingToken)?;
+        let token = cookies::get(headers, cookies::names(secure).refresh)
+            .ok_or(GatewayError::MissingToken)?;
+        let cell = {
+            let mut shared = self
+                .refreshing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            shared.retain(|_, (at, _)| at.elapsed() < SHARED_FOR);
+            shared
+                .entry(token.to_owned())
+                .or_insert_with(|| (std::time::Instant::now(), Arc::default()))
+                .1
+                .clone()
+        };
+        cell.get_or_init(|| self.refresh_cookie_once(token, secure))
+            .await
+            .clone()
+    }
+
+    async fn refresh_cookie_once(
+        &self,
+        token: &str,
+        secure: bool,
+    ) -> Result<(Identity, HeaderMap), GatewayError> {
         let pair = self.refresh(token).await?;
         let mut set = HeaderMap::new();
-        cookies::set_session(
-            &mut set,
-            &pair.cookies(),
-            secure,
-            cookies::get(headers, cookies::CSRF),
-        )
-        .map_err(internal)?;
+        cookies::set_session(&mut set, &pair.cookies(), secure);
         let identity = Identity {
             claims: pair.access.claims.clone(),
             via_cookie: true,
@@ -343,6 +392,7 @@ impl Sessions {
         let access = self.issue_access(&user, &claims.sid, iat, session_exp)?;
         if !self.policy.rotate_refresh {
             return Ok(Pair {
+                csrf: self.csrf_for(&claims.sid),
                 access,
                 refresh: presented.to_owned(),
                 refresh_is_new: false,
@@ -362,6 +412,7 @@ impl Sessions {
             .map_err(internal)?;
         let refresh = self.spend(claims, refresh).await?;
         Ok(Pair {
+            csrf: self.csrf_for(&claims.sid),
             access,
             refresh,
             refresh_is_new: true,

@@ -243,6 +243,11 @@ impl Tokens {
         }
     }
 
+    /// The signing key set.
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
     /// The `kid` new tokens carry.
     pub fn kid(&self) -> &str {
         &self.keys.kid

@@ -78,6 +78,18 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
             .failure_window
             .map_or(Duration::from_secs(900), |d| d.0),
         max_concurrent_hashes: raw.login.max_concurrent_hashes.unwrap_or(0),
+        title: raw
+            .login
+            .title
+            .as_ref()
+            .map_or_else(|| "Sign in".to_owned(), |t| t.0.clone()),
+        default_next: local_path(rep, &raw.login.default_next, "login.default_next", "/"),
+        after_logout: local_path(
+            rep,
+            &raw.login.after_logout,
+            "login.after_logout",
+            "/auth/login",
+        ),
     };
     let identity = build_identity(rep, &raw.identity);
     let upstreams = super::build_upstreams::build_upstreams(rep, base, &raw.upstreams);
@@ -163,6 +175,28 @@ fn build_tls(rep: &mut Reporter, base: &Path, raw: &Spanned<raw::RawTls>) -> Opt
             None
         }
     }
+}
+
+/// A local path (`/...`, never `//host`, a scheme or a backslash): where browsers are sent.
+fn local_path(rep: &mut Reporter, v: &Option<Spanned<Text>>, key: &str, default: &str) -> String {
+    let Some(s) = v else {
+        return default.to_owned();
+    };
+    let text = &s.get_ref().0;
+    let local = text.starts_with('/')
+        && !text.starts_with("//")
+        && !text.contains('\\')
+        && !text.bytes().any(|b| b.is_ascii_control());
+    if !local {
+        rep.error(
+            span(s),
+            key,
+            format!("{text:?} is not a local path"),
+            Some("write a path on this gateway, like \"/\" or \"/app/home\"".to_owned()),
+        );
+        return default.to_owned();
+    }
+    text.clone()
 }
 
 pub(super) fn one_of<T: Copy>(

@@ -4,7 +4,9 @@ use super::build::{one_of, span};
 use super::error::Reporter;
 use super::raw;
 use super::UpstreamConfig;
-use crate::route::{AuthMode, HostHeader, OnUnauthenticated, Pattern, Route, RouteTable};
+use crate::route::{
+    AuthMode, CacheControl, HostHeader, OnUnauthenticated, Pattern, Route, RouteTable,
+};
 use http::Method;
 use toml::Spanned;
 
@@ -133,6 +135,16 @@ fn build_route(
         host_header,
         case_insensitive,
         allow_fallthrough: r.allow_fallthrough.unwrap_or(false),
+        cache_control: one_of(
+            rep,
+            &r.cache_control,
+            &key("cache_control"),
+            CacheControl::Default,
+            &[
+                ("no-store", CacheControl::NoStore),
+                ("upstream", CacheControl::Upstream),
+            ],
+        ),
     })
 }
 

@@ -193,6 +193,12 @@ pub struct LoginConfig {
     pub failure_window: Duration,
     /// Password hashes computed at once; 0 = one per core.
     pub max_concurrent_hashes: usize,
+    /// What the login page says it signs in to.
+    pub title: String,
+    /// Where a form login without `next` (or a signed-in visit to the login page) goes.
+    pub default_next: String,
+    /// Where a form logout goes.
+    pub after_logout: String,
 }
 
 #[derive(Debug, Clone)]

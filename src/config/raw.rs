@@ -138,6 +138,9 @@ pub struct RawLogin {
     pub max_failures_per_ip: Option<u64>,
     pub failure_window: Option<Dur>,
     pub max_concurrent_hashes: Option<usize>,
+    pub title: Option<Text>,
+    pub default_next: Option<Spanned<Text>>,
+    pub after_logout: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -182,4 +185,5 @@ pub struct RawRoute {
     pub host_header: Option<Spanned<Text>>,
     pub case_insensitive: Option<bool>,
     pub allow_fallthrough: Option<bool>,
+    pub cache_control: Option<Spanned<Text>>,
 }

@@ -25,6 +25,16 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -
         .unwrap_or(peer)
 }
 
+/// The peer is a trusted proxy and says the client spoke HTTPS to it.
+pub fn https_via_proxy(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> bool {
+    trusted_proxies.iter().any(|n| n.contains(peer))
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

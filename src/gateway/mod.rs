@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, RequestLabels, UpstreamLabels, UpstreamName};
 use crate::path::{normalize, NormalizedPath};
-use crate::route::{request_host, AuthMode, HostHeader, OnUnauthenticated, Route};
+use crate::route::{request_host, AuthMode, CacheControl, HostHeader, OnUnauthenticated, Route};
 use crate::server::{ConnInfo, Handler};
 use crate::upstream::{forward, ForwardCtx, HeaderPolicy, UpstreamClient, UpstreamError};
 use head::{check_framing, check_head_size, forward_target, request_host_of, upgrade_protocol};
@@ -51,6 +51,8 @@ struct Outcome<'g> {
 /// What routing decided for a request that goes upstream.
 struct Routed<'g> {
     route: &'g Route,
+    /// Over TLS, directly or as a trusted proxy says.
+    secure: bool,
     client_ip: IpAddr,
     host: Option<HeaderValue>,
     target: PathAndQuery,
@@ -104,24 +106,30 @@ impl Gateway {
         check_head_size(&req, server.max_header_bytes, server.max_headers)?;
         let path =
             normalize(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        let secure = conn.tls || self.https_via_proxy(conn, req.headers());
         if endpoints::is_own(&path.judged) {
             out.route = Some("authgate");
             let judged = path.judged.into_owned();
-            return Box::pin(self.own_endpoint(req, &judged, conn)).await;
+            return Box::pin(self.own_endpoint(req, &judged, conn, secure)).await;
         }
-        let routed = self.route(&req, &path, conn.peer.ip())?;
+        let mut routed = self.route(&req, &path, conn.peer.ip())?;
+        routed.secure = secure;
         out.route = Some(routed.route.name);
         let (identity, set_cookies) = match routed.route.auth {
             AuthMode::Public => (None, None),
             AuthMode::Required => {
-                let (id, cookies) = Box::pin(self.authorize(routed.route, &req, conn.tls)).await?;
+                let (id, cookies) =
+                    Box::pin(self.authorize(routed.route, &req, &path, secure)).await?;
                 (Some(id), cookies)
             }
         };
         out.user = identity.as_ref().map(|i| i.claims.clone());
+        let cache_control = routed.route.cache_control;
+        let via_cookie = identity.as_ref().is_some_and(|id| id.via_cookie);
         let req = match &identity {
             Some(id) if id.via_cookie && !csrf::is_safe_method(req.method()) => {
-                Box::pin(csrf::check(req, self.auth.body_limits())).await?
+                let expected = self.auth.sessions().csrf_for(&id.claims.sid);
+                Box::pin(csrf::check(req, &expected, self.auth.body_limits())).await?
             }
             _ => req.map(Body::Incoming),
         };
@@ -137,11 +145,20 @@ impl Gateway {
                 resp.headers_mut().append(header::SET_COOKIE, v.clone());
             }
         }
+        if via_cookie {
+            cookie_cache_control(resp.headers_mut(), cache_control);
+        }
         Ok(resp)
     }
 
     fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         forwarded::client_ip(peer, headers, &self.config.server.trusted_proxies)
+    }
+
+    /// A trusted proxy that terminated TLS says so with `X-Forwarded-Proto: https`.
+    fn https_via_proxy(&self, conn: &ConnInfo, headers: &HeaderMap) -> bool {
+        let trusted = &self.config.server.trusted_proxies;
+        !trusted.is_empty() && forwarded::https_via_proxy(conn.peer.ip(), headers, trusted)
     }
 
     /// `/auth/*` and the JWKS document.
@@ -150,12 +167,15 @@ impl Gateway {
         req: Request<Incoming>,
         judged: &str,
         conn: &ConnInfo,
+        secure: bool,
     ) -> Result<Response<Body>, GatewayError> {
         let query = req.uri().query().map(str::to_owned);
+        let host = request_host_of(&req)?;
         let ctx = Ctx {
             client_ip: self.client_ip(conn.peer.ip(), req.headers()),
-            tls: conn.tls,
+            secure,
             query: query.as_deref(),
+            host: host.as_ref().and_then(|h| h.to_str().ok()),
         };
         endpoints::handle(&self.auth, req, judged, ctx).await
     }
@@ -187,6 +207,7 @@ impl Gateway {
         }
         Ok(Routed {
             route,
+            secure: false,
             client_ip: self.client_ip(peer, req.headers()),
             host,
             target,
@@ -200,17 +221,18 @@ impl Gateway {
         &self,
         route: &Route,
         req: &Request<Incoming>,
-        tls: bool,
+        path: &NormalizedPath<'_>,
+        secure: bool,
     ) -> Result<(Identity, Option<HeaderMap>), GatewayError> {
         let headers = req.headers();
-        let result = match self.auth.authenticate(headers).await {
+        let result = match self.auth.authenticate(headers, secure).await {
             Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
                 if !headers.contains_key(header::AUTHORIZATION)
-                    && cookies::get(headers, cookies::REFRESH).is_some() =>
+                    && cookies::get(headers, cookies::names(secure).refresh).is_some() =>
             {
                 let sessions = self.auth.sessions();
                 sessions
-                    .refresh_cookie(headers, tls)
+                    .refresh_cookie(headers, secure)
                     .await
                     .map(|(id, set)| (id, Some(set)))
             }
@@ -221,11 +243,11 @@ impl Gateway {
             Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
                 if route.on_unauthenticated == OnUnauthenticated::Redirect =>
             {
-                let next = req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned();
+                // The normalized path: `//app/page` comes back as `/app/page`, a local path.
+                let next = match req.uri().query() {
+                    Some(q) => format!("{}?{q}", path.forward),
+                    None => path.forward.to_string(),
+                };
                 return Err(GatewayError::LoginRedirect { next });
             }
             Err(e) => return Err(e),
@@ -249,7 +271,7 @@ impl Gateway {
             peer_ip: conn.peer.ip(),
             peer_value: &conn.peer_value,
             client_ip: routed.client_ip,
-            tls: conn.tls,
+            tls: routed.secure,
             host: routed.host,
             host_override: match &routed.route.host_header {
                 HostHeader::Literal(v) => Some(v.clone()),
@@ -278,6 +300,21 @@ impl Gateway {
             })
             .inc();
         e.into()
+    }
+}
+
+/// Responses to cookie-authenticated requests stay out of caches (a browser's Back button must
+/// not show them after logout), unless the upstream chose for itself or the route says so.
+fn cookie_cache_control(h: &mut HeaderMap, policy: CacheControl) {
+    let no_store = HeaderValue::from_static("no-store");
+    match policy {
+        CacheControl::Upstream => {}
+        CacheControl::NoStore => {
+            h.insert(header::CACHE_CONTROL, no_store);
+        }
+        CacheControl::Default => {
+            h.entry(header::CACHE_CONTROL).or_insert(no_store);
+        }
     }
 }
 

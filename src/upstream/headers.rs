@@ -75,7 +75,8 @@ pub fn strip_cookies(value: &str, prefix: &str) -> Option<String> {
         .map(str::trim)
         .filter(|pair| {
             let name = pair.split('=').next().unwrap_or("");
-            !name.is_empty() && !name.starts_with(prefix)
+            let bare = name.strip_prefix("__Host-").unwrap_or(name);
+            !name.is_empty() && !bare.starts_with(prefix)
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("; "))
@@ -307,6 +308,10 @@ mod tests {
             Some("a=1; b=2")
         );
         assert_eq!(strip_cookies("authgate_csrf=x", "authgate_"), None);
+        assert_eq!(
+            strip_cookies("__Host-authgate_access=t; __Host-theirs=1", "authgate_").as_deref(),
+            Some("__Host-theirs=1")
+        );
     }
 
     #[test]

@@ -601,3 +601,40 @@ pub async fn gateway(revocation: &str, tokens: &str) -> (Fixture, Upstream, App)
         .await;
     (gw.fx, gw.up, gw.app)
 }
+
+/// A browser's form login: the `Cookie` header its session sends from now on, and the
+/// session's CSRF value (from the readable CSRF cookie).
+pub async fn browser_login(addr: SocketAddr, user: &str, password: &str) -> (String, String) {
+    let req = post("/auth/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .body(Full::new(Bytes::from(format!(
+            "username={user}&password={password}"
+        ))))
+        .unwrap();
+    let (status, headers, body) = send(addr, req).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "form login failed: {body}");
+    let cookies = set_cookies(&headers);
+    let csrf = cookies
+        .iter()
+        .find_map(|(k, v)| (k == "authgate_csrf").then(|| v.clone()))
+        .expect("no CSRF cookie");
+    let header = cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    (header, csrf)
+}
+
+/// The (name, value) pairs a response sets.
+pub fn set_cookies(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| c.split(';').next())
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}

@@ -1,0 +1,165 @@
+//! `/auth/login`: the sign-in page (GET) and sign-in (POST). API clients send JSON and get
+//! tokens; browsers send the form and get cookies and a 303, never a token in a body. A
+//! browser whose sign-in fails gets the page again, with the message, its user name and
+//! the same `next`.
+
+use super::cookies::{self, safe_next};
+use super::endpoints::{parse_credentials, read_body, token_response, Ctx};
+use super::form::field;
+use super::pages::{self, LoginPage};
+use super::Auth;
+use crate::body::{empty, Body};
+use crate::error::GatewayError;
+use http::header::{ACCEPT, LOCATION, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+/// The local `next` of a query string or form, if it is one.
+fn next_of(text: Option<&str>) -> Option<String> {
+    text.and_then(|q| field(q.as_bytes(), "next"))
+        .filter(|n| safe_next(n).is_some())
+}
+
+/// A 303 to a local path.
+pub(super) fn see_other(to: &str) -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(to) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// GET: the form, or, for a browser already signed in, straight on to `next`.
+pub async fn page(
+    auth: &Auth,
+    headers: &HeaderMap,
+    ctx: &Ctx<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let next = next_of(ctx.query);
+    let signed_in = auth
+        .authenticate(headers, ctx.secure)
+        .await
+        .is_ok_and(|id| id.via_cookie);
+    if signed_in {
+        return Ok(see_other(
+            next.as_deref().unwrap_or(&auth.browser().default_next),
+        ));
+    }
+    let page = LoginPage {
+        title: &auth.browser().title,
+        next: next.as_deref().unwrap_or(&auth.browser().default_next),
+        username: "",
+        message: None,
+    };
+    Ok(pages::login(&page, StatusCode::OK, ctx.secure))
+}
+
+/// POST: JSON (tokens) or a form (cookies and a 303).
+pub async fn submit(
+    auth: &Auth,
+    req: Request<Incoming>,
+    ctx: &Ctx<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let (headers, body) = read_body(req, auth.body_limits()).await?;
+    let (creds, form) = parse_credentials(&headers, &body)?;
+    if form {
+        same_origin(&headers, ctx)?;
+    }
+    let result = auth
+        .sessions()
+        .login(&creds.username, &creds.password, ctx.client_ip)
+        .await;
+    if !form {
+        return result.map(|pair| token_response(&pair));
+    }
+    let next = creds
+        .next
+        .as_deref()
+        .and_then(safe_next)
+        .unwrap_or(&auth.browser().default_next);
+    match result {
+        Ok(pair) => {
+            let mut resp = see_other(next);
+            cookies::set_session(resp.headers_mut(), &pair.cookies(), ctx.secure);
+            Ok(resp)
+        }
+        Err(e @ (GatewayError::InvalidCredentials | GatewayError::TooManyAttempts { .. }))
+            if wants_html(&headers) =>
+        {
+            Ok(failed_page(auth, &creds.username, next, e, ctx.secure))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The login page again, saying what went wrong.
+fn failed_page(
+    auth: &Auth,
+    username: &str,
+    next: &str,
+    e: GatewayError,
+    secure: bool,
+) -> Response<Body> {
+    let (status, message, retry) = match e {
+        GatewayError::TooManyAttempts { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed sign-ins. Try again in {}.",
+                pages::wait_in_words(retry_after)
+            ),
+            Some(retry_after.max(1)),
+        ),
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            "Wrong user name or password.".to_owned(),
+            None,
+        ),
+    };
+    let page = LoginPage {
+        title: &auth.browser().title,
+        next,
+        username,
+        message: Some(message),
+    };
+    let mut resp = pages::login(&page, status, secure);
+    if let Some(secs) = retry {
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+/// Login CSRF: a form posted from another site would sign the victim's browser in as the
+/// attacker. Browsers say where a form came from; header-less clients are not browsers.
+pub(super) fn same_origin(headers: &HeaderMap, ctx: &Ctx<'_>) -> Result<(), GatewayError> {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if site.is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
+        return Err(GatewayError::Csrf);
+    }
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return Ok(());
+    };
+    let ours = ctx.host.map(|host| {
+        let scheme = if ctx.secure { "https" } else { "http" };
+        format!("{scheme}://{host}")
+    });
+    let same = ours.is_some_and(|o| origin.as_bytes().eq_ignore_ascii_case(o.as_bytes()));
+    if same {
+        Ok(())
+    } else {
+        Err(GatewayError::Csrf)
+    }
+}

@@ -1,0 +1,153 @@
+//! The gateway's own HTML pages (sign in, sign out): plain, accessible, no external assets,
+//! usable on a phone, and sent with headers that keep them out of frames and caches.
+
+use crate::body::{full, Body};
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+/// What the sign-in page shows.
+pub struct LoginPage<'a> {
+    pub title: &'a str,
+    /// A local path to go on to after signing in.
+    pub next: &'a str,
+    /// The user name typed last time (kept after a failure).
+    pub username: &'a str,
+    /// A problem to show, in words (`role="alert"`).
+    pub message: Option<String>,
+}
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = "*{box-sizing:border-box}body{font-family:system-ui,sans-serif;max-width:24rem;margin:3rem auto;padding:0 1rem;line-height:1.4}h1{font-size:1.5rem}label{display:block;margin-top:1rem}input{display:block;width:100%;max-width:100%;padding:.6rem;font-size:1rem;margin-top:.25rem}button{margin-top:1.5rem;padding:.7rem 1.4rem;font-size:1rem;width:100%}.alert{border:1px solid #b00;background:#fee;color:#600;padding:.6rem;margin-top:1rem}";
+
+fn document(title: &str, main: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{title}</title>\n<style>{STYLE}</style>\n</head><body><main>\n{main}\n</main></body></html>\n",
+        title = escape(title)
+    )
+}
+
+pub fn login(p: &LoginPage<'_>, status: StatusCode, secure: bool) -> Response<Body> {
+    let alert = p.message.as_deref().map_or(String::new(), |m| {
+        format!("<p class=\"alert\" role=\"alert\">{}</p>\n", escape(m))
+    });
+    let (user_focus, pass_focus) = if p.username.is_empty() {
+        (" autofocus", "")
+    } else {
+        ("", " autofocus")
+    };
+    let main = format!(
+        r#"<h1>{title}</h1>
+{alert}<form method="post" action="/auth/login">
+<input type="hidden" name="next" value="{next}">
+<label for="username">User name</label><input id="username" name="username" value="{user}" autocomplete="username" autocapitalize="none" autocorrect="off" spellcheck="false" required{user_focus}>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required{pass_focus}>
+<button type="submit">Sign in</button>
+</form>"#,
+        title = escape(p.title),
+        next = escape(p.next),
+        user = escape(p.username),
+    );
+    page(status, document(p.title, &main), secure)
+}
+
+/// The sign-out confirmation: a form that POSTs the logout with the session's CSRF value, or
+/// a note that nobody is signed in.
+pub fn logout(title: &str, csrf: Option<&str>, secure: bool) -> Response<Body> {
+    let main = match csrf {
+        Some(csrf) => format!(
+            r#"<h1>Sign out</h1>
+<p>Sign out of {title}?</p>
+<form method="post" action="/auth/logout">
+<input type="hidden" name="csrf_token" value="{csrf}">
+<label><input type="checkbox" name="all" value="true" style="display:inline;width:auto"> Sign out on every device</label>
+<button type="submit" autofocus>Sign out</button>
+</form>"#,
+            title = escape(title),
+            csrf = escape(csrf)
+        ),
+        None => {
+            "<h1>Signed out</h1>\n<p>You are not signed in. <a href=\"/auth/login\">Sign in</a></p>"
+                .to_owned()
+        }
+    };
+    page(StatusCode::OK, document(title, &main), secure)
+}
+
+/// An HTML page with the headers every gateway page carries.
+fn page(status: StatusCode, html: String, secure: bool) -> Response<Body> {
+    let mut resp = Response::new(full(html));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    security_headers(h, secure);
+    resp
+}
+
+/// No framing (clickjacking), no sniffing, no referrer, no caching; HSTS over TLS.
+pub fn security_headers(h: &mut http::HeaderMap, secure: bool) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if secure {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+}
+
+/// A wait in words: "1 minute", "14 minutes", "30 seconds".
+pub fn wait_in_words(seconds: u64) -> String {
+    match seconds {
+        0..=1 => "a second".to_owned(),
+        2..=59 => format!("{seconds} seconds"),
+        60..=119 => "1 minute".to_owned(),
+        s => format!("{} minutes", s.div_ceil(60)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_escaped_and_waits_read_as_words() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(wait_in_words(30), "30 seconds");
+        assert_eq!(wait_in_words(61), "1 minute");
+        assert_eq!(wait_in_words(14 * 60 - 5), "14 minutes");
+    }
+}
