@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The whole test suite. Installs what a fresh machine lacks (redis-server: the tests start
-# their own instances on free ports), then runs every unit and integration test.
+# The whole test suite. Installs what a fresh machine lacks (redis-server, Chromium and
+# chromedriver from Debian's packages), then runs every unit and integration test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "redis-server not found; installing it from Debian's packages" >&2
+# What the tests run besides the gateway: redis-server (their own instances, on unix
+# sockets), Chromium and chromedriver (the real-browser test).
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing from Debian's packages: ${need[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 log=$(mktemp)

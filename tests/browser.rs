@@ -242,6 +242,15 @@ async fn login_csrf_from_another_site_is_refused() {
         let (s, _, body) = send(gw.addr, form(form_login(body).header(name, value), body)).await;
         assert_eq!(s, StatusCode::SEE_OTHER, "{name}: {value}: {body}");
     }
+    // Our pages send Referrer-Policy: no-referrer, so a browser posts their form with
+    // `Origin: null` and `Sec-Fetch-Site: same-origin` (found in Chromium).
+    let req = form_login(body)
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin");
+    assert_eq!(
+        send(gw.addr, form(req, body)).await.0,
+        StatusCode::SEE_OTHER
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
