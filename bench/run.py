@@ -205,6 +205,31 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
             if alg == "HS256" and backend == "memory":
                 hosts["authgate public"] = (f"http://127.0.0.1:{gp}/public/x", None, None); pids["authgate public"] = [p.pid]
 
+    # The public route to an HTTPS upstream (private CA) and to two hosts (round robin).
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", f"{work}/ca.key", "-out", f"{work}/ca.pem", "-days", "2", "-subj", "/CN=bench-ca",
+                    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", f"{work}/up.key", "-out", f"{work}/up.csr", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    write("san.ext", "subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", f"{work}/up.csr", "-CA", f"{work}/ca.pem", "-CAkey", f"{work}/ca.key",
+                    "-CAcreateserial", "-out", f"{work}/up.pem", "-days", "2", "-extfile", f"{work}/san.ext"], check=True, capture_output=True)
+    ups, up2 = port(), port()
+    spawn(["nginx", "-c", nginx_conf(f"""server {{ listen 127.0.0.1:{ups} ssl; ssl_certificate {work}/up.pem; ssl_certificate_key {work}/up.key;
+  keepalive_requests 100000; location / {{ return 200 "ok\\n"; }} }}
+server {{ listen 127.0.0.1:{up2}; location / {{ return 200 "ok\\n"; }} }}""")]); wait_port(ups); wait_port(up2)
+    for label, upstream in (("https upstream", f'url = "https://localhost:{ups}"\nca_file = "{work}/ca.pem"'),
+                            ("two hosts", f'urls = ["http://127.0.0.1:{up}", "http://127.0.0.1:{up2}"]')):
+        gp, ap = port(), port()
+        cfg = write(f"authgate-{gp}.toml", f"""
+[server]\nlisten = "127.0.0.1:{gp}"\nworkers = 1\n[log]\nformat = "json"\n[admin]\nlisten = "127.0.0.1:{ap}"
+[tokens]\nalgorithm = "HS256"\nsecret_file = "secret"\n[revocation]\nbackend = "memory"\n[users]\nfile = "users.toml"
+[[upstreams]]\nname = "u"\n{upstream}\n
+[[routes]]\npath = "/**"\nupstream = "u"\nauth = "public"\n""")
+        p = spawn([AUTHGATE, "serve", "--config", cfg], env={**os.environ, "RUST_LOG": "warn"}); wait_port(gp)
+        hosts[f"authgate public {label}"] = (f"http://127.0.0.1:{gp}/x", None, None); pids[f"authgate public {label}"] = [p.pid]
+
     hap_plain, hap_jwt = port(), port()
     hcfg = write("haproxy.cfg", f"""
 global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n  http-reuse always
