@@ -21,6 +21,8 @@ pub enum GatewayError {
     InvalidCredentials,
     #[error("a required role is missing")]
     InsufficientRole,
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("missing or wrong CSRF token")]
     Csrf,
     #[error("no route matches")]
@@ -59,6 +61,7 @@ impl GatewayError {
             InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             InsufficientRole => (StatusCode::FORBIDDEN, "insufficient_role"),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Csrf => (StatusCode::FORBIDDEN, "csrf"),
             NotFound => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "invalid_request"),

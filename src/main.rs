@@ -277,7 +277,8 @@ fn describe_route(config: &Config, r: &authgate::route::Route) -> String {
         r.host
             .as_ref()
             .map_or(String::new(), |h| format!(" host={h}")),
-        config.upstreams[r.upstream].name,
+        r.upstream
+            .map_or("(judge only)", |u| config.upstreams[u].name.as_str()),
     )
 }
 

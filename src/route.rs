@@ -146,8 +146,8 @@ pub struct Route {
     /// Lower-case host without port.
     pub host: Option<String>,
     pub methods: Option<Vec<Method>>,
-    /// Index into `Config::upstreams`.
-    pub upstream: usize,
+    /// Index into `Config::upstreams` (none in judge-only mode).
+    pub upstream: Option<usize>,
     pub auth: AuthMode,
     pub roles: Vec<String>,
     pub on_unauthenticated: OnUnauthenticated,
@@ -350,7 +350,7 @@ mod tests {
             pattern: pat(path),
             host: host.map(str::to_owned),
             methods,
-            upstream: 0,
+            upstream: Some(0),
             auth: AuthMode::Public,
             roles: vec![],
             on_unauthenticated: OnUnauthenticated::Status401,
@@ -445,7 +445,7 @@ mod route_rules_tests {
             pattern: Pattern::parse(path).unwrap_or_else(|e| panic!("{e}")),
             host: None,
             methods: (!methods.is_empty()).then(|| methods.to_vec()),
-            upstream: 0,
+            upstream: Some(0),
             auth,
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             on_unauthenticated: OnUnauthenticated::Status401,

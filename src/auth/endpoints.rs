@@ -44,6 +44,9 @@ pub async fn handle(
         ("/auth/login", &Method::GET) => login::page(auth, req.headers(), &ctx).await,
         ("/auth/login", &Method::POST) => login::submit(auth, req, &ctx).await,
         ("/auth/refresh", &Method::POST) => refresh(auth, req, ctx).await,
+        ("/auth/refresh", &Method::GET) => {
+            login::refresh_and_return(auth, req.headers(), &ctx).await
+        }
         ("/auth/logout", &Method::GET) => logout::page(auth, req.headers(), &ctx).await,
         ("/auth/logout", &Method::POST) => logout::submit(auth, req, &ctx).await,
         ("/auth/me", &Method::GET) => me(auth, req.headers(), ctx.secure).await,

@@ -59,6 +59,29 @@ pub async fn page(
     Ok(pages::login(&page, StatusCode::OK, ctx.secure))
 }
 
+/// `GET /auth/refresh?next=`: a browser session whose access cookie expired, sent here by a
+/// forward-auth check (which may not set cookies itself): refresh from the cookie, set the
+/// new cookies, and go on to `next`; without a valid session, to the login page.
+pub async fn refresh_and_return(
+    auth: &Auth,
+    headers: &HeaderMap,
+    ctx: &Ctx<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let next = next_of(ctx.query).unwrap_or_else(|| auth.browser().default_next.clone());
+    match auth.sessions().refresh_cookie(headers, ctx.secure).await {
+        Ok((_, set)) => {
+            let mut resp = see_other(&next);
+            for v in set.get_all(http::header::SET_COOKIE) {
+                resp.headers_mut()
+                    .append(http::header::SET_COOKIE, v.clone());
+            }
+            Ok(resp)
+        }
+        Err(GatewayError::Unavailable(m)) => Err(GatewayError::Unavailable(m)),
+        Err(_) => Err(GatewayError::LoginRedirect { next }),
+    }
+}
+
 /// POST: JSON (tokens) or a form (cookies and a 303).
 pub async fn submit(
     auth: &Auth,

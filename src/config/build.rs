@@ -93,7 +93,8 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
     };
     let identity = build_identity(rep, &raw.identity);
     let upstreams = super::build_upstreams::build_upstreams(rep, base, &raw.upstreams);
-    let routes = super::build_routes::build_routes(rep, &raw.routes, &upstreams);
+    let forward_auth_only = raw.forward_auth.only.unwrap_or(false);
+    let routes = super::build_routes::build_routes(rep, &raw.routes, &upstreams, forward_auth_only);
     if !rep.errors.is_empty() {
         return None;
     }
@@ -110,6 +111,7 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
         identity,
         upstreams,
         routes: routes?,
+        forward_auth_only,
     })
 }
 

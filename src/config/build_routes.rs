@@ -14,11 +14,12 @@ pub(super) fn build_routes(
     rep: &mut Reporter,
     raw: &[Spanned<raw::RawRoute>],
     upstreams: &[UpstreamConfig],
+    judge_only: bool,
 ) -> Option<RouteTable> {
     let routes: Vec<Route> = raw
         .iter()
         .enumerate()
-        .filter_map(|(i, spanned)| build_route(rep, i, spanned, upstreams))
+        .filter_map(|(i, spanned)| build_route(rep, i, spanned, upstreams, judge_only))
         .collect();
     for (later, earlier) in RouteTable::shadowed(&routes) {
         let (l, e) = (&routes[later], &routes[earlier]);
@@ -67,6 +68,7 @@ fn build_route(
     i: usize,
     spanned: &Spanned<raw::RawRoute>,
     upstreams: &[UpstreamConfig],
+    judge_only: bool,
 ) -> Option<Route> {
     let r = spanned.get_ref();
     let (line, _) = rep.line_col(span(spanned));
@@ -90,7 +92,20 @@ fn build_route(
             return None;
         }
     };
-    let upstream = find_upstream(rep, &r.upstream, upstreams, &key("upstream"))?;
+    let upstream = match (&r.upstream, judge_only) {
+        // Judge-only: nothing is proxied, an upstream named anyway is ignored.
+        (_, true) => None,
+        (Some(u), false) => Some(find_upstream(rep, u, upstreams, &key("upstream"))?),
+        (None, false) => {
+            rep.error(
+                span(spanned),
+                key("upstream"),
+                "a route needs an upstream",
+                Some("name one of [[upstreams]], or set [forward_auth] only = true to judge requests for a proxy in front without proxying".to_owned()),
+            );
+            return None;
+        }
+    };
     let (auth, on_unauthenticated) = parse_auth(rep, r, &key);
     let methods = r
         .methods

@@ -38,6 +38,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: RouteTable,
+    /// `[forward_auth] only = true`: judge for a proxy in front, proxy nothing.
+    pub forward_auth_only: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -53,6 +53,15 @@ pub struct RawConfig {
     pub upstreams: Vec<Spanned<RawUpstream>>,
     #[serde(default)]
     pub routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    pub forward_auth: RawForwardAuth,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    /// Judge only: nothing is proxied, `upstream` is optional on routes.
+    pub only: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -175,7 +184,7 @@ pub struct RawRoute {
     pub path: Spanned<Text>,
     pub host: Option<Text>,
     pub methods: Option<Spanned<Vec<Text>>>,
-    pub upstream: Spanned<Text>,
+    pub upstream: Option<Spanned<Text>>,
     pub auth: Option<Spanned<Text>>,
     #[serde(default)]
     pub roles: Vec<Text>,

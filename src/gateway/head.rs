@@ -48,7 +48,7 @@ impl EqIgnoreCaseBytes for str {
 
 /// `host[:port]` with host a name, IPv4 address or `[IPv6]`, and no userinfo; a trailing
 /// dot on a name is removed. `None` when invalid. One pass over the bytes (every request).
-fn normalize_host(value: HeaderValue) -> Option<HeaderValue> {
+pub fn normalize_host(value: HeaderValue) -> Option<HeaderValue> {
     let b = value.as_bytes();
     if b.first() == Some(&b'[') {
         let close = b.iter().position(|&c| c == b']')?;

@@ -6,6 +6,7 @@
 mod forwarded;
 mod head;
 mod request_id;
+mod verify;
 
 use crate::auth::cookies;
 use crate::auth::endpoints::{self, Ctx};
@@ -104,6 +105,10 @@ impl Gateway {
         check_framing(req.headers())?;
         let server = &self.config.server;
         check_head_size(&req, server.max_header_bytes, server.max_headers)?;
+        if let Some(caller) = verify::endpoint(req.uri().path()) {
+            out.route = Some("authgate-verify");
+            return Ok(Box::pin(self.verify(req, caller, conn)).await);
+        }
         let path =
             normalize(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let secure = conn.tls || self.https_via_proxy(conn, req.headers());
@@ -111,6 +116,10 @@ impl Gateway {
             out.route = Some("authgate");
             let judged = path.judged.into_owned();
             return Box::pin(self.own_endpoint(req, &judged, conn, secure)).await;
+        }
+        if self.config.forward_auth_only {
+            // Judge-only: nothing is proxied.
+            return Err(GatewayError::NotFound);
         }
         let mut routed = self.route(&req, &path, conn.peer.ip())?;
         routed.secure = secure;
@@ -133,7 +142,11 @@ impl Gateway {
             }
             _ => req.map(Body::Incoming),
         };
-        let upstream = &self.upstreams[routed.route.upstream];
+        let upstream = routed
+            .route
+            .upstream
+            .and_then(|u| self.upstreams.get(u))
+            .ok_or(GatewayError::NotFound)?;
         out.upstream = Some(&upstream.name);
         let ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
         let mut resp = match forward(upstream, req, ctx).await {
@@ -149,6 +162,10 @@ impl Gateway {
             cookie_cache_control(resp.headers_mut(), cache_control);
         }
         Ok(resp)
+    }
+
+    fn header_policy(&self) -> &HeaderPolicy {
+        &self.header_policy
     }
 
     fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {

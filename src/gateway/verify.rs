@@ -1,0 +1,284 @@
+//! Forward-auth: judging requests for a proxy in front (nginx `auth_request`, Traefik and
+//! Caddy `forward_auth`, Envoy `ext_authz`) with the same normalization, routes, tokens,
+//! revocation, roles and CSRF as proxying. The convention is chosen by the endpoint the proxy
+//! calls, never by which headers are present (a client can add headers a proxy passes on),
+//! and only a caller in `server.trusted_proxies` is believed. The check never refreshes or
+//! sets cookies (proxies drop or merge them): an expired browser session is sent through
+//! `GET /auth/refresh?next=` instead.
+
+use super::head::normalize_host;
+use super::Gateway;
+use crate::auth::{cookies, csrf, tokens::TokenType, Identity};
+use crate::body::{empty, Body};
+use crate::error::GatewayError;
+use crate::path::{encode_component, normalize};
+use crate::route::{request_host, AuthMode, OnUnauthenticated};
+use crate::server::ConnInfo;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+/// Which proxy is calling, named by the endpoint it calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// `/auth/verify/nginx`: `X-Original-Method`, `X-Original-URI`, `Host`.
+    Nginx,
+    /// `/auth/verify`: `X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto` (Traefik, Caddy).
+    Forwarded,
+    /// `/auth/verify/ext_authz/<path and query>`: the request's own method (Envoy).
+    ExtAuthz,
+}
+
+const EXT_AUTHZ: &str = "/auth/verify/ext_authz";
+
+/// The forward-auth endpoint a raw request path names, if any.
+pub fn endpoint(raw_path: &str) -> Option<Caller> {
+    match raw_path {
+        "/auth/verify/nginx" => Some(Caller::Nginx),
+        "/auth/verify" => Some(Caller::Forwarded),
+        p if p == EXT_AUTHZ || p.starts_with("/auth/verify/ext_authz/") => Some(Caller::ExtAuthz),
+        _ => None,
+    }
+}
+
+/// Why a request is not let through.
+enum Refusal {
+    /// A browser route without a valid session: where to send it.
+    Redirect(String),
+    Error(GatewayError),
+}
+
+impl From<GatewayError> for Refusal {
+    fn from(e: GatewayError) -> Self {
+        Refusal::Error(e)
+    }
+}
+
+/// The original request, as the calling proxy describes it.
+struct Original {
+    method: Method,
+    /// Raw path and query, as the client sent them.
+    uri: String,
+    host: Option<HeaderValue>,
+}
+
+fn text(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn original(caller: Caller, req: &Request<Incoming>) -> Option<Original> {
+    let h = req.headers();
+    let host = |name: &str| h.get(name).cloned();
+    let (method, uri, host) = match caller {
+        Caller::Nginx => (
+            text(h, "x-original-method")?,
+            text(h, "x-original-uri")?,
+            host("host"),
+        ),
+        Caller::Forwarded => (
+            text(h, "x-forwarded-method")?,
+            text(h, "x-forwarded-uri")?,
+            host("x-forwarded-host"),
+        ),
+        Caller::ExtAuthz => {
+            let pq = req.uri().path_and_query().map_or("", |p| p.as_str());
+            let rest = pq.strip_prefix(EXT_AUTHZ)?;
+            let uri = if rest.is_empty() || rest.starts_with('?') {
+                format!("/{rest}")
+            } else {
+                rest.to_owned()
+            };
+            (req.method().to_string(), uri, host("host"))
+        }
+    };
+    Some(Original {
+        method: Method::from_bytes(method.as_bytes()).ok()?,
+        uri,
+        host,
+    })
+}
+
+impl Gateway {
+    /// One forward-auth check; every outcome is an answer in the caller's convention.
+    pub(super) async fn verify(
+        &self,
+        req: Request<Incoming>,
+        caller: Caller,
+        conn: &ConnInfo,
+    ) -> Response<Body> {
+        let trusted = &self.config.server.trusted_proxies;
+        if !trusted.iter().any(|n| n.contains(conn.peer.ip())) {
+            let e = GatewayError::Forbidden("forward-auth answers only trusted proxies");
+            return refusal(caller, Refusal::Error(e));
+        }
+        let Some(orig) = original(caller, &req) else {
+            let e = GatewayError::BadRequest(
+                "the proxy did not describe the original request".to_owned(),
+            );
+            return refusal(caller, Refusal::Error(e));
+        };
+        let secure =
+            conn.tls || super::forwarded::https_via_proxy(conn.peer.ip(), req.headers(), trusted);
+        match self.judge(&orig, req.headers(), secure).await {
+            Ok(identity) => self.allowed(caller, identity.as_ref()),
+            Err(r) => refusal(caller, r),
+        }
+    }
+
+    /// The same decisions as proxying: normalization, route, token, revocation, roles, CSRF.
+    async fn judge(
+        &self,
+        orig: &Original,
+        headers: &HeaderMap,
+        secure: bool,
+    ) -> Result<Option<Identity>, Refusal> {
+        let (raw_path, query) = match orig.uri.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (orig.uri.as_str(), None),
+        };
+        let path = normalize(raw_path).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        let host = match orig.host.clone() {
+            Some(h) => Some(
+                normalize_host(h)
+                    .ok_or_else(|| GatewayError::BadRequest("invalid host".to_owned()))?,
+            ),
+            None => None,
+        };
+        let judged_host = host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .map(request_host);
+        let route = self
+            .config
+            .routes
+            .lookup(&orig.method, judged_host, &path.judged)
+            .ok_or(GatewayError::NotFound)?;
+        if route.auth == AuthMode::Public {
+            return Ok(None);
+        }
+        let sessions = self.auth.sessions();
+        let identity = match self.auth.authenticate(headers, secure).await {
+            Ok(id) => id,
+            Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
+                if route.on_unauthenticated == OnUnauthenticated::Redirect =>
+            {
+                let next = match query {
+                    Some(q) => format!("{}?{q}", path.forward),
+                    None => path.forward.to_string(),
+                };
+                let refreshable = match cookies::get(headers, cookies::names(secure).refresh) {
+                    Some(t) => sessions.verify(t, TokenType::Refresh).await.is_ok(),
+                    None => false,
+                };
+                let to = if refreshable {
+                    "/auth/refresh"
+                } else {
+                    "/auth/login"
+                };
+                return Err(Refusal::Redirect(format!(
+                    "{to}?next={}",
+                    encode_component(&next)
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !route.roles.is_empty() && !identity.roles().iter().any(|r| route.roles.contains(r)) {
+            return Err(GatewayError::InsufficientRole.into());
+        }
+        // CSRF here is the header only: the proxy does not show us the body.
+        if identity.via_cookie && !csrf::is_safe_method(&orig.method) {
+            let expected = sessions.csrf_for(&identity.claims.sid);
+            let given = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+            if !given.is_some_and(|g| csrf::constant_time_eq(g, &expected)) {
+                return Err(GatewayError::Csrf.into());
+            }
+        }
+        Ok(Some(identity))
+    }
+
+    /// 200, with the identity headers for an authenticated request. Envoy copies only the
+    /// headers an answer carries, so it is told which identity headers to remove.
+    fn allowed(&self, caller: Caller, identity: Option<&Identity>) -> Response<Body> {
+        let mut resp = Response::new(empty());
+        let names = &self.header_policy().identity_headers;
+        let mut unset: Vec<&str> = Vec::new();
+        match identity {
+            Some(id) => {
+                for (name, value) in names.iter().zip(id.claims.identity_values()) {
+                    match value {
+                        Some(v) => {
+                            resp.headers_mut().insert(name.clone(), v.clone());
+                        }
+                        None => unset.push(name.as_str()),
+                    }
+                }
+            }
+            None => unset.extend(names.iter().map(HeaderName::as_str)),
+        }
+        if caller == Caller::ExtAuthz && !unset.is_empty() {
+            if let Ok(v) = HeaderValue::from_str(&unset.join(",")) {
+                resp.headers_mut()
+                    .insert(HeaderName::from_static("x-envoy-auth-headers-to-remove"), v);
+            }
+        }
+        resp
+    }
+}
+
+/// A refusal in the caller's convention. nginx turns anything but 2xx, 401 and 403 into a
+/// 500, so it hears 401 or 403, with `X-Auth-Redirect` for its `error_page 401` location and
+/// `X-Auth-Error` always.
+fn refusal(caller: Caller, r: Refusal) -> Response<Body> {
+    let (mut resp, code, redirect) = match r {
+        Refusal::Redirect(to) => {
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::FOUND;
+            (resp, "login_required", Some(to))
+        }
+        Refusal::Error(e) => {
+            let code = e.status_and_code().1;
+            (e.into_response(), code, None)
+        }
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        HeaderName::from_static("x-auth-error"),
+        HeaderValue::from_static(code),
+    );
+    match (caller, redirect) {
+        (Caller::Nginx, Some(to)) => {
+            *resp.status_mut() = StatusCode::UNAUTHORIZED;
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                resp.headers_mut()
+                    .insert(HeaderName::from_static("x-auth-redirect"), v);
+            }
+        }
+        (_, Some(to)) => {
+            if let Ok(v) = HeaderValue::from_str(&to) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+        }
+        (Caller::Nginx, None) if resp.status() != StatusCode::UNAUTHORIZED => {
+            *resp.status_mut() = StatusCode::FORBIDDEN;
+        }
+        _ => {}
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_names_the_caller() {
+        assert_eq!(endpoint("/auth/verify/nginx"), Some(Caller::Nginx));
+        assert_eq!(endpoint("/auth/verify"), Some(Caller::Forwarded));
+        assert_eq!(
+            endpoint("/auth/verify/ext_authz/admin/x"),
+            Some(Caller::ExtAuthz)
+        );
+        assert_eq!(endpoint("/auth/verify/ext_authzx"), None);
+        assert_eq!(endpoint("/auth/verify/other"), None);
+    }
+}
