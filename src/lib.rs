@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod path;
 pub mod route;
 pub mod server;
+pub mod snippets;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;

@@ -56,14 +56,19 @@ enum Command {
         #[arg(long)]
         user: String,
     },
-    /// Show how a request would be routed
+    /// Show how a request would be routed, or (--forward-auth PROXY) the configuration a
+    /// proxy in front needs to ask authgate
     Explain {
         #[command(flatten)]
         config: ConfigArg,
-        method: String,
-        path: String,
+        #[arg(required_unless_present = "forward_auth")]
+        method: Option<String>,
+        #[arg(required_unless_present = "forward_auth")]
+        path: Option<String>,
         #[arg(long)]
         host: Option<String>,
+        #[arg(long, value_parser = authgate::snippets::PROXIES)]
+        forward_auth: Option<String>,
     },
 }
 
@@ -119,10 +124,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Revoke { config, user } => revoke(&config.config, &user),
         Command::Explain {
             config,
+            forward_auth: Some(proxy),
+            ..
+        } => {
+            let config = load(&config.config)?;
+            let snippet =
+                authgate::snippets::for_proxy(&proxy, &config).context("unknown proxy")?;
+            print!("{snippet}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Explain {
+            config,
             method,
             path,
             host,
-        } => explain(&config.config, &method, &path, host.as_deref()),
+            ..
+        } => explain(
+            &config.config,
+            method.as_deref().unwrap_or("GET"),
+            path.as_deref().unwrap_or("/"),
+            host.as_deref(),
+        ),
     }
 }
 

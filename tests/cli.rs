@@ -451,3 +451,70 @@ fn commands_other_than_serve_create_no_key_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("authgate keygen"));
 }
+
+#[test]
+fn explain_prints_a_forward_auth_snippet_per_proxy() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let cfg = fx.write(
+        "fa.toml",
+        &fx.config(up, HS256, MEMORY, "", "")
+            .replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:8443\""),
+    );
+    for (proxy, needles) in [
+        (
+            "nginx",
+            &[
+                "auth_request",
+                "/auth/verify/nginx",
+                "X-Original-URI $request_uri",
+                "return 404",
+            ][..],
+        ),
+        (
+            "envoy",
+            &[
+                "ext_authz",
+                "normalize_path: true",
+                "headers_with_underscores_action: REJECT_REQUEST",
+                "status_on_error",
+                "/auth/verify/ext_authz",
+            ][..],
+        ),
+        (
+            "traefik",
+            &["forwardAuth", "/auth/verify", "authResponseHeaders"][..],
+        ),
+        (
+            "caddy",
+            &["forward_auth", "copy_headers x-auth-user", "respond 404"][..],
+        ),
+    ] {
+        let out = bin()
+            .args(["explain", "--config"])
+            .arg(&cfg)
+            .args(["--forward-auth", proxy])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{proxy}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        for n in needles {
+            assert!(text.contains(n), "{proxy}: {n:?} missing:\n{text}");
+        }
+        assert!(
+            text.contains("127.0.0.1:8443"),
+            "{proxy}: the gateway's address:\n{text}"
+        );
+    }
+    let out = bin()
+        .args(["explain", "--config"])
+        .arg(&cfg)
+        .args(["--forward-auth", "apache"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -227,3 +227,166 @@ async fn judge_only_mode_proxies_nothing() {
     let err = authgate::Config::load(&bad).unwrap_err().to_string();
     assert!(err.contains("needs an upstream"), "{err}");
 }
+
+/// A real nginx in front, configured with the snippet `authgate explain --forward-auth nginx`
+/// prints, listening on a unix socket in a temp dir (no port to race for).
+struct Nginx {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // TERM, not KILL: the master then stops its workers (a killed master orphans them).
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Nginx {
+    fn start(snippet: &str, app: std::net::SocketAddr) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("nginx.sock");
+        std::fs::write(dir.path().join("authgate.conf"), snippet).unwrap();
+        let conf = format!(
+            "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+               upstream your_app {{ server {app}; }}\n\
+               server {{ listen unix:{s}; include {d}/authgate.conf; }}\n\
+             }}\n",
+            d = dir.path().display(),
+            s = socket.display(),
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("nginx is not installed: run ./scripts/test.sh (it installs nginx-light)");
+        let child = std::process::Command::new(nginx)
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // nginx says nothing when it is ready: the socket file appearing is the event.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(std::time::Instant::now() < deadline, "nginx did not start");
+            std::thread::yield_now();
+        }
+        Nginx {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    async fn send(
+        &self,
+        req: http::Request<http_body_util::Full<bytes::Bytes>>,
+    ) -> (StatusCode, http::HeaderMap, String) {
+        use http_body_util::BodyExt;
+        let io = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
+        let (mut tx, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let resp = tx.send_request(req).await.unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_real_nginx_with_the_printed_snippet() {
+    let gw = judge_only().await;
+    let config = authgate::Config::load(&gw.config).unwrap();
+    let snippet = authgate::snippets::for_address("nginx", gw.addr, &config.identity).unwrap();
+    let nginx = Nginx::start(&snippet, gw.up.addr);
+    let user = login_pair(gw.addr, "alice", "alice-password").await;
+    // No token: 401, and the app sees nothing.
+    let (s, _, _) = nginx.send(get("/app/x").body(empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(gw.up.requests().is_empty());
+    // A valid token: the app sees the identity from authgate's answer, never a client's.
+    let req = get("/app/x")
+        .header("authorization", format!("Bearer {}", user.access))
+        .header("x-auth-user", "root")
+        .header("x-auth-roles", "admin")
+        .body(empty())
+        .unwrap();
+    let (s, _, body) = nginx.send(req).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let seen = gw.up.last();
+    assert_eq!(seen.headers.get("x-auth-user").unwrap(), "alice");
+    assert_eq!(seen.headers.get("x-auth-roles").unwrap(), "user");
+    assert!(seen.headers.get("authorization").is_none());
+    // On a public route, a client-sent identity is emptied.
+    let req = get("/public/x")
+        .header("x-auth-user", "root")
+        .body(empty())
+        .unwrap();
+    assert_eq!(nginx.send(req).await.0, StatusCode::OK);
+    assert!(gw
+        .up
+        .last()
+        .headers
+        .get("x-auth-user")
+        .is_none_or(|v| v.is_empty()));
+    // A missing role: 403; a browser route: to the login page.
+    let req = get("/admin/x")
+        .header("authorization", format!("Bearer {}", user.access))
+        .body(empty())
+        .unwrap();
+    assert_eq!(nginx.send(req).await.0, StatusCode::FORBIDDEN);
+    let (s, h, _) = nginx.send(get("/web/page").body(empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::FOUND);
+    assert_eq!(h.get("location").unwrap(), "/auth/login?next=/web/page");
+    // The header-convention attack, and clients calling the check directly, go nowhere.
+    let req = get("/admin/x")
+        .header("x-forwarded-uri", "/public/x")
+        .header("x-original-uri", "/public/x")
+        .body(empty())
+        .unwrap();
+    assert_eq!(nginx.send(req).await.0, StatusCode::UNAUTHORIZED);
+    for direct in ["/auth/verify/nginx", "/auth/%76erify/nginx", "/auth/verify"] {
+        let (s, _, _) = nginx.send(get(direct).body(empty()).unwrap()).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{direct}");
+    }
+    // `..` tricks are judged as nginx routes them.
+    let req = get("/public/../admin/x")
+        .header("authorization", format!("Bearer {}", user.access))
+        .body(empty())
+        .unwrap();
+    assert_eq!(nginx.send(req).await.0, StatusCode::FORBIDDEN);
+    // A revoked token: 401.
+    post_with_token(gw.addr, "/auth/logout", &user.access).await;
+    let req = get("/app/x")
+        .header("authorization", format!("Bearer {}", user.access))
+        .body(empty())
+        .unwrap();
+    assert_eq!(nginx.send(req).await.0, StatusCode::UNAUTHORIZED);
+    // Sign-in through nginx: a form login comes back with a cookie session.
+    let body = "username=alice&password=alice-password&next=%2Fweb%2Fpage";
+    let req = post("/auth/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let (s, h, _) = nginx.send(req).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let cookie = set_cookies(&h)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let (s, _, _) = nginx.send(with_cookie(get("/web/page"), &cookie)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(gw.up.last().headers.get("x-auth-user").unwrap(), "alice");
+}

@@ -1,0 +1,240 @@
+//! `authgate explain --forward-auth PROXY`: the configuration to paste into an nginx, Envoy,
+//! Traefik or Caddy in front, for this gateway. Each closes the traps of its proxy: clients
+//! never reach `/auth/verify*`, client-sent convention and identity headers are cleared,
+//! `X-Forwarded-For` is set by the proxy, `Authorization` is not passed on where the proxy can
+//! drop it, and (Envoy) paths are normalized before routing and underscore headers refused.
+
+use crate::config::Config;
+
+/// The proxies there is a snippet for.
+pub const PROXIES: [&str; 4] = ["nginx", "envoy", "traefik", "caddy"];
+
+/// The snippet for `proxy` and the gateway listening on `server.listen`, or None for an
+/// unknown proxy.
+pub fn for_proxy(proxy: &str, config: &Config) -> Option<String> {
+    for_address(proxy, config.server.listen, &config.identity)
+}
+
+/// The snippet for a gateway reachable at `listen`.
+pub fn for_address(
+    proxy: &str,
+    listen: std::net::SocketAddr,
+    identity: &crate::config::IdentityConfig,
+) -> Option<String> {
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        listen.ip().to_string()
+    };
+    let authgate = format!("{host}:{}", listen.port());
+    let user = identity.subject_header.as_str();
+    let roles = identity.roles_header.as_str();
+    Some(match proxy {
+        "nginx" => nginx(&authgate, user, roles),
+        "envoy" => envoy(&host, listen.port(), user, roles),
+        "traefik" => traefik(&authgate, user, roles),
+        "caddy" => caddy(&authgate, user, roles),
+        _ => return None,
+    })
+}
+
+fn var(header: &str) -> String {
+    header.to_ascii_lowercase().replace('-', "_")
+}
+
+fn nginx(authgate: &str, user: &str, roles: &str) -> String {
+    let (u, r) = (var(user), var(roles));
+    format!(
+        r#"# authgate forward-auth for nginx (auth_request). Inside your `server {{ }}` block;
+# `your_app` is your app's upstream. authgate: server.trusted_proxies must list this nginx.
+# nginx drops client headers with underscores (underscores_in_headers off): keep it so.
+
+location = /_authgate {{
+    internal;
+    proxy_pass http://{authgate}/auth/verify/nginx;
+    proxy_pass_request_body off;
+    proxy_set_header Content-Length "";
+    proxy_set_header X-Original-Method $request_method;
+    proxy_set_header X-Original-URI $request_uri;   # raw: authgate normalizes it itself
+    proxy_set_header Host $host;
+    proxy_set_header X-Forwarded-For $remote_addr;   # the client, not what it claims
+    proxy_set_header X-Forwarded-Proto $scheme;
+    # auth_request passes every client header on: clear the other conventions'.
+    proxy_set_header X-Forwarded-Method "";
+    proxy_set_header X-Forwarded-Uri "";
+    proxy_set_header X-Forwarded-Host "";
+}}
+
+# Clients never reach the check itself.
+location ^~ /auth/verify {{ return 404; }}
+
+# Sign-in, refresh and sign-out pages are authgate's.
+location ^~ /auth/ {{
+    proxy_pass http://{authgate};
+    proxy_set_header Host $host;
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme;
+}}
+
+location @authgate_401 {{
+    absolute_redirect off;
+    if ($authgate_redirect) {{ return 302 $authgate_redirect; }}
+    return 401;
+}}
+
+location / {{
+    auth_request /_authgate;
+    auth_request_set $authgate_user $upstream_http_{u};
+    auth_request_set $authgate_roles $upstream_http_{r};
+    auth_request_set $authgate_redirect $upstream_http_x_auth_redirect;
+    error_page 401 = @authgate_401;
+    # Set from authgate's answer only: a client's own copy is overwritten (empty on public routes).
+    proxy_set_header {user} $authgate_user;
+    proxy_set_header {roles} $authgate_roles;
+    proxy_set_header Authorization "";
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_pass http://your_app;
+}}
+# authgate cannot strip its cookies from what nginx forwards: the app sees authgate_* cookies.
+"#
+    )
+}
+
+fn traefik(authgate: &str, user: &str, roles: &str) -> String {
+    format!(
+        r#"# authgate forward-auth for Traefik (dynamic configuration). `your-app` is your
+# service. authgate: server.trusted_proxies must list Traefik.
+http:
+  middlewares:
+    authgate:
+      forwardAuth:
+        address: "http://{authgate}/auth/verify"
+        trustForwardHeader: false        # Traefik sets X-Forwarded-* itself, from the client
+        authResponseHeaders:             # replaced on the request (removed when absent)
+          - "{user}"
+          - "{roles}"
+    no-authorization:
+      headers:
+        customRequestHeaders:
+          Authorization: ""              # the app gets the identity, not the token
+  routers:
+    authgate-check:                      # clients never reach the check itself
+      rule: "PathPrefix(`/auth/verify`)"
+      priority: 300
+      service: noop@internal
+    authgate-pages:
+      rule: "PathPrefix(`/auth/`) || Path(`/.well-known/jwks.json`)"
+      priority: 200
+      service: authgate
+    app:
+      rule: "PathPrefix(`/`)"
+      priority: 1
+      middlewares: ["authgate", "no-authorization"]
+      service: your-app
+  services:
+    authgate:
+      loadBalancer:
+        servers: [{{ url: "http://{authgate}" }}]
+# authgate cannot strip its cookies from what Traefik forwards: the app sees authgate_* cookies.
+"#
+    )
+}
+
+fn caddy(authgate: &str, user: &str, roles: &str) -> String {
+    format!(
+        r#"# authgate forward-auth for Caddy (Caddyfile). `your-app:8080` is your app.
+# authgate: server.trusted_proxies must list Caddy.
+example.com {{
+	# Clients never reach the check itself.
+	handle /auth/verify* {{
+		respond 404
+	}}
+	# Sign-in, refresh and sign-out pages are authgate's.
+	handle /auth/* {{
+		reverse_proxy {authgate}
+	}}
+	handle {{
+		# Caddy passes a client's own headers to the check: clear the other conventions'
+		# and any identity a client made up.
+		request_header -X-Original-URI
+		request_header -X-Original-Method
+		request_header -{user}
+		request_header -{roles}
+		forward_auth {authgate} {{
+			uri /auth/verify
+			copy_headers {user} {roles}
+		}}
+		request_header -Authorization
+		reverse_proxy your-app:8080
+	}}
+}}
+# authgate cannot strip its cookies from what Caddy forwards: the app sees authgate_* cookies.
+"#
+    )
+}
+
+fn envoy(host: &str, port: u16, user: &str, roles: &str) -> String {
+    let (u, r) = (user.to_ascii_lowercase(), roles.to_ascii_lowercase());
+    format!(
+        r#"# authgate forward-auth for Envoy (ext_authz, HTTP service). The listener's
+# http_connection_manager; `app` is your app's cluster. authgate: server.trusted_proxies must
+# list Envoy.
+          stat_prefix: ingress
+          # Route on the normalized path (else /auth/%76erify slips past the block below) and
+          # refuse header names with underscores (x_auth_user would reach the app).
+          normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: REJECT_REQUEST
+          common_http_protocol_options:
+            headers_with_underscores_action: REJECT_REQUEST
+          use_remote_address: true          # X-Forwarded-For from the connection
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/auth/verify" }}      # clients never reach the check
+                direct_response: {{ status: 404 }}
+              - match: {{ prefix: "/auth/" }}            # sign-in pages are authgate's
+                route: {{ cluster: authgate }}
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                    disabled: true
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: app }}
+                request_headers_to_remove: ["authorization"]
+          http_filters:
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              failure_mode_allow: false
+              status_on_error: {{ code: ServiceUnavailable }}   # else a 5xx from authgate is a 403
+              http_service:
+                server_uri: {{ uri: "http://{host}:{port}", cluster: authgate, timeout: 2s }}
+                path_prefix: /auth/verify/ext_authz
+                authorization_request:
+                  allowed_headers:
+                    patterns:
+                    - {{ exact: authorization }}
+                    - {{ exact: cookie }}
+                    - {{ exact: x-csrf-token }}
+                    - {{ exact: x-forwarded-proto }}
+                authorization_response:
+                  allowed_upstream_headers:        # copied onto the request (over a client's)
+                    patterns: [{{ exact: {u} }}, {{ exact: {r} }}]
+                  allowed_client_headers:          # to the client on refusals
+                    patterns: [{{ exact: location }}, {{ exact: www-authenticate }}]
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+# and the cluster:
+#  - name: authgate
+#    type: STATIC
+#    load_assignment: {{ cluster_name: authgate, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }} }}] }}] }}
+# authgate answers every 200 with x-envoy-auth-headers-to-remove for identity headers it did
+# not set (all of them on public routes). authgate cannot strip its cookies from what Envoy
+# forwards: the app sees authgate_* cookies.
+"#
+    )
+}
