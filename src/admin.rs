@@ -15,6 +15,8 @@ pub struct Admin {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub shutting_down: Arc<AtomicBool>,
+    /// `admin.ready_requires_store`.
+    pub ready_requires_store: bool,
 }
 
 fn text(
@@ -50,6 +52,13 @@ impl Handler for Admin {
                 }
                 match self.auth.sessions().store_ready().await {
                     Ok(()) => text(StatusCode::OK, "ready\n", "text/plain"),
+                    // A shared-store blip must not take every replica out of its Service:
+                    // public routes still work, protected ones fail closed on their own.
+                    Err(e) if !self.ready_requires_store => text(
+                        StatusCode::OK,
+                        format!("ready (revocation store down: {e})\n"),
+                        "text/plain",
+                    ),
                     Err(e) => text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!("not ready: {e}\n"),
@@ -57,11 +66,27 @@ impl Handler for Admin {
                     ),
                 }
             }
-            "/metrics" => text(
-                StatusCode::OK,
-                self.metrics.render(),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
+            "/metrics" => {
+                let openmetrics = req
+                    .headers()
+                    .get_all(http::header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| v.contains("application/openmetrics-text"));
+                if openmetrics {
+                    text(
+                        StatusCode::OK,
+                        self.metrics.render(),
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
+                } else {
+                    text(
+                        StatusCode::OK,
+                        self.metrics.render_text(),
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )
+                }
+            }
             _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
         }
     }

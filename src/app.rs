@@ -99,6 +99,7 @@ impl App {
             auth,
             metrics,
             shutting_down: shutting_down.clone(),
+            ready_requires_store: config.admin.ready_requires_store,
         });
         let public_task = tokio::spawn(serve(public, acceptor, opts, gateway, rx));
         let admin_task = tokio::spawn(serve(admin, None, admin_opts, admin_handler, admin_rx));

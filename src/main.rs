@@ -33,6 +33,9 @@ enum Command {
     Serve(ConfigArg),
     /// Validate the config and print a summary (exit 0 valid, 2 invalid)
     CheckConfig(ConfigArg),
+    /// Exit 0 when the running gateway's admin /healthz answers 200 (for exec probes and a
+    /// Docker HEALTHCHECK in an image without a shell)
+    Healthcheck(ConfigArg),
     /// Read a password from stdin and print its argon2id PHC string
     HashPassword,
     /// Write a new signing key (PEM; HS256: a base64 secret)
@@ -114,6 +117,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(c) => serve(&c.config),
         Command::CheckConfig(c) => check_config(&c.config),
+        Command::Healthcheck(c) => healthcheck(&c.config),
         Command::HashPassword => {
             let pw = read_password("Password: ")?;
             println!("{}", hash_password(pw.as_bytes())?);
@@ -255,6 +259,46 @@ fn check_config(path: &Path) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn healthcheck(path: &Path) -> Result<ExitCode> {
+    use std::io::Read;
+    let config = load(path)?;
+    let mut addr = config.admin.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let limit = std::time::Duration::from_secs(2);
+    let answer = (|| -> std::io::Result<String> {
+        let mut tcp = std::net::TcpStream::connect_timeout(&addr, limit)?;
+        tcp.set_read_timeout(Some(limit))?;
+        tcp.set_write_timeout(Some(limit))?;
+        tcp.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut text = String::new();
+        tcp.take(4096).read_to_string(&mut text)?;
+        Ok(text)
+    })();
+    match answer {
+        Ok(text) if text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200") => {
+            println!("healthy: http://{addr}/healthz");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(text) => {
+            eprintln!(
+                "unhealthy: http://{addr}/healthz answered {}",
+                text.lines().next().unwrap_or("nothing")
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("unhealthy: http://{addr}/healthz: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn redact_url(url: &str) -> String {

@@ -116,6 +116,40 @@ impl Metrics {
         }
     }
 
+    /// Prometheus text format 0.0.4 (what `promtool check metrics` and every Prometheus
+    /// scrape without content negotiation read): OpenMetrics without `# EOF` and `# UNIT`,
+    /// and counters named by their samples (`_total`) in `# HELP` and `# TYPE`.
+    pub fn render_text(&self) -> String {
+        let open = self.render();
+        let counters: std::collections::HashSet<&str> = open
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(open.len());
+        for line in open.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let meta = ["# HELP ", "# TYPE "]
+                .iter()
+                .find_map(|p| line.strip_prefix(p).map(|rest| (*p, rest)));
+            match meta {
+                Some((prefix, rest)) => {
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    if counters.contains(name) && !name.ends_with("_total") {
+                        out.push_str(&format!("{prefix}{name}_total {tail}"));
+                    } else {
+                        out.push_str(line);
+                    }
+                }
+                None => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {

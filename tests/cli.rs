@@ -518,3 +518,36 @@ fn explain_prints_a_forward_auth_snippet_per_proxy() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_asks_the_admin_listener() {
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let cfg = fx.write("h.toml", &fx.config(up.addr, HS256, MEMORY, "", ""));
+    let (running, _public, admin) = spawn_gateway(&cfg);
+    // The config names port 0; point the probe at the port the gateway took.
+    let probe = fx.write(
+        "probe.toml",
+        &std::fs::read_to_string(&cfg).unwrap().replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            &format!("[admin]\nlisten = \"{admin}\""),
+        ),
+    );
+    let out = bin()
+        .args(["healthcheck", "--config"])
+        .arg(&probe)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(running);
+    let out = bin()
+        .args(["healthcheck", "--config"])
+        .arg(&probe)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "healthy with the gateway gone");
+}

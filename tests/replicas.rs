@@ -221,3 +221,81 @@ async fn published_revocations_decode_as_events() {
     };
     assert_eq!(events, vec![cut(100), cut(101), sid("s1"), sid("s2")]);
 }
+
+/// A shared-store blip must not take every replica out of its Service at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_can_ignore_the_store() {
+    let mut redis = Redis::start();
+    let fx = Fixture::new();
+    let up = Upstream::start().await;
+    let rev = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\ntimeout = \"300ms\"",
+        redis.url()
+    );
+    let text = fx
+        .config(up.addr, HS256, &rev, "", "")
+        .replace("[admin]\n", "[admin]\nready_requires_store = false\n");
+    let app = start(&fx.write("r.toml", &text)).await;
+    redis.stop();
+    let (s, _, body) = send(app.admin_addr, get("/readyz").body(empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body.contains("store down"), "{body}");
+    // Public routes keep working; protected ones fail closed on their own.
+    assert_eq!(
+        send(app.public_addr, get("/public/x").body(empty()).unwrap())
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+/// `/metrics` is Prometheus text 0.0.4 unless OpenMetrics is asked for.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_speak_prometheus_text_unless_asked_for_openmetrics() {
+    let gw = TestGateway::new().start().await;
+    send(gw.addr, get("/public/x").body(empty()).unwrap()).await;
+    let (_, h, text) = send(gw.admin, get("/metrics").body(empty()).unwrap()).await;
+    assert!(h
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    assert!(!text.contains("# EOF"));
+    // Every sample belongs to a family declared by its own name (promtool's rule).
+    let typed: std::collections::HashMap<&str, &str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| typed.get(f) == Some(&"histogram"))
+            })
+            .unwrap_or(name);
+        assert!(
+            typed.contains_key(family),
+            "{name} has no # TYPE of its own:\n{text}"
+        );
+    }
+    assert_eq!(typed.get("authgate_requests_total"), Some(&"counter"));
+    let req = get("/metrics")
+        .header("accept", "application/openmetrics-text; version=1.0.0")
+        .body(empty())
+        .unwrap();
+    let (_, h, text) = send(gw.admin, req).await;
+    assert!(h
+        .get("content-type")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(text.trim_end().ends_with("# EOF"));
+}

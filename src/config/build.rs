@@ -66,6 +66,7 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
     let log = build_log(rep, &raw.log);
     let admin = AdminConfig {
         listen: parse_addr(rep, &raw.admin.listen, "admin.listen", "127.0.0.1:9901"),
+        ready_requires_store: raw.admin.ready_requires_store.unwrap_or(true),
     };
     let tokens = build_tokens(rep, base, &raw.tokens);
     let revocation = build_revocation(rep, &raw.revocation);

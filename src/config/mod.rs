@@ -93,6 +93,9 @@ pub struct LogConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// `/readyz` fails while the revocation store is down (false: a shared-store blip does not
+    /// take every replica out of its Service at once).
+    pub ready_requires_store: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

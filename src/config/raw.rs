@@ -99,6 +99,7 @@ pub struct RawLog {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<Spanned<Text>>,
+    pub ready_requires_store: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
