@@ -30,6 +30,7 @@ fn tokens(alg: Algorithm) -> Tokens {
         rotate_refresh: true,
         refresh_reuse_grace: Duration::ZERO,
         cache_capacity: 10_000,
+        previous: Vec::new(),
     };
     let keys = match alg {
         Algorithm::HS256 => KeySet::load(&cfg, Generate::No).unwrap(),

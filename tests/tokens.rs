@@ -312,3 +312,77 @@ async fn token_attacks_are_all_401_never_5xx() {
         "an attack reached the upstream"
     );
 }
+
+/// Signing-key rotation without logging anyone out: the new key signs, the old one still
+/// verifies (by kid) and stays in JWKS until it is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn key_rotation_keeps_sessions_and_publishes_both_keys() {
+    let fx = Fixture::new();
+    let up = Upstream::start().await;
+    // Sessions outlive the restarts only in a shared store.
+    let redis = Redis::start();
+    let store = format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url());
+    for name in ["old.pem", "new.pem"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+            .args(["keygen", "--alg", "EdDSA", "--out"])
+            .arg(fx.path(name))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let before = "algorithm = \"EdDSA\"\nsigning_key_file = \"old.pem\"";
+    let app = start(&fx.write("a.toml", &fx.config(up.addr, before, &store, "", ""))).await;
+    let old = login_pair(app.public_addr, "alice", "alice-password").await;
+    drop(app);
+    // Rotate: new key current, the old one verify-only.
+    let after =
+        "algorithm = \"EdDSA\"\nsigning_key_file = \"new.pem\"\nprevious_key_files = [\"old.pem\"]";
+    let app = start(&fx.write("b.toml", &fx.config(up.addr, after, &store, "", ""))).await;
+    assert_eq!(
+        get_with_token(app.public_addr, "/app/x", &old.access)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let new = login_pair(app.public_addr, "alice", "alice-password").await;
+    let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+    assert_ne!(kid(&old.access), kid(&new.access));
+    let (_, _, jwks) = send(
+        app.public_addr,
+        get("/.well-known/jwks.json").body(empty()).unwrap(),
+    )
+    .await;
+    assert!(
+        jwks.contains(&kid(&old.access)) && jwks.contains(&kid(&new.access)),
+        "{jwks}"
+    );
+    // The old refresh token still refreshes (onto the new key).
+    assert_eq!(
+        post_with_token(app.public_addr, "/auth/refresh", &old.refresh)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    drop(app);
+    // Dropped: its tokens are refused and it leaves JWKS.
+    let done = "algorithm = \"EdDSA\"\nsigning_key_file = \"new.pem\"";
+    let app = start(&fx.write("c.toml", &fx.config(up.addr, done, &store, "", ""))).await;
+    assert_eq!(
+        get_with_token(app.public_addr, "/app/x", &old.access)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_with_token(app.public_addr, "/app/x", &new.access)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (_, _, jwks) = send(
+        app.public_addr,
+        get("/.well-known/jwks.json").body(empty()).unwrap(),
+    )
+    .await;
+    assert!(!jwks.contains(&kid(&old.access)), "{jwks}");
+}

@@ -59,6 +59,12 @@ pub struct KeySet {
     pub kid: String,
     /// `{"keys":[...]}` for `/.well-known/jwks.json`; None for HS256 (a secret is not published).
     pub jwks: Option<String>,
+    /// Verify-only keys of earlier rotations, by `kid`.
+    previous: Vec<(String, DecodingKey)>,
+}
+
+fn bad_jwks(e: serde_json::Error) -> KeyError {
+    KeyError::Generate(format!("JWKS: {e}"))
 }
 
 impl std::fmt::Debug for KeySet {
@@ -88,8 +94,57 @@ impl KeySet {
     /// The signing key the config names. With `Generate::Yes` a missing key file is created
     /// first when the config allows it; with `Generate::No` nothing is ever written.
     pub fn resolve(cfg: &TokensConfig, generate: Generate) -> Result<Resolved, KeyError> {
+        match Self::resolve_one(cfg, &cfg.key, generate)? {
+            Resolved::Loaded(mut current) => {
+                for source in &cfg.previous {
+                    let Resolved::Loaded(old) = Self::resolve_one(cfg, source, Generate::No)?
+                    else {
+                        continue;
+                    };
+                    current.add_previous(old)?;
+                }
+                Ok(Resolved::Loaded(current))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// A verify-only key of an earlier rotation: tokens it signed stay valid, its public
+    /// part stays in JWKS.
+    fn add_previous(&mut self, old: KeySet) -> Result<(), KeyError> {
+        if old.kid == self.kid {
+            return Ok(());
+        }
+        if let (Some(doc), Some(old_doc)) = (&self.jwks, &old.jwks) {
+            let mut set: serde_json::Value = serde_json::from_str(doc).map_err(bad_jwks)?;
+            let old_set: serde_json::Value = serde_json::from_str(old_doc).map_err(bad_jwks)?;
+            if let (Some(keys), Some(old_keys)) =
+                (set["keys"].as_array_mut(), old_set["keys"].as_array())
+            {
+                keys.extend(old_keys.iter().cloned());
+            }
+            self.jwks = Some(set.to_string());
+        }
+        self.previous.push((old.kid, old.decoding));
+        Ok(())
+    }
+
+    /// The key that verifies a token naming `kid` (the current one when it names none).
+    pub fn decoding_for(&self, kid: Option<&str>) -> Option<&DecodingKey> {
+        match kid {
+            None => Some(&self.decoding),
+            Some(k) if k == self.kid => Some(&self.decoding),
+            Some(k) => self.previous.iter().find(|(pk, _)| pk == k).map(|(_, d)| d),
+        }
+    }
+
+    fn resolve_one(
+        cfg: &TokensConfig,
+        key: &KeySource,
+        generate: Generate,
+    ) -> Result<Resolved, KeyError> {
         let algorithm = jwt_algorithm(cfg.algorithm);
-        match &cfg.key {
+        match key {
             KeySource::Secret(secret) => {
                 let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret);
                 Ok(Resolved::Loaded(KeySet {
@@ -99,6 +154,7 @@ impl KeySet {
                     // A hash of the secret names it without revealing it.
                     kid: URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]),
                     jwks: None,
+                    previous: Vec::new(),
                 }))
             }
             KeySource::Pem {
@@ -189,6 +245,7 @@ impl KeySet {
             decoding,
             kid,
             jwks: Some(jwks),
+            previous: Vec::new(),
         })
     }
 }

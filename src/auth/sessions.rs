@@ -529,6 +529,7 @@ mod tests {
             rotate_refresh,
             refresh_reuse_grace: Duration::ZERO,
             cache_capacity: 100,
+            previous: Vec::new(),
         };
         let keys = KeySet::load(&cfg, Generate::No).unwrap();
         let user = User {

@@ -330,15 +330,19 @@ impl Tokens {
 
     /// Signature and registered claims, without the cache.
     fn verify_uncached(&self, token: &str) -> Result<Claims, TokenError> {
-        // A kid naming some other key is refused outright; none at all is fine.
+        // The key is chosen by kid (current or a previous one); a kid naming no key we have is
+        // refused outright; none at all means the current key.
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
-        if header.kid.as_deref().is_some_and(|k| k != self.keys.kid) {
-            return Err(TokenError::Invalid);
-        }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.keys.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
+        let key = self
+            .keys
+            .decoding_for(header.kid.as_deref())
+            .ok_or(TokenError::Invalid)?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                    _ => TokenError::Invalid,
+                }
             })?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.jti.is_empty() || claims.sid.is_empty() {
@@ -366,6 +370,7 @@ mod tests {
             rotate_refresh: true,
             refresh_reuse_grace: Duration::ZERO,
             cache_capacity: 100,
+            previous: Vec::new(),
         };
         let keys =
             KeySet::load(&cfg, crate::auth::keys::Generate::No).unwrap_or_else(|e| panic!("{e}"));

@@ -282,6 +282,7 @@ fn build_tokens(rep: &mut Reporter, base: &Path, raw: &raw::RawTokens) -> Option
         rotate_refresh: raw.rotate_refresh.unwrap_or(true),
         refresh_reuse_grace: raw.refresh_reuse_grace.map_or(Duration::ZERO, |d| d.0),
         cache_capacity: positive(rep, &raw.cache_capacity, "tokens.cache_capacity", 10_000, 1),
+        previous: previous_keys(rep, base, raw, algorithm),
     })
 }
 
@@ -325,6 +326,59 @@ fn build_key_source(
         return None;
     }
     Some(KeySource::Secret(secret))
+}
+
+/// Verify-only keys: PEM files for RS256/ES256/EdDSA, secret files for HS256.
+fn previous_keys(
+    rep: &mut Reporter,
+    base: &Path,
+    raw: &raw::RawTokens,
+    algorithm: Algorithm,
+) -> Vec<KeySource> {
+    let (wrong, right) = if algorithm == Algorithm::HS256 {
+        (&raw.previous_key_files, "tokens.previous_secret_files")
+    } else {
+        (&raw.previous_secret_files, "tokens.previous_key_files")
+    };
+    if let Some(first) = wrong.first() {
+        rep.error(
+            span(first),
+            "tokens",
+            format!("{algorithm:?} keys of earlier rotations go in {right}"),
+            None,
+        );
+    }
+    if algorithm != Algorithm::HS256 {
+        return raw
+            .previous_key_files
+            .iter()
+            .map(|f| KeySource::Pem {
+                path: resolve(base, &f.get_ref().0),
+                generate_if_missing: false,
+            })
+            .collect();
+    }
+    let mut out = Vec::new();
+    for (i, f) in raw.previous_secret_files.iter().enumerate() {
+        match std::fs::read(resolve(base, &f.get_ref().0)) {
+            Ok(v) if trim_ascii_end(v.clone()).len() >= 32 => {
+                out.push(KeySource::Secret(trim_ascii_end(v)))
+            }
+            Ok(_) => rep.error(
+                span(f),
+                format!("tokens.previous_secret_files[{i}]"),
+                "the secret is shorter than 32 bytes",
+                None,
+            ),
+            Err(e) => rep.error(
+                span(f),
+                format!("tokens.previous_secret_files[{i}]"),
+                format!("cannot read: {e}"),
+                None,
+            ),
+        }
+    }
+    out
 }
 
 /// The HS256 secret from `secret_env` or `secret_file` (exactly one of them).

@@ -152,6 +152,8 @@ pub struct TokensConfig {
     pub refresh_reuse_grace: Duration,
     /// Verified tokens remembered so their signatures are checked once.
     pub cache_capacity: usize,
+    /// Verify-only keys of earlier rotations (`previous_key_files` / `previous_secret_files`).
+    pub previous: Vec<KeySource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -113,6 +113,11 @@ pub struct RawTokens {
     pub secret_file: Option<Spanned<Text>>,
     /// Development only: create `signing_key_file` on first start when it is missing.
     pub generate_missing_key: Option<bool>,
+    /// Verify-only keys of earlier rotations.
+    #[serde(default)]
+    pub previous_key_files: Vec<Spanned<Text>>,
+    #[serde(default)]
+    pub previous_secret_files: Vec<Spanned<Text>>,
     pub access_ttl: Option<Spanned<Dur>>,
     pub refresh_ttl: Option<Spanned<Dur>>,
     pub leeway: Option<Dur>,
