@@ -48,7 +48,8 @@ pub struct Pool {
 /// failure): it may be tried on another host.
 pub struct SendFailure {
     pub error: SendError,
-    pub unsent: Option<Request<Body>>,
+    /// Boxed: the failure path is rare, and a small error keeps every `send` result small.
+    pub unsent: Option<Box<Request<Body>>>,
 }
 
 impl std::fmt::Debug for SendFailure {
@@ -174,7 +175,7 @@ impl Pool {
                     Err(error) => {
                         return Err(SendFailure {
                             error,
-                            unsent: Some(req),
+                            unsent: Some(Box::new(req)),
                         })
                     }
                 },
