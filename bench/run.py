@@ -192,7 +192,7 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
             cfg = write(f"authgate-{alg}-{backend}.toml", f"""
 [server]\nlisten = "127.0.0.1:{gp}"\nworkers = 1\n[log]\nformat = "json"\n[admin]\nlisten = "127.0.0.1:{ap}"
 [tokens]\nalgorithm = "{alg}"\n{key}\n[revocation]\n{rev}\n[users]\nfile = "users.toml"
-[login]\nmax_failures_per_ip = 1000000\n
+[login]\nmax_failures_per_ip = 1000000\nmax_failures_per_user = 1000000\n
 [[upstreams]]\nname = "u"\nurl = "http://127.0.0.1:{up}"\n
 [[routes]]\npath = "/public/**"\nupstream = "u"\nauth = "public"\n
 [[routes]]\npath = "/**"\nupstream = "u"\nauth = "required"\n""")

@@ -201,35 +201,7 @@ fn check_config(path: &Path) -> Result<ExitCode> {
         "listeners:\n  public  {scheme}://{}\n  admin   http://{}",
         config.server.listen, config.admin.listen
     );
-    println!("upstreams:");
-    for u in &config.upstreams {
-        let hosts: Vec<String> = u
-            .targets
-            .iter()
-            .map(|t| {
-                format!(
-                    "{}://{}",
-                    if t.https { "https" } else { "http" },
-                    t.authority
-                )
-            })
-            .collect();
-        let balance = if hosts.len() > 1 {
-            format!(
-                ", {:?}, eject after {} for {:?}",
-                u.balance, u.eject_after, u.eject_for
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "  {:<12} {}  (connect {:?}, request {:?}{balance})",
-            u.name,
-            hosts.join(" "),
-            u.connect_timeout,
-            u.request_timeout
-        );
-    }
+    print_upstreams(&config);
     println!("routes (first match wins):");
     for r in config.routes.routes() {
         println!("  {}", describe_route(&config, r));
@@ -261,6 +233,38 @@ fn check_config(path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn print_upstreams(config: &Config) {
+    println!("upstreams:");
+    for u in &config.upstreams {
+        let hosts: Vec<String> = u
+            .targets
+            .iter()
+            .map(|t| {
+                format!(
+                    "{}://{}",
+                    if t.https { "https" } else { "http" },
+                    t.authority
+                )
+            })
+            .collect();
+        let balance = if hosts.len() > 1 {
+            format!(
+                ", {:?}, eject after {} for {:?}",
+                u.balance, u.eject_after, u.eject_for
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "  {:<12} {}  (connect {:?}, request {:?}{balance})",
+            u.name,
+            hosts.join(" "),
+            u.connect_timeout,
+            u.request_timeout
+        );
+    }
+}
+
 fn healthcheck(path: &Path) -> Result<ExitCode> {
     use std::io::Read;
     let config = load(path)?;
@@ -273,7 +277,7 @@ fn healthcheck(path: &Path) -> Result<ExitCode> {
         });
     }
     let limit = std::time::Duration::from_secs(2);
-    let answer = (|| -> std::io::Result<String> {
+    let answer = (|| -> Result<String, std::io::Error> {
         let mut tcp = std::net::TcpStream::connect_timeout(&addr, limit)?;
         tcp.set_read_timeout(Some(limit))?;
         tcp.set_write_timeout(Some(limit))?;

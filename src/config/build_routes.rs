@@ -111,16 +111,7 @@ fn build_route(
         .methods
         .as_ref()
         .map(|ms| parse_methods(rep, ms, &key("methods")));
-    let strip_prefix = r
-        .strip_prefix
-        .as_ref()
-        .and_then(|s| parse_strip_prefix(rep, s, &key("strip_prefix")));
-    let host_header = r
-        .host_header
-        .as_ref()
-        .map_or(Some(HostHeader::Client), |h| {
-            parse_host_header(rep, h, &key("host_header"))
-        })?;
+    let (strip_prefix, host_header, cache_control) = forwarding(rep, r, &key)?;
     if auth == AuthMode::Public && !r.roles.is_empty() {
         rep.error(
             span(&r.path),
@@ -150,17 +141,37 @@ fn build_route(
         host_header,
         case_insensitive,
         allow_fallthrough: r.allow_fallthrough.unwrap_or(false),
-        cache_control: one_of(
-            rep,
-            &r.cache_control,
-            &key("cache_control"),
-            CacheControl::Default,
-            &[
-                ("no-store", CacheControl::NoStore),
-                ("upstream", CacheControl::Upstream),
-            ],
-        ),
+        cache_control,
     })
+}
+
+/// How a route forwards: `strip_prefix`, `host_header`, `cache_control`.
+fn forwarding(
+    rep: &mut Reporter,
+    r: &raw::RawRoute,
+    key: &dyn Fn(&str) -> String,
+) -> Option<(Option<String>, HostHeader, CacheControl)> {
+    let strip_prefix = r
+        .strip_prefix
+        .as_ref()
+        .and_then(|s| parse_strip_prefix(rep, s, &key("strip_prefix")));
+    let host_header = r
+        .host_header
+        .as_ref()
+        .map_or(Some(HostHeader::Client), |h| {
+            parse_host_header(rep, h, &key("host_header"))
+        })?;
+    let cache_control = one_of(
+        rep,
+        &r.cache_control,
+        &key("cache_control"),
+        CacheControl::Default,
+        &[
+            ("no-store", CacheControl::NoStore),
+            ("upstream", CacheControl::Upstream),
+        ],
+    );
+    Some((strip_prefix, host_header, cache_control))
 }
 
 /// `strip_prefix`: a plain path without wildcards or trailing slash.

@@ -153,13 +153,8 @@ impl Gateway {
             Ok(resp) => resp,
             Err(e) => return Err(self.upstream_failed(upstream, e)),
         };
-        if let Some(cookies) = set_cookies {
-            for v in cookies.get_all(header::SET_COOKIE) {
-                resp.headers_mut().append(header::SET_COOKIE, v.clone());
-            }
-        }
         if via_cookie {
-            cookie_cache_control(resp.headers_mut(), cache_control);
+            cookie_session_answer(resp.headers_mut(), set_cookies, cache_control);
         }
         Ok(resp)
     }
@@ -318,6 +313,17 @@ impl Gateway {
             .inc();
         e.into()
     }
+}
+
+/// The answer to a cookie-authenticated request: the cookies of an on-the-fly refresh, and no
+/// caching.
+fn cookie_session_answer(h: &mut HeaderMap, set: Option<HeaderMap>, policy: CacheControl) {
+    if let Some(cookies) = set {
+        for v in cookies.get_all(header::SET_COOKIE) {
+            h.append(header::SET_COOKIE, v.clone());
+        }
+    }
+    cookie_cache_control(h, policy);
 }
 
 /// Responses to cookie-authenticated requests stay out of caches (a browser's Back button must

@@ -166,19 +166,7 @@ impl Gateway {
                     Some(q) => format!("{}?{q}", path.forward),
                     None => path.forward.to_string(),
                 };
-                let refreshable = match cookies::get(headers, cookies::names(secure).refresh) {
-                    Some(t) => sessions.verify(t, TokenType::Refresh).await.is_ok(),
-                    None => false,
-                };
-                let to = if refreshable {
-                    "/auth/refresh"
-                } else {
-                    "/auth/login"
-                };
-                return Err(Refusal::Redirect(format!(
-                    "{to}?next={}",
-                    encode_component(&next)
-                )));
+                return Err(self.browser_redirect(headers, secure, &next).await);
             }
             Err(e) => return Err(e.into()),
         };
@@ -194,6 +182,26 @@ impl Gateway {
             }
         }
         Ok(Some(identity))
+    }
+
+    /// A browser without a valid access token: to `/auth/refresh` when its refresh cookie is
+    /// still good (the check itself may not set cookies), else to the login page.
+    async fn browser_redirect(&self, headers: &HeaderMap, secure: bool, next: &str) -> Refusal {
+        let refreshable = match cookies::get(headers, cookies::names(secure).refresh) {
+            Some(t) => self
+                .auth
+                .sessions()
+                .verify(t, TokenType::Refresh)
+                .await
+                .is_ok(),
+            None => false,
+        };
+        let to = if refreshable {
+            "/auth/refresh"
+        } else {
+            "/auth/login"
+        };
+        Refusal::Redirect(format!("{to}?next={}", encode_component(next)))
     }
 
     /// 200, with the identity headers for an authenticated request. Envoy copies only the

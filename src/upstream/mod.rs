@@ -213,26 +213,35 @@ pub async fn forward(
         .await
         .map_err(|_| UpstreamError::Timeout(up.request_timeout))??;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade else {
-            return Err(UpstreamError::UnaskedUpgrade);
-        };
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            match tokio::join!(client_upgrade, upstream_upgrade) {
-                (Ok(client), Ok(upstream)) => {
-                    let mut client = TokioIo::new(client);
-                    let mut upstream = TokioIo::new(upstream);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                }
-                _ => tracing::debug!("upgrade did not complete"),
-            }
-        });
-        return Ok(resp);
+        return splice_upgrade(client_upgrade, resp);
     }
     strip_hop_by_hop(resp.headers_mut());
     // An HTTP/1.0 (or close-delimited) answer is given to the client in the client's own
     // protocol: hyper then keeps the connection alive and chunks a body of unknown length.
     *resp.version_mut() = Version::HTTP_11;
+    Ok(resp)
+}
+
+/// A WebSocket handshake the upstream accepted: the two upgraded connections are spliced on
+/// a task of their own and the 101 goes back to the client.
+fn splice_upgrade(
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    mut resp: Response<Body>,
+) -> Result<Response<Body>, UpstreamError> {
+    let Some(client_upgrade) = client_upgrade else {
+        return Err(UpstreamError::UnaskedUpgrade);
+    };
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    tokio::spawn(async move {
+        match tokio::join!(client_upgrade, upstream_upgrade) {
+            (Ok(client), Ok(upstream)) => {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+            _ => tracing::debug!("upgrade did not complete"),
+        }
+    });
     Ok(resp)
 }
 
