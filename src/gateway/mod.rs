@@ -159,6 +159,20 @@ impl Gateway {
         Ok(resp)
     }
 
+    /// The route that judges a request (proxied, or described by a forward-auth caller).
+    fn lookup(
+        &self,
+        method: &http::Method,
+        host: Option<&HeaderValue>,
+        path: &NormalizedPath<'_>,
+    ) -> Result<&Route, GatewayError> {
+        let judged_host = host.and_then(|h| h.to_str().ok()).map(request_host);
+        self.config
+            .routes
+            .lookup(method, judged_host, &path.judged)
+            .ok_or(GatewayError::NotFound)
+    }
+
     fn header_policy(&self) -> &HeaderPolicy {
         &self.header_policy
     }
@@ -201,15 +215,7 @@ impl Gateway {
         peer: IpAddr,
     ) -> Result<Routed<'g>, GatewayError> {
         let host = request_host_of(req)?;
-        let judged_host = host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .map(request_host);
-        let route = self
-            .config
-            .routes
-            .lookup(req.method(), judged_host, &path.judged)
-            .ok_or(GatewayError::NotFound)?;
+        let route = self.lookup(req.method(), host.as_ref(), path)?;
         let target = forward_target(req.uri(), &path.forward, route.strip_prefix.as_deref())?;
         let upgrade = upgrade_protocol(req.headers())?;
         if upgrade.is_some() && !route.websocket {

@@ -12,7 +12,7 @@ use crate::auth::{cookies, csrf, tokens::TokenType, Identity};
 use crate::body::{empty, Body};
 use crate::error::GatewayError;
 use crate::path::{encode_component, normalize};
-use crate::route::{request_host, AuthMode, OnUnauthenticated};
+use crate::route::{AuthMode, OnUnauthenticated};
 use crate::server::ConnInfo;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -144,15 +144,7 @@ impl Gateway {
             ),
             None => None,
         };
-        let judged_host = host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .map(request_host);
-        let route = self
-            .config
-            .routes
-            .lookup(&orig.method, judged_host, &path.judged)
-            .ok_or(GatewayError::NotFound)?;
+        let route = self.lookup(&orig.method, host.as_ref(), &path)?;
         if route.auth == AuthMode::Public {
             return Ok(None);
         }
