@@ -386,3 +386,33 @@ async fn key_rotation_keeps_sessions_and_publishes_both_keys() {
     .await;
     assert!(!jwks.contains(&kid(&old.access)), "{jwks}");
 }
+
+/// Regression: a correctly signed token whose header carries `crit` was accepted; RFC 7515
+/// section 4.1.11 says a receiver that does not understand the listed extensions must reject it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_with_crit_is_refused() {
+    let gw = TestGateway::new().start().await;
+    let mut h = Header::new(jsonwebtoken::Algorithm::HS256);
+    h.crit = Some(vec!["exp".into()]);
+    let with_crit = encode(
+        &h,
+        &claims("access"),
+        &EncodingKey::from_secret(HS_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (s, h2, body) = get_with_token(gw.addr, "/app/x", &with_crit).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(h2
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    // The same token without it passes: it is the `crit` that is refused.
+    assert_eq!(
+        get_with_token(gw.addr, "/app/x", &sign(&claims("access")))
+            .await
+            .0,
+        StatusCode::OK
+    );
+}

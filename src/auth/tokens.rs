@@ -333,6 +333,11 @@ impl Tokens {
         // The key is chosen by kid (current or a previous one); a kid naming no key we have is
         // refused outright; none at all means the current key.
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        // RFC 7515 4.1.11: a `crit` extension we do not understand (we understand none) makes
+        // the token invalid.
+        if header.crit.is_some() {
+            return Err(TokenError::Invalid);
+        }
         let key = self
             .keys
             .decoding_for(header.kid.as_deref())
