@@ -117,6 +117,31 @@ impl Driver {
             .to_owned()
     }
 
+    /// The URL once `want` holds (a click's navigation may still be under way when the click
+    /// returns): asked again and again (each ask is a WebDriver round trip), for up to 10 s.
+    async fn url_when(&self, want: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let url = self.url().await;
+            if want(&url) || std::time::Instant::now() > deadline {
+                return url;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The page source once it contains `needle` (or the last one seen, after 10 s).
+    async fn source_when(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let page = self.source().await;
+            if page.contains(needle) || std::time::Instant::now() > deadline {
+                return page;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
     async fn source(&self) -> String {
         self.cmd("GET", "/source", None)
             .await
@@ -227,18 +252,15 @@ async fn the_browser_flows_in_chromium() {
     b.type_into("#username", "alice").await;
     b.type_into("#password", "wrong-password").await;
     b.click("button[type=submit]").await;
-    let page = b.source().await;
+    let page = b.source_when("role=\"alert\"").await;
     assert!(page.contains("role=\"alert\""), "{page}");
     assert!(page.contains("value=\"alice\""), "{page}");
 
     // The right one: on to the original page, the user's identity at the upstream.
     b.type_into("#password", "alice-password").await;
     b.click("button[type=submit]").await;
-    assert!(
-        b.url().await.ends_with("/web/page?x=1"),
-        "{}",
-        b.url().await
-    );
+    let url = b.url_when(|u| u.ends_with("/web/page?x=1")).await;
+    assert!(url.ends_with("/web/page?x=1"), "{url}");
     assert_eq!(gw.up.last().headers.get("x-auth-user").unwrap(), "alice");
 
     // CSRF: the page's script without the value is refused, with it accepted.
@@ -288,7 +310,8 @@ async fn the_browser_flows_in_chromium() {
     b.go(&format!("{base}/web/secret")).await;
     b.go(&format!("{base}/auth/logout")).await;
     b.click("button[type=submit]").await;
-    assert!(b.url().await.contains("/auth/login"), "{}", b.url().await);
+    let url = b.url_when(|u| u.contains("/auth/login")).await;
+    assert!(url.contains("/auth/login"), "{url}");
     let left = b.cookies().await;
     assert!(left.iter().all(|c| !c.starts_with("authgate_")), "{left:?}");
     let seen = gw.up.requests().len();
