@@ -52,11 +52,8 @@ pub async fn check(
     expected: &str,
     limits: BodyLimits,
 ) -> Result<Request<Body>, GatewayError> {
-    let header = req
-        .headers()
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok());
-    if header.is_some_and(|h| constant_time_eq(h, expected)) {
+    let header = header_value(req.headers());
+    if matches(header, expected) {
         return Ok(req.map(Body::Incoming));
     }
     if header.is_some() || !is_form(req.headers()) {
@@ -64,10 +61,20 @@ pub async fn check(
     }
     let (parts, body) = req.into_parts();
     let bytes = read_limited(body, limits).await?;
-    if !field(&bytes, "csrf_token").is_some_and(|f| constant_time_eq(&f, expected)) {
+    if !matches(field(&bytes, "csrf_token").as_deref(), expected) {
         return Err(GatewayError::Csrf);
     }
     Ok(Request::from_parts(parts, full(bytes)))
+}
+
+/// The request's `X-CSRF-Token` header, if any.
+pub fn header_value(headers: &http::HeaderMap) -> Option<&str> {
+    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
+}
+
+/// `given` is the session's CSRF value.
+pub fn matches(given: Option<&str>, expected: &str) -> bool {
+    given.is_some_and(|g| constant_time_eq(g, expected))
 }
 
 /// Compares without an early exit, so timing tells nothing about how much matched.

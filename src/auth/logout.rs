@@ -43,12 +43,10 @@ pub async fn submit(
             same_origin(&headers, ctx)?;
         }
         let expected = auth.sessions().csrf_for(&identity.claims.sid);
-        let given = headers
-            .get("x-csrf-token")
-            .and_then(|v| v.to_str().ok())
+        let given = super::csrf::header_value(&headers)
             .map(str::to_owned)
             .or_else(|| form.then(|| field(&body, "csrf_token")).flatten());
-        if !given.is_some_and(|g| super::csrf::constant_time_eq(&g, &expected)) {
+        if !super::csrf::matches(given.as_deref(), &expected) {
             return Err(GatewayError::Csrf);
         }
     }

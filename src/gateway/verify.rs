@@ -168,8 +168,7 @@ impl Gateway {
         // CSRF here is the header only: the proxy does not show us the body.
         if identity.via_cookie && !csrf::is_safe_method(&orig.method) {
             let expected = sessions.csrf_for(&identity.claims.sid);
-            let given = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-            if !given.is_some_and(|g| csrf::constant_time_eq(g, &expected)) {
+            if !csrf::matches(csrf::header_value(headers), &expected) {
                 return Err(GatewayError::Csrf.into());
             }
         }
