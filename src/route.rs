@@ -342,7 +342,12 @@ mod tests {
         Pattern::parse(s).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn route(i: usize, path: &str, methods: Option<Vec<Method>>, host: Option<&str>) -> Route {
+    pub(super) fn route(
+        i: usize,
+        path: &str,
+        methods: Option<Vec<Method>>,
+        host: Option<&str>,
+    ) -> Route {
         Route {
             index: i,
             line: i + 1,
@@ -437,25 +442,13 @@ mod tests {
 mod route_rules_tests {
     use super::*;
 
+    /// The table tests' route, with auth and roles.
     fn route(i: usize, path: &str, methods: &[Method], auth: AuthMode, roles: &[&str]) -> Route {
-        Route {
-            index: i,
-            line: i + 1,
-            name: "t",
-            pattern: Pattern::parse(path).unwrap_or_else(|e| panic!("{e}")),
-            host: None,
-            methods: (!methods.is_empty()).then(|| methods.to_vec()),
-            upstream: Some(0),
-            auth,
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            on_unauthenticated: OnUnauthenticated::Status401,
-            websocket: true,
-            strip_prefix: None,
-            host_header: HostHeader::Client,
-            case_insensitive: false,
-            allow_fallthrough: false,
-            cache_control: CacheControl::Default,
-        }
+        let limited = (!methods.is_empty()).then(|| methods.to_vec());
+        let mut r = super::tests::route(i, path, limited, None);
+        r.auth = auth;
+        r.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        r
     }
 
     #[test]
