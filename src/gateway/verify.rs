@@ -121,6 +121,9 @@ impl Gateway {
             conn.tls || super::forwarded::https_via_proxy(conn.peer.ip(), req.headers(), trusted);
         match self.judge(&orig, req.headers(), secure).await {
             Ok(identity) => self.allowed(caller, identity.as_ref()),
+            Err(Refusal::Redirect(to)) if caller == Caller::Forwarded => {
+                refusal(caller, Refusal::Redirect(absolute(&orig, secure, to)))
+            }
             Err(r) => refusal(caller, r),
         }
     }
@@ -221,6 +224,19 @@ impl Gateway {
             }
         }
         resp
+    }
+}
+
+/// Traefik resolves a relative `Location` from the check against the check's own address
+/// (sending browsers to authgate's internal one): the `/auth/verify` convention answers an
+/// absolute URL on the host and scheme the proxy said the client used (it routed on them).
+fn absolute(orig: &Original, secure: bool, to: String) -> String {
+    match orig.host.as_ref().and_then(|h| normalize_host(h.clone())) {
+        Some(host) => {
+            let scheme = if secure { "https" } else { "http" };
+            format!("{scheme}://{}{to}", String::from_utf8_lossy(host.as_bytes()))
+        }
+        None => to,
     }
 }
 
