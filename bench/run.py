@@ -247,7 +247,7 @@ frontend jwt\n  bind 127.0.0.1:{hap_jwt}
     hosts["haproxy jwt_verify HS256"] = (f"http://127.0.0.1:{hap_jwt}/x", tokens["HS256"], True); pids["haproxy jwt_verify HS256"] = [hp.pid]
 
     envoy = shutil.which("envoy")
-    if envoy:
+    if envoy and not os.environ.get("ROWS"):
         k = base64.urlsafe_b64encode(SECRET.encode()).decode().rstrip("=")
         jwks_hs = json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": k}]})
         st, jwks_ed = request(f"http://127.0.0.1:{hosts['authgate protected EdDSA memory'][0].split('/')[2].split(':')[1]}/.well-known/jwks.json")
@@ -292,6 +292,49 @@ static_resources:
                 print(f"envoy {label} did not start; skipped", file=sys.stderr); continue
             alg = label.split()[-1] if jwks else None
             hosts[f"envoy {label}"] = (f"http://127.0.0.1:{ep}/x", tokens.get(alg) if alg else None, bool(jwks)); pids[f"envoy {label}"] = children(p.pid)
+
+    # Forward-auth: the proxy in front asks authgate (judge-only) on every request, each
+    # configured with exactly what `authgate explain --forward-auth` prints. CPU per request
+    # counts both processes: that is what the deployment spends.
+    gp, ap = port(), port()
+    judge = write("authgate-judge.toml", f"""
+[server]\nlisten = "127.0.0.1:{gp}"\nworkers = 1\ntrusted_proxies = ["127.0.0.1/32"]\n[log]\nformat = "json"\n[admin]\nlisten = "127.0.0.1:{ap}"
+[tokens]\nalgorithm = "HS256"\nsecret_file = "secret"\n[revocation]\nbackend = "memory"\n[users]\nfile = "users.toml"
+[forward_auth]\nonly = true\n
+[[routes]]\npath = "/public/**"\nauth = "public"\n
+[[routes]]\npath = "/**"\nauth = "required"\n""")
+    jp = spawn([AUTHGATE, "serve", "--config", judge], env={**os.environ, "RUST_LOG": "warn"}); wait_port(gp)
+    st, body = request(f"http://127.0.0.1:{gp}/auth/login", method="POST", body=json.dumps({"username": "bench", "password": "bench-password"}).encode())
+    assert st == 200, body
+    judge_tok = json.loads(body)["access_token"]
+    explain = lambda proxy: subprocess.run([AUTHGATE, "explain", "--forward-auth", proxy, "--config", judge],
+                                           capture_output=True, text=True, check=True).stdout
+    fa = port()
+    http_part, server_part = explain("nginx").split("# ---- inside your server { } block ----")
+    write("authgate-nginx.conf", server_part)
+    fp = spawn(["nginx", "-c", nginx_conf(f"""upstream your_app {{ server 127.0.0.1:{up}; keepalive 64; }}
+{http_part}
+server {{ listen 127.0.0.1:{fa}; proxy_http_version 1.1; proxy_set_header Connection ""; include {work}/authgate-nginx.conf; }}""")]); wait_port(fa)
+    hosts["nginx auth_request -> authgate"] = (f"http://127.0.0.1:{fa}/x", judge_tok, True)
+    pids["nginx auth_request -> authgate"] = children(fp.pid) + [jp.pid]
+    if envoy:
+        fe = port()
+        ecfg = explain("envoy").replace("socket_address: { address: 0.0.0.0, port_value: 8080 }",
+                                        f"socket_address: {{ address: 127.0.0.1, port_value: {fe} }}") \
+                               .replace("{ socket_address: { address: 127.0.0.1, port_value: 3000 } }",
+                                        f"{{ socket_address: {{ address: 127.0.0.1, port_value: {up} }} }}")
+        p = spawn([envoy, "-c", write("envoy-ext-authz.yaml", ecfg), "--concurrency", "1", "-l", "error", "--base-id", str(fe)])
+        try:
+            wait_port(fe, 30)
+            hosts["envoy ext_authz -> authgate"] = (f"http://127.0.0.1:{fe}/x", judge_tok, True)
+            pids["envoy ext_authz -> authgate"] = children(p.pid) + [jp.pid]
+        except SystemExit:
+            print("envoy ext_authz did not start; skipped", file=sys.stderr)
+
+    only = os.environ.get("ROWS")
+    if only:
+        keep = {"upstream direct", "nginx proxy_pass", "authgate protected HS256 memory"}
+        hosts = {n: v for n, v in hosts.items() if n in keep or re.search(only, n)}
 
     # Correctness gate per row: a valid token gets 200, a tampered one 401.
     for name, (url, tok, protected) in hosts.items():

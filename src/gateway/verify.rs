@@ -234,7 +234,10 @@ fn absolute(orig: &Original, secure: bool, to: String) -> String {
     match orig.host.as_ref().and_then(|h| normalize_host(h.clone())) {
         Some(host) => {
             let scheme = if secure { "https" } else { "http" };
-            format!("{scheme}://{}{to}", String::from_utf8_lossy(host.as_bytes()))
+            format!(
+                "{scheme}://{}{to}",
+                String::from_utf8_lossy(host.as_bytes())
+            )
         }
         None => to,
     }

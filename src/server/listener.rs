@@ -133,8 +133,9 @@ pub async fn serve<H: Handler>(
             handshake_deadline: opts.header_read_timeout,
             activity: activity.clone(),
         };
-        let task = tokio::spawn(conn.run(tcp, tls.clone(), permit));
-        tokio::spawn(activity.watch(opts.idle_timeout, task.abort_handle()));
+        let (done, ended) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(conn.run(tcp, tls.clone(), (permit, done)));
+        tokio::spawn(activity.watch(opts.idle_timeout, task.abort_handle(), ended));
     }
     drop(listener);
     tokio::select! {
@@ -166,12 +167,16 @@ impl<H: Handler> Drop for Open<H> {
 
 impl<H: Handler> Conn<H> {
     /// TLS handshake (bounded) if any, then HTTP until the connection ends; the permit (a slot
-    /// under `max_connections`) is held for as long.
+    /// under `max_connections`) and the watchdog's `done` sender are held for as long (both
+    /// drop when the task ends or is aborted).
     async fn run(
         self,
         tcp: tokio::net::TcpStream,
         tls: Option<TlsAcceptor>,
-        _permit: tokio::sync::OwnedSemaphorePermit,
+        _held: (
+            tokio::sync::OwnedSemaphorePermit,
+            tokio::sync::oneshot::Sender<()>,
+        ),
     ) {
         let Conn {
             peer,
