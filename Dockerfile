@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # Build: docker build -t authgate .
-# Run:   docker run -p 8443:8443 -v $PWD/config:/etc/authgate:ro authgate
-#        (the config, keys and users file mounted read-only; the image writes nothing)
+# Run:   docker run -p 8443:8443 -e AUTHGATE_UPSTREAM=http://app:8080 \
+#          -v $PWD/keys:/etc/authgate/keys:ro -v $PWD/users:/etc/authgate/users:ro authgate
+#        (the default config, deploy/image/authgate.toml, names a signing key and a users
+#        file to mount; the image writes nothing and runs with a read-only root)
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, in their own layer: a source change does not rebuild them.
@@ -20,6 +22,7 @@ RUN touch src/main.rs src/lib.rs \
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/authgate /usr/local/bin/authgate
+COPY deploy/image/authgate.toml /etc/authgate/authgate.toml
 # Numeric: a kubelet verifies runAsNonRoot only against a numeric user.
 USER 65532:65532
 EXPOSE 8443 9901

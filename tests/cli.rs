@@ -256,9 +256,14 @@ fn spawn_gateway(cfg: &std::path::Path) -> (Running, String, String) {
 
 /// Like `spawn_gateway`, also returning every later log line.
 fn spawn_gateway_with_log(cfg: &std::path::Path) -> (Running, String, String, Log) {
-    let mut child = bin()
-        .args(["serve", "--config"])
-        .arg(cfg)
+    let mut cmd = bin();
+    cmd.args(["serve", "--config"]).arg(cfg);
+    spawn_command_with_log(cmd)
+}
+
+/// Starts `serve` as `cmd` says, returning it with its addresses and its later log lines.
+fn spawn_command_with_log(mut cmd: Command) -> (Running, String, String, Log) {
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -275,10 +280,13 @@ fn spawn_gateway_with_log(cfg: &std::path::Path) -> (Running, String, String, Lo
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("gateway did not start");
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .map(|s| s.split_whitespace().next().unwrap_or("").to_owned());
+        // `addr=...` (pretty) or `"addr":"..."` (json).
+        let addr = match line.split_once("addr=") {
+            Some((_, rest)) => rest.split_whitespace().next().map(str::to_owned),
+            None => line
+                .split_once("\"addr\":\"")
+                .and_then(|(_, rest)| rest.split('"').next().map(str::to_owned)),
+        };
         if line.contains("public listener ready") {
             public = addr.unwrap();
         } else if line.contains("admin listener ready") {
@@ -550,4 +558,130 @@ async fn healthcheck_asks_the_admin_listener() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "healthy with the gateway gone");
+}
+
+/// The image's way of running it: the image's default config (`deploy/image/authgate.toml`) at
+/// the image's layout, its key and users file mounted, every file and directory read-only
+/// (the working directory too), as uid/gid 65532 (when the suite runs as root; else as the
+/// unprivileged user it is). It serves, and writes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_as_the_image_does_uid_65532_read_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Upstream::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/authgate");
+    for d in ["keys", "users"] {
+        std::fs::create_dir_all(etc.join(d)).unwrap();
+    }
+    let exe = root.path().join("authgate");
+    std::fs::copy(env!("CARGO_BIN_EXE_authgate"), &exe).unwrap();
+    let out = bin()
+        .args(["keygen", "--alg", "EdDSA", "--out"])
+        .arg(etc.join("keys/signing.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let hash = authgate::auth::passwords::hash_password(b"alice-password").unwrap();
+    std::fs::write(
+        etc.join("users/users.toml"),
+        format!("[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nroles = [\"user\"]\n"),
+    )
+    .unwrap();
+    let image = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/image/authgate.toml"),
+    )
+    .unwrap();
+    // Same layout under the temp root; loopback port 0 instead of the image's fixed ports.
+    let config = image
+        .replace("/etc/authgate/", &format!("{}/", etc.display()))
+        .replace("0.0.0.0:8443", "127.0.0.1:0")
+        .replace("0.0.0.0:9901", "127.0.0.1:0");
+    std::fs::write(etc.join("authgate.toml"), config).unwrap();
+    // Read-only everything: files 0444, directories 0555.
+    fn lock(p: &std::path::Path) {
+        for e in std::fs::read_dir(p).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                lock(&path);
+            } else {
+                let mode = if path.file_name().unwrap() == "authgate" {
+                    0o555
+                } else {
+                    0o444
+                };
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    lock(root.path());
+    let before = tree(root.path());
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    // As root: util-linux's setpriv drops to 65532 with no supplementary groups, as the
+    // container runtime does for `USER 65532:65532`.
+    let mut cmd = if is_root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65532", "--regid=65532", "--clear-groups", "--"])
+            .arg(&exe);
+        c
+    } else {
+        Command::new(&exe)
+    };
+    cmd.args(["serve", "--config"])
+        .arg(etc.join("authgate.toml"))
+        .current_dir(root.path())
+        .env_clear()
+        .env("AUTHGATE_UPSTREAM", format!("http://{}", up.addr));
+    let (running, public, _admin, _log) = spawn_command_with_log(cmd);
+    let addr: std::net::SocketAddr = public.parse().unwrap();
+    let pair = login_pair(addr, "alice", "alice-password").await;
+    let (s, _, _) = get_with_token(addr, "/app/x", &pair.access).await;
+    assert_eq!(s, http::StatusCode::OK);
+    assert_eq!(up.last().headers.get("x-auth-user").unwrap(), "alice");
+    if is_root {
+        let pid = running.0.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+        assert!(
+            uid.split_whitespace().skip(1).all(|u| u == "65532"),
+            "{uid}"
+        );
+    }
+    drop(running);
+    assert_eq!(
+        tree(root.path()),
+        before,
+        "the gateway wrote to its directory"
+    );
+    // Unlock, so the temp dir can be removed.
+    fn unlock(p: &std::path::Path) {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for e in std::fs::read_dir(p).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                unlock(&path);
+            }
+        }
+    }
+    unlock(root.path());
+}
+
+/// Every file under `p` with its size, sorted.
+fn tree(p: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).unwrap() {
+        let e = e.unwrap();
+        let path = e.path();
+        if path.is_dir() {
+            out.extend(tree(&path));
+        } else {
+            out.push((path, e.metadata().unwrap().len()));
+        }
+    }
+    out.sort();
+    out
 }
