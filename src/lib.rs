@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod ids;
+pub mod limits;
 pub mod metrics;
 pub mod path;
 pub mod route;

@@ -685,3 +685,50 @@ fn tree(p: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
     out.sort();
     out
 }
+
+/// A login burst must not grow the process past a sidecar's memory: 32 concurrent logins with
+/// default settings, RSS (and its peak) under 64 MiB. Each hashing thread reuses one argon2
+/// block buffer, so RSS is bounded by threads x 19 MiB plus a small constant.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_32_concurrent_logins_stays_under_64_mib() {
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    // Default settings: the fixture's [login] limits removed; 32 people, one login each.
+    let text = fx.config(up.addr, HS256, MEMORY, "", "");
+    let start = text.find("[login]").unwrap();
+    let end = start + text[start..].find("\n\n").unwrap();
+    let hash = authgate::auth::passwords::hash_password(b"burst-password").unwrap();
+    let users: String = (0..32)
+        .map(|i| format!("[[user]]\nname = \"u{i}\"\npassword_hash = \"{hash}\"\nroles = []\n\n"))
+        .collect();
+    fx.write("users.toml", &users);
+    let cfg = fx.write("burst.toml", &format!("{}{}", &text[..start], &text[end..]));
+    let (running, public, _admin) = spawn_gateway(&cfg);
+    let addr: std::net::SocketAddr = public.parse().unwrap();
+    let pid = running.0.as_ref().unwrap().id();
+    let kib = |field: &str| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let idle = kib("VmRSS:");
+    for round in 0..2 {
+        let logins: Vec<_> = (0..32)
+            .map(|i| {
+                tokio::spawn(async move { login(addr, &format!("u{i}"), "burst-password").await })
+            })
+            .collect();
+        for l in logins {
+            assert!(l.await.unwrap()["access_token"].is_string());
+        }
+        let (rss, peak) = (kib("VmRSS:"), kib("VmHWM:"));
+        eprintln!(
+            "login burst {}: RSS idle {:.1} MiB, after 32 concurrent logins {:.1} MiB, peak {:.1} MiB",
+            round + 1,
+            idle as f64 / 1024.0,
+            rss as f64 / 1024.0,
+            peak as f64 / 1024.0
+        );
+        assert!(peak < 64 * 1024, "peak RSS {peak} KiB after a login burst");
+    }
+}

@@ -80,7 +80,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The password-hashing pool: one thread per core at the lowest CPU priority (nice 19), so
+/// The password-hashing pool: by default one thread per CPU the process may use, capped by
+/// half the cgroup memory limit (`limits::default_hash_threads`), at the lowest CPU priority (nice 19), so
 /// that under contention proxied requests win the cores and logins wait; a short bounded queue
 /// in front, and beyond it callers get 503 at once instead of piling up.
 pub struct Hasher {
@@ -94,10 +95,15 @@ type Job = Box<dyn FnOnce() + Send>;
 impl Hasher {
     pub fn new(concurrency: usize) -> Result<Self, HashError> {
         let n = if concurrency == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
+            crate::limits::default_hash_threads()
         } else {
             concurrency
         };
+        tracing::info!(
+            threads = n,
+            memory_limit = crate::limits::memory_limit(),
+            "password hashing threads (each holds 19 MiB once used)"
+        );
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(n * 16);
         let queue = Arc::new(std::sync::Mutex::new(queue));
         for i in 0..n {

@@ -1,0 +1,63 @@
+//! What the process may use, as the container runtime set it: the cgroup memory limit, and
+//! from it (and the CPUs the process may run on, which `available_parallelism` reads from the
+//! cgroup CPU quota and the affinity mask) the default number of password-hashing threads.
+
+/// One argon2id verification at the default parameters (m = 19 MiB) holds this much, for as
+/// long as its hashing thread lives (the thread reuses it).
+pub const HASH_MEMORY: u64 = 19 * 1024 * 1024;
+
+/// The default number of hashing threads: one per CPU the process may use, but no more than
+/// half the cgroup's memory limit holds at `HASH_MEMORY` each (at least one).
+pub fn default_hash_threads() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    hash_threads(cpus, memory_limit())
+}
+
+/// `cpus` threads, capped by a memory budget of half of `limit` (bytes).
+pub fn hash_threads(cpus: usize, limit: Option<u64>) -> usize {
+    let by_memory = limit.map_or(usize::MAX, |l| {
+        usize::try_from(l / 2 / HASH_MEMORY).unwrap_or(usize::MAX)
+    });
+    cpus.min(by_memory).max(1)
+}
+
+/// The memory limit of this process's cgroup (v2 `memory.max`, else v1
+/// `memory.limit_in_bytes`), or None when unlimited or unknown.
+pub fn memory_limit() -> Option<u64> {
+    let v2 = std::fs::read_to_string("/sys/fs/cgroup/memory.max").ok();
+    let v1 = || std::fs::read_to_string("/sys/fs/cgroup/memory/memory.limit_in_bytes").ok();
+    v2.or_else(v1).and_then(|t| parse_limit(&t))
+}
+
+/// `max` (v2) or a huge v1 value (the page-rounded i64::MAX) mean no limit.
+pub fn parse_limit(text: &str) -> Option<u64> {
+    let t = text.trim();
+    if t == "max" {
+        return None;
+    }
+    let n: u64 = t.parse().ok()?;
+    (n < 1 << 60).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_caps_the_hashing_threads() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(hash_threads(8, None), 8);
+        assert_eq!(hash_threads(8, Some(128 * MIB)), 3); // 64 MiB budget / 19 MiB
+        assert_eq!(hash_threads(2, Some(128 * MIB)), 2);
+        assert_eq!(hash_threads(8, Some(32 * MIB)), 1); // never zero
+        assert_eq!(hash_threads(8, Some(1024 * MIB)), 8);
+    }
+
+    #[test]
+    fn reads_cgroup_limits() {
+        assert_eq!(parse_limit("max\n"), None);
+        assert_eq!(parse_limit("134217728\n"), Some(134_217_728));
+        assert_eq!(parse_limit("9223372036854771712\n"), None); // v1 "unlimited"
+        assert_eq!(parse_limit("garbage"), None);
+    }
+}
