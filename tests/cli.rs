@@ -315,7 +315,7 @@ async fn sighup_reloads_the_certificate_and_keeps_serving() {
         "[server.tls]\ncert = \"tls.crt\"\nkey = \"tls.key\"\n\n[log]",
     );
     let cfg = fx.write("hup.toml", &text);
-    let (running, _public, _admin, mut log) = spawn_gateway_with_log(&cfg);
+    let (running, _public, admin, mut log) = spawn_gateway_with_log(&cfg);
     let pid = running.0.as_ref().unwrap().id().to_string();
     // A broken file: logged, the old certificate stays.
     fx.write("tls.crt", "garbage");
@@ -332,6 +332,17 @@ async fn sighup_reloads_the_certificate_and_keeps_serving() {
         .unwrap()
         .success());
     assert!(log.wait_for("TLS certificate reloaded"), "{:?}", log.seen);
+    // Counted by result.
+    let admin: std::net::SocketAddr = admin.parse().unwrap();
+    let (_, _, metrics) = send(admin, get("/metrics").body(empty()).unwrap()).await;
+    for result in ["ok", "error"] {
+        assert!(
+            metrics.contains(&format!(
+                "authgate_config_reloads_total{{result=\"{result}\"}} 1"
+            )),
+            "{metrics}"
+        );
+    }
     drop(running);
 }
 

@@ -299,3 +299,134 @@ async fn metrics_speak_prometheus_text_unless_asked_for_openmetrics() {
         .starts_with("application/openmetrics-text"));
     assert!(text.trim_end().ends_with("# EOF"));
 }
+
+/// The families an operator expects, each moved by real traffic (Redis as the store), and the
+/// whole text accepted by the Prometheus project's own parser (`prometheus-client` for Python,
+/// which `scripts/test.sh` installs).
+#[tokio::test(flavor = "multi_thread")]
+async fn metric_families_by_outcome_route_operation_and_upstream() {
+    let redis = Redis::start();
+    let gw = TestGateway::new()
+        .redis(&redis, "")
+        .route("path = \"/web/**\"\nupstream = \"app\"\non_unauthenticated = \"redirect\"")
+        .start()
+        .await;
+    let user = login_pair(gw.addr, "alice", "alice-password").await;
+    let bad = post("/auth/login")
+        .header("content-type", "application/json")
+        .body(json_body(json!({"username": "alice", "password": "wrong"})))
+        .unwrap();
+    assert_eq!(send(gw.addr, bad).await.0, StatusCode::UNAUTHORIZED);
+    // ok twice (the second a cache hit), missing, invalid, forbidden, expired, csrf, revoked.
+    for _ in 0..2 {
+        assert_eq!(
+            get_with_token(gw.addr, "/app/x", &user.access).await.0,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        send(gw.addr, get("/app/x").body(empty()).unwrap()).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_with_token(gw.addr, "/app/x", "not.a.token").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_with_token(gw.addr, "/admin/x", &user.access).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let mut old = claims("access");
+    old["exp"] = json!(authgate::clock::now_secs() - 3600);
+    assert_eq!(
+        get_with_token(gw.addr, "/app/x", &sign(&old)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (cookie, _csrf) = browser_login(gw.addr, "alice", "alice-password").await;
+    assert_eq!(
+        send(gw.addr, with_cookie(post("/web/form"), &cookie))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    post_with_token(gw.addr, "/auth/logout", &user.access).await;
+    assert_eq!(
+        get_with_token(gw.addr, "/app/x", &user.access).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let (_, _, text) = send(gw.admin, get("/metrics").body(empty()).unwrap()).await;
+    let sample = |name: &str, labels: &str| -> f64 {
+        let prefix = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    for (outcome, at_least) in [
+        ("ok", 2.0),
+        ("missing", 1.0),
+        ("invalid", 1.0),
+        ("expired", 1.0),
+        ("revoked", 1.0),
+        ("forbidden", 1.0),
+        ("csrf", 1.0),
+    ] {
+        let n = sample(
+            "authgate_auth_decisions_total",
+            &format!("outcome=\"{outcome}\""),
+        );
+        assert!(n >= at_least, "{outcome}: {n}");
+    }
+    assert!(sample("authgate_logins_total", "outcome=\"ok\"") >= 2.0);
+    assert_eq!(
+        sample("authgate_logins_total", "outcome=\"invalid_credentials\""),
+        1.0
+    );
+    assert!(sample("authgate_token_cache_lookups_total", "result=\"hit\"") >= 1.0);
+    assert!(sample("authgate_token_cache_lookups_total", "result=\"miss\"") >= 1.0);
+    assert!(sample("authgate_store_duration_seconds_count", "op=\"check\"") >= 1.0);
+    assert!(
+        sample(
+            "authgate_store_duration_seconds_count",
+            "op=\"start_session\""
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            "authgate_upstream_duration_seconds_count",
+            "upstream=\"app\""
+        ) >= 2.0
+    );
+    assert!(sample("authgate_request_duration_seconds_count", "route=\"/**\"") >= 6.0);
+    assert!(
+        sample(
+            "authgate_request_duration_seconds_count",
+            "route=\"/admin/**\""
+        ) >= 1.0
+    );
+    // The Prometheus project's parser takes the whole text.
+    let mut py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as p\n\
+             fams = list(p(sys.stdin.read()))\nprint(len(fams))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed");
+    use std::io::Write;
+    py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client rejected /metrics (pip install prometheus-client): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(families >= 10, "{families} families");
+}

@@ -21,7 +21,6 @@ use http::header::AUTHORIZATION;
 use http::HeaderMap;
 use keys::KeySet;
 use passwords::{HashError, Hasher};
-use prometheus_client::metrics::counter::Counter;
 use sessions::{SessionPolicy, Sessions};
 use std::sync::Arc;
 use tokens::{Claims, Tokens};
@@ -84,16 +83,16 @@ impl Auth {
         config: &Config,
         keys: Arc<KeySet>,
         store: Store,
-        store_errors: Counter,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Auth, AuthError> {
         let users = UserStore::open(&config.users, &store)?;
         let sessions = Sessions::new(
-            Tokens::new(&config.tokens, keys),
+            Tokens::new(&config.tokens, keys).count_cache_lookups(metrics.token_cache.clone()),
             store,
             users,
             Hasher::new(config.login.max_concurrent_hashes)?,
             SessionPolicy::new(config),
-            store_errors,
+            metrics,
         );
         Ok(Auth {
             sessions,

@@ -13,12 +13,12 @@ use crate::clock::now_secs;
 use crate::config::{Config, OnStoreError};
 use crate::error::GatewayError;
 use crate::ids::random_id;
+use crate::metrics::{LoginOutcome, Metrics};
 use crate::store::users::{validate_name, User, UserStore};
 use crate::store::{
     Attempt, AttemptRequest, RevocationState, RotateRequest, Rotation, Store, StoreError,
 };
 use http::HeaderMap;
-use prometheus_client::metrics::counter::Counter;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -103,8 +103,9 @@ pub struct Sessions {
     users: UserStore,
     hasher: Hasher,
     policy: SessionPolicy,
-    /// `authgate_store_errors_total`: every store call that failed, on any path.
-    store_errors: Counter,
+    /// `authgate_store_errors_total` (every store call that failed, on any path) and
+    /// `authgate_logins_total`.
+    metrics: Arc<Metrics>,
 }
 
 /// Keys of the login throttle counters (per user name, per client address).
@@ -127,7 +128,7 @@ impl Sessions {
         users: UserStore,
         hasher: Hasher,
         policy: SessionPolicy,
-        store_errors: Counter,
+        metrics: Arc<Metrics>,
     ) -> Sessions {
         Sessions {
             csrf: CsrfKey::derive(tokens.keys().secret_material()),
@@ -137,7 +138,7 @@ impl Sessions {
             users,
             hasher,
             policy,
-            store_errors,
+            metrics,
         }
     }
 
@@ -186,20 +187,20 @@ impl Sessions {
     /// Readiness: does the store answer? (A failure is counted.)
     pub async fn store_ready(&self) -> Result<(), StoreError> {
         self.store.ping().await.inspect_err(|_| {
-            self.store_errors.inc();
+            self.metrics.store_errors.inc();
         })
     }
 
     /// A store call that must succeed failed: counted, logged, 503.
     fn store_down(&self, e: StoreError) -> GatewayError {
-        self.store_errors.inc();
+        self.metrics.store_errors.inc();
         tracing::warn!(error = %e, "store unavailable");
         e.into()
     }
 
     /// Applies `on_store_error` to a failed revocation check.
     fn store_failed(&self, e: StoreError) -> Result<(), GatewayError> {
-        self.store_errors.inc();
+        self.metrics.store_errors.inc();
         match self.policy.on_store_error {
             OnStoreError::Deny => {
                 tracing::warn!(error = %e, "revocation store unavailable; denying (on_store_error = deny)");
@@ -217,6 +218,23 @@ impl Sessions {
     /// check, so however many arrive at once at most `max_failures_per_user` wrong passwords
     /// are ever checked for one user in a window; a right one takes its count back.
     pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        client_ip: IpAddr,
+    ) -> Result<Pair, GatewayError> {
+        let result = self.check_login(username, password, client_ip).await;
+        self.metrics.login(match &result {
+            Ok(_) => LoginOutcome::ok,
+            Err(GatewayError::InvalidCredentials) => LoginOutcome::invalid_credentials,
+            Err(GatewayError::TooManyAttempts { .. }) => LoginOutcome::throttled,
+            Err(GatewayError::Unavailable(_)) => LoginOutcome::unavailable,
+            Err(_) => LoginOutcome::error,
+        });
+        result
+    }
+
+    async fn check_login(
         &self,
         username: &str,
         password: &str,
@@ -558,7 +576,7 @@ mod tests {
             users,
             Hasher::new(1).unwrap(),
             policy,
-            Counter::default(),
+            Arc::new(Metrics::new()),
         )
     }
 

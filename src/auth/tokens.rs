@@ -218,6 +218,8 @@ pub struct Tokens {
     issuer: String,
     audience: String,
     leeway: u64,
+    /// Cache lookups [hit, miss] (`authgate_token_cache_lookups_total`).
+    cache_lookups: [prometheus_client::metrics::counter::Counter; 2],
 }
 
 impl Tokens {
@@ -240,7 +242,17 @@ impl Tokens {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway: cfg.leeway.as_secs(),
+            cache_lookups: Default::default(),
         }
+    }
+
+    /// Counts cache lookups on these counters [hit, miss] from now on.
+    pub fn count_cache_lookups(
+        mut self,
+        counters: [prometheus_client::metrics::counter::Counter; 2],
+    ) -> Self {
+        self.cache_lookups = counters;
+        self
     }
 
     /// The signing key set.
@@ -310,7 +322,14 @@ impl Tokens {
             return Err(TokenError::Invalid);
         }
         let now = now_secs();
-        let claims = match self.cache.get(token) {
+        let cached = self.cache.get(token);
+        let [hits, misses] = &self.cache_lookups;
+        if cached.is_some() {
+            hits.inc();
+        } else {
+            misses.inc();
+        }
+        let claims = match cached {
             Some(c) if c.exp.saturating_add(self.leeway) >= now => c,
             Some(_) => return Err(TokenError::Expired),
             None => {

@@ -15,7 +15,9 @@ use crate::auth::{csrf, Auth, Identity};
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::GatewayError;
-use crate::metrics::{Metrics, RequestLabels, UpstreamLabels, UpstreamName};
+use crate::metrics::{
+    AuthOutcome, Metrics, RequestLabels, RouteLabel, UpstreamLabels, UpstreamName,
+};
 use crate::path::{normalize, NormalizedPath};
 use crate::route::{request_host, AuthMode, CacheControl, HostHeader, OnUnauthenticated, Route};
 use crate::server::{ConnInfo, Handler};
@@ -37,6 +39,8 @@ pub struct Gateway {
     auth: Arc<Auth>,
     metrics: Arc<Metrics>,
     upstreams: Vec<UpstreamClient>,
+    /// `authgate_upstream_duration_seconds`, one per upstream (index as `upstreams`).
+    upstream_latency: Vec<prometheus_client::metrics::histogram::Histogram>,
     header_policy: HeaderPolicy,
     request_ids: RequestIds,
 }
@@ -66,15 +70,21 @@ impl Gateway {
         auth: Arc<Auth>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, crate::ids::RngError> {
+        let name = |u: &crate::config::UpstreamConfig| UpstreamName {
+            upstream: u.name.clone(),
+        };
         let upstreams = config
             .upstreams
             .iter()
             .map(|u| {
-                let ejections = metrics.upstream_ejections.get_or_create(&UpstreamName {
-                    upstream: u.name.clone(),
-                });
+                let ejections = metrics.upstream_ejections.get_or_create(&name(u));
                 UpstreamClient::new(u, ejections.clone())
             })
+            .collect();
+        let upstream_latency = config
+            .upstreams
+            .iter()
+            .map(|u| metrics.upstream_latency.get_or_create(&name(u)).clone())
             .collect();
         let identity = &config.identity;
         let header_policy = HeaderPolicy {
@@ -90,6 +100,7 @@ impl Gateway {
             auth,
             metrics,
             upstreams,
+            upstream_latency,
             header_policy,
             request_ids: RequestIds::new()?,
         })
@@ -138,21 +149,27 @@ impl Gateway {
         let req = match &identity {
             Some(id) if id.via_cookie && !csrf::is_safe_method(req.method()) => {
                 let expected = self.auth.sessions().csrf_for(&id.claims.sid);
-                Box::pin(csrf::check(req, &expected, self.auth.body_limits())).await?
+                Box::pin(csrf::check(req, &expected, self.auth.body_limits()))
+                    .await
+                    .inspect_err(|e| self.count_refusal(e))?
             }
             _ => req.map(Body::Incoming),
         };
-        let upstream = routed
-            .route
-            .upstream
-            .and_then(|u| self.upstreams.get(u))
-            .ok_or(GatewayError::NotFound)?;
+        if identity.is_some() {
+            self.metrics.auth(AuthOutcome::ok);
+        }
+        let index = routed.route.upstream.ok_or(GatewayError::NotFound)?;
+        let upstream = self.upstreams.get(index).ok_or(GatewayError::NotFound)?;
         out.upstream = Some(&upstream.name);
         let ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
+        let sent = Instant::now();
         let mut resp = match forward(upstream, req, ctx).await {
             Ok(resp) => resp,
             Err(e) => return Err(self.upstream_failed(upstream, e)),
         };
+        if let Some(h) = self.upstream_latency.get(index) {
+            h.observe(sent.elapsed().as_secs_f64());
+        }
         if via_cookie {
             cookie_session_answer(resp.headers_mut(), set_cookies, cache_control);
         }
@@ -256,6 +273,9 @@ impl Gateway {
             }
             other => other.map(|id| (id, None)),
         };
+        if let Err(e) = &result {
+            self.count_refusal(e);
+        }
         let (identity, set_cookies) = match result {
             Ok(ok) => ok,
             Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
@@ -271,9 +291,18 @@ impl Gateway {
             Err(e) => return Err(e),
         };
         if !route.roles.is_empty() && !identity.roles().iter().any(|r| route.roles.contains(r)) {
+            self.metrics.auth(AuthOutcome::forbidden);
             return Err(GatewayError::InsufficientRole);
         }
         Ok((identity, set_cookies))
+    }
+
+    /// Counts a refused judgment by outcome (errors that are no judgment, such as the store
+    /// being down, are not counted here).
+    fn count_refusal(&self, e: &GatewayError) {
+        if let Some(outcome) = refusal_outcome(e) {
+            self.metrics.auth(outcome);
+        }
     }
 
     /// What the header rewrite needs to know about this request. (A plain function: the
@@ -318,6 +347,24 @@ impl Gateway {
             })
             .inc();
         e.into()
+    }
+}
+
+/// The auth-decision outcome a refusal stands for.
+fn refusal_outcome(e: &GatewayError) -> Option<AuthOutcome> {
+    use crate::auth::tokens::TokenError;
+    match e {
+        GatewayError::MissingToken => Some(AuthOutcome::missing),
+        GatewayError::InvalidToken(m) if *m == TokenError::Expired.as_str() => {
+            Some(AuthOutcome::expired)
+        }
+        GatewayError::InvalidToken(m) if *m == TokenError::Revoked.as_str() => {
+            Some(AuthOutcome::revoked)
+        }
+        GatewayError::InvalidToken(_) => Some(AuthOutcome::invalid),
+        GatewayError::InsufficientRole => Some(AuthOutcome::forbidden),
+        GatewayError::Csrf => Some(AuthOutcome::csrf),
+        _ => None,
     }
 }
 
@@ -372,7 +419,12 @@ impl Handler for Gateway {
         let status = resp.status().as_u16();
         let elapsed = start.elapsed();
         let route = out.route.unwrap_or("none");
-        self.metrics.latency.observe(elapsed.as_secs_f64());
+        self.metrics
+            .latency
+            .get_or_create(&RouteLabel {
+                route: std::borrow::Cow::Borrowed(route),
+            })
+            .observe(elapsed.as_secs_f64());
         self.metrics
             .requests
             .get_or_create(&RequestLabels {

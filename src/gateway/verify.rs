@@ -11,6 +11,7 @@ use super::Gateway;
 use crate::auth::{cookies, csrf, tokens::TokenType, Identity};
 use crate::body::{empty, Body};
 use crate::error::GatewayError;
+use crate::metrics::AuthOutcome;
 use crate::path::{encode_component, normalize};
 use crate::route::{AuthMode, OnUnauthenticated};
 use crate::server::ConnInfo;
@@ -152,7 +153,11 @@ impl Gateway {
             return Ok(None);
         }
         let sessions = self.auth.sessions();
-        let identity = match self.auth.authenticate(headers, secure).await {
+        let authenticated = self.auth.authenticate(headers, secure).await;
+        if let Err(e) = &authenticated {
+            self.count_refusal(e);
+        }
+        let identity = match authenticated {
             Ok(id) => id,
             Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
                 if route.on_unauthenticated == OnUnauthenticated::Redirect =>
@@ -166,15 +171,18 @@ impl Gateway {
             Err(e) => return Err(e.into()),
         };
         if !route.roles.is_empty() && !identity.roles().iter().any(|r| route.roles.contains(r)) {
+            self.metrics.auth(AuthOutcome::forbidden);
             return Err(GatewayError::InsufficientRole.into());
         }
         // CSRF here is the header only: the proxy does not show us the body.
         if identity.via_cookie && !csrf::is_safe_method(&orig.method) {
             let expected = sessions.csrf_for(&identity.claims.sid);
             if !csrf::matches(csrf::header_value(headers), &expected) {
+                self.metrics.auth(AuthOutcome::csrf);
                 return Err(GatewayError::Csrf.into());
             }
         }
+        self.metrics.auth(AuthOutcome::ok);
         Ok(Some(identity))
     }
 

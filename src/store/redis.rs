@@ -9,6 +9,7 @@ use super::{
     StoreError,
 };
 use crate::clock::now_millis;
+use crate::metrics::{Latencies, StoreOp};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use std::sync::Arc;
@@ -83,6 +84,8 @@ pub struct RedisStore {
     cutoff: Arc<Script>,
     reserve_attempt: Arc<Script>,
     forget_attempt: Arc<Script>,
+    /// `authgate_store_duration_seconds`, once `App::start` hands it over.
+    latency: Arc<std::sync::OnceLock<Latencies<StoreOp>>>,
 }
 
 impl RedisStore {
@@ -112,6 +115,7 @@ impl RedisStore {
             cutoff: Arc::new(Script::new(CUTOFF)),
             reserve_attempt: Arc::new(Script::new(RESERVE_ATTEMPT)),
             forget_attempt: Arc::new(Script::new(FORGET_ATTEMPT)),
+            latency: Arc::default(),
         })
     }
 
@@ -134,6 +138,28 @@ impl RedisStore {
         }
     }
 
+    /// Round trips are timed into `latency`, by operation, from now on.
+    pub fn start_metrics(&self, latency: Latencies<StoreOp>) {
+        let _ = self.latency.set(latency);
+    }
+
+    /// One bounded round trip, timed as `op`.
+    pub(crate) async fn timed<T, E: Into<StoreError>>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, StoreError> {
+        let start = std::time::Instant::now();
+        let result = bounded(self.timeout, fut).await;
+        if let Some(l) = self.latency.get() {
+            l.get_or_create(&StoreOp {
+                op: std::borrow::Cow::Borrowed(op),
+            })
+            .observe(start.elapsed().as_secs_f64());
+        }
+        result
+    }
+
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }
@@ -149,7 +175,7 @@ impl RedisStore {
         let mut c = self.conn.clone();
         let keys = [self.keys.revoked_session(sub, sid), self.keys.cutoff(sub)];
         let (revoked, cutoff): (Option<String>, Option<u64>) =
-            bounded(self.timeout, c.mget(&keys)).await?;
+            self.timed("check", c.mget(&keys)).await?;
         Ok(RevocationState {
             session_revoked: revoked.is_some(),
             user_cutoff: cutoff,
@@ -158,7 +184,8 @@ impl RedisStore {
 
     pub async fn user_cutoff(&self, sub: &str) -> Result<Option<u64>, StoreError> {
         let mut c = self.conn.clone();
-        bounded(self.timeout, c.get(self.keys.cutoff(sub))).await
+        self.timed("user_cutoff", c.get(self.keys.cutoff(sub)))
+            .await
     }
 
     pub async fn revoke_session(
@@ -181,7 +208,8 @@ impl RedisStore {
             .ignore()
             .publish(self.keys.channel(), event.encode())
             .ignore();
-        bounded(self.timeout, pipe.query_async::<()>(&mut c)).await
+        self.timed("revoke_session", pipe.query_async::<()>(&mut c))
+            .await
     }
 
     pub async fn revoke_user(
@@ -197,7 +225,8 @@ impl RedisStore {
             .arg(cutoff)
             .arg(ttl)
             .arg(RevocationEvent::cutoff_prefix(sub, ttl));
-        bounded(self.timeout, inv.invoke_async::<u64>(&mut c)).await
+        self.timed("revoke_user", inv.invoke_async::<u64>(&mut c))
+            .await
     }
 
     pub async fn start_session(
@@ -215,7 +244,8 @@ impl RedisStore {
             .ignore()
             .expire(&key, i64::try_from(ttl_secs(ttl)).unwrap_or(i64::MAX))
             .ignore();
-        bounded(self.timeout, pipe.query_async::<()>(&mut c)).await
+        self.timed("start_session", pipe.query_async::<()>(&mut c))
+            .await
     }
 
     pub async fn rotate(&self, r: &RotateRequest<'_>) -> Result<Rotation, StoreError> {
@@ -235,7 +265,7 @@ impl RedisStore {
             .arg(ttl)
             .arg(r.new_token)
             .arg(reused.encode());
-        let out: Vec<String> = bounded(self.timeout, inv.invoke_async(&mut c)).await?;
+        let out: Vec<String> = self.timed("rotate", inv.invoke_async(&mut c)).await?;
         Ok(match out.first().map(String::as_str) {
             Some("rotated") => Rotation::Rotated,
             Some("replay") => out
@@ -254,7 +284,9 @@ impl RedisStore {
             .arg(a.limits[0])
             .arg(a.limits[1])
             .arg(ttl_secs(a.window));
-        let answer: i64 = bounded(self.timeout, inv.invoke_async(&mut c)).await?;
+        let answer: i64 = self
+            .timed("reserve_attempt", inv.invoke_async(&mut c))
+            .await?;
         Ok(match u64::try_from(answer) {
             Ok(retry_after) => Attempt::Refused { retry_after },
             Err(_) => Attempt::Reserved,
@@ -264,14 +296,15 @@ impl RedisStore {
     pub async fn forget_attempt(&self, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
         let inv = self.forget_attempt.key(self.keys.failures(key));
-        bounded(self.timeout, inv.invoke_async::<i64>(&mut c))
+        self.timed("forget_attempt", inv.invoke_async::<i64>(&mut c))
             .await
             .map(|_| ())
     }
 
     pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        bounded(self.timeout, c.del::<_, ()>(self.keys.failures(key))).await
+        self.timed("clear_failures", c.del::<_, ()>(self.keys.failures(key)))
+            .await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -279,11 +312,8 @@ impl RedisStore {
             m.check("", "")?;
         }
         let mut c = self.conn.clone();
-        bounded(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(&mut c),
-        )
-        .await
-        .map(|_| ())
+        self.timed("ping", redis::cmd("PING").query_async::<String>(&mut c))
+            .await
+            .map(|_| ())
     }
 }

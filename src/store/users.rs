@@ -1,6 +1,6 @@
 //! User accounts: a TOML file (`[[user]] name, password_hash, roles`) or Redis hashes.
 
-use super::{bounded, RedisStore, Store, StoreError};
+use super::{RedisStore, Store, StoreError};
 use crate::config::{UsersBackend, UsersConfig};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -202,11 +202,9 @@ impl UserStore {
             UserStore::File { users, .. } => Ok(users.get(name).cloned()),
             UserStore::Redis(r) => {
                 let mut c = r.connection();
-                let (hash, roles): (Option<String>, Option<String>) = bounded(
-                    r.timeout(),
-                    c.hmget(r.keys().user(name), &["hash", "roles"]),
-                )
-                .await?;
+                let (hash, roles): (Option<String>, Option<String>) = r
+                    .timed("user_get", c.hmget(r.keys().user(name), &["hash", "roles"]))
+                    .await?;
                 Ok(hash.map(|password_hash| User {
                     name: name.to_owned(),
                     password_hash,
@@ -236,7 +234,7 @@ impl UserStore {
                     .arg(&user.name)
                     .arg(&user.password_hash)
                     .arg(user.roles.join(","));
-                let created: i64 = bounded(r.timeout(), inv.invoke_async(&mut c)).await?;
+                let created: i64 = r.timed("user_create", inv.invoke_async(&mut c)).await?;
                 Ok(created == 1)
             }
         }
@@ -261,7 +259,7 @@ impl UserStore {
                 pipe.del(r.keys().user(name))
                     .srem(r.keys().user_index(), name)
                     .ignore();
-                let (n,): (u64,) = bounded(r.timeout(), pipe.query_async(&mut c)).await?;
+                let (n,): (u64,) = r.timed("user_remove", pipe.query_async(&mut c)).await?;
                 Ok(n > 0)
             }
         }
@@ -283,8 +281,8 @@ impl UserStore {
                     return Ok(false);
                 }
                 let mut c = r.connection();
-                bounded(
-                    r.timeout(),
+                r.timed(
+                    "user_set_roles",
                     c.hset::<_, _, _, ()>(r.keys().user(name), "roles", roles.join(",")),
                 )
                 .await?;
@@ -298,8 +296,9 @@ impl UserStore {
             UserStore::File { path, .. } => read_file(path),
             UserStore::Redis(r) => {
                 let mut c = r.connection();
-                let mut names: Vec<String> =
-                    bounded(r.timeout(), c.smembers(r.keys().user_index())).await?;
+                let mut names: Vec<String> = r
+                    .timed("user_list", c.smembers(r.keys().user_index()))
+                    .await?;
                 names.sort();
                 let mut out = Vec::new();
                 for n in names {
