@@ -743,3 +743,47 @@ async fn a_burst_of_32_concurrent_logins_stays_under_64_mib() {
         assert!(peak < 64 * 1024, "peak RSS {peak} KiB after a login burst");
     }
 }
+
+/// Every line logged while serving a request carries its request id, and a 502 says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_lines_carry_the_request_id_and_a_502_its_cause() {
+    // An upstream that refuses connections: a port bound, then released.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let fx = Fixture::new();
+    let text = fx
+        .config(dead, HS256, MEMORY, "", "")
+        .replace("format = \"pretty\"", "format = \"json\"");
+    let cfg = fx.write("log.toml", &text);
+    let (running, public, _admin, mut log) = spawn_gateway_with_log(&cfg);
+    let addr: std::net::SocketAddr = public.parse().unwrap();
+    let req = get("/public/x")
+        .header("x-request-id", "trace-me-123")
+        .body(empty())
+        .unwrap();
+    let (s, h, _) = send(addr, req).await;
+    assert_eq!(s, http::StatusCode::BAD_GATEWAY);
+    assert_eq!(h.get("x-request-id").unwrap(), "trace-me-123");
+    assert!(log.wait_for("upstream request failed"), "{:?}", log.seen);
+    let line = log.seen.last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["span"]["request_id"], "trace-me-123", "{line}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains("refused"), "{line}");
+    assert_eq!(v["kind"], "connect", "{line}");
+    // A failed login, logged inside the request, carries it too.
+    let req = post("/auth/login")
+        .header("content-type", "application/json")
+        .header("x-request-id", "login-456")
+        .body(json_body(
+            serde_json::json!({"username": "alice", "password": "wrong"}),
+        ))
+        .unwrap();
+    assert_eq!(send(addr, req).await.0, http::StatusCode::UNAUTHORIZED);
+    assert!(log.wait_for("login failed"), "{:?}", log.seen);
+    let v: serde_json::Value = serde_json::from_str(log.seen.last().unwrap()).unwrap();
+    assert_eq!(v["span"]["request_id"], "login-456");
+    drop(running);
+}

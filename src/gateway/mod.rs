@@ -31,6 +31,7 @@ use request_id::RequestIds;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
@@ -338,7 +339,12 @@ impl Gateway {
         if e.is_client_fault() {
             return e.into();
         }
-        tracing::warn!(upstream = %upstream.name, error = %e, "upstream request failed");
+        tracing::warn!(
+            upstream = %upstream.name,
+            kind = ?e.kind(),
+            error = %error_chain(&e),
+            "upstream request failed"
+        );
         self.metrics
             .upstream_errors
             .get_or_create(&UpstreamLabels {
@@ -348,6 +354,22 @@ impl Gateway {
             .inc();
         e.into()
     }
+}
+
+/// An error and its sources, `a: b: c` (hyper's own message is often only "connection
+/// error"; the cause is further down).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// The auth-decision outcome a refusal stands for.
@@ -406,11 +428,17 @@ impl Handler for Gateway {
             String::new()
         };
         let mut out = Outcome::default();
-        let mut resp = match self.process(req, &conn, &request_id, &mut out).await {
+        // Every line logged while serving this request carries its id (the span's field).
+        let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or("-"));
+        let processed = self
+            .process(req, &conn, &request_id, &mut out)
+            .instrument(span.clone())
+            .await;
+        let mut resp = match processed {
             Ok(resp) => resp,
             Err(e) => {
                 if matches!(e, GatewayError::Internal(_)) {
-                    tracing::error!(error = %e, request_id = request_id.to_str().unwrap_or("-"), "internal error");
+                    span.in_scope(|| tracing::error!(error = %e, "internal error"));
                 }
                 e.into_response()
             }
