@@ -304,6 +304,24 @@ fn weaker(a: &Route, b: &Route) -> bool {
 
 /// A path as IIS-like servers read it: lower case, each segment without trailing dots and
 /// spaces (`/ADMIN./x%20` is `/admin/x`).
+/// A route's label as `&'static str` (metrics count requests by it without allocating), kept
+/// once per distinct name for the life of the process: reloading a config with the same
+/// routes reuses them, and every one stays reachable (not leaked).
+pub fn intern(name: String) -> &'static str {
+    static NAMES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let names = NAMES.get_or_init(Default::default);
+    let mut set = names
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = set.get(name.as_str()) {
+        return known;
+    }
+    let kept: &'static str = Box::leak(name.into_boxed_str());
+    set.insert(kept);
+    kept
+}
+
 pub fn fold_path(judged: &str) -> String {
     let mut out = String::with_capacity(judged.len());
     for (i, seg) in judged.split('/').enumerate() {

@@ -123,11 +123,10 @@ fn build_route(
     Some(Route {
         index: i,
         line,
-        name: Box::leak(
+        name: crate::route::intern(
             r.name
                 .as_ref()
-                .map_or_else(|| r.path.get_ref().0.clone(), |n| n.0.clone())
-                .into_boxed_str(),
+                .map_or_else(|| r.path.get_ref().0.clone(), |n| n.0.clone()),
         ),
         pattern,
         host: r.host.as_ref().map(|h| h.0.to_ascii_lowercase()),
