@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
     // from the machine but what the text names absolutely.
     let path = std::path::Path::new("/nonexistent-authgate-fuzz/authgate.toml");
     if let Err(errors) = authgate::Config::from_str(path, text) {
-        assert!(!errors.0.is_empty(), "an error without a message for {text:?}");
+        assert!(
+            !errors.0.is_empty(),
+            "an error without a message for {text:?}"
+        );
         for e in &errors.0 {
             assert!(
                 e.line > 0 || !e.key.is_empty(),

@@ -22,19 +22,23 @@ async fn upstream() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = l.accept().await else { continue };
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    for (name, value) in req.headers() {
-                        let n = name.as_str().replace('_', "-");
-                        if n == "x-auth-user" || n == "x-auth-roles" {
-                            assert!(value.is_empty(), "{name}: {value:?} reached the upstream");
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        for (name, value) in req.headers() {
+                            let n = name.as_str().replace('_', "-");
+                            if n == "x-auth-user" || n == "x-auth-roles" {
+                                assert!(value.is_empty(), "{name}: {value:?} reached the upstream");
+                            }
                         }
-                    }
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                    ))
-                });
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                        ))
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                     .await;
@@ -54,9 +58,14 @@ fn world() -> &'static World {
             .unwrap();
         let (gateway, app) = rt.block_on(async {
             let up = upstream().await;
-            let dir = std::env::temp_dir().join(format!("authgate-fuzz-http-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("authgate-fuzz-http-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("secret"), "fuzz-secret-0123456789-abcdefghijklmnop").unwrap();
+            std::fs::write(
+                dir.join("secret"),
+                "fuzz-secret-0123456789-abcdefghijklmnop",
+            )
+            .unwrap();
             std::fs::write(dir.join("users.toml"), "").unwrap();
             let text = format!(
                 r#"
@@ -112,7 +121,8 @@ fuzz_target!(|data: &[u8]| {
         out
     });
     assert!(
-        !answer.starts_with(b"HTTP/1.1 500") && !answer.windows(14).any(|w| w == b"\nHTTP/1.1 500 "),
+        !answer.starts_with(b"HTTP/1.1 500")
+            && !answer.windows(14).any(|w| w == b"\nHTTP/1.1 500 "),
         "a 500 for {:?}",
         String::from_utf8_lossy(data)
     );

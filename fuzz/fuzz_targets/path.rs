@@ -16,15 +16,30 @@ fuzz_target!(|data: &[u8]| {
     let judged = p.judged.as_ref();
     assert!(judged.starts_with('/'), "{raw:?} -> {judged:?}");
     for bad in ["//", "/./", "/../", "\\", "\0"] {
-        assert!(!judged.contains(bad), "{raw:?} -> judged {judged:?} holds {bad:?}");
+        assert!(
+            !judged.contains(bad),
+            "{raw:?} -> judged {judged:?} holds {bad:?}"
+        );
     }
-    assert!(!judged.ends_with("/.") && !judged.ends_with("/.."), "{raw:?} -> {judged:?}");
+    assert!(
+        !judged.ends_with("/.") && !judged.ends_with("/.."),
+        "{raw:?} -> {judged:?}"
+    );
     let upper = judged.to_ascii_uppercase();
     assert!(!upper.contains("%2F") && !upper.contains("%5C") && !upper.contains("%00"));
     // Idempotent on both views.
     let again = normalize(judged).expect("a judged path normalizes again");
-    assert_eq!(again.judged, judged, "judged view of {raw:?} is not a fixed point");
+    assert_eq!(
+        again.judged, judged,
+        "judged view of {raw:?} is not a fixed point"
+    );
     let forwarded = normalize(&p.forward).expect("a forwarded path normalizes again");
-    assert_eq!(forwarded.forward, p.forward, "forward view of {raw:?} is not a fixed point");
-    assert_eq!(forwarded.judged, judged, "the upstream would judge {raw:?} differently");
+    assert_eq!(
+        forwarded.forward, p.forward,
+        "forward view of {raw:?} is not a fixed point"
+    );
+    assert_eq!(
+        forwarded.judged, judged,
+        "the upstream would judge {raw:?} differently"
+    );
 });

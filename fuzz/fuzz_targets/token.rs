@@ -15,11 +15,16 @@ struct Signer {
 }
 
 fn signer(alg: &str) -> Signer {
-    let dir = std::env::temp_dir().join(format!("authgate-fuzz-token-{}-{alg}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("authgate-fuzz-token-{}-{alg}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key = match alg {
         "HS256" => {
-            std::fs::write(dir.join("secret"), "fuzz-secret-0123456789-abcdefghijklmnop").unwrap();
+            std::fs::write(
+                dir.join("secret"),
+                "fuzz-secret-0123456789-abcdefghijklmnop",
+            )
+            .unwrap();
             std::fs::write(dir.join("old"), "old-secret-0123456789-abcdefghijklmnopqr").unwrap();
             "secret_file = \"secret\"\nprevious_secret_files = [\"old\"]"
         }
