@@ -208,7 +208,7 @@ fn check_config(path: &Path) -> Result<ExitCode> {
     }
     let revocation = match &config.revocation.backend {
         RevocationBackend::Memory => "memory".to_owned(),
-        RevocationBackend::Redis { url } => format!("redis ({})", redact_url(url)),
+        RevocationBackend::Redis(r) => format!("redis ({})", r.topology.describe()),
     };
     let users = match &config.users.backend {
         UsersBackend::File(p) => format!("file ({})", p.display()),
@@ -302,16 +302,6 @@ fn healthcheck(path: &Path) -> Result<ExitCode> {
             eprintln!("unhealthy: http://{addr}/healthz: {e}");
             Ok(ExitCode::FAILURE)
         }
-    }
-}
-
-fn redact_url(url: &str) -> String {
-    match url.split_once('@') {
-        Some((scheme_user, host)) => {
-            let scheme = scheme_user.split("://").next().unwrap_or("redis");
-            format!("{scheme}://***@{host}")
-        }
-        None => url.to_owned(),
     }
 }
 

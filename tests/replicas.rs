@@ -168,7 +168,13 @@ async fn published_revocations_decode_as_events() {
     use authgate::store::{RedisStore, RotateRequest, Rotation};
     use futures_util::StreamExt;
     let redis = Redis::start();
-    let store = RedisStore::new(&redis.url(), "t:", Duration::from_secs(2), None).unwrap();
+    let store = RedisStore::new(
+        &authgate::config::RedisSettings::single(&redis.url()),
+        "t:",
+        Duration::from_secs(2),
+        None,
+    )
+    .unwrap();
     let client = ::redis::Client::open(redis.url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.subscribe(store.keys().channel()).await.unwrap();

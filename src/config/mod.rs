@@ -159,7 +159,91 @@ pub struct TokensConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationBackend {
     Memory,
-    Redis { url: String },
+    Redis(RedisSettings),
+}
+
+/// Where the shared store is and how to reach it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub topology: RedisTopology,
+    /// `tls_ca_file` (PEM), else the system roots, for `rediss://`.
+    pub tls_ca: Option<Vec<u8>>,
+    /// `tls_cert_file` and `tls_key_file` (PEM): a client certificate for mutual TLS.
+    pub tls_client: Option<(Vec<u8>, Vec<u8>)>,
+    /// `redis_password_file` (its trailing newline dropped): overrides a URL's password.
+    pub password: Option<String>,
+}
+
+impl RedisSettings {
+    /// One primary at `url`, no TLS material, no password file.
+    pub fn single(url: &str) -> RedisSettings {
+        RedisSettings {
+            topology: RedisTopology::Single {
+                url: url.to_owned(),
+            },
+            tls_ca: None,
+            tls_client: None,
+            password: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("topology", &self.topology)
+            .field("tls_ca", &self.tls_ca.is_some())
+            .field("tls_client", &self.tls_client.is_some())
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// `redis_url`: one primary (`redis://`, `rediss://` or `unix://`).
+    Single { url: String },
+    /// `sentinel`: the primary named `master_name`, found (and followed over failovers)
+    /// through these sentinels.
+    Sentinel {
+        master_name: String,
+        nodes: Vec<String>,
+    },
+    /// `cluster_nodes`: a Redis Cluster, reached through any of these nodes.
+    Cluster { nodes: Vec<String> },
+}
+
+impl RedisTopology {
+    /// For logs: the addresses without passwords.
+    pub fn describe(&self) -> String {
+        match self {
+            RedisTopology::Single { url } => redact_url(url),
+            RedisTopology::Sentinel { master_name, nodes } => format!(
+                "sentinel {master_name} via {}",
+                nodes
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            RedisTopology::Cluster { nodes } => format!(
+                "cluster via {}",
+                nodes
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// A Redis URL with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}***{}", &url[..s + 3], &url[at..]),
+        _ => url.to_owned(),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -136,6 +136,19 @@ pub struct RawRevocation {
     pub timeout: Option<Dur>,
     pub mirror: Option<Spanned<bool>>,
     pub mirror_staleness: Option<Dur>,
+    pub tls_ca_file: Option<Spanned<Text>>,
+    pub tls_cert_file: Option<Spanned<Text>>,
+    pub tls_key_file: Option<Spanned<Text>>,
+    pub redis_password_file: Option<Spanned<Text>>,
+    pub sentinel: Option<Spanned<RawSentinel>>,
+    pub cluster_nodes: Option<Spanned<Vec<Text>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSentinel {
+    pub master_name: Text,
+    pub nodes: Vec<Text>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -6,11 +6,11 @@
 //! gateway fails closed per `on_store_error`) until the mirror is in sync again.
 
 use super::memory::MemoryStore;
+use super::redis_conn::{Conn, Subscriber};
 use super::schema::{Keys, RevocationEvent};
 use super::{RevocationState, StoreError};
 use futures_util::StreamExt;
 use prometheus_client::metrics::counter::Counter;
-use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,13 +85,13 @@ enum SyncError {
 /// Keeps `mirror` in sync for as long as the process runs.
 pub async fn run(
     mirror: Arc<Mirror>,
-    client: redis::Client,
-    conn: ConnectionManager,
+    subscriber: Subscriber,
+    conn: Conn,
     keys: Keys,
     undecodable: Counter,
 ) {
     loop {
-        if let Err(e) = sync_once(&mirror, &client, conn.clone(), &keys, &undecodable).await {
+        if let Err(e) = sync_once(&mirror, &subscriber, conn.clone(), &keys, &undecodable).await {
             tracing::warn!(error = %e, "revocation mirror lost Redis; failing closed until it resyncs");
         }
         mirror.mark_stale();
@@ -101,12 +101,13 @@ pub async fn run(
 
 async fn sync_once(
     mirror: &Mirror,
-    client: &redis::Client,
-    mut conn: ConnectionManager,
+    subscriber: &Subscriber,
+    mut conn: Conn,
     keys: &Keys,
     undecodable: &Counter,
 ) -> Result<(), SyncError> {
     let channel = keys.channel();
+    let client = subscriber.client().await?;
     let mut pubsub = tokio::time::timeout(mirror.staleness, client.get_async_pubsub())
         .await
         .map_err(|_| SyncError::ConnectTimeout)??;
@@ -152,7 +153,7 @@ async fn sync_once(
 type Snapshot = (Vec<(String, u64)>, Vec<(String, u64, u64)>);
 
 /// Every revoked session (with TTL) and user cut-off (with value and TTL) in Redis.
-async fn snapshot(conn: &mut ConnectionManager, keys: &Keys) -> Result<Snapshot, SyncError> {
+async fn snapshot(conn: &mut Conn, keys: &Keys) -> Result<Snapshot, SyncError> {
     let sids: Vec<(String, String)> = scan(conn, &keys.revoked_session_pattern())
         .await?
         .into_iter()
@@ -202,7 +203,7 @@ async fn snapshot(conn: &mut ConnectionManager, keys: &Keys) -> Result<Snapshot,
 /// Key names found by SCAN.
 type KeyNames = Vec<String>;
 
-async fn scan(conn: &mut ConnectionManager, pattern: &str) -> Result<KeyNames, SyncError> {
+async fn scan(conn: &mut Conn, pattern: &str) -> Result<KeyNames, SyncError> {
     let mut cursor: u64 = 0;
     let mut keys = Vec::new();
     loop {

@@ -5,6 +5,7 @@
 mod memory;
 mod mirror;
 mod redis;
+mod redis_conn;
 pub mod schema;
 pub mod users;
 
@@ -82,9 +83,9 @@ impl Store {
     pub fn new(cfg: &RevocationConfig) -> Result<Store, StoreError> {
         match &cfg.backend {
             RevocationBackend::Memory => Ok(Store::Memory(MemoryStore::new())),
-            RevocationBackend::Redis { url } => {
+            RevocationBackend::Redis(settings) => {
                 let mirror = cfg.mirror.then_some(cfg.mirror_staleness);
-                RedisStore::new(url, &cfg.key_prefix, cfg.timeout, mirror)
+                RedisStore::new(settings, &cfg.key_prefix, cfg.timeout, mirror)
                     .map(|r| Store::Redis(Box::new(r)))
             }
         }

@@ -3,14 +3,15 @@
 //! A protected request costs exactly one round trip: `MGET sid:<sid> cut:<user>`.
 
 use super::mirror::{self, Mirror};
+use super::redis_conn::{self, Conn, Subscriber};
 use super::schema::{Keys, RevocationEvent};
 use super::{
     bounded, ttl_secs, Attempt, AttemptRequest, RevocationState, RotateRequest, Rotation,
     StoreError,
 };
 use crate::clock::now_millis;
+use crate::config::RedisSettings;
 use crate::metrics::{Latencies, StoreOp};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +32,7 @@ if tonumber(ARGV[4]) > 0 and prev == ARGV[1] and (tonumber(ARGV[3]) - at) <= ton
 end
 redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[2], '1', 'EX', ARGV[5])
-redis.call('PUBLISH', KEYS[3], ARGV[7])
+redis.call('PUBLISH', ARGV[8], ARGV[7])
 return {'reused'}
 "#;
 
@@ -43,7 +44,7 @@ local old = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local new = tonumber(ARGV[1])
 if old >= new then new = old + 1 end
 redis.call('SET', KEYS[1], new, 'EX', ARGV[2])
-redis.call('PUBLISH', KEYS[2], ARGV[3] .. string.format('%d', new))
+redis.call('PUBLISH', ARGV[4], ARGV[3] .. string.format('%d', new))
 return new
 "#;
 
@@ -65,6 +66,36 @@ end
 return -1
 "#;
 
+/// One counter of `RESERVE_ATTEMPT`, for a Cluster (the user's and the address's counters live
+/// in different slots): each is atomic on its own, so neither limit can be exceeded.
+const RESERVE_ONE: &str = r#"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl < 0 then ttl = tonumber(ARGV[2]) end
+  return ttl
+end
+n = redis.call('INCR', KEYS[1])
+if n == 1 or redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return -1
+"#;
+
+/// Revokes a session: marks it, drops its refresh state, tells the mirrors. (A script, not a
+/// MULTI: the channel is an argument, so a Cluster routes it by the user's slot.)
+const REVOKE_SESSION: &str = r#"
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// Starts a session's refresh rotation state.
+const START_SESSION: &str = r#"
+redis.call('HSET', KEYS[1], 'cur', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"#;
+
 /// Takes back one attempt, never below zero.
 const FORGET_ATTEMPT: &str = r#"
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -74,8 +105,8 @@ return 0
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
+    subscriber: Subscriber,
     /// Local copy of the revocation set, when `revocation.mirror` is on.
     mirror: Option<Arc<Mirror>>,
     keys: Keys,
@@ -83,7 +114,10 @@ pub struct RedisStore {
     rotate: Arc<Script>,
     cutoff: Arc<Script>,
     reserve_attempt: Arc<Script>,
+    reserve_one: Arc<Script>,
     forget_attempt: Arc<Script>,
+    revoke_session: Arc<Script>,
+    start_session: Arc<Script>,
     /// `authgate_store_duration_seconds`, once `App::start` hands it over.
     latency: Arc<std::sync::OnceLock<Latencies<StoreOp>>>,
 }
@@ -92,29 +126,31 @@ impl RedisStore {
     /// Does not connect: the first command does, so the gateway starts (not ready) while
     /// Redis is down and becomes ready when it answers.
     pub fn new(
-        url: &str,
+        settings: &RedisSettings,
         prefix: &str,
         timeout: Duration,
         mirror: Option<Duration>,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Settings(format!("bad redis_url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let (conn, subscriber) = redis_conn::connect(settings, timeout)
+            .map_err(|e| StoreError::Settings(format!("redis: {e}")))?;
+        let keys = if conn.is_cluster() {
+            Keys::clustered(prefix)
+        } else {
+            Keys::new(prefix)
+        };
         Ok(RedisStore {
             conn,
-            client,
+            subscriber,
             mirror: mirror.map(Mirror::new),
-            keys: Keys::new(prefix),
+            keys,
             timeout,
             rotate: Arc::new(Script::new(ROTATE)),
             cutoff: Arc::new(Script::new(CUTOFF)),
             reserve_attempt: Arc::new(Script::new(RESERVE_ATTEMPT)),
+            reserve_one: Arc::new(Script::new(RESERVE_ONE)),
             forget_attempt: Arc::new(Script::new(FORGET_ATTEMPT)),
+            revoke_session: Arc::new(Script::new(REVOKE_SESSION)),
+            start_session: Arc::new(Script::new(START_SESSION)),
             latency: Arc::default(),
         })
     }
@@ -130,7 +166,7 @@ impl RedisStore {
         if let Some(m) = &self.mirror {
             tokio::spawn(mirror::run(
                 m.clone(),
-                self.client.clone(),
+                self.subscriber.clone(),
                 self.conn.clone(),
                 self.keys.clone(),
                 undecodable,
@@ -160,7 +196,7 @@ impl RedisStore {
         result
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -200,16 +236,14 @@ impl RedisStore {
             sid: sid.to_owned(),
             ttl,
         };
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .set_ex(self.keys.revoked_session(sub, sid), 1, ttl)
-            .ignore()
-            .del(self.keys.refresh(sub, sid))
-            .ignore()
-            .publish(self.keys.channel(), event.encode())
-            .ignore();
-        self.timed("revoke_session", pipe.query_async::<()>(&mut c))
+        let mut inv = self.revoke_session.key(self.keys.revoked_session(sub, sid));
+        inv.key(self.keys.refresh(sub, sid))
+            .arg(ttl)
+            .arg(self.keys.channel())
+            .arg(event.encode());
+        self.timed("revoke_session", inv.invoke_async::<i64>(&mut c))
             .await
+            .map(|_| ())
     }
 
     pub async fn revoke_user(
@@ -221,10 +255,10 @@ impl RedisStore {
         let mut c = self.conn.clone();
         let ttl = ttl_secs(ttl);
         let mut inv = self.cutoff.key(self.keys.cutoff(sub));
-        inv.key(self.keys.channel())
-            .arg(cutoff)
+        inv.arg(cutoff)
             .arg(ttl)
-            .arg(RevocationEvent::cutoff_prefix(sub, ttl));
+            .arg(RevocationEvent::cutoff_prefix(sub, ttl))
+            .arg(self.keys.channel());
         self.timed("revoke_user", inv.invoke_async::<u64>(&mut c))
             .await
     }
@@ -237,15 +271,11 @@ impl RedisStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let mut c = self.conn.clone();
-        let key = self.keys.refresh(sub, sid);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hset(&key, "cur", jti)
-            .ignore()
-            .expire(&key, i64::try_from(ttl_secs(ttl)).unwrap_or(i64::MAX))
-            .ignore();
-        self.timed("start_session", pipe.query_async::<()>(&mut c))
+        let mut inv = self.start_session.key(self.keys.refresh(sub, sid));
+        inv.arg(jti).arg(ttl_secs(ttl));
+        self.timed("start_session", inv.invoke_async::<i64>(&mut c))
             .await
+            .map(|_| ())
     }
 
     pub async fn rotate(&self, r: &RotateRequest<'_>) -> Result<Rotation, StoreError> {
@@ -257,14 +287,14 @@ impl RedisStore {
         };
         let mut inv = self.rotate.key(self.keys.refresh(r.sub, r.sid));
         inv.key(self.keys.revoked_session(r.sub, r.sid))
-            .key(self.keys.channel())
             .arg(r.presented_jti)
             .arg(r.new_jti)
             .arg(now_millis())
             .arg(u64::try_from(r.grace.as_millis()).unwrap_or(u64::MAX))
             .arg(ttl)
             .arg(r.new_token)
-            .arg(reused.encode());
+            .arg(reused.encode())
+            .arg(self.keys.channel());
         let out: Vec<String> = self.timed("rotate", inv.invoke_async(&mut c)).await?;
         Ok(match out.first().map(String::as_str) {
             Some("rotated") => Rotation::Rotated,
@@ -278,6 +308,9 @@ impl RedisStore {
     }
 
     pub async fn reserve_attempt(&self, a: &AttemptRequest<'_>) -> Result<Attempt, StoreError> {
+        if self.conn.is_cluster() {
+            return self.reserve_each(a).await;
+        }
         let mut c = self.conn.clone();
         let mut inv = self.reserve_attempt.key(self.keys.failures(a.counters[0]));
         inv.key(self.keys.failures(a.counters[1]))
@@ -291,6 +324,27 @@ impl RedisStore {
             Ok(retry_after) => Attempt::Refused { retry_after },
             Err(_) => Attempt::Reserved,
         })
+    }
+
+    /// Cluster: the user's counter, then the address's; a refusal by the second gives back
+    /// the first. Each limit holds on its own counter, atomically.
+    async fn reserve_each(&self, a: &AttemptRequest<'_>) -> Result<Attempt, StoreError> {
+        for (i, counter) in a.counters.iter().enumerate() {
+            let mut c = self.conn.clone();
+            let mut inv = self.reserve_one.key(self.keys.failures(counter));
+            inv.arg(a.limits.get(i).copied().unwrap_or(0))
+                .arg(ttl_secs(a.window));
+            let answer: i64 = self
+                .timed("reserve_attempt", inv.invoke_async(&mut c))
+                .await?;
+            if let Ok(retry_after) = u64::try_from(answer) {
+                for earlier in a.counters.iter().take(i) {
+                    self.forget_attempt(earlier).await?;
+                }
+                return Ok(Attempt::Refused { retry_after });
+            }
+        }
+        Ok(Attempt::Reserved)
     }
 
     pub async fn forget_attempt(&self, key: &str) -> Result<(), StoreError> {

@@ -8,27 +8,36 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: Arc<str>,
+    /// Redis Cluster: every key of one user carries the user as a hash tag (one slot).
+    cluster: bool,
 }
 
 impl Keys {
     pub fn new(prefix: &str) -> Keys {
         Keys {
             prefix: prefix.into(),
+            cluster: false,
         }
     }
 
-    /// The part of a key that keeps all of one user's keys in one Redis Cluster slot. Empty
-    /// for a single primary; the Cluster change is this one line (`format!("{{{user}}}")`).
-    fn tag(_user: &str) -> &'static str {
-        ""
+    /// Names for a Redis Cluster: each user's keys in one slot, so a revocation check is one
+    /// `MGET` to one node and the rotation and cut-off scripts stay atomic.
+    pub fn clustered(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.into(),
+            cluster: true,
+        }
     }
 
     fn key(&self, user: &str, kind: &str, id: &str) -> String {
-        let tag = Self::tag(user);
         let mut k =
-            String::with_capacity(self.prefix.len() + tag.len() + kind.len() + id.len() + 1);
+            String::with_capacity(self.prefix.len() + user.len() + kind.len() + id.len() + 3);
         k.push_str(&self.prefix);
-        k.push_str(tag);
+        if self.cluster {
+            k.push('{');
+            k.push_str(user);
+            k.push('}');
+        }
         k.push_str(kind);
         k.push(':');
         k.push_str(id);
