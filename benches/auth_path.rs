@@ -88,7 +88,13 @@ fn bench(c: &mut Criterion) {
             .build()
             .unwrap();
         let redis = rt.block_on(async {
-            RedisStore::new(&url, "bench:", Duration::from_secs(1), None).unwrap()
+            RedisStore::new(
+                &authgate::config::RedisSettings::single(&url),
+                "bench:",
+                Duration::from_secs(1),
+                None,
+            )
+            .unwrap()
         });
         c.bench_function("revocation/redis (one MGET round trip)", |b| {
             b.iter(|| rt.block_on(redis.check("sid-1", "alice")).unwrap())

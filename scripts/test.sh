@@ -5,9 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests run besides the gateway: redis-server (their own instances, on unix
-# sockets), Chromium and chromedriver (the real-browser test), nginx (forward-auth).
+# sockets; TLS, Sentinel and Cluster set-ups on loopback ports with redis-sentinel and
+# redis-cli), Chromium and chromedriver (the real-browser test), nginx (forward-auth).
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)

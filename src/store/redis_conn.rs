@@ -99,7 +99,7 @@ pub fn connect(s: &RedisSettings, timeout: Duration) -> RedisResult<(Conn, Subsc
         RedisTopology::Single { url } => {
             let client = client_for(url, s)?;
             let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-            Ok((Conn::Single(conn), Subscriber::Fixed(client)))
+            Ok((Conn::Single(conn), Subscriber::Fixed(Box::new(client))))
         }
         RedisTopology::Sentinel { master_name, nodes } => {
             let conn = SentinelConn::new(master_name, nodes, s, config)?;
@@ -193,7 +193,7 @@ impl ConnectionLike for ClusterConn {
 /// Sentinel names now; a Cluster has no single channel (the config refuses the mirror there).
 #[derive(Clone)]
 pub enum Subscriber {
-    Fixed(Client),
+    Fixed(Box<Client>),
     Sentinel(SentinelConn),
     None,
 }
@@ -201,7 +201,7 @@ pub enum Subscriber {
 impl Subscriber {
     pub async fn client(&self) -> RedisResult<Client> {
         match self {
-            Subscriber::Fixed(c) => Ok(c.clone()),
+            Subscriber::Fixed(c) => Ok((**c).clone()),
             Subscriber::Sentinel(s) => s.master_client().await,
             Subscriber::None => Err(RedisError::from((
                 ErrorKind::InvalidClientConfig,

@@ -117,7 +117,7 @@ pub enum UserStore {
         path: PathBuf,
         users: HashMap<String, User>,
     },
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 pub fn read_file(path: &Path) -> Result<Vec<User>, UserStoreError> {
@@ -192,7 +192,7 @@ impl UserStore {
             UsersBackend::Redis => store
                 .redis()
                 .cloned()
-                .map(UserStore::Redis)
+                .map(|r| UserStore::Redis(Box::new(r)))
                 .ok_or(UserStoreError::NeedsRedis),
         }
     }
