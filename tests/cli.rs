@@ -787,3 +787,65 @@ async fn log_lines_carry_the_request_id_and_a_502_its_cause() {
     assert_eq!(v["span"]["request_id"], "login-456");
     drop(running);
 }
+
+/// The Redis topologies' config errors name the key and say what to do.
+#[test]
+fn redis_topology_config_errors() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let cases = [
+        (
+            "backend = \"redis\"\nredis_url = \"redis://h:1\"\ncluster_nodes = [\"redis://h:2\"]",
+            "mutually exclusive",
+        ),
+        (
+            "backend = \"redis\"\ncluster_nodes = [\"redis://h:2\"]\nmirror = true",
+            "revocation.mirror",
+        ),
+        (
+            "backend = \"redis\"\nsentinel = { master_name = \"m\", nodes = [\"http://h:1\"] }",
+            "revocation.sentinel.nodes",
+        ),
+        (
+            "backend = \"redis\"\nredis_password_file = \"no-such-file\"",
+            "revocation.redis_password_file",
+        ),
+        (
+            "backend = \"memory\"\ncluster_nodes = [\"redis://h:2\"]",
+            "only the redis backend",
+        ),
+        (
+            "backend = \"redis\"\nredis_url = \"rediss://h:1\"\ntls_cert_file = \"c.pem\"",
+            "both tls_cert_file and tls_key_file",
+        ),
+    ];
+    for (i, (rev, expect)) in cases.iter().enumerate() {
+        let path = fx.write(&format!("r{i}.toml"), &fx.config(up, HS256, rev, "", ""));
+        let out = bin()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{rev}: {err}");
+        assert!(err.contains(expect), "{rev}: {err}");
+        assert!(err.contains(&format!("r{i}.toml:")), "{err}");
+    }
+    // The password file's newline is not part of the password; a valid cluster config loads.
+    std::fs::write(fx.path("pw"), "secret\n").unwrap();
+    let ok = fx.config(
+        up,
+        HS256,
+        "backend = \"redis\"\ncluster_nodes = [\"redis://h:7000\", \"redis://h:7001\"]\nredis_password_file = \"pw\"",
+        "",
+        "",
+    );
+    let config = authgate::Config::from_str(&fx.path("ok.toml"), &ok).unwrap();
+    match &config.revocation.backend {
+        authgate::config::RevocationBackend::Redis(r) => {
+            assert_eq!(r.password.as_deref(), Some("secret"));
+            assert!(!format!("{r:?}").contains("secret"), "password in Debug");
+        }
+        other => panic!("{other:?}"),
+    }
+}
