@@ -1,13 +1,15 @@
 //! Start-up and drain: builds the shared state from a validated `Config`, binds the public
 //! and admin listeners, and owns the lifecycle (SIGTERM -> not ready -> stop accepting ->
-//! drain within `shutdown_grace` -> exit 0; a second signal exits at once; SIGHUP reloads TLS).
+//! drain within `shutdown_grace` -> exit 0; a second signal exits at once; SIGHUP, or a change
+//! to a file the config names, reloads it: `reload`).
 
 use crate::admin::Admin;
 use crate::auth::keys::{Generate, KeySet};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::metrics::{Metrics, ReloadResult};
+use crate::metrics::Metrics;
+use crate::reload::{Reloader, Switch, WATCH_EVERY};
 use crate::server::tls::{self, ReloadableCert};
 use crate::server::{serve, ServeOptions};
 use crate::store::Store;
@@ -37,8 +39,9 @@ pub struct App {
     /// The admin listener outlives the public drain, so probes see an explicit 503.
     admin_shutdown: watch::Sender<bool>,
     shutting_down: Arc<AtomicBool>,
-    certs: Option<Arc<ReloadableCert>>,
-    metrics: Arc<Metrics>,
+    reloader: Arc<Reloader>,
+    /// The task watching the config's files (stopped with the app).
+    watcher: JoinHandle<()>,
     public_task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
 }
@@ -93,17 +96,24 @@ impl App {
             max_connections: 256,
             ..opts.clone()
         };
-        let gateway = Arc::new(
-            Gateway::new(config.clone(), auth.clone(), metrics.clone())
-                .map_err(|e| AppError::Setup(e.to_string()))?,
-        );
+        let gateway = Gateway::new(config.clone(), auth.clone(), metrics.clone())
+            .map_err(|e| AppError::Setup(e.to_string()))?;
+        let switch = Arc::new(Switch::new(gateway, metrics.clone()));
+        let reloader = Arc::new(Reloader::new(
+            config.clone(),
+            switch.clone(),
+            auth.clone(),
+            metrics.clone(),
+            certs.clone(),
+        ));
+        let watcher = tokio::spawn(reloader.clone().watch(WATCH_EVERY));
         let admin_handler = Arc::new(Admin {
             auth,
             metrics: metrics.clone(),
             shutting_down: shutting_down.clone(),
             ready_requires_store: config.admin.ready_requires_store,
         });
-        let public_task = tokio::spawn(serve(public, acceptor, opts, gateway, rx));
+        let public_task = tokio::spawn(serve(public, acceptor, opts, switch, rx));
         let admin_task = tokio::spawn(serve(admin, None, admin_opts, admin_handler, admin_rx));
         tracing::info!(addr = %public_addr, tls = certs.is_some(), "public listener ready");
         tracing::info!(addr = %admin_addr, "admin listener ready");
@@ -113,8 +123,8 @@ impl App {
             shutdown,
             admin_shutdown,
             shutting_down,
-            certs,
-            metrics,
+            reloader,
+            watcher,
             public_task,
             admin_task,
         })
@@ -126,24 +136,16 @@ impl App {
         let _ = self.shutdown.send(true);
     }
 
-    pub fn reload_tls(&self) {
-        if let Some(certs) = &self.certs {
-            match certs.reload() {
-                Ok(()) => {
-                    self.metrics.reload(ReloadResult::ok);
-                    tracing::info!("TLS certificate reloaded")
-                }
-                Err(e) => {
-                    self.metrics.reload(ReloadResult::error);
-                    tracing::error!(error = %e, "TLS reload failed; keeping the current certificate")
-                }
-            }
-        }
+    /// Reloads the configuration from its files (what SIGHUP does); false when the new one
+    /// was refused and the running one kept.
+    pub fn reload(&self) -> bool {
+        self.reloader.reload("SIGHUP")
     }
 
     /// Waits until the public listener has drained (or its grace ran out), then closes admin.
     pub async fn finished(self) {
         let _ = self.public_task.await;
+        self.watcher.abort();
         let _ = self.admin_shutdown.send(true);
         let _ = self.admin_task.await;
     }
@@ -159,7 +161,10 @@ impl App {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => self.reload_tls(),
+                _ = hup.recv() => {
+                    let reloader = self.reloader.clone();
+                    let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
+                }
             }
         }
         tracing::info!("shutdown signal received; draining");

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod limits;
 pub mod metrics;
 pub mod path;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod snippets;

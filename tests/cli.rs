@@ -324,24 +324,28 @@ async fn sighup_reloads_the_certificate_and_keeps_serving() {
         .status()
         .unwrap()
         .success());
-    assert!(log.wait_for("TLS reload failed"), "{:?}", log.seen);
+    assert!(log.wait_for("reload failed"), "{:?}", log.seen);
     write_pair();
     assert!(Command::new("kill")
         .args(["-HUP", &pid])
         .status()
         .unwrap()
         .success());
-    assert!(log.wait_for("TLS certificate reloaded"), "{:?}", log.seen);
+    assert!(log.wait_for("configuration reloaded"), "{:?}", log.seen);
     // Counted by result.
     let admin: std::net::SocketAddr = admin.parse().unwrap();
     let (_, _, metrics) = send(admin, get("/metrics").body(empty()).unwrap()).await;
+    // (The file watcher may have counted the same changes too.)
     for result in ["ok", "error"] {
-        assert!(
-            metrics.contains(&format!(
-                "authgate_config_reloads_total{{result=\"{result}\"}} 1"
-            )),
-            "{metrics}"
-        );
+        let prefix = format!("authgate_config_reloads_total{{result=\"{result}\"}} ");
+        let n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}in {metrics}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(n >= 1, "{metrics}");
     }
     drop(running);
 }

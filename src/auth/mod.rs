@@ -85,12 +85,24 @@ impl Auth {
         store: Store,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Auth, AuthError> {
+        let hasher = Arc::new(Hasher::new(config.login.max_concurrent_hashes)?);
+        Self::with_hasher(config, keys, store, metrics, hasher)
+    }
+
+    /// Like `new`, on an existing hashing pool (a reload keeps the process's).
+    pub fn with_hasher(
+        config: &Config,
+        keys: Arc<KeySet>,
+        store: Store,
+        metrics: Arc<crate::metrics::Metrics>,
+        hasher: Arc<Hasher>,
+    ) -> Result<Auth, AuthError> {
         let users = UserStore::open(&config.users, &store)?;
         let sessions = Sessions::new(
             Tokens::new(&config.tokens, keys).count_cache_lookups(metrics.token_cache.clone()),
             store,
             users,
-            Hasher::new(config.login.max_concurrent_hashes)?,
+            hasher,
             SessionPolicy::new(config),
             metrics,
         );

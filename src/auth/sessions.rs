@@ -101,7 +101,9 @@ pub struct Sessions {
     refreshing: std::sync::Mutex<HashMap<String, (std::time::Instant, SharedRefresh)>>,
     store: Store,
     users: UserStore,
-    hasher: Hasher,
+    /// Shared with the configs reloaded after this one (its threads and their argon2 memory
+    /// are made once per process).
+    hasher: Arc<Hasher>,
     policy: SessionPolicy,
     /// `authgate_store_errors_total` (every store call that failed, on any path) and
     /// `authgate_logins_total`.
@@ -126,7 +128,7 @@ impl Sessions {
         tokens: Tokens,
         store: Store,
         users: UserStore,
-        hasher: Hasher,
+        hasher: Arc<Hasher>,
         policy: SessionPolicy,
         metrics: Arc<Metrics>,
     ) -> Sessions {
@@ -140,6 +142,16 @@ impl Sessions {
             policy,
             metrics,
         }
+    }
+
+    /// The password-hashing pool (for the next config's sessions).
+    pub fn hasher(&self) -> Arc<Hasher> {
+        self.hasher.clone()
+    }
+
+    /// The store (for the next config's sessions: a backend change needs a restart).
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn policy(&self) -> &SessionPolicy {
@@ -574,7 +586,7 @@ mod tests {
             Tokens::new(&cfg, Arc::new(keys)),
             Store::Memory(MemoryStore::new()),
             users,
-            Hasher::new(1).unwrap(),
+            Arc::new(Hasher::new(1).unwrap()),
             policy,
             Arc::new(Metrics::new()),
         )

@@ -1,0 +1,256 @@
+//! Live reload: SIGHUP, or a change to any file the config names (the config itself, the
+//! users file, signing keys, the TLS pair; a file replaced by rename or a Kubernetes
+//! ConfigMap/Secret volume's symlink swap counts), rebuilds routes, upstreams, users, keys and
+//! tokens from the files and swaps the whole gateway in one step. A request in flight
+//! finishes on the gateway it started with. A config that does not load is logged, counted
+//! (`authgate_config_reloads_total{result="error"}`) and the running one kept. Settings that
+//! need a restart (listeners, workers, connection limits and timeouts, TLS on or off, the
+//! store) are logged as such and keep their running values.
+
+use crate::auth::keys::{Generate, KeySet};
+use crate::auth::Auth;
+use crate::body::Body;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::metrics::{Metrics, ReloadResult};
+use crate::server::tls::ReloadableCert;
+use crate::server::{ConnInfo, Handler};
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// How often the files a config names are looked at.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// The public listener's handler: whichever gateway is current when a request arrives.
+pub struct Switch {
+    current: ArcSwap<Gateway>,
+    metrics: Arc<Metrics>,
+}
+
+impl Switch {
+    pub fn new(gateway: Gateway, metrics: Arc<Metrics>) -> Switch {
+        Switch {
+            current: ArcSwap::from_pointee(gateway),
+            metrics,
+        }
+    }
+}
+
+impl Handler for Switch {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+        // The request keeps this gateway (and its config) alive until it has finished.
+        let gateway = self.current.load_full();
+        gateway.handle(req, conn).await
+    }
+
+    fn connections_changed(&self, delta: i64) {
+        self.metrics.open_connections.inc_by(delta);
+    }
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigErrors),
+    #[error("signing keys: {0}")]
+    Keys(#[from] crate::auth::keys::KeyError),
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("{0}")]
+    Rng(#[from] crate::ids::RngError),
+    #[error("TLS certificate: {0}")]
+    Tls(#[from] crate::certs::TlsError),
+}
+
+pub struct Reloader {
+    path: PathBuf,
+    switch: Arc<Switch>,
+    auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
+    certs: Option<Arc<ReloadableCert>>,
+    running: Mutex<Arc<Config>>,
+    /// One reload at a time (SIGHUP and the watcher may both ask).
+    busy: Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(
+        config: Arc<Config>,
+        switch: Arc<Switch>,
+        auth: Arc<Auth>,
+        metrics: Arc<Metrics>,
+        certs: Option<Arc<ReloadableCert>>,
+    ) -> Reloader {
+        Reloader {
+            path: config.source.clone(),
+            switch,
+            auth,
+            metrics,
+            certs,
+            running: Mutex::new(config),
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// Reloads everything from the files; on any error the running gateway stays.
+    pub fn reload(&self, why: &str) -> bool {
+        let _one = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        match self.try_reload() {
+            Ok(()) => {
+                self.metrics.reload(ReloadResult::ok);
+                tracing::info!(why, config = %self.path.display(), "configuration reloaded");
+                true
+            }
+            Err(e) => {
+                self.metrics.reload(ReloadResult::error);
+                tracing::error!(why, config = %self.path.display(), error = %e, "reload failed; keeping the running configuration");
+                false
+            }
+        }
+    }
+
+    fn try_reload(&self) -> Result<(), ReloadError> {
+        let new = Config::load(&self.path)?;
+        let old = self.running();
+        for what in restart_needed(&old, &new) {
+            tracing::warn!(
+                setting = what,
+                "changed in the file; it needs a restart (the running value stays)"
+            );
+        }
+        let keys = KeySet::load(&new.tokens, Generate::No)?;
+        let sessions = self.auth.sessions();
+        // The store and the hashing pool are the process's: kept across reloads.
+        let auth = Auth::with_hasher(
+            &new,
+            Arc::new(keys),
+            sessions.store().clone(),
+            self.metrics.clone(),
+            sessions.hasher(),
+        )?;
+        let new = Arc::new(new);
+        let gateway = Gateway::new(new.clone(), Arc::new(auth), self.metrics.clone())?;
+        if let Some(certs) = &self.certs {
+            certs.reload()?;
+        }
+        self.switch.current.store(Arc::new(gateway));
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = new;
+        Ok(())
+    }
+
+    fn running(&self) -> Arc<Config> {
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every file the running config names.
+    pub fn watched(&self) -> Vec<PathBuf> {
+        watched_files(&self.running())
+    }
+
+    /// Looks at the watched files every `every` and reloads when one changed.
+    pub async fn watch(self: Arc<Self>, every: Duration) {
+        let mut seen = fingerprint(&self.watched());
+        loop {
+            tokio::time::sleep(every).await;
+            let now = fingerprint(&self.watched());
+            if now != seen {
+                let me = self.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || me.reload("a watched file changed")).await;
+                // The new config may name other files.
+                seen = fingerprint(&self.watched());
+            }
+        }
+    }
+}
+
+/// The files a config depends on.
+pub fn watched_files(c: &Config) -> Vec<PathBuf> {
+    use crate::config::{KeySource, UsersBackend};
+    let mut files = vec![c.source.clone()];
+    if let UsersBackend::File(p) = &c.users.backend {
+        files.push(p.clone());
+    }
+    for k in std::iter::once(&c.tokens.key).chain(c.tokens.previous.iter()) {
+        if let KeySource::Pem { path, .. } = k {
+            files.push(path.clone());
+        }
+    }
+    if let Some(t) = &c.server.tls {
+        files.push(t.cert.clone());
+        files.push(t.key.clone());
+    }
+    files
+}
+
+/// What identifies a file's contents without reading it: where its path leads (a symlink
+/// swap changes it), its inode, size and modification time. A missing file is `None`.
+type Print = Option<(PathBuf, u64, u64, i64, i64)>;
+
+fn fingerprint(files: &[PathBuf]) -> Vec<Print> {
+    use std::os::unix::fs::MetadataExt;
+    files
+        .iter()
+        .map(|f: &PathBuf| {
+            let target = std::fs::canonicalize(f).ok()?;
+            let m = std::fs::metadata(&target).ok()?;
+            Some((target, m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
+        })
+        .collect()
+}
+
+/// The settings that only a restart applies.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.server, &new.server);
+    let mut out = Vec::new();
+    let checks: [(&'static str, bool); 10] = [
+        ("server.listen", a.listen != b.listen),
+        ("server.workers", a.workers != b.workers),
+        (
+            "server.tls (on or off, or its file paths)",
+            a.tls.as_ref().map(|t| (&t.cert, &t.key)) != b.tls.as_ref().map(|t| (&t.cert, &t.key)),
+        ),
+        (
+            "server.max_connections",
+            a.max_connections != b.max_connections,
+        ),
+        ("server.idle_timeout", a.idle_timeout != b.idle_timeout),
+        (
+            "server.header_read_timeout",
+            a.header_read_timeout != b.header_read_timeout,
+        ),
+        (
+            "server.shutdown_grace",
+            a.shutdown_grace != b.shutdown_grace,
+        ),
+        ("admin.listen", old.admin.listen != new.admin.listen),
+        (
+            "revocation (the store)",
+            old.revocation.backend != new.revocation.backend
+                || old.revocation.mirror != new.revocation.mirror,
+        ),
+        (
+            "login.max_concurrent_hashes",
+            old.login.max_concurrent_hashes != new.login.max_concurrent_hashes,
+        ),
+    ];
+    for (name, changed) in checks {
+        if changed {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Whether a path is one of the watched files (for tests and logs).
+pub fn is_watched(c: &Config, p: &Path) -> bool {
+    watched_files(c).iter().any(|f| f == p)
+}
