@@ -222,7 +222,7 @@ impl Metrics {
         );
         registry.register(
             "config_reloads",
-            "Reloads (SIGHUP) by result; a failed one keeps the running config",
+            "Config reloads (SIGHUP or a changed file) by result; a failed one keeps the running config",
             config_reloads.clone(),
         );
         registry.register(
