@@ -372,3 +372,37 @@ async fn a_route_table_that_leaks_methods_does_not_load() {
         .unwrap();
     assert_eq!(head.index, 0);
 }
+
+/// W3C trace context: a client's valid `traceparent` reaches the upstream as it is; without
+/// one (or with an invalid one) the upstream gets a new trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn traceparent_is_propagated_or_started() {
+    let gw = TestGateway::new().start().await;
+    let mine = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let req = get("/public/x")
+        .header("traceparent", mine)
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(gw.addr, req).await.0, StatusCode::OK);
+    assert_eq!(gw.up.last().headers.get("traceparent").unwrap(), mine);
+    let mut seen = Vec::new();
+    for bad in [None, Some("00-zz-yy-01")] {
+        let mut b = get("/public/x");
+        if let Some(v) = bad {
+            b = b.header("traceparent", v);
+        }
+        assert_eq!(
+            send(gw.addr, b.body(empty()).unwrap()).await.0,
+            StatusCode::OK
+        );
+        let t = gw.up.last().headers.get("traceparent").unwrap().clone();
+        let parts: Vec<&str> = t.to_str().unwrap().split('-').collect();
+        assert_eq!(parts.len(), 4, "{t:?}");
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+            ("00", 32, 16, "01")
+        );
+        seen.push(t);
+    }
+    assert_ne!(seen[0], seen[1]);
+}

@@ -145,6 +145,7 @@ impl Gateway {
             }
         };
         out.user = identity.as_ref().map(|i| i.claims.clone());
+        let traceparent = self.request_ids.traceparent_for(req.headers());
         let cache_control = routed.route.cache_control;
         let via_cookie = identity.as_ref().is_some_and(|id| id.via_cookie);
         let req = match &identity {
@@ -162,7 +163,8 @@ impl Gateway {
         let index = routed.route.upstream.ok_or(GatewayError::NotFound)?;
         let upstream = self.upstreams.get(index).ok_or(GatewayError::NotFound)?;
         out.upstream = Some(&upstream.name);
-        let ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
+        let mut ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
+        ctx.traceparent = traceparent;
         let sent = Instant::now();
         let mut resp = match forward(upstream, req, ctx).await {
             Ok(resp) => resp,
@@ -327,6 +329,7 @@ impl Gateway {
             },
             upstream_host: routed.route.host_header == HostHeader::Upstream,
             request_id,
+            traceparent: None,
             policy: &self.header_policy,
             identity: identity.map(|id| id.claims.identity_values().clone()),
             target: routed.target,

@@ -47,6 +47,9 @@ pub struct ForwardCtx<'a> {
     /// `host_header = "upstream"`: the host the request goes to (set per attempt).
     pub upstream_host: bool,
     pub request_id: &'a HeaderValue,
+    /// A new W3C `traceparent` (the client sent none, or an invalid one); None: the client's
+    /// goes on.
+    pub traceparent: Option<HeaderValue>,
     pub policy: &'a HeaderPolicy,
     /// Values of `policy.identity_headers` for an authenticated request (a value that is not
     /// header-safe is left out).
@@ -272,6 +275,9 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
         HeaderName::from_static("x-request-id"),
         ctx.request_id.clone(),
     );
+    if let Some(t) = ctx.traceparent.take() {
+        headers.insert(HeaderName::from_static("traceparent"), t);
+    }
     if let Some(values) = ctx.identity.take() {
         for (name, value) in ctx.policy.identity_headers.iter().zip(values) {
             if let Some(v) = value {
