@@ -354,6 +354,17 @@ pub fn request_host(host: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by the config fuzzer (LeakSanitizer): every config load leaked its route labels.
+    /// A label is now kept once per distinct name, reachable, and reloads reuse it.
+    #[test]
+    fn route_labels_are_kept_once_per_name() {
+        let a = intern("/fuzz-label/**".to_owned());
+        let b = intern("/fuzz-label/**".to_owned());
+        assert!(std::ptr::eq(a, b));
+        assert_ne!(intern("/other-label/**".to_owned()), a);
+    }
+
     use super::*;
 
     fn pat(s: &str) -> Pattern {
