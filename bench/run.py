@@ -247,7 +247,7 @@ frontend jwt\n  bind 127.0.0.1:{hap_jwt}
     hosts["haproxy jwt_verify HS256"] = (f"http://127.0.0.1:{hap_jwt}/x", tokens["HS256"], True); pids["haproxy jwt_verify HS256"] = [hp.pid]
 
     envoy = shutil.which("envoy")
-    if envoy and not os.environ.get("ROWS"):
+    if envoy:
         k = base64.urlsafe_b64encode(SECRET.encode()).decode().rstrip("=")
         jwks_hs = json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": k}]})
         st, jwks_ed = request(f"http://127.0.0.1:{hosts['authgate protected EdDSA memory'][0].split('/')[2].split(':')[1]}/.well-known/jwks.json")
