@@ -239,6 +239,17 @@ async fn redis_over_tls_with_a_client_certificate_and_a_password_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sentinel_failover_keeps_every_revocation() {
+    sentinel_failover(false).await;
+}
+
+/// The same with `mirror = true`: the mirror resubscribes to the primary the sentinels name
+/// after the failover (and fails closed until it has resynced).
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinel_failover_with_the_mirror() {
+    sentinel_failover(true).await;
+}
+
+async fn sentinel_failover(mirror: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (free_port(), free_port());
     let mut primary = Node::start(
@@ -284,7 +295,7 @@ async fn sentinel_failover_keeps_every_revocation() {
         .map(|s| format!("\"redis://127.0.0.1:{}\"", s.port))
         .collect();
     let rev = format!(
-        "backend = \"redis\"\ntimeout = \"300ms\"\nsentinel = {{ master_name = \"mymaster\", nodes = [{}] }}",
+        "backend = \"redis\"\ntimeout = \"300ms\"\nmirror = {mirror}\nsentinel = {{ master_name = \"mymaster\", nodes = [{}] }}",
         nodes.join(", ")
     );
     let gw = TestGateway::new().revocation(&rev).start().await;

@@ -54,8 +54,9 @@ impl Mirror {
         Ok(self.set.check(sid, sub))
     }
 
-    /// Applies one published change.
-    fn apply(&self, event: RevocationEvent) {
+    /// Applies one change: published by any gateway, or written by this one (so that this
+    /// gateway reads its own revocations at once, before the channel brings them back).
+    pub(super) fn apply(&self, event: RevocationEvent) {
         match event {
             RevocationEvent::Session { sid, ttl } => {
                 self.set.revoke_session(&sid, Duration::from_secs(ttl));

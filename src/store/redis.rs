@@ -242,8 +242,11 @@ impl RedisStore {
             .arg(self.keys.channel())
             .arg(event.encode());
         self.timed("revoke_session", inv.invoke_async::<i64>(&mut c))
-            .await
-            .map(|_| ())
+            .await?;
+        if let Some(m) = &self.mirror {
+            m.apply(event);
+        }
+        Ok(())
     }
 
     pub async fn revoke_user(
@@ -259,8 +262,17 @@ impl RedisStore {
             .arg(ttl)
             .arg(RevocationEvent::cutoff_prefix(sub, ttl))
             .arg(self.keys.channel());
-        self.timed("revoke_user", inv.invoke_async::<u64>(&mut c))
-            .await
+        let cutoff = self
+            .timed("revoke_user", inv.invoke_async::<u64>(&mut c))
+            .await?;
+        if let Some(m) = &self.mirror {
+            m.apply(RevocationEvent::Cutoff {
+                user: sub.to_owned(),
+                cutoff,
+                ttl,
+            });
+        }
+        Ok(cutoff)
     }
 
     pub async fn start_session(
@@ -302,7 +314,12 @@ impl RedisStore {
                 .get(1)
                 .cloned()
                 .map_or(Rotation::Reused, Rotation::Replay),
-            Some("reused") => Rotation::Reused,
+            Some("reused") => {
+                if let Some(m) = &self.mirror {
+                    m.apply(reused);
+                }
+                Rotation::Reused
+            }
             _ => Rotation::Unknown,
         })
     }
