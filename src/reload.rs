@@ -184,6 +184,7 @@ pub fn watched_files(c: &Config) -> Vec<PathBuf> {
             files.push(path.clone());
         }
     }
+    files.extend(c.tokens.secret_files.iter().cloned());
     if let Some(t) = &c.server.tls {
         files.push(t.cert.clone());
         files.push(t.key.clone());
@@ -253,4 +254,38 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 /// Whether a path is one of the watched files (for tests and logs).
 pub fn is_watched(c: &Config, p: &Path) -> bool {
     watched_files(c).iter().any(|f| f == p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file the config names is watched: the config, the users file, HS256 secret files
+    /// (current and previous) and, for PEM keys, the key files.
+    #[test]
+    fn watches_every_file_the_config_names() {
+        let dir = std::env::temp_dir().join(format!("authgate-watch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        for (f, text) in [
+            ("s1", "secret-one-0123456789-abcdefghijklmnop"),
+            ("s0", "secret-old-0123456789-abcdefghijklmnop"),
+            ("users.toml", ""),
+        ] {
+            std::fs::write(dir.join(f), text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let text = "[tokens]\nalgorithm = \"HS256\"\nsecret_file = \"s1\"\nprevious_secret_files = [\"s0\"]\n\
+                    [users]\nfile = \"users.toml\"\n[forward_auth]\nonly = true\n\
+                    [[routes]]\npath = \"/**\"\nauth = \"public\"\n";
+        let mut config =
+            Config::from_str(&dir.join("authgate.toml"), text).unwrap_or_else(|e| panic!("{e}"));
+        config.source = dir.join("authgate.toml");
+        let watched = watched_files(&config);
+        for f in ["authgate.toml", "users.toml", "s1", "s0"] {
+            assert!(
+                watched.contains(&dir.join(f)),
+                "{f} not watched: {watched:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

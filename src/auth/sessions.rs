@@ -560,6 +560,7 @@ mod tests {
             refresh_reuse_grace: Duration::ZERO,
             cache_capacity: 100,
             previous: Vec::new(),
+            secret_files: Vec::new(),
         };
         let keys = KeySet::load(&cfg, Generate::No).unwrap();
         let user = User {

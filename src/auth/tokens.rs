@@ -395,6 +395,7 @@ mod tests {
             refresh_reuse_grace: Duration::ZERO,
             cache_capacity: 100,
             previous: Vec::new(),
+            secret_files: Vec::new(),
         };
         let keys =
             KeySet::load(&cfg, crate::auth::keys::Generate::No).unwrap_or_else(|e| panic!("{e}"));

@@ -299,6 +299,12 @@ fn build_tokens(rep: &mut Reporter, base: &Path, raw: &raw::RawTokens) -> Option
         refresh_reuse_grace: raw.refresh_reuse_grace.map_or(Duration::ZERO, |d| d.0),
         cache_capacity: positive(rep, &raw.cache_capacity, "tokens.cache_capacity", 10_000, 1),
         previous: previous_keys(rep, base, raw, algorithm),
+        secret_files: raw
+            .secret_file
+            .iter()
+            .chain(raw.previous_secret_files.iter())
+            .map(|f| resolve(base, &f.get_ref().0))
+            .collect(),
     })
 }
 

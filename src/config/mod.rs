@@ -154,6 +154,9 @@ pub struct TokensConfig {
     pub cache_capacity: usize,
     /// Verify-only keys of earlier rotations (`previous_key_files` / `previous_secret_files`).
     pub previous: Vec<KeySource>,
+    /// The HS256 secret files read (`secret_file`, `previous_secret_files`): watched for
+    /// live reload like the PEM key files.
+    pub secret_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
