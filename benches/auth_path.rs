@@ -31,6 +31,7 @@ fn tokens(alg: Algorithm) -> Tokens {
         refresh_reuse_grace: Duration::ZERO,
         cache_capacity: 10_000,
         previous: Vec::new(),
+        secret_files: Vec::new(),
     };
     let keys = match alg {
         Algorithm::HS256 => KeySet::load(&cfg, Generate::No).unwrap(),
