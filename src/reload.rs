@@ -18,7 +18,7 @@ use crate::server::{ConnInfo, Handler};
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -249,11 +249,6 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     }
     out
-}
-
-/// Whether a path is one of the watched files (for tests and logs).
-pub fn is_watched(c: &Config, p: &Path) -> bool {
-    watched_files(c).iter().any(|f| f == p)
 }
 
 #[cfg(test)]

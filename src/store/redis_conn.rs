@@ -74,7 +74,7 @@ fn certificates(s: &RedisSettings) -> TlsCertificates {
 }
 
 /// A client for one node URL with the settings' password and TLS material.
-pub fn client_for(url: &str, s: &RedisSettings) -> RedisResult<Client> {
+fn client_for(url: &str, s: &RedisSettings) -> RedisResult<Client> {
     let mut info = url.into_connection_info()?;
     if let Some(p) = &s.password {
         let settings = info.redis_settings().clone().set_password(p.clone());
