@@ -138,8 +138,8 @@ impl App {
 
     /// Reloads the configuration from its files (what SIGHUP does); false when the new one
     /// was refused and the running one kept.
-    pub fn reload(&self) -> bool {
-        self.reloader.reload("SIGHUP")
+    pub async fn reload(&self) -> bool {
+        self.reloader.reload("SIGHUP").await
     }
 
     /// Waits until the public listener has drained (or its grace ran out), then closes admin.
@@ -162,8 +162,7 @@ impl App {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
-                    let reloader = self.reloader.clone();
-                    let _ = tokio::task::spawn_blocking(move || reloader.reload("SIGHUP")).await;
+                    self.reloader.reload("SIGHUP").await;
                 }
             }
         }
@@ -183,8 +182,22 @@ impl App {
     }
 }
 
-/// Drops expired entries of the memory store every minute, for as long as the store lives.
+/// Drops expired entries of the memory or file store every minute, for as long as it lives.
 fn spawn_sweeper(store: &Store) {
+    if let Store::File(f) = store {
+        let f = Arc::downgrade(f);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            while let Some(f) = {
+                tick.tick().await;
+                f.upgrade()
+            } {
+                if let Err(e) = f.sweep().await {
+                    tracing::warn!(error = %e, "sweeping the revocation file failed");
+                }
+            }
+        });
+    }
     if let Store::Memory(m) = store {
         let m = Arc::downgrade(m);
         tokio::spawn(async move {

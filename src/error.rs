@@ -16,7 +16,7 @@ pub enum GatewayError {
     #[error("login required")]
     LoginRedirect { next: String },
     #[error("{0}")]
-    InvalidToken(&'static str),
+    InvalidToken(crate::auth::tokens::TokenError),
     #[error("invalid username or password")]
     InvalidCredentials,
     #[error("a required role is missing")]
@@ -137,7 +137,8 @@ mod tests {
 
     #[test]
     fn invalid_token_has_bearer_challenge() {
-        let resp = GatewayError::InvalidToken("expired").into_response();
+        let resp =
+            GatewayError::InvalidToken(crate::auth::tokens::TokenError::Expired).into_response();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         let challenge = resp
             .headers()

@@ -7,16 +7,24 @@
 pub const HASH_MEMORY: u64 = 19 * 1024 * 1024;
 
 /// The default number of hashing threads: one per CPU the process may use, but no more than
-/// half the cgroup's memory limit holds at `HASH_MEMORY` each (at least one).
-pub fn default_hash_threads() -> usize {
+/// half the cgroup's memory limit holds at `hash_memory` each (the costliest stored hash's
+/// memory, at least `HASH_MEMORY`; at least one thread).
+pub fn default_hash_threads(hash_memory: u64) -> usize {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    hash_threads(cpus, memory_limit())
+    hash_threads_for(cpus, memory_limit(), hash_memory)
 }
 
-/// `cpus` threads, capped by a memory budget of half of `limit` (bytes).
+/// `cpus` threads, capped by a memory budget of half of `limit` (bytes), at the default
+/// parameters' memory each.
 pub fn hash_threads(cpus: usize, limit: Option<u64>) -> usize {
+    hash_threads_for(cpus, limit, HASH_MEMORY)
+}
+
+/// `cpus` threads, capped by a memory budget of half of `limit`, at `hash_memory` each.
+pub fn hash_threads_for(cpus: usize, limit: Option<u64>, hash_memory: u64) -> usize {
+    let each = hash_memory.max(HASH_MEMORY);
     let by_memory = limit.map_or(usize::MAX, |l| {
-        usize::try_from(l / 2 / HASH_MEMORY).unwrap_or(usize::MAX)
+        usize::try_from(l / 2 / each).unwrap_or(usize::MAX)
     });
     cpus.min(by_memory).max(1)
 }
@@ -42,6 +50,14 @@ pub fn parse_limit(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Users hashed elsewhere with 64 MiB: a 128 MiB sidecar gets one thread, not three.
+    #[test]
+    fn the_thread_budget_counts_the_costliest_hash() {
+        assert_eq!(hash_threads_for(4, Some(128 << 20), 64 << 20), 1);
+        assert_eq!(hash_threads_for(4, Some(128 << 20), 0), 3);
+        assert_eq!(hash_threads_for(4, None, 64 << 20), 4);
+    }
 
     #[test]
     fn the_memory_limit_caps_the_hashing_threads() {

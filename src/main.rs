@@ -207,7 +207,8 @@ fn check_config(path: &Path) -> Result<ExitCode> {
         println!("  {}", describe_route(&config, r));
     }
     let revocation = match &config.revocation.backend {
-        RevocationBackend::Memory => "memory".to_owned(),
+        RevocationBackend::Memory => "memory (a restart logs everyone out)".to_owned(),
+        RevocationBackend::File(p) => format!("file ({})", p.display()),
         RevocationBackend::Redis(r) => format!("redis ({})", r.topology.describe()),
     };
     let users = match &config.users.backend {
@@ -420,8 +421,14 @@ fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
     let config = load(path)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let store = Store::new(&config.revocation)?;
-        let users = UserStore::open(&config.users, &store)?;
+        let store = match &config.revocation.backend {
+            // The users file needs no store, and the file store belongs to the running
+            // gateway (one process holds it).
+            RevocationBackend::File(_) => Store::Memory(authgate::store::MemoryStore::new()),
+            _ => Store::new(&config.revocation)?,
+        };
+        // Managing users never refuses the file for a costly hash (serve does).
+        let users = UserStore::open(&config.users, &store, u64::MAX)?;
         match action {
             UsersAction::Add { name, roles } => {
                 validate_name(&name)?;
@@ -456,8 +463,8 @@ fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
                 println!("{name}: roles {}", roles.join(","));
             }
             UsersAction::Unlock { name } => {
-                if matches!(store, Store::Memory(_)) {
-                    bail!("`authgate users unlock` needs revocation.backend = \"redis\": the memory store's counters live inside the running gateway (they reset when failure_window passes, or on restart)");
+                if !matches!(store, Store::Redis(_)) {
+                    bail!("`authgate users unlock` needs revocation.backend = \"redis\": the memory and file stores' counters live inside the running gateway (they reset when failure_window passes, or on restart)");
                 }
                 store.clear_failures(&authgate::auth::sessions::user_counter(&name)).await?;
                 println!("unlocked {name}: its failure counter is cleared");

@@ -6,6 +6,10 @@
 //! (`authgate_config_reloads_total{result="error"}`) and the running one kept. Settings that
 //! need a restart (listeners, workers, connection limits and timeouts, TLS on or off, the
 //! store) are logged as such and keep their running values.
+//!
+//! A reload that finds a user of the users file removed, or their roles or password changed,
+//! writes a cut-off for that user before the new gateway takes over: their tokens stop working
+//! at once (a demoted admin signs in again and gets the new roles).
 
 use crate::auth::keys::{Generate, KeySet};
 use crate::auth::Auth;
@@ -65,6 +69,33 @@ pub enum ReloadError {
     Rng(#[from] crate::ids::RngError),
     #[error("TLS certificate: {0}")]
     Tls(#[from] crate::certs::TlsError),
+    #[error("the reload task failed: {0}")]
+    Task(String),
+}
+
+/// Users (name -> roles and password hash) present before and missing or different after.
+fn changed_users(
+    old: &Option<std::collections::HashMap<String, (Vec<String>, String)>>,
+    new: &Option<std::collections::HashMap<String, (Vec<String>, String)>>,
+) -> Vec<String> {
+    let (Some(old), Some(new)) = (old, new) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = old
+        .iter()
+        .filter(|(name, before)| {
+            new.get(*name).is_none_or(|after| {
+                let mut a = before.0.clone();
+                let mut b = after.0.clone();
+                a.sort();
+                b.sort();
+                a != b || before.1 != after.1
+            })
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    out.sort();
+    out
 }
 
 pub struct Reloader {
@@ -75,7 +106,15 @@ pub struct Reloader {
     certs: Option<Arc<ReloadableCert>>,
     running: Mutex<Arc<Config>>,
     /// One reload at a time (SIGHUP and the watcher may both ask).
-    busy: Mutex<()>,
+    busy: tokio::sync::Mutex<()>,
+}
+
+/// A loaded config, ready to take over.
+struct Prepared {
+    config: Arc<Config>,
+    gateway: Gateway,
+    /// Users whose tokens must stop working (removed, or roles or password changed).
+    cut_off: Vec<String>,
 }
 
 impl Reloader {
@@ -93,15 +132,22 @@ impl Reloader {
             metrics,
             certs,
             running: Mutex::new(config),
-            busy: Mutex::new(()),
+            busy: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Reloads everything from the files; on any error the running gateway stays.
-    pub fn reload(&self, why: &str) -> bool {
-        let _one = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        match self.try_reload() {
-            Ok(()) => {
+    pub async fn reload(self: &Arc<Self>, why: &str) -> bool {
+        let _one = self.busy.lock().await;
+        let me = self.clone();
+        // Reading files and hashing the unknown-user dummy: off the request threads.
+        let prepared = match tokio::task::spawn_blocking(move || me.prepare()).await {
+            Ok(p) => p,
+            Err(e) => Err(ReloadError::Task(e.to_string())),
+        };
+        match prepared {
+            Ok(p) => {
+                self.take_over(p).await;
                 self.metrics.reload(ReloadResult::ok);
                 tracing::info!(why, config = %self.path.display(), "configuration reloaded");
                 true
@@ -114,7 +160,7 @@ impl Reloader {
         }
     }
 
-    fn try_reload(&self) -> Result<(), ReloadError> {
+    fn prepare(&self) -> Result<Prepared, ReloadError> {
         let new = Config::load(&self.path)?;
         let old = self.running();
         for what in restart_needed(&old, &new) {
@@ -133,14 +179,47 @@ impl Reloader {
             self.metrics.clone(),
             sessions.hasher(),
         )?;
+        let cut_off = changed_users(
+            &self
+                .switch
+                .current
+                .load()
+                .auth()
+                .sessions()
+                .users()
+                .snapshot(),
+            &auth.sessions().users().snapshot(),
+        );
         let new = Arc::new(new);
         let gateway = Gateway::new(new.clone(), Arc::new(auth), self.metrics.clone())?;
         if let Some(certs) = &self.certs {
             certs.reload()?;
         }
-        self.switch.current.store(Arc::new(gateway));
-        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = new;
-        Ok(())
+        Ok(Prepared {
+            config: new,
+            gateway,
+            cut_off,
+        })
+    }
+
+    /// Ends the sessions of changed users, then swaps the new gateway in.
+    async fn take_over(&self, p: Prepared) {
+        let sessions = p.gateway.auth().sessions();
+        for user in &p.cut_off {
+            match sessions.end_all(user).await {
+                Ok(()) => tracing::warn!(
+                    user = %user,
+                    "user removed, or roles or password changed: their sessions are ended"
+                ),
+                Err(e) => tracing::error!(
+                    user = %user,
+                    error = %e,
+                    "user removed or changed, but their sessions could not be ended (store unavailable)"
+                ),
+            }
+        }
+        self.switch.current.store(Arc::new(p.gateway));
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) = p.config;
     }
 
     fn running(&self) -> Arc<Config> {
@@ -162,11 +241,11 @@ impl Reloader {
             tokio::time::sleep(every).await;
             let now = fingerprint(&self.watched());
             if now != seen {
-                let me = self.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || me.reload("a watched file changed")).await;
-                // The new config may name other files.
-                seen = fingerprint(&self.watched());
+                self.reload("a watched file changed").await;
+                // What was seen BEFORE loading: a change written while the reload ran differs
+                // from it and triggers another (taken after, it would never be loaded). A new
+                // config naming other files costs one more reload, nothing worse.
+                seen = now;
             }
         }
     }

@@ -109,7 +109,9 @@ async fn redirect_route_sends_browsers_to_the_login_page() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_access_cookie_is_refreshed_on_the_fly() {
-    let (_fx, up, app) = gateway(MEMORY, HS256).await;
+    // A reuse grace: a request that left before the new cookies arrived shares the result.
+    let tokens = format!("{HS256}\nrefresh_reuse_grace = \"30s\"");
+    let (_fx, up, app) = gateway(MEMORY, &tokens).await;
     let t = login(app.public_addr, "alice", "alice-password").await;
     let refresh = t["refresh_token"].as_str().unwrap();
     // The browser dropped the access cookie at its Max-Age; the refresh cookie is still there.
@@ -328,7 +330,12 @@ async fn gateway_pages_cannot_be_framed_and_fit_a_phone() {
 /// sent to login and the session was revoked as refresh-token reuse.
 #[tokio::test(flavor = "multi_thread")]
 async fn parallel_tabs_with_an_expired_access_cookie_all_succeed() {
-    let gw = TestGateway::new().start().await;
+    // Tabs a browser sends together may reach the gateway a moment apart: the grace covers
+    // the ones that arrive after the first refresh finished.
+    let gw = TestGateway::new()
+        .tokens(&format!("{HS256}\nrefresh_reuse_grace = \"10s\""))
+        .start()
+        .await;
     let (cookie, _) = browser_login(gw.addr, "alice", "alice-password").await;
     // The browser dropped the expired access cookie; the refresh cookie remains.
     let expired: String = cookie

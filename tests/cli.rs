@@ -5,6 +5,7 @@
 
 mod support;
 
+use http::StatusCode;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -852,4 +853,142 @@ fn redis_topology_config_errors() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Regression (red team, high): 3,000 requests with distinct 60 KB junk refresh cookies to a
+/// protected route took RSS from 8 to 181 MiB (each cookie was kept 30 s before it was
+/// verified). Nothing is kept for a token that does not verify: RSS stays near idle.
+#[tokio::test(flavor = "multi_thread")]
+async fn junk_refresh_cookies_do_not_grow_memory() {
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let cfg = fx.write("junk.toml", &fx.config(up.addr, HS256, MEMORY, "", ""));
+    let (running, public, _admin) = spawn_gateway(&cfg);
+    let addr: std::net::SocketAddr = public.parse().unwrap();
+    let pid = running.0.as_ref().unwrap().id();
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    // Warm up (connections, buffers), then measure.
+    let junk = "j".repeat(60 * 1024);
+    let one = |i: usize| {
+        let cookie = format!("authgate_refresh={i:08}{junk}");
+        async move { send(addr, with_cookie(get("/app/x"), &cookie)).await.0 }
+    };
+    for i in 0..50 {
+        assert_eq!(one(i).await, StatusCode::UNAUTHORIZED);
+    }
+    let idle = rss();
+    for batch in 0..60 {
+        let tasks: Vec<_> = (0..50)
+            .map(|i| tokio::spawn(one(1000 + batch * 50 + i)))
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), StatusCode::UNAUTHORIZED);
+        }
+    }
+    let after = rss();
+    eprintln!(
+        "3,000 junk refresh cookies of 60 KB: RSS {:.1} -> {:.1} MiB",
+        idle as f64 / 1024.0,
+        after as f64 / 1024.0
+    );
+    assert!(
+        after < idle + 16 * 1024,
+        "RSS grew from {idle} to {after} KiB on junk cookies"
+    );
+}
+
+/// Waits until the clock's second changes (tokens carry whole seconds; a store's epoch too).
+async fn next_second() {
+    let now = authgate::clock::now_secs();
+    while authgate::clock::now_secs() == now {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn status_with(addr: &str, token: &str) -> (StatusCode, String) {
+    let (s, _, body) = get_with_token(addr.parse().unwrap(), "/app/x", token).await;
+    (s, body)
+}
+
+/// Regression (red team, medium): with the memory store, a token refused after logout was
+/// accepted again after a restart. A restarted memory store refuses every token issued before
+/// it began (everyone signs in again), and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_store_restart_refuses_tokens_from_before_it() {
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let cfg = fx.write("mem.toml", &fx.config(up.addr, HS256, MEMORY, "", ""));
+    let (first, public, _) = spawn_gateway(&cfg);
+    let addr = public.parse().unwrap();
+    let gone = login_pair(addr, "alice", "alice-password").await;
+    let kept = login_pair(addr, "alice", "alice-password").await;
+    assert_eq!(
+        post_with_token(addr, "/auth/logout", &gone.access).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        status_with(&public, &gone.access).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status_with(&public, &kept.access).await.0, StatusCode::OK);
+    drop(first);
+    next_second().await;
+    let (_second, public, _) = spawn_gateway(&cfg);
+    for t in [&gone.access, &kept.access] {
+        let (s, body) = status_with(&public, t).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body.contains("epoch"), "{body}");
+    }
+    let fresh = login_pair(public.parse().unwrap(), "alice", "alice-password").await;
+    assert_eq!(status_with(&public, &fresh.access).await.0, StatusCode::OK);
+}
+
+/// The durable file store: a restart keeps revocations (the logged-out token stays refused)
+/// and sessions (the live token, and its refresh token, keep working).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_store_restart_logs_no_one_out_and_forgets_no_revocation() {
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let rev = "backend = \"file\"\npath = \"state/revocations.redb\"";
+    let cfg = fx.write("file.toml", &fx.config(up.addr, HS256, rev, "", ""));
+    let (first, public, _) = spawn_gateway(&cfg);
+    let addr: std::net::SocketAddr = public.parse().unwrap();
+    let gone = login_pair(addr, "alice", "alice-password").await;
+    let kept = login_pair(addr, "alice", "alice-password").await;
+    let rotated = login_pair(addr, "root", "root-password").await;
+    assert_eq!(
+        post_with_token(addr, "/auth/logout", &gone.access).await.0,
+        StatusCode::NO_CONTENT
+    );
+    // A refresh before the restart: the rotation must survive it too.
+    let (s, _, body) = post_with_token(addr, "/auth/refresh", &rotated.refresh).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let rotated = TokenPair::from_json(json(&body));
+    assert!(fx.path("state/revocations.redb").exists());
+    drop(first);
+    next_second().await;
+    let (_second, public, _) = spawn_gateway(&cfg);
+    let addr: std::net::SocketAddr = public.parse().unwrap();
+    assert_eq!(
+        status_with(&public, &gone.access).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, body) = status_with(&public, &kept.access).await;
+    assert_eq!(s, StatusCode::OK, "a restart logged a session out: {body}");
+    let (s, _, body) = post_with_token(addr, "/auth/refresh", &rotated.refresh).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the rotated refresh token was forgotten: {body}"
+    );
+    let (s, _, _) = post_with_token(addr, "/auth/refresh", &gone.refresh).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a logged-out session refreshed"
+    );
 }

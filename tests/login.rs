@@ -372,3 +372,31 @@ async fn logout_all_accepts_true_1_yes_in_any_case_and_refuses_the_rest() {
         );
     }
 }
+
+/// Regression (red team, low): users hashed elsewhere with 64 MiB (argon2-cffi's defaults)
+/// made every wrong password cost 64 MiB, and four at once took the process to 341 MiB. A
+/// hash over `login.max_hash_memory` is refused when the gateway starts, naming the user.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hash_over_the_memory_cap_is_refused_at_start_naming_the_user() {
+    let up = Upstream::start().await;
+    let fx = Fixture::new(); // its user "cffi" is hashed with m=64 MiB
+    let text = fx
+        .config(up.addr, HS256, MEMORY, "", "")
+        .replace("[login]\n", "[login]\nmax_hash_memory = \"32MiB\"\n");
+    let cfg = fx.write("capped.toml", &text);
+    let config = authgate::Config::load(&cfg).unwrap();
+    let err = authgate::App::start(config)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("\"cffi\"") && err.contains("max_hash_memory"),
+        "{err}"
+    );
+    // At the default cap (64 MiB) the same user signs in.
+    let ok = fx.write("default.toml", &fx.config(up.addr, HS256, MEMORY, "", ""));
+    let app = start(&ok).await;
+    let t = login(app.public_addr, "cffi", "cffi-password").await;
+    assert!(t["access_token"].is_string(), "{t}");
+}

@@ -520,11 +520,11 @@ mod tls {
 
         // A broken new certificate is refused and the old one stays in service.
         fx.write("tls.crt", "not a certificate");
-        assert!(!app.reload(), "a broken certificate was accepted");
+        assert!(!app.reload().await, "a broken certificate was accepted");
         let _still = connect(app.public_addr, &first, &[b"http/1.1"]).await;
         // A valid new one is served to new connections.
         let second = write_cert(&fx, "tls");
-        assert!(app.reload());
+        assert!(app.reload().await);
         let _fresh = connect(app.public_addr, &second, &[b"http/1.1"]).await;
     }
 

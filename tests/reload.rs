@@ -194,3 +194,61 @@ async fn routes_users_and_keys_reload_from_a_swapped_configmap_and_a_broken_conf
         StatusCode::OK
     );
 }
+
+fn users_cli(config: &Path, args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["users", "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Regression (red team, medium): after `users remove` or a `set-roles` that dropped admin,
+/// and the reload that followed, the user's token still opened admin routes until it expired.
+/// The reload now ends a removed or changed user's sessions at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_or_demoted_user_loses_access_at_the_reload() {
+    let gw = TestGateway::new().start().await;
+    let root = login_pair(gw.addr, "root", "root-password").await;
+    let alice = login_pair(gw.addr, "alice", "alice-password").await;
+    assert_eq!(
+        get_with_token(gw.addr, "/admin/x", &root.access).await.0,
+        StatusCode::OK
+    );
+    users_cli(&gw.config, &["set-roles", "root", "user"]);
+    users_cli(&gw.config, &["remove", "alice"]);
+    let refused = |t: String, path: &'static str| {
+        let addr = gw.addr;
+        async move { get_with_token(addr, path, &t).await.0 == StatusCode::UNAUTHORIZED }
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || refused(
+            root.access.clone(),
+            "/admin/x"
+        ))
+        .await,
+        "the demoted admin kept admin access"
+    );
+    assert!(
+        refused(alice.access.clone(), "/app/x").await,
+        "a removed user kept access"
+    );
+    let (s, _, _) = post_with_token(gw.addr, "/auth/refresh", &root.refresh).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the old session refreshed");
+    // Signing in again gives the new roles.
+    let again = login_pair(gw.addr, "root", "root-password").await;
+    assert_eq!(
+        get_with_token(gw.addr, "/admin/x", &again.access).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get_with_token(gw.addr, "/app/x", &again.access).await.0,
+        StatusCode::OK
+    );
+}

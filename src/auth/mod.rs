@@ -85,7 +85,12 @@ impl Auth {
         store: Store,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Auth, AuthError> {
-        let hasher = Arc::new(Hasher::new(config.login.max_concurrent_hashes)?);
+        // The pool's memory budget counts the costliest stored hash (read again below; the
+        // users file is small).
+        let largest = UserStore::open(&config.users, &store, config.login.max_hash_memory)?
+            .costliest()
+            .memory_bytes();
+        let hasher = Arc::new(Hasher::new(config.login.max_concurrent_hashes, largest)?);
         Self::with_hasher(config, keys, store, metrics, hasher)
     }
 
@@ -97,7 +102,7 @@ impl Auth {
         metrics: Arc<crate::metrics::Metrics>,
         hasher: Arc<Hasher>,
     ) -> Result<Auth, AuthError> {
-        let users = UserStore::open(&config.users, &store)?;
+        let users = UserStore::open(&config.users, &store, config.login.max_hash_memory)?;
         let sessions = Sessions::new(
             Tokens::new(&config.tokens, keys).count_cache_lookups(metrics.token_cache.clone()),
             store,
@@ -105,7 +110,7 @@ impl Auth {
             hasher,
             SessionPolicy::new(config),
             metrics,
-        );
+        )?;
         Ok(Auth {
             sessions,
             registration: config.users.registration,

@@ -27,6 +27,69 @@ pub fn hash_password(password: &[u8]) -> Result<String, HashError> {
     Ok(Argon2::default().hash_password(password)?.to_string())
 }
 
+/// What verifying a stored hash costs: its argon2 parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HashCost {
+    /// Memory in KiB (`m`), then passes (`t`) and lanes (`p`): ordered by what costs most.
+    pub m_kib: u32,
+    pub t: u32,
+    pub p: u32,
+}
+
+impl HashCost {
+    /// The gateway's own parameters (what `hash_password` writes).
+    pub fn ours() -> HashCost {
+        let d = argon2::Params::default();
+        HashCost {
+            m_kib: d.m_cost(),
+            t: d.t_cost(),
+            p: d.p_cost(),
+        }
+    }
+
+    /// The parameters of a PHC string (None when it is not one argon2 can verify).
+    pub fn of(phc: &str) -> Option<HashCost> {
+        let hash = PasswordHash::new(phc).ok()?;
+        let params = argon2::Params::try_from(&hash).ok()?;
+        Some(HashCost {
+            m_kib: params.m_cost(),
+            t: params.t_cost(),
+            p: params.p_cost(),
+        })
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        u64::from(self.m_kib) * 1024
+    }
+
+    /// The most expensive of two: the memory (what the dummy must match in time and
+    /// resident size) and the passes, each at its largest.
+    pub fn max(self, other: HashCost) -> HashCost {
+        HashCost {
+            m_kib: self.m_kib.max(other.m_kib),
+            t: self.t.max(other.t),
+            p: self.p.max(other.p),
+        }
+    }
+}
+
+impl std::fmt::Display for HashCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "m={},t={},p={}", self.m_kib, self.t, self.p)
+    }
+}
+
+/// A hash of a fixed password with `cost`: what unknown users are verified against, so that
+/// they cost what the costliest known user costs (else the answer's timing tells them apart).
+pub fn dummy_hash(cost: HashCost) -> Result<String, HashError> {
+    let params =
+        argon2::Params::new(cost.m_kib, cost.t, cost.p, None).map_err(|_| HashError::Failed)?;
+    let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    Ok(argon
+        .hash_password(b"authgate-dummy-password-for-unknown-users")?
+        .to_string())
+}
+
 /// Verifies against any argon2 PHC string (argon2id, argon2i, argon2d; any parameters).
 pub fn verify_password(password: &[u8], phc: &str) -> bool {
     match PasswordHash::new(phc) {
@@ -86,23 +149,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// in front, and beyond it callers get 503 at once instead of piling up.
 pub struct Hasher {
     jobs: std::sync::mpsc::SyncSender<Job>,
-    /// Verified against when the user does not exist, so that both cost the same.
-    dummy: String,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
 
 impl Hasher {
-    pub fn new(concurrency: usize) -> Result<Self, HashError> {
+    /// `concurrency` threads (0: as many as the CPUs and the memory limit allow, each
+    /// holding `hash_memory` bytes once used: the costliest stored hash's).
+    pub fn new(concurrency: usize, hash_memory: u64) -> Result<Self, HashError> {
         let n = if concurrency == 0 {
-            crate::limits::default_hash_threads()
+            crate::limits::default_hash_threads(hash_memory)
         } else {
             concurrency
         };
         tracing::info!(
             threads = n,
             memory_limit = crate::limits::memory_limit(),
-            "password hashing threads (each holds 19 MiB once used)"
+            hash_memory_mib = hash_memory >> 20,
+            "password hashing threads (each holds hash_memory once used)"
         );
         let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(n * 16);
         let queue = Arc::new(std::sync::Mutex::new(queue));
@@ -128,18 +192,21 @@ impl Hasher {
                 })
                 .map_err(|e| HashError::Start(Arc::new(e)))?;
         }
-        Ok(Hasher {
-            jobs,
-            dummy: hash_password(b"authgate-dummy-password-for-unknown-users")?,
-        })
+        Ok(Hasher { jobs })
     }
 
-    /// Verifies `password` against `phc`, or against the dummy hash when there is no user.
-    /// An unknown user costs one full verification too (against the dummy hash), so that the
-    /// answer's timing does not tell which user names exist.
-    pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<bool, HashError> {
+    /// Verifies `password` against `phc`, or against `dummy` when there is no user. An
+    /// unknown user costs one full verification too (against the dummy hash, made with the
+    /// costliest parameters in the user store), so that the answer's timing does not tell
+    /// which user names exist.
+    pub async fn verify(
+        &self,
+        password: &str,
+        phc: Option<&str>,
+        dummy: &str,
+    ) -> Result<bool, HashError> {
         let known = phc.is_some();
-        let phc = phc.unwrap_or(&self.dummy).to_owned();
+        let phc = phc.unwrap_or(dummy).to_owned();
         let password = password.to_owned();
         self.run(move || {
             // Verify first, then combine: `known && verify(..)` would skip the work.
@@ -207,6 +274,26 @@ mod tests {
     }
 
     #[test]
+    fn costs_are_read_from_the_hash_and_the_dummy_matches_the_costliest() {
+        let cffi = "$argon2id$v=19$m=65536,t=3,p=4$jHG1ebVWfgrPbovC4chwNA$TJcWkFzShX2cuWtVbPbPBmmkzgv7CzH4z5Kp0XckqS4";
+        let big = HashCost::of(cffi);
+        assert_eq!(
+            big,
+            Some(HashCost {
+                m_kib: 65536,
+                t: 3,
+                p: 4
+            })
+        );
+        let ours = HashCost::of(&hash_password(b"x").unwrap_or_default());
+        assert_eq!(ours, Some(HashCost::ours()));
+        let worst = HashCost::ours().max(big.unwrap_or(HashCost::ours()));
+        let dummy = dummy_hash(worst).unwrap_or_default();
+        assert_eq!(HashCost::of(&dummy), Some(worst));
+        assert!(HashCost::of("not a hash").is_none());
+    }
+
+    #[test]
     fn long_passwords_are_not_truncated() {
         let long = vec![b'a'; 200];
         let h = hash_password(&long).unwrap_or_default();
@@ -223,7 +310,7 @@ mod pool_tests {
 
     #[tokio::test]
     async fn a_full_queue_answers_busy_instead_of_waiting() {
-        let h = Hasher::new(1).unwrap_or_else(|e| panic!("{e}"));
+        let h = Hasher::new(1, 0).unwrap_or_else(|e| panic!("{e}"));
         let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
         let g = gate.clone();
         // Occupy the only worker (it waits on the barrier), then fill the queue: 16 per worker.
@@ -240,7 +327,9 @@ mod pool_tests {
             assert!(q.unwrap_or_else(|e| panic!("{e}")).await.is_ok());
         }
         assert!(
-            h.verify("x", None).await.is_ok_and(|ok| !ok),
+            h.verify("x", None, &dummy_hash(HashCost::ours()).unwrap_or_default())
+                .await
+                .is_ok_and(|ok| !ok),
             "unknown user must fail"
         );
     }

@@ -89,17 +89,16 @@ pub enum TokenError {
     WrongType,
     #[error("the token has been revoked")]
     Revoked,
-}
-
-impl TokenError {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Expired => "the token is expired",
-            Self::Invalid => "the token is not valid",
-            Self::WrongType => "wrong token type",
-            Self::Revoked => "the token has been revoked",
-        }
-    }
+    /// The revocation store may have lost what it knew before this moment (a restart of the
+    /// memory store, a Redis that lost its data): every token from before it is refused.
+    #[error("issued before the revocation store's epoch")]
+    BeforeEpoch,
+    #[error("the refresh token was already used; the session is revoked")]
+    RefreshReused,
+    #[error("the session is no longer valid")]
+    SessionUnknown,
+    #[error("the user no longer exists")]
+    UserGone,
 }
 
 /// Why a token could not be issued.

@@ -13,7 +13,7 @@ pub(super) fn span<T>(s: &Spanned<T>) -> Option<std::ops::Range<usize>> {
     Some(s.span())
 }
 
-fn resolve(base: &Path, p: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, p: &str) -> PathBuf {
     let path = Path::new(p);
     if path.is_absolute() {
         path.to_path_buf()
@@ -69,7 +69,7 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
         ready_requires_store: raw.admin.ready_requires_store.unwrap_or(true),
     };
     let tokens = build_tokens(rep, base, &raw.tokens);
-    let revocation = build_revocation(rep, base, &raw.revocation);
+    let revocation = super::build_revocation::build_revocation(rep, base, &raw.revocation);
     let users = build_users(rep, base, &raw.users);
     let cluster = matches!(
         &revocation.backend,
@@ -95,6 +95,7 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
             .failure_window
             .map_or(Duration::from_secs(900), |d| d.0),
         max_concurrent_hashes: raw.login.max_concurrent_hashes.unwrap_or(0),
+        max_hash_memory: raw.login.max_hash_memory.map_or(64 << 20, |s| s.0),
         title: raw
             .login
             .title
@@ -443,243 +444,11 @@ fn read_secret(rep: &mut Reporter, base: &Path, raw: &raw::RawTokens) -> Option<
     Some(secret)
 }
 
-fn trim_ascii_end(mut v: Vec<u8>) -> Vec<u8> {
+pub(super) fn trim_ascii_end(mut v: Vec<u8>) -> Vec<u8> {
     while v.last().is_some_and(|b| b.is_ascii_whitespace()) {
         v.pop();
     }
     v
-}
-
-fn build_revocation(rep: &mut Reporter, base: &Path, raw: &raw::RawRevocation) -> RevocationConfig {
-    let backend = match raw.backend.as_ref().map(|b| b.get_ref().0.as_str()) {
-        None | Some("memory") => RevocationBackend::Memory,
-        Some("redis") => RevocationBackend::Redis(build_redis(rep, base, raw)),
-        Some(other) => {
-            rep.error(
-                raw.backend.as_ref().and_then(span),
-                "revocation.backend",
-                format!("{other:?} is not a revocation backend"),
-                Some("use \"memory\" or \"redis\"".to_owned()),
-            );
-            RevocationBackend::Memory
-        }
-    };
-    if backend == RevocationBackend::Memory {
-        for (key, at) in [
-            (
-                "revocation.tls_ca_file",
-                raw.tls_ca_file.as_ref().and_then(span),
-            ),
-            (
-                "revocation.tls_cert_file",
-                raw.tls_cert_file.as_ref().and_then(span),
-            ),
-            (
-                "revocation.redis_password_file",
-                raw.redis_password_file.as_ref().and_then(span),
-            ),
-            ("revocation.sentinel", raw.sentinel.as_ref().and_then(span)),
-            (
-                "revocation.cluster_nodes",
-                raw.cluster_nodes.as_ref().and_then(span),
-            ),
-        ] {
-            if at.is_some() {
-                rep.error(
-                    at,
-                    key,
-                    "only the redis backend uses it",
-                    Some("set backend = \"redis\" or remove it".to_owned()),
-                );
-            }
-        }
-    }
-    if let (RevocationBackend::Redis(r), Some(m)) =
-        (&backend, raw.mirror.as_ref().filter(|m| *m.get_ref()))
-    {
-        if matches!(r.topology, RedisTopology::Cluster { .. }) {
-            rep.error(
-                span(m),
-                "revocation.mirror",
-                "the mirror needs a single primary (one pub/sub channel); Redis Cluster has none",
-                Some("remove mirror, or use redis_url or sentinel".to_owned()),
-            );
-        }
-    }
-    if let Some(m) = raw.mirror.as_ref().filter(|m| *m.get_ref()) {
-        if backend == RevocationBackend::Memory {
-            rep.error(
-                span(m),
-                "revocation.mirror",
-                "the mirror copies a Redis revocation set; the memory backend has none",
-                Some("set backend = \"redis\" or remove mirror".to_owned()),
-            );
-        }
-    }
-    let choices = [("deny", OnStoreError::Deny), ("allow", OnStoreError::Allow)];
-    RevocationConfig {
-        backend,
-        key_prefix: raw
-            .key_prefix
-            .as_ref()
-            .map_or("authgate:", |t| t.0.as_str())
-            .to_owned(),
-        on_store_error: one_of(
-            rep,
-            &raw.on_store_error,
-            "revocation.on_store_error",
-            OnStoreError::Deny,
-            &choices,
-        ),
-        timeout: raw.timeout.map_or(Duration::from_millis(500), |d| d.0),
-        mirror: raw.mirror.as_ref().is_some_and(|m| *m.get_ref()),
-        mirror_staleness: raw.mirror_staleness.map_or(Duration::from_secs(1), |d| d.0),
-    }
-}
-
-/// Reads one PEM or password file the Redis settings name, reporting at its key.
-fn read_named(
-    rep: &mut Reporter,
-    base: &Path,
-    file: &Spanned<super::raw::Text>,
-    key: &str,
-) -> Option<Vec<u8>> {
-    match std::fs::read(resolve(base, &file.get_ref().0)) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            rep.error(span(file), key, format!("cannot read: {e}"), None);
-            None
-        }
-    }
-}
-
-fn redis_scheme_ok(url: &str, unix: bool) -> bool {
-    url.starts_with("redis://")
-        || url.starts_with("rediss://")
-        || (unix && url.starts_with("unix://"))
-}
-
-fn build_redis(rep: &mut Reporter, base: &Path, raw: &raw::RawRevocation) -> RedisSettings {
-    let url = raw.redis_url.as_ref();
-    let chosen = [
-        url.is_some(),
-        raw.sentinel.is_some(),
-        raw.cluster_nodes.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if chosen > 1 {
-        let at = raw
-            .sentinel
-            .as_ref()
-            .and_then(span)
-            .or_else(|| raw.cluster_nodes.as_ref().and_then(span));
-        rep.error(
-            at,
-            "revocation",
-            "redis_url, sentinel and cluster_nodes are mutually exclusive",
-            Some("keep the one that describes your Redis".to_owned()),
-        );
-    }
-    let topology = if let Some(s) = &raw.sentinel {
-        let nodes: Vec<String> = s.get_ref().nodes.iter().map(|n| n.0.clone()).collect();
-        if nodes.is_empty() || s.get_ref().master_name.0.is_empty() {
-            rep.error(
-                span(s),
-                "revocation.sentinel",
-                "needs master_name and at least one node",
-                Some(
-                    "sentinel = { master_name = \"mymaster\", nodes = [\"redis://h:26379\"] }"
-                        .to_owned(),
-                ),
-            );
-        }
-        for n in nodes.iter().filter(|n| !redis_scheme_ok(n, false)) {
-            rep.error(
-                span(s),
-                "revocation.sentinel.nodes",
-                format!("{n:?} must start with redis:// or rediss://"),
-                None,
-            );
-        }
-        RedisTopology::Sentinel {
-            master_name: s.get_ref().master_name.0.clone(),
-            nodes,
-        }
-    } else if let Some(c) = &raw.cluster_nodes {
-        let nodes: Vec<String> = c.get_ref().iter().map(|n| n.0.clone()).collect();
-        if nodes.is_empty() {
-            rep.error(
-                span(c),
-                "revocation.cluster_nodes",
-                "needs at least one node",
-                None,
-            );
-        }
-        for n in nodes.iter().filter(|n| !redis_scheme_ok(n, false)) {
-            rep.error(
-                span(c),
-                "revocation.cluster_nodes",
-                format!("{n:?} must start with redis:// or rediss://"),
-                None,
-            );
-        }
-        RedisTopology::Cluster { nodes }
-    } else {
-        let u = url.map_or("redis://127.0.0.1:6379/0", |u| u.get_ref().0.as_str());
-        if let Some(at) = url.filter(|_| !redis_scheme_ok(u, true)) {
-            rep.error(
-                span(at),
-                "revocation.redis_url",
-                "must start with redis://, rediss:// or unix://",
-                None,
-            );
-        }
-        RedisTopology::Single { url: u.to_owned() }
-    };
-    let tls_ca = raw
-        .tls_ca_file
-        .as_ref()
-        .and_then(|f| read_named(rep, base, f, "revocation.tls_ca_file"));
-    let tls_client = match (&raw.tls_cert_file, &raw.tls_key_file) {
-        (Some(c), Some(k)) => {
-            let cert = read_named(rep, base, c, "revocation.tls_cert_file");
-            let key = read_named(rep, base, k, "revocation.tls_key_file");
-            cert.zip(key)
-        }
-        (None, None) => None,
-        (Some(at), None) | (None, Some(at)) => {
-            rep.error(
-                span(at),
-                "revocation.tls_cert_file",
-                "a client certificate needs both tls_cert_file and tls_key_file",
-                None,
-            );
-            None
-        }
-    };
-    let password = raw.redis_password_file.as_ref().and_then(|f| {
-        let bytes = read_named(rep, base, f, "revocation.redis_password_file")?;
-        match String::from_utf8(trim_ascii_end(bytes)) {
-            Ok(p) if !p.is_empty() => Some(p),
-            _ => {
-                rep.error(
-                    span(f),
-                    "revocation.redis_password_file",
-                    "the file holds no password (empty or not UTF-8)",
-                    None,
-                );
-                None
-            }
-        }
-    });
-    RedisSettings {
-        topology,
-        tls_ca,
-        tls_client,
-        password,
-    }
 }
 
 fn build_users(rep: &mut Reporter, base: &Path, raw: &raw::RawUsers) -> Option<UsersConfig> {

@@ -3,6 +3,7 @@
 //! column, key path and a fix; all problems of a file are reported together.
 
 mod build;
+mod build_revocation;
 mod build_routes;
 mod build_upstreams;
 mod duration;
@@ -10,6 +11,7 @@ mod env;
 pub mod error;
 mod net;
 pub mod raw;
+pub mod size;
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
@@ -162,6 +164,8 @@ pub struct TokensConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevocationBackend {
     Memory,
+    /// A durable embedded database at this path (one instance).
+    File(PathBuf),
     Redis(RedisSettings),
 }
 
@@ -287,6 +291,8 @@ pub struct LoginConfig {
     pub failure_window: Duration,
     /// Password hashes computed at once; 0 = one per core.
     pub max_concurrent_hashes: usize,
+    /// A stored hash needing more argon2 memory than this (bytes) is refused at load.
+    pub max_hash_memory: u64,
     /// What the login page says it signs in to.
     pub title: String,
     /// Where a form login without `next` (or a signed-in visit to the login page) goes.

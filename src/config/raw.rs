@@ -30,6 +30,19 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// A byte size written as a string such as `"64MiB"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Text(raw) = Text::deserialize(d)?;
+        super::size::parse_size(&raw)
+            .map(Size)
+            .map_err(de::Error::custom)
+    }
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -130,6 +143,7 @@ pub struct RawTokens {
 #[serde(deny_unknown_fields)]
 pub struct RawRevocation {
     pub backend: Option<Spanned<Text>>,
+    pub path: Option<Spanned<Text>>,
     pub redis_url: Option<Spanned<Text>>,
     pub key_prefix: Option<Text>,
     pub on_store_error: Option<Spanned<Text>>,
@@ -166,6 +180,7 @@ pub struct RawLogin {
     pub max_failures_per_ip: Option<u64>,
     pub failure_window: Option<Dur>,
     pub max_concurrent_hashes: Option<usize>,
+    pub max_hash_memory: Option<Size>,
     pub title: Option<Text>,
     pub default_next: Option<Spanned<Text>>,
     pub after_logout: Option<Spanned<Text>>,

@@ -66,6 +66,11 @@ struct Routed<'g> {
 }
 
 impl Gateway {
+    /// This gateway's sessions, users and keys.
+    pub fn auth(&self) -> &Arc<Auth> {
+        &self.auth
+    }
+
     pub fn new(
         config: Arc<Config>,
         auth: Arc<Auth>,
@@ -380,12 +385,14 @@ fn refusal_outcome(e: &GatewayError) -> Option<AuthOutcome> {
     use crate::auth::tokens::TokenError;
     match e {
         GatewayError::MissingToken => Some(AuthOutcome::missing),
-        GatewayError::InvalidToken(m) if *m == TokenError::Expired.as_str() => {
-            Some(AuthOutcome::expired)
-        }
-        GatewayError::InvalidToken(m) if *m == TokenError::Revoked.as_str() => {
-            Some(AuthOutcome::revoked)
-        }
+        GatewayError::InvalidToken(TokenError::Expired) => Some(AuthOutcome::expired),
+        GatewayError::InvalidToken(
+            TokenError::Revoked
+            | TokenError::BeforeEpoch
+            | TokenError::RefreshReused
+            | TokenError::SessionUnknown
+            | TokenError::UserGone,
+        ) => Some(AuthOutcome::revoked),
         GatewayError::InvalidToken(_) => Some(AuthOutcome::invalid),
         GatewayError::InsufficientRole => Some(AuthOutcome::forbidden),
         GatewayError::Csrf => Some(AuthOutcome::csrf),

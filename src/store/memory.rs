@@ -3,21 +3,29 @@
 //! revocation set (read on every protected request: a read lock), the refresh sessions
 //! (written on login and refresh) and the login-failure counters (written by every failed
 //! login: a password spray must not slow token checks). Entries expire on read and a
-//! periodic sweep drops the rest.
+//! periodic sweep drops the rest. Its epoch is the moment it was made: a restart forgets every
+//! revocation, so every token issued before it is refused (a restart logs everyone out).
 
 use super::{ttl_secs, Attempt, AttemptRequest, RevocationState, RotateRequest, Rotation};
 use crate::clock::{now_millis, now_secs};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
-struct RefreshState {
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct RefreshState {
     current: String,
     previous: Option<String>,
     rotated_at_ms: u64,
     current_token: Option<String>,
     expires: u64,
+}
+
+impl RefreshState {
+    pub(super) fn expires(&self) -> u64 {
+        self.expires
+    }
 }
 
 /// Revoked sessions (sid -> expiry) and user cut-offs (user -> (cut-off, expiry)).
@@ -27,8 +35,11 @@ struct Revocations {
     cutoffs: HashMap<String, (u64, u64)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
+    /// The second this state began (see the module head); settable for the mirror and the
+    /// file store, whose state began elsewhere.
+    epoch: AtomicU64,
     revocations: RwLock<Revocations>,
     refresh: Mutex<HashMap<String, RefreshState>>,
     /// Failure counters: key -> (count, expiry).
@@ -43,9 +54,28 @@ fn expiry(ttl: Duration) -> u64 {
     now_secs() + ttl_secs(ttl)
 }
 
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            epoch: AtomicU64::new(now_secs()),
+            revocations: RwLock::default(),
+            refresh: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+}
+
 impl MemoryStore {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    pub fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Relaxed);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Revocations> {
@@ -70,7 +100,42 @@ impl MemoryStore {
                 .get(sub)
                 .filter(|(_, exp)| *exp > now)
                 .map(|(c, _)| *c),
+            epoch: self.epoch(),
         }
+    }
+
+    /// The expiry of session `sid`'s revocation, if revoked (what the file store persists).
+    pub(super) fn session_revocation(&self, sid: &str) -> Option<u64> {
+        self.read().sessions.get(sid).copied()
+    }
+
+    /// The user's (cut-off, expiry), if any.
+    pub(super) fn cutoff_entry(&self, sub: &str) -> Option<(u64, u64)> {
+        self.read().cutoffs.get(sub).copied()
+    }
+
+    /// The refresh-rotation state of session `sid`, if any.
+    pub(super) fn refresh_state(&self, sid: &str) -> Option<RefreshState> {
+        lock(&self.refresh).get(sid).cloned()
+    }
+
+    /// Loads what the file store kept (expired entries are dropped).
+    pub(super) fn load(
+        &self,
+        sessions: Vec<(String, u64)>,
+        cutoffs: Vec<(String, (u64, u64))>,
+        refresh: Vec<(String, RefreshState)>,
+    ) {
+        let now = now_secs();
+        {
+            let mut r = self.write();
+            r.sessions = sessions.into_iter().filter(|(_, e)| *e > now).collect();
+            r.cutoffs = cutoffs.into_iter().filter(|(_, (_, e))| *e > now).collect();
+        }
+        *lock(&self.refresh) = refresh
+            .into_iter()
+            .filter(|(_, s)| s.expires > now)
+            .collect();
     }
 
     pub fn revoke_session(&self, sid: &str, ttl: Duration) {
@@ -287,9 +352,29 @@ mod tests {
         assert_eq!(m.reserve_attempt(&a), Attempt::Reserved);
     }
 
+    /// Regression: after a restart of the memory store, a token revoked before it got 200.
+    #[test]
+    fn tokens_from_before_the_epoch_are_refused() {
+        let m = MemoryStore::new();
+        let epoch = m.epoch();
+        assert!(epoch >= now_secs().saturating_sub(5));
+        let state = m.check("s", "u");
+        assert_eq!(
+            state.refusal(epoch - 1),
+            Some(super::super::Refusal::BeforeEpoch)
+        );
+        assert_eq!(state.refusal(epoch), None);
+        m.revoke_session("s", MINUTE);
+        assert_eq!(
+            m.check("s", "u").refusal(epoch + 10),
+            Some(super::super::Refusal::Revoked)
+        );
+    }
+
     #[test]
     fn user_cutoff_never_moves_back() {
         let m = MemoryStore::new();
+        m.set_epoch(0);
         assert_eq!(m.revoke_user("u", 100, MINUTE), 100);
         // A second cut-off at or before the first one moves it one past (it must cover what
         // was issued after the first).

@@ -25,8 +25,11 @@ pub struct Mirror {
 
 impl Mirror {
     pub fn new(staleness: Duration) -> Arc<Self> {
+        let set = MemoryStore::new();
+        // Redis's epoch, read on every sync (checks fail until the first one).
+        set.set_epoch(0);
         Arc::new(Mirror {
-            set: MemoryStore::new(),
+            set,
             last_heard: AtomicU64::new(0),
             epoch: Instant::now(),
             staleness,
@@ -38,6 +41,13 @@ impl Mirror {
             .unwrap_or(u64::MAX)
             .max(1);
         self.last_heard.store(ms, Ordering::Release);
+    }
+
+    /// A newer epoch seen by a direct read (the mirror's copy keeps its revocations anyway).
+    pub(super) fn raise_epoch(&self, epoch: u64) {
+        if epoch > self.set.epoch() {
+            self.set.set_epoch(epoch);
+        }
     }
 
     fn mark_stale(&self) {
@@ -116,6 +126,10 @@ async fn sync_once(
     // Subscribed first, so that changes made during the copy arrive as messages too.
     let snapshot = snapshot(&mut conn, keys).await?;
     mirror.set.replace_revocations(snapshot.0, snapshot.1);
+    // After the copy: a Redis that came back empty gets a new epoch now, before any check.
+    mirror
+        .set
+        .set_epoch(super::redis::read_epoch(&mut conn, keys).await?);
     mirror.touch();
     tracing::info!("revocation mirror in sync");
     let mut messages = pubsub.on_message();

@@ -1,7 +1,13 @@
 //! The revocation store (revoked sessions, per-user cut-offs, refresh rotation, login failure
-//! counters) behind one type with two backends: `memory` (one instance) and `redis` (shared by
-//! replicas). Every operation is bounded by `revocation.timeout`; past it the store is "down".
+//! counters) behind one type with three backends: `memory` (one instance, forgets on restart),
+//! `file` (one instance, durable: an embedded database) and `redis` (shared by replicas).
+//! Every operation is bounded by `revocation.timeout`; past it the store is "down".
+//!
+//! Every store has an *epoch*: the moment its state began. A store that may have lost what it
+//! knew (a restarted memory store, a Redis that lost its data) cannot tell a revoked token from
+//! a good one, so tokens issued before its epoch are refused.
 
+mod file;
 mod memory;
 mod mirror;
 mod redis;
@@ -9,6 +15,7 @@ mod redis_conn;
 pub mod schema;
 pub mod users;
 
+pub use self::file::FileStore;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
@@ -31,6 +38,8 @@ pub enum StoreError {
     Protocol(String),
     #[error("bad revocation store settings: {0}")]
     Settings(String),
+    #[error("the revocation file store failed: {0}")]
+    File(Arc<str>),
 }
 
 impl From<::redis::RedisError> for StoreError {
@@ -52,11 +61,32 @@ pub struct RevocationState {
     pub session_revoked: bool,
     /// Tokens of this user issued at or before this second are revoked.
     pub user_cutoff: Option<u64>,
+    /// The second the store's state began: tokens issued before it are refused.
+    pub epoch: u64,
+}
+
+/// Why the store refuses a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its session was ended, or its user's cut-off covers it.
+    Revoked,
+    /// It was issued before the store's epoch (the store may have forgotten its revocation).
+    BeforeEpoch,
 }
 
 impl RevocationState {
+    pub fn refusal(&self, iat: u64) -> Option<Refusal> {
+        if self.session_revoked || self.user_cutoff.is_some_and(|c| iat <= c) {
+            Some(Refusal::Revoked)
+        } else if iat < self.epoch {
+            Some(Refusal::BeforeEpoch)
+        } else {
+            None
+        }
+    }
+
     pub fn revokes(&self, iat: u64) -> bool {
-        self.session_revoked || self.user_cutoff.is_some_and(|c| iat <= c)
+        self.refusal(iat).is_some()
     }
 }
 
@@ -76,6 +106,7 @@ pub enum Rotation {
 #[derive(Clone)]
 pub enum Store {
     Memory(Arc<MemoryStore>),
+    File(Arc<FileStore>),
     Redis(Box<RedisStore>),
 }
 
@@ -83,6 +114,7 @@ impl Store {
     pub fn new(cfg: &RevocationConfig) -> Result<Store, StoreError> {
         match &cfg.backend {
             RevocationBackend::Memory => Ok(Store::Memory(MemoryStore::new())),
+            RevocationBackend::File(path) => FileStore::open(path).map(Store::File),
             RevocationBackend::Redis(settings) => {
                 let mirror = cfg.mirror.then_some(cfg.mirror_staleness);
                 RedisStore::new(settings, &cfg.key_prefix, cfg.timeout, mirror)
@@ -94,28 +126,47 @@ impl Store {
     pub fn backend_name(&self) -> &'static str {
         match self {
             Store::Memory(_) => "memory",
+            Store::File(_) => "file",
             Store::Redis(_) => "redis",
+        }
+    }
+
+    /// The store's epoch as last seen (0 while unknown, e.g. before Redis first answered).
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Store::Memory(m) => m.epoch(),
+            Store::File(f) => f.epoch(),
+            Store::Redis(r) => r.epoch(),
+        }
+    }
+
+    /// The in-process table every check reads (memory and file backends).
+    fn local(&self) -> Option<&MemoryStore> {
+        match self {
+            Store::Memory(m) => Some(m),
+            Store::File(f) => Some(f.memory()),
+            Store::Redis(_) => None,
         }
     }
 
     pub fn redis(&self) -> Option<&RedisStore> {
         match self {
             Store::Redis(r) => Some(r.as_ref()),
-            Store::Memory(_) => None,
+            Store::Memory(_) | Store::File(_) => None,
         }
     }
 
     pub async fn check(&self, sid: &str, sub: &str) -> Result<RevocationState, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.check(sid, sub)),
             Store::Redis(r) => r.check(sid, sub).await,
+            local => Ok(local.local().map(|m| m.check(sid, sub)).unwrap_or_default()),
         }
     }
 
     pub async fn user_cutoff(&self, sub: &str) -> Result<Option<u64>, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.check("", sub).user_cutoff),
             Store::Redis(r) => r.user_cutoff(sub).await,
+            local => Ok(local.local().and_then(|m| m.check("", sub).user_cutoff)),
         }
     }
 
@@ -131,6 +182,7 @@ impl Store {
                 m.revoke_session(sid, ttl);
                 Ok(())
             }
+            Store::File(f) => f.revoke_session(sid, ttl).await,
             Store::Redis(r) => r.revoke_session(sub, sid, ttl).await,
         }
     }
@@ -145,6 +197,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.revoke_user(sub, cutoff, ttl)),
+            Store::File(f) => f.revoke_user(sub, cutoff, ttl).await,
             Store::Redis(r) => r.revoke_user(sub, cutoff, ttl).await,
         }
     }
@@ -161,6 +214,7 @@ impl Store {
                 m.start_session(sid, jti, ttl);
                 Ok(())
             }
+            Store::File(f) => f.start_session(sid, jti, ttl).await,
             Store::Redis(r) => r.start_session(sub, sid, jti, ttl).await,
         }
     }
@@ -169,6 +223,7 @@ impl Store {
     pub async fn rotate(&self, r: RotateRequest<'_>) -> Result<Rotation, StoreError> {
         match self {
             Store::Memory(m) => Ok(m.rotate(&r)),
+            Store::File(f) => f.rotate(&r).await,
             Store::Redis(s) => s.rotate(&r).await,
         }
     }
@@ -178,36 +233,42 @@ impl Store {
     /// before the check runs, so that parallel attempts can never exceed a limit.
     pub async fn reserve_attempt(&self, a: AttemptRequest<'_>) -> Result<Attempt, StoreError> {
         match self {
-            Store::Memory(m) => Ok(m.reserve_attempt(&a)),
             Store::Redis(r) => r.reserve_attempt(&a).await,
+            local => Ok(local
+                .local()
+                .map_or(Attempt::Reserved, |m| m.reserve_attempt(&a))),
         }
     }
 
     /// Takes back one reserved attempt (the check succeeded: it was no failure).
     pub async fn forget_attempt(&self, key: &str) -> Result<(), StoreError> {
         match self {
-            Store::Memory(m) => {
-                m.forget_attempt(key);
+            Store::Redis(r) => r.forget_attempt(key).await,
+            local => {
+                if let Some(m) = local.local() {
+                    m.forget_attempt(key);
+                }
                 Ok(())
             }
-            Store::Redis(r) => r.forget_attempt(key).await,
         }
     }
 
     pub async fn clear_failures(&self, key: &str) -> Result<(), StoreError> {
         match self {
-            Store::Memory(m) => {
-                m.clear_failures(key);
+            Store::Redis(r) => r.clear_failures(key).await,
+            local => {
+                if let Some(m) = local.local() {
+                    m.clear_failures(key);
+                }
                 Ok(())
             }
-            Store::Redis(r) => r.clear_failures(key).await,
         }
     }
 
     /// Readiness: does the store answer?
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {
-            Store::Memory(_) => Ok(()),
+            Store::Memory(_) | Store::File(_) => Ok(()),
             Store::Redis(r) => r.ping().await,
         }
     }

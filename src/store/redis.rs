@@ -1,6 +1,10 @@
 //! Redis backend: one auto-reconnecting multiplexed connection (commands from concurrent
 //! requests are pipelined on it); multi-step changes are Lua scripts so they are atomic.
-//! A protected request costs exactly one round trip: `MGET sid:<sid> cut:<user>`.
+//! A protected request costs exactly one round trip: `MGET sid:<sid> cut:<user> epoch`.
+//!
+//! The store's epoch is one key, written once (by whichever gateway first finds it missing):
+//! a Redis that restarts without persistence, or is flushed, loses it with every revocation,
+//! and the next check writes a new one, so every token issued before the loss is refused.
 
 use super::mirror::{self, Mirror};
 use super::redis_conn::{self, Conn, Subscriber};
@@ -13,6 +17,7 @@ use crate::clock::now_millis;
 use crate::config::RedisSettings;
 use crate::metrics::{Latencies, StoreOp};
 use redis::{AsyncCommands, Script};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,6 +101,25 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 "#;
 
+/// The store's epoch: read, or written now when missing (a new or emptied Redis).
+const EPOCH: &str = r#"
+local e = redis.call('GET', KEYS[1])
+if not e then
+  e = ARGV[1]
+  redis.call('SET', KEYS[1], e)
+end
+return tonumber(e)
+"#;
+
+/// Reads the epoch, writing it when missing (also used by the mirror on every resync).
+pub(super) async fn read_epoch(conn: &mut Conn, keys: &Keys) -> redis::RedisResult<u64> {
+    Script::new(EPOCH)
+        .key(keys.epoch())
+        .arg(crate::clock::now_secs())
+        .invoke_async(conn)
+        .await
+}
+
 /// Takes back one attempt, never below zero.
 const FORGET_ATTEMPT: &str = r#"
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -120,6 +144,8 @@ pub struct RedisStore {
     start_session: Arc<Script>,
     /// `authgate_store_duration_seconds`, once `App::start` hands it over.
     latency: Arc<std::sync::OnceLock<Latencies<StoreOp>>>,
+    /// The epoch as last read (0 until Redis first answered).
+    epoch: Arc<AtomicU64>,
 }
 
 impl RedisStore {
@@ -152,6 +178,7 @@ impl RedisStore {
             revoke_session: Arc::new(Script::new(REVOKE_SESSION)),
             start_session: Arc::new(Script::new(START_SESSION)),
             latency: Arc::default(),
+            epoch: Arc::default(),
         })
     }
 
@@ -209,13 +236,60 @@ impl RedisStore {
             return m.check(sid, sub);
         }
         let mut c = self.conn.clone();
-        let keys = [self.keys.revoked_session(sub, sid), self.keys.cutoff(sub)];
-        let (revoked, cutoff): (Option<String>, Option<u64>) =
-            self.timed("check", c.mget(&keys)).await?;
+        let (revoked, cutoff, epoch): (Option<String>, Option<u64>, Option<u64>) =
+            if self.conn.is_cluster() {
+                // The epoch key lives in its own slot: a second command, sent alongside.
+                let keys = [self.keys.revoked_session(sub, sid), self.keys.cutoff(sub)];
+                let mut c2 = self.conn.clone();
+                let epoch_key = self.keys.epoch();
+                let (user, epoch) = tokio::join!(
+                    self.timed("check", c.mget::<_, (Option<String>, Option<u64>)>(&keys)),
+                    self.timed("check", c2.get::<_, Option<u64>>(&epoch_key)),
+                );
+                let (revoked, cutoff) = user?;
+                (revoked, cutoff, epoch?)
+            } else {
+                let keys = [
+                    self.keys.revoked_session(sub, sid),
+                    self.keys.cutoff(sub),
+                    self.keys.epoch(),
+                ];
+                self.timed("check", c.mget(&keys)).await?
+            };
+        let epoch = match epoch {
+            Some(e) => {
+                self.epoch.store(e, Ordering::Relaxed);
+                e
+            }
+            None => self.refresh_epoch().await?,
+        };
         Ok(RevocationState {
             session_revoked: revoked.is_some(),
             user_cutoff: cutoff,
+            epoch,
         })
+    }
+
+    /// The epoch as last read (0 until Redis first answered).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Reads the epoch, writing a new one when it is missing (Redis lost its data).
+    pub async fn refresh_epoch(&self) -> Result<u64, StoreError> {
+        let mut c = self.conn.clone();
+        let e = self.timed("epoch", read_epoch(&mut c, &self.keys)).await?;
+        if let Some(m) = &self.mirror {
+            m.raise_epoch(e);
+        }
+        let before = self.epoch.swap(e, Ordering::Relaxed);
+        if before != 0 && before != e {
+            tracing::warn!(
+                epoch = e,
+                "the revocation store's epoch changed (Redis lost its data?): tokens issued before it are refused"
+            );
+        }
+        Ok(e)
     }
 
     pub async fn user_cutoff(&self, sub: &str) -> Result<Option<u64>, StoreError> {
@@ -382,9 +456,7 @@ impl RedisStore {
         if let Some(m) = &self.mirror {
             m.check("", "")?;
         }
-        let mut c = self.conn.clone();
-        self.timed("ping", redis::cmd("PING").query_async::<String>(&mut c))
-            .await
-            .map(|_| ())
+        // Reading the epoch is the ping: it also notices a Redis that lost its data.
+        self.refresh_epoch().await.map(|_| ())
     }
 }

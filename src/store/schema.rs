@@ -74,6 +74,11 @@ impl Keys {
         self.key("", "users", "all")
     }
 
+    /// The second the store's state began (see `RedisStore`); one key for every user.
+    pub fn epoch(&self) -> String {
+        format!("{}epoch", self.prefix)
+    }
+
     /// The pub/sub channel revocations are published on.
     pub fn channel(&self) -> String {
         format!("{}revocations", self.prefix)

@@ -1,6 +1,7 @@
 //! User accounts: a TOML file (`[[user]] name, password_hash, roles`) or Redis hashes.
 
 use super::{RedisStore, Store, StoreError};
+use crate::auth::passwords::HashCost;
 use crate::config::{UsersBackend, UsersConfig};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -172,18 +173,65 @@ pub fn write_file(path: &Path, users: &[User]) -> Result<(), UserStoreError> {
         source,
     };
     let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).map_err(write_error)?;
+    // The new file gets the old one's mode (a 0600 file of hashes must not become 0644); a
+    // new users file is 0600.
+    let mode = std::fs::metadata(path).map_or(0o600, |m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o7777
+    });
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(write_error)?;
+        // The umask may have narrowed `mode` at creation: set it exactly.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(write_error)?;
+        f.write_all(text.as_bytes()).map_err(write_error)?;
+        f.sync_all().map_err(write_error)?;
+    }
     std::fs::rename(&tmp, path).map_err(write_error)
 }
 
+/// Refuses a user whose hash needs more argon2 memory than `max_hash_memory` bytes: every
+/// wrong password for them would cost that much (a few parallel ones exhaust a sidecar).
+fn check_cost(path: &Path, u: &User, max_hash_memory: u64) -> Result<(), UserStoreError> {
+    match HashCost::of(&u.password_hash) {
+        Some(c) if c.memory_bytes() > max_hash_memory => Err(UserStoreError::Invalid {
+            path: path.to_path_buf(),
+            user: u.name.clone(),
+            reason: format!(
+                "its password hash needs {} MiB of memory ({c}), over login.max_hash_memory \
+                 ({} MiB): hash the password again with `authgate hash-password`, or raise \
+                 login.max_hash_memory",
+                c.memory_bytes() >> 20,
+                max_hash_memory >> 20
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl UserStore {
-    pub fn open(cfg: &UsersConfig, store: &Store) -> Result<UserStore, UserStoreError> {
+    /// Opens the configured store; a users file's hashes must each fit `max_hash_memory`.
+    pub fn open(
+        cfg: &UsersConfig,
+        store: &Store,
+        max_hash_memory: u64,
+    ) -> Result<UserStore, UserStoreError> {
         match &cfg.backend {
             UsersBackend::File(path) => {
-                let users = read_file(path)?
-                    .into_iter()
-                    .map(|u| (u.name.clone(), u))
-                    .collect();
+                let list = read_file(path)?;
+                for u in &list {
+                    check_cost(path, u, max_hash_memory)?;
+                }
+                let users = list.into_iter().map(|u| (u.name.clone(), u)).collect();
                 Ok(UserStore::File {
                     path: path.clone(),
                     users,
@@ -194,6 +242,49 @@ impl UserStore {
                 .cloned()
                 .map(|r| UserStore::Redis(Box::new(r)))
                 .ok_or(UserStoreError::NeedsRedis),
+        }
+    }
+
+    /// The costliest hash parameters of the store (at least the gateway's own): what an
+    /// unknown user's dummy verification must cost. Redis users are hashed by the gateway.
+    pub fn costliest(&self) -> HashCost {
+        match self {
+            UserStore::File { users, .. } => users
+                .values()
+                .filter_map(|u| HashCost::of(&u.password_hash))
+                .fold(HashCost::ours(), HashCost::max),
+            UserStore::Redis(_) => HashCost::ours(),
+        }
+    }
+
+    /// Replaces a user's password hash (Redis; the file store is the operator's, read-only
+    /// here): `Ok(false)` when it cannot.
+    pub async fn set_hash(&self, name: &str, hash: &str) -> Result<bool, UserStoreError> {
+        match self {
+            UserStore::File { .. } => Ok(false),
+            UserStore::Redis(r) => {
+                let mut c = r.connection();
+                r.timed(
+                    "user_set_hash",
+                    c.hset::<_, _, _, ()>(r.keys().user(name), "hash", hash),
+                )
+                .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The file store's users as name -> (roles, password hash), to tell what a reload changed;
+    /// `None` for Redis (its users change through the gateway or the CLI, not a reload).
+    pub fn snapshot(&self) -> Option<HashMap<String, (Vec<String>, String)>> {
+        match self {
+            UserStore::File { users, .. } => Some(
+                users
+                    .iter()
+                    .map(|(n, u)| (n.clone(), (u.roles.clone(), u.password_hash.clone())))
+                    .collect(),
+            ),
+            UserStore::Redis(_) => None,
         }
     }
 
@@ -348,6 +439,31 @@ mod tests {
         for bad in ["", "a,b", "a b", "x\ny"] {
             assert!(validate_role(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// Regression: `users add` turned a 0600 users file (password hashes) into 0644.
+    #[test]
+    fn rewriting_the_users_file_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("users.toml");
+        let hash = crate::auth::passwords::hash_password(b"pw").unwrap_or_default();
+        let alice = User {
+            name: "alice".into(),
+            password_hash: hash,
+            roles: vec![],
+        };
+        write_file(&path, std::slice::from_ref(&alice)).unwrap_or_else(|e| panic!("{e}"));
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or_default()
+        };
+        assert_eq!(mode(&path), 0o600, "a new users file is private");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640))
+            .unwrap_or_else(|e| panic!("{e}"));
+        write_file(&path, &[alice]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(mode(&path), 0o640, "the mode an operator chose stays");
     }
 
     #[test]

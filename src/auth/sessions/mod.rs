@@ -4,11 +4,13 @@
 //! lifetime of every revocation record. The endpoints and the gateway only parse requests and
 //! shape responses around these calls.
 
-use super::cookies;
-use super::csrf::CsrfKey;
-use super::passwords::{HashError, Hasher};
-use super::tokens::{Claims, Issued, TokenError, TokenType, Tokens};
-use super::Identity;
+mod cookie_refresh;
+
+use crate::auth::cookies;
+use crate::auth::csrf::CsrfKey;
+use crate::auth::passwords::{HashCost, HashError, Hasher};
+use crate::auth::tokens::{Claims, Issued, TokenError, TokenType, Tokens};
+use crate::auth::Identity;
 use crate::clock::now_secs;
 use crate::config::{Config, OnStoreError};
 use crate::error::GatewayError;
@@ -16,10 +18,9 @@ use crate::ids::random_id;
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::store::users::{validate_name, User, UserStore};
 use crate::store::{
-    Attempt, AttemptRequest, RevocationState, RotateRequest, Rotation, Store, StoreError,
+    Attempt, AttemptRequest, Refusal, RevocationState, RotateRequest, Rotation, Store, StoreError,
 };
 use http::HeaderMap;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,22 +89,19 @@ impl Pair {
     }
 }
 
-/// A cookie refresh's result, shared by the requests that presented the same session.
-type SharedRefresh = Arc<tokio::sync::OnceCell<Result<(Identity, HeaderMap), GatewayError>>>;
-
-/// How long a cookie refresh's result answers requests that present the old session.
-const SHARED_FOR: Duration = Duration::from_secs(30);
-
 pub struct Sessions {
     tokens: Tokens,
     csrf: CsrfKey,
-    /// Cookie refreshes in progress or just done, by the refresh token presented.
-    refreshing: std::sync::Mutex<HashMap<String, (std::time::Instant, SharedRefresh)>>,
+    /// Cookie refreshes in flight (or just done, within the reuse grace), by session.
+    sharing: cookie_refresh::Sharing,
     store: Store,
     users: UserStore,
     /// Shared with the configs reloaded after this one (its threads and their argon2 memory
     /// are made once per process).
     hasher: Arc<Hasher>,
+    /// What an unknown user is verified against: a hash with the costliest parameters in
+    /// the user store (made again on every reload).
+    dummy: String,
     policy: SessionPolicy,
     /// `authgate_store_errors_total` (every store call that failed, on any path) and
     /// `authgate_logins_total`.
@@ -131,17 +129,19 @@ impl Sessions {
         hasher: Arc<Hasher>,
         policy: SessionPolicy,
         metrics: Arc<Metrics>,
-    ) -> Sessions {
-        Sessions {
+    ) -> Result<Sessions, HashError> {
+        let dummy = crate::auth::passwords::dummy_hash(users.costliest())?;
+        Ok(Sessions {
+            dummy,
             csrf: CsrfKey::derive(tokens.keys().secret_material()),
-            refreshing: std::sync::Mutex::default(),
+            sharing: cookie_refresh::Sharing::default(),
             tokens,
             store,
             users,
             hasher,
             policy,
             metrics,
-        }
+        })
     }
 
     /// The password-hashing pool (for the next config's sessions).
@@ -152,6 +152,19 @@ impl Sessions {
     /// The store (for the next config's sessions: a backend change needs a restart).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn users(&self) -> &UserStore {
+        &self.users
+    }
+
+    /// Ends every session of `sub` (a cut-off at now), as `logout?all` does.
+    pub async fn end_all(&self, sub: &str) -> Result<(), StoreError> {
+        self.store
+            .revoke_user(sub, now_secs(), self.policy.revocation_ttl())
+            .await?;
+        self.sharing.forget(sub, None);
+        Ok(())
     }
 
     pub fn policy(&self) -> &SessionPolicy {
@@ -185,15 +198,23 @@ impl Sessions {
         let claims = self
             .tokens
             .verify(token, want)
-            .map_err(|e| GatewayError::InvalidToken(e.as_str()))?;
-        let state = match self.store.check(&claims.sid, &claims.sub).await {
+            .map_err(GatewayError::InvalidToken)?;
+        self.check_revocation(&claims.sid, &claims.sub, claims.iat)
+            .await?;
+        Ok(claims)
+    }
+
+    /// One revocation round trip for a token of session `sid` of `sub` issued at `iat`.
+    async fn check_revocation(&self, sid: &str, sub: &str, iat: u64) -> Result<(), GatewayError> {
+        let state = match self.store.check(sid, sub).await {
             Ok(state) => state,
             Err(e) => self.store_failed(e).map(|()| RevocationState::default())?,
         };
-        if state.revokes(claims.iat) {
-            return Err(GatewayError::InvalidToken(TokenError::Revoked.as_str()));
+        match state.refusal(iat) {
+            None => Ok(()),
+            Some(Refusal::Revoked) => Err(GatewayError::InvalidToken(TokenError::Revoked)),
+            Some(Refusal::BeforeEpoch) => Err(GatewayError::InvalidToken(TokenError::BeforeEpoch)),
         }
-        Ok(claims)
     }
 
     /// Readiness: does the store answer? (A failure is counted.)
@@ -277,13 +298,18 @@ impl Sessions {
         };
         let ok = self
             .hasher
-            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .verify(
+                password,
+                user.as_ref().map(|u| u.password_hash.as_str()),
+                &self.dummy,
+            )
             .await
             .map_err(hash_error)?;
         let Some(user) = user.filter(|_| ok) else {
             tracing::info!(user = %username, ip = %client_ip, "login failed");
             return Err(GatewayError::InvalidCredentials);
         };
+        self.upgrade_hash(&user, password).await;
         let (u, i) = tokio::join!(
             self.store.clear_failures(&user_key),
             self.store.forget_attempt(&ip_key)
@@ -292,6 +318,39 @@ impl Sessions {
         let pair = self.start(&user).await?;
         tracing::info!(user = %user.name, "login");
         Ok(pair)
+    }
+
+    /// After a successful login: a hash made with other parameters than the gateway's is
+    /// made again with the gateway's where the store is writable (Redis); the users file is
+    /// the operator's, so that is only logged.
+    async fn upgrade_hash(&self, user: &User, password: &str) {
+        let ours = HashCost::ours();
+        let theirs = HashCost::of(&user.password_hash);
+        if theirs == Some(ours) && user.password_hash.starts_with("$argon2id$v=19$") {
+            return;
+        }
+        let described = theirs.map_or_else(|| "unknown".to_owned(), |c| c.to_string());
+        let hash = match self.hasher.hash(password).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(user = %user.name, error = %e, "could not rehash the password");
+                return;
+            }
+        };
+        match self.users.set_hash(&user.name, &hash).await {
+            Ok(true) => {
+                tracing::info!(user = %user.name, from = %described, to = %ours, "password rehashed with the gateway's parameters");
+            }
+            Ok(false) => tracing::info!(
+                user = %user.name,
+                params = %described,
+                gateway = %ours,
+                "this user's password hash uses other parameters than the gateway's; the users file is not rewritten by the gateway (hash it again with `authgate hash-password`)"
+            ),
+            Err(e) => {
+                tracing::warn!(user = %user.name, error = %e, "could not store the rehashed password");
+            }
+        }
     }
 
     /// A new login session for `user`: a fresh `sid`, an access and a refresh token.
@@ -323,9 +382,10 @@ impl Sessions {
     }
 
     /// `iat` for new tokens: now, but never at or before the user's revocation cut-off, so a
-    /// login in the same second as a logout-everywhere is not revoked by it.
+    /// login in the same second as a logout-everywhere is not revoked by it, nor before the
+    /// store's epoch (another replica's clock may be ahead of this one's).
     async fn issue_time(&self, sub: &str) -> Result<u64, GatewayError> {
-        let now = now_secs();
+        let now = now_secs().max(self.store.epoch());
         let cutoff = self
             .store
             .user_cutoff(sub)
@@ -360,54 +420,6 @@ impl Sessions {
         self.rotate(&claims, token).await
     }
 
-    /// A browser whose access cookie expired (or was dropped at its Max-Age) but whose
-    /// refresh cookie is valid: rotate on the fly. Returns the caller's new identity and the
-    /// `Set-Cookie` headers for the response; the CSRF cookie keeps its value so open pages
-    /// keep working.
-    ///
-    /// Tabs loading at once present the same expired session together: the first request
-    /// rotates, the others wait for it and get its result (within the process; across
-    /// replicas `refresh_reuse_grace` covers it). The result is kept for `SHARED_FOR`, for
-    /// requests that left the browser before its new cookies arrived.
-    pub async fn refresh_cookie(
-        &self,
-        headers: &HeaderMap,
-        secure: bool,
-    ) -> Result<(Identity, HeaderMap), GatewayError> {
-        let token = cookies::get(headers, cookies::names(secure).refresh)
-            .ok_or(GatewayError::MissingToken)?;
-        let cell = {
-            let mut shared = self
-                .refreshing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            shared.retain(|_, (at, _)| at.elapsed() < SHARED_FOR);
-            shared
-                .entry(token.to_owned())
-                .or_insert_with(|| (std::time::Instant::now(), Arc::default()))
-                .1
-                .clone()
-        };
-        cell.get_or_init(|| self.refresh_cookie_once(token, secure))
-            .await
-            .clone()
-    }
-
-    async fn refresh_cookie_once(
-        &self,
-        token: &str,
-        secure: bool,
-    ) -> Result<(Identity, HeaderMap), GatewayError> {
-        let pair = self.refresh(token).await?;
-        let mut set = HeaderMap::new();
-        cookies::set_session(&mut set, &pair.cookies(), secure);
-        let identity = Identity {
-            claims: pair.access.claims.clone(),
-            via_cookie: true,
-        };
-        Ok((identity, set))
-    }
-
     /// Issues the next pair of a session, enforcing one-time use of refresh tokens.
     async fn rotate(&self, claims: &Claims, presented: &str) -> Result<Pair, GatewayError> {
         let user = self
@@ -415,7 +427,7 @@ impl Sessions {
             .get(&claims.sub)
             .await
             .map_err(|e| self.store_down(e))?
-            .ok_or(GatewayError::InvalidToken("the user no longer exists"))?;
+            .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?;
         let iat = self.issue_time(&user.name).await?;
         // Absolute session lifetime: the new refresh token ends when the first one did.
         let session_exp = claims.exp;
@@ -474,12 +486,10 @@ impl Sessions {
             Rotation::Replay(current) => current,
             Rotation::Reused => {
                 tracing::warn!(user = %claims.sub, "refresh token reuse: session revoked");
-                return Err(GatewayError::InvalidToken(
-                    "the refresh token was already used; the session is revoked",
-                ));
+                return Err(GatewayError::InvalidToken(TokenError::RefreshReused));
             }
             Rotation::Unknown => {
-                return Err(GatewayError::InvalidToken("the session is no longer valid"))
+                return Err(GatewayError::InvalidToken(TokenError::SessionUnknown))
             }
         };
         Ok(refresh)
@@ -499,6 +509,9 @@ impl Sessions {
                 .await
         }
         .map_err(|e| self.store_down(e))?;
+        // A cookie refresh shared with other requests must not outlive the session.
+        self.sharing
+            .forget(&claims.sub, (!all).then_some(claims.sid.as_str()));
         tracing::info!(user = %claims.sub, all, "logout");
         Ok(())
     }
@@ -537,143 +550,4 @@ pub fn hash_error(e: HashError) -> GatewayError {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The security core against the memory store, without HTTP.
-    use super::*;
-    use crate::auth::keys::{Generate, KeySet};
-    use crate::config::{Algorithm, KeySource, TokensConfig};
-    use crate::store::MemoryStore;
-    use std::collections::HashMap;
-
-    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-    fn sessions(rotate_refresh: bool) -> Sessions {
-        let cfg = TokensConfig {
-            issuer: "authgate".into(),
-            audience: "authgate".into(),
-            algorithm: Algorithm::HS256,
-            key: KeySource::Secret(vec![9; 32]),
-            access_ttl: Duration::from_secs(60),
-            refresh_ttl: Duration::from_secs(600),
-            leeway: Duration::ZERO,
-            rotate_refresh,
-            refresh_reuse_grace: Duration::ZERO,
-            cache_capacity: 100,
-            previous: Vec::new(),
-            secret_files: Vec::new(),
-        };
-        let keys = KeySet::load(&cfg, Generate::No).unwrap();
-        let user = User {
-            name: "alice".into(),
-            password_hash: crate::auth::passwords::hash_password(b"pw-alice").unwrap(),
-            roles: vec!["user".into()],
-        };
-        let users = UserStore::File {
-            path: "unused.toml".into(),
-            users: HashMap::from([(user.name.clone(), user)]),
-        };
-        let policy = SessionPolicy {
-            access_ttl: cfg.access_ttl,
-            refresh_ttl: cfg.refresh_ttl,
-            leeway: cfg.leeway,
-            rotate_refresh,
-            reuse_grace: Duration::ZERO,
-            max_failures_per_user: 2,
-            max_failures_per_ip: 100,
-            failure_window: Duration::from_secs(60),
-            on_store_error: OnStoreError::Deny,
-        };
-        Sessions::new(
-            Tokens::new(&cfg, Arc::new(keys)),
-            Store::Memory(MemoryStore::new()),
-            users,
-            Arc::new(Hasher::new(1).unwrap()),
-            policy,
-            Arc::new(Metrics::new()),
-        )
-    }
-
-    async fn access_ok(s: &Sessions, pair: &Pair) -> bool {
-        s.verify(&pair.access.token, TokenType::Access)
-            .await
-            .is_ok()
-    }
-
-    #[tokio::test]
-    async fn login_rotate_reuse_and_logout() {
-        let s = sessions(true);
-        let first = s.login("alice", "pw-alice", IP).await.unwrap();
-        assert!(access_ok(&s, &first).await);
-        assert_eq!(
-            first.access.claims.roles.as_deref(),
-            Some(&["user".to_owned()][..])
-        );
-        // The issued claims are the ones verification sees.
-        let verified = s
-            .verify(&first.access.token, TokenType::Access)
-            .await
-            .unwrap();
-        assert_eq!(*verified, *first.access.claims);
-        // An access token never refreshes; a refresh token never opens a route.
-        assert!(s.refresh(&first.access.token).await.is_err());
-        assert!(s.verify(&first.refresh, TokenType::Access).await.is_err());
-
-        let second = s.refresh(&first.refresh).await.unwrap();
-        assert!(second.refresh_is_new && second.refresh != first.refresh);
-        assert_eq!(
-            second.session_exp, first.session_exp,
-            "a refresh never extends"
-        );
-        // Replaying the spent token kills the whole session, the new pair included.
-        assert!(matches!(
-            s.refresh(&first.refresh).await,
-            Err(GatewayError::InvalidToken(_))
-        ));
-        assert!(!access_ok(&s, &second).await);
-        assert!(s.refresh(&second.refresh).await.is_err());
-
-        let third = s.login("alice", "pw-alice", IP).await.unwrap();
-        let fourth = s.login("alice", "pw-alice", IP).await.unwrap();
-        s.logout(&third.access.claims, false).await.unwrap();
-        assert!(!access_ok(&s, &third).await);
-        assert!(access_ok(&s, &fourth).await, "only that session ends");
-        s.logout(&fourth.access.claims, true).await.unwrap();
-        assert!(!access_ok(&s, &fourth).await);
-        assert!(s.refresh(&fourth.refresh).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn without_rotation_the_refresh_token_is_kept() {
-        let s = sessions(false);
-        let first = s.login("alice", "pw-alice", IP).await.unwrap();
-        let next = s.refresh(&first.refresh).await.unwrap();
-        assert!(!next.refresh_is_new);
-        assert_eq!(next.refresh, first.refresh);
-        assert!(s.refresh(&first.refresh).await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn wrong_passwords_are_throttled_and_unknown_users_fail_alike() {
-        let s = sessions(true);
-        for _ in 0..2 {
-            assert!(matches!(
-                s.login("alice", "wrong", IP).await,
-                Err(GatewayError::InvalidCredentials)
-            ));
-        }
-        assert!(matches!(
-            s.login("alice", "pw-alice", IP).await,
-            Err(GatewayError::TooManyAttempts { .. })
-        ));
-        assert!(matches!(
-            s.login("nobody", "pw", IP).await,
-            Err(GatewayError::InvalidCredentials)
-        ));
-    }
-
-    #[test]
-    fn revocation_records_outlive_every_token_they_cover() {
-        let s = sessions(true);
-        assert_eq!(s.policy().revocation_ttl(), Duration::from_secs(601));
-    }
-}
+mod tests;
