@@ -13,6 +13,7 @@ pub mod gateway;
 pub mod ids;
 pub mod limits;
 pub mod metrics;
+pub mod origin;
 pub mod path;
 pub mod reload;
 pub mod route;

@@ -163,6 +163,22 @@ pub struct Route {
     pub allow_fallthrough: bool,
     /// `Cache-Control` of responses to cookie-authenticated requests.
     pub cache_control: CacheControl,
+    /// How a cookie-authenticated unsafe request (or WebSocket handshake) proves it is not
+    /// cross-site.
+    pub csrf: CsrfMode,
+}
+
+/// Per route: how a cookie-authenticated unsafe request proves it is not cross-site (§10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CsrfMode {
+    /// The origin rule (`auth::origin`: Fetch Metadata and `Origin`; no token, so unmodified
+    /// apps work). The default.
+    #[default]
+    Origin,
+    /// The origin rule and the session's CSRF token (header, urlencoded or multipart field).
+    Token,
+    /// No check (an app with its own CSRF defence; SameSite=Lax cookies remain).
+    Off,
 }
 
 /// What the gateway does to `Cache-Control` on responses to cookie-authenticated requests
@@ -394,6 +410,7 @@ mod tests {
             case_insensitive: false,
             allow_fallthrough: false,
             cache_control: CacheControl::Default,
+            csrf: CsrfMode::Origin,
         }
     }
 

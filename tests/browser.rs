@@ -8,9 +8,14 @@ mod support;
 use http::StatusCode;
 use support::*;
 
+/// `csrf = "token"`: the session's token on every unsafe cookie request (header or form field).
 #[tokio::test(flavor = "multi_thread")]
-async fn cookie_session_needs_csrf_for_unsafe_methods() {
-    let (_fx, up, app) = gateway(MEMORY, HS256).await;
+async fn token_mode_needs_the_csrf_token_for_unsafe_methods() {
+    let gw = TestGateway::new()
+        .route("path = \"/app/**\"\nupstream = \"app\"\nauth = \"required\"\ncsrf = \"token\"")
+        .start()
+        .await;
+    let (up, app) = (&gw.up, &gw.app);
     let t = login(app.public_addr, "alice", "alice-password").await;
     // The CSRF value is bound to the session: the one this session's form login handed out.
     let (session, c5rf) = browser_login(app.public_addr, "alice", "alice-password").await;
@@ -86,7 +91,11 @@ async fn redirect_route_sends_browsers_to_the_login_page() {
     let up = Upstream::start().await;
     let fx = Fixture::new();
     let app = start(&fx.write("r.toml", &fx.config(up.addr, HS256, MEMORY, extra, ""))).await;
-    let (s, h, _) = send(app.public_addr, get("/web/page?x=1").body(empty()).unwrap()).await;
+    let page_load = get("/web/page?x=1")
+        .header("accept", "text/html,application/xhtml+xml")
+        .body(empty())
+        .unwrap();
+    let (s, h, _) = send(app.public_addr, page_load).await;
     assert_eq!(s, StatusCode::FOUND);
     assert_eq!(
         h.get("location").unwrap(),
@@ -290,7 +299,11 @@ async fn the_redirect_to_login_carries_the_normalized_path() {
         .route("path = \"/web/**\"\nupstream = \"app\"\non_unauthenticated = \"redirect\"")
         .start()
         .await;
-    let (s, h, _) = send(gw.addr, get("//web//./page?q=1").body(empty()).unwrap()).await;
+    let page_load = get("//web//./page?q=1")
+        .header("sec-fetch-mode", "navigate")
+        .body(empty())
+        .unwrap();
+    let (s, h, _) = send(gw.addr, page_load).await;
     assert_eq!(s, StatusCode::FOUND);
     assert_eq!(
         h.get("location").unwrap(),
@@ -405,10 +418,11 @@ async fn browser_logout_confirms_needs_csrf_and_lands_on_the_login_page() {
         page.contains("method=\"post\"") && page.contains(&csrf),
         "{page}"
     );
-    // Without the CSRF value: refused, still signed in.
+    // From another site without the CSRF value: refused, still signed in.
     let no_csrf = form(
         post("/auth/logout")
             .header("cookie", &cookie)
+            .header("sec-fetch-site", "cross-site")
             .header("content-type", "application/x-www-form-urlencoded"),
         "",
     );
@@ -485,5 +499,201 @@ async fn a_trusted_proxys_https_counts_as_tls() {
     assert_eq!(
         send(gw.addr, with_cookie(get("/app/x"), &cookie)).await.0,
         StatusCode::UNAUTHORIZED
+    );
+}
+
+/// A cookie POST to the default (`csrf = "origin"`) route with these Fetch Metadata / Origin
+/// headers: its status.
+async fn origin_post(gw: &Running, cookie: &str, headers: &[(&str, &str)]) -> StatusCode {
+    let mut b = post("/app/save").header("cookie", cookie);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    send(gw.addr, b.body(empty()).unwrap()).await.0
+}
+
+/// Regression (real apps): every POST an unmodified app made got 403 `csrf`, because a token
+/// only authgate knows was demanded. By default the origin rule decides: same-origin requests
+/// pass without a token; cross-site, same-site siblings and `Origin: null` are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_origin_rule_admits_an_apps_own_requests_and_refuses_other_sites() {
+    let gw = TestGateway::new()
+        .server("trusted_origins = [\"https://partner.example\"]")
+        .start()
+        .await;
+    let (cookie, _) = browser_login(gw.addr, "alice", "alice-password").await;
+    let own = "http://gw.test".to_owned(); // the Host the test client sends
+    let cases: &[(&[(&str, &str)], StatusCode)] = &[
+        (
+            &[("sec-fetch-site", "same-origin"), ("origin", &own)],
+            StatusCode::OK,
+        ),
+        (&[("sec-fetch-site", "same-origin")], StatusCode::OK),
+        (&[("origin", &own)], StatusCode::OK),
+        (&[], StatusCode::OK), // not a browser
+        (&[("origin", "https://partner.example")], StatusCode::OK),
+        (
+            &[
+                ("sec-fetch-site", "cross-site"),
+                ("origin", "https://evil.example"),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            &[
+                ("sec-fetch-site", "same-site"),
+                ("origin", "http://sibling.localhost"),
+            ],
+            StatusCode::FORBIDDEN,
+        ),
+        (&[("origin", "null")], StatusCode::FORBIDDEN),
+        (&[("origin", "https://evil.example")], StatusCode::FORBIDDEN),
+    ];
+    for (headers, want) in cases {
+        assert_eq!(
+            origin_post(&gw, &cookie, headers).await,
+            *want,
+            "{headers:?}"
+        );
+    }
+    // A bearer token is never CSRF-checked.
+    let t = login_pair(gw.addr, "alice", "alice-password").await;
+    let req = post("/app/save")
+        .header("authorization", format!("Bearer {}", t.access))
+        .header("sec-fetch-site", "cross-site")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(gw.addr, req).await.0, StatusCode::OK);
+    // A cross-site form that navigates gets a page a person can read, not raw JSON.
+    let form = post("/app/save")
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "navigate")
+        .header("origin", "https://evil.example")
+        .body(empty())
+        .unwrap();
+    let (s, h, page) = send(gw.addr, form).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert_eq!(h["x-frame-options"], "DENY");
+    assert!(page.contains("another site"), "{page}");
+    // `csrf = "off"` leaves it to the app.
+    let off = TestGateway::new()
+        .route("path = \"/app/**\"\nupstream = \"app\"\nauth = \"required\"\ncsrf = \"off\"")
+        .start()
+        .await;
+    let (cookie, _) = browser_login(off.addr, "alice", "alice-password").await;
+    assert_eq!(
+        origin_post(&off, &cookie, &[("sec-fetch-site", "cross-site")]).await,
+        StatusCode::OK
+    );
+}
+
+/// Cross-site WebSocket hijacking: a cookie handshake from another origin is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cross_site_websocket_handshake_with_a_cookie_is_refused() {
+    let gw = TestGateway::new().start().await;
+    let (cookie, _) = browser_login(gw.addr, "alice", "alice-password").await;
+    let handshake = |origin: &str| {
+        get("/app/ws")
+            .header("cookie", &cookie)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("origin", origin)
+            .body(empty())
+            .unwrap()
+    };
+    let (s, _, body) = send(gw.addr, handshake("http://sibling.localhost")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(json(&body)["error"], "csrf");
+}
+
+/// Regression (real apps): fetch calls and WebSocket handshakes on a redirect route got the
+/// login page's 302 (apps received login HTML as 200; a redirected PUT became 405). Only page
+/// loads are sent to the login page; the rest get 401 JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_navigations_are_redirected_to_the_login_page() {
+    let gw = TestGateway::new()
+        .route("path = \"/web/**\"\nupstream = \"app\"\non_unauthenticated = \"redirect\"")
+        .start()
+        .await;
+    let cases: &[(&str, &[(&str, &str)], StatusCode)] = &[
+        ("GET", &[("sec-fetch-mode", "navigate")], StatusCode::FOUND),
+        ("GET", &[("accept", "text/html")], StatusCode::FOUND),
+        (
+            "GET",
+            &[("sec-fetch-mode", "cors"), ("accept", "*/*")],
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "GET",
+            &[("sec-fetch-mode", "websocket")],
+            StatusCode::UNAUTHORIZED,
+        ),
+        ("PUT", &[("accept", "text/html")], StatusCode::UNAUTHORIZED),
+        (
+            "GET",
+            &[("accept", "application/json")],
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for (method, headers, want) in cases {
+        let mut b = get("/web/x").method(*method);
+        for (k, v) in *headers {
+            b = b.header(*k, *v);
+        }
+        let (s, h, _) = send(gw.addr, b.body(empty()).unwrap()).await;
+        assert_eq!(s, *want, "{method} {headers:?}");
+        if s == StatusCode::UNAUTHORIZED {
+            assert!(h.contains_key("www-authenticate"));
+        }
+    }
+}
+
+/// Regression (real apps): Back after logout showed a page the app marked `no-cache`.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_store_replaces_an_apps_no_cache_on_cookie_html() {
+    let gw = TestGateway::new().start().await;
+    let (cookie, _) = browser_login(gw.addr, "alice", "alice-password").await;
+    // The recording upstream echoes `x-answer-*` request headers as response headers.
+    let req = get("/app/page")
+        .header("cookie", &cookie)
+        .header("x-answer-content-type", "text/html; charset=utf-8")
+        .header("x-answer-cache-control", "no-cache")
+        .body(empty())
+        .unwrap();
+    let (s, h, _) = send(gw.addr, req).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["cache-control"], "no-store");
+}
+
+/// The gateway's own logout: an app's sign-out button carries no token of ours; the origin
+/// rule admits it from the app's own pages and refuses it from another site.
+#[tokio::test(flavor = "multi_thread")]
+async fn cookie_logout_takes_a_token_or_a_passing_origin() {
+    let gw = TestGateway::new().start().await;
+    let (cookie, _) = browser_login(gw.addr, "alice", "alice-password").await;
+    let logout = |site: &str| {
+        post("/auth/logout")
+            .header("cookie", &cookie)
+            .header("sec-fetch-site", site)
+            .body(empty())
+            .unwrap()
+    };
+    assert_eq!(
+        send(gw.addr, logout("cross-site")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(gw.addr, logout("same-origin")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let (s, _, _) = send(gw.addr, with_cookie(get("/app/x"), &cookie)).await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "the session survived its logout"
     );
 }

@@ -154,10 +154,44 @@ async fn mirror_mode_keeps_cross_replica_revocation_and_fails_closed_when_stale(
         .await,
         "stale mirror kept answering"
     );
+    // Past the token's `iat` (which a cut-off earlier in this test put one second ahead).
+    let later = authgate::clock::now_secs() + 2;
+    while authgate::clock::now_secs() < later {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     redis.restart();
+    // The restarted Redis lost everything, its epoch key included: the resynced mirror
+    // refuses every token from before (no revoked one can work again); new ones work.
     assert!(
-        wait_for(b.public_addr, third_access, StatusCode::OK).await,
+        wait_for(b.public_addr, third_access, StatusCode::UNAUTHORIZED).await,
         "mirror did not resync after the restart"
+    );
+    // A reconnects on its own: until then its logins are 503.
+    let addr = a.public_addr;
+    let fourth_login = || async move {
+        let req = post("/auth/login")
+            .header("content-type", "application/json")
+            .body(json_body(
+                json!({"username": "alice", "password": "alice-password"}),
+            ))
+            .unwrap();
+        send(addr, req).await
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            fourth_login().await.0 == StatusCode::OK
+        })
+        .await
+    );
+    let fourth = json(&fourth_login().await.2);
+    assert!(
+        wait_for(
+            b.public_addr,
+            fourth["access_token"].as_str().unwrap().to_owned(),
+            StatusCode::OK
+        )
+        .await,
+        "a new session did not work after the resync"
     );
 }
 
@@ -349,12 +383,12 @@ async fn metric_families_by_outcome_route_operation_and_upstream() {
         StatusCode::UNAUTHORIZED
     );
     let (cookie, _csrf) = browser_login(gw.addr, "alice", "alice-password").await;
-    assert_eq!(
-        send(gw.addr, with_cookie(post("/web/form"), &cookie))
-            .await
-            .0,
-        StatusCode::FORBIDDEN
-    );
+    let cross_site = post("/web/form")
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(gw.addr, cross_site).await.0, StatusCode::FORBIDDEN);
     post_with_token(gw.addr, "/auth/logout", &user.access).await;
     assert_eq!(
         get_with_token(gw.addr, "/app/x", &user.access).await.0,

@@ -163,6 +163,20 @@ async fn refresh(
             None => return Err(GatewayError::MissingToken),
         },
     };
+    if from_cookie && super::logout::origin_rule(auth, &headers, &ctx).is_err() {
+        // Cross-site by the origin rule: only the session's CSRF token lets it through.
+        let sid = auth
+            .sessions()
+            .tokens()
+            .verify(&token, super::tokens::TokenType::Refresh)
+            .map_err(GatewayError::InvalidToken)?
+            .sid
+            .clone();
+        let expected = auth.sessions().csrf_for(&sid);
+        if !super::csrf::matches(super::csrf::header_value(&headers), &expected) {
+            return Err(GatewayError::Csrf);
+        }
+    }
     let pair = auth.sessions().refresh(&token).await?;
     if !from_cookie {
         return Ok(token_response(&pair));

@@ -4,13 +4,26 @@
 
 use super::endpoints::{read_body, Ctx};
 use super::form::{field, is_form};
-use super::login::{same_origin, see_other};
+use super::login::see_other;
 use super::pages;
 use super::Auth;
 use crate::body::Body;
 use crate::error::GatewayError;
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
+
+/// The CSRF origin rule (`crate::origin`) for the gateway's own endpoints.
+pub(super) fn origin_rule(
+    auth: &Auth,
+    headers: &HeaderMap,
+    ctx: &Ctx<'_>,
+) -> Result<(), GatewayError> {
+    let own = ctx
+        .host
+        .and_then(|h| crate::origin::own_origin(ctx.secure, h));
+    crate::origin::check(headers, own.as_deref(), &auth.browser().trusted_origins)
+        .map_err(|_| GatewayError::Csrf)
+}
 
 /// GET: "Sign out of <app>?" with a form carrying the CSRF value.
 pub async fn page(
@@ -39,15 +52,14 @@ pub async fn submit(
     let form = is_form(&headers);
     let identity = auth.authenticate(&headers, ctx.secure).await?;
     if identity.via_cookie {
-        if form {
-            same_origin(&headers, ctx)?;
-        }
+        // The session's token, or a request the origin rule admits (§10): an app's own
+        // "sign out" button carries no token of ours.
         let expected = auth.sessions().csrf_for(&identity.claims.sid);
         let given = super::csrf::header_value(&headers)
             .map(str::to_owned)
             .or_else(|| form.then(|| field(&body, "csrf_token")).flatten());
         if !super::csrf::matches(given.as_deref(), &expected) {
-            return Err(GatewayError::Csrf);
+            origin_rule(auth, &headers, ctx)?;
         }
     }
     let from_form = form.then(|| field(&body, "all")).flatten();

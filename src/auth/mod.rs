@@ -62,6 +62,8 @@ pub struct Browser {
     pub title: String,
     pub default_next: String,
     pub after_logout: String,
+    /// `server.trusted_origins`: other origins whose cookie requests pass the origin rule.
+    pub trusted_origins: Vec<String>,
 }
 
 /// The bearer token of a request: the Authorization header first, then the access cookie
@@ -122,6 +124,7 @@ impl Auth {
                 title: config.login.title.clone(),
                 default_next: config.login.default_next.clone(),
                 after_logout: config.login.after_logout.clone(),
+                trusted_origins: config.server.trusted_origins.clone(),
             },
         })
     }

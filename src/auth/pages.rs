@@ -88,6 +88,27 @@ pub fn logout(title: &str, csrf: Option<&str>, secure: bool) -> Response<Body> {
 }
 
 /// An HTML page with the headers every gateway page carries.
+/// An error the gateway answers to a browser's navigation (§10): the status, a plain sentence,
+/// and a way to sign in again where that helps. Same look and headers as the login page.
+pub fn error(status: StatusCode, sentence: &str, sign_in: bool, secure: bool) -> Response<Body> {
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let link = if sign_in {
+        "<p><a href=\"/auth/login\">Sign in again</a></p>"
+    } else {
+        ""
+    };
+    let main = format!(
+        "<h1>{}</h1>\n<p role=\"alert\">{}</p>\n{link}",
+        escape(&title),
+        escape(sentence)
+    );
+    page(status, document(&title, &main), secure)
+}
+
 fn page(status: StatusCode, html: String, secure: bool) -> Response<Body> {
     let mut resp = Response::new(full(html));
     *resp.status_mut() = status;

@@ -141,6 +141,18 @@ fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> Server
             Err(e) => rep.error(span(cidr), format!("server.trusted_proxies[{i}]"), e, None),
         }
     }
+    let mut trusted_origins = Vec::new();
+    for (i, o) in raw.trusted_origins.iter().enumerate() {
+        match crate::origin::normalize_origin(&o.get_ref().0) {
+            Some(norm) => trusted_origins.push(norm),
+            None => rep.error(
+                span(o),
+                format!("server.trusted_origins[{i}]"),
+                format!("{:?} is not an origin", o.get_ref().0),
+                Some("write scheme://host[:port], e.g. \"https://app.example.com\"".to_owned()),
+            ),
+        }
+    }
     let max_header_bytes = positive(
         rep,
         &raw.max_header_bytes,
@@ -162,6 +174,7 @@ fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> Server
             .map_or(Duration::from_secs(30), |d| d.0),
         max_headers: positive(rep, &raw.max_headers, "server.max_headers", 100, 1),
         trusted_proxies,
+        trusted_origins,
         max_connections: positive(
             rep,
             &raw.max_connections,

@@ -5,7 +5,7 @@ use super::error::Reporter;
 use super::raw;
 use super::UpstreamConfig;
 use crate::route::{
-    AuthMode, CacheControl, HostHeader, OnUnauthenticated, Pattern, Route, RouteTable,
+    AuthMode, CacheControl, CsrfMode, HostHeader, OnUnauthenticated, Pattern, Route, RouteTable,
 };
 use http::Method;
 use toml::Spanned;
@@ -141,6 +141,17 @@ fn build_route(
         case_insensitive,
         allow_fallthrough: r.allow_fallthrough.unwrap_or(false),
         cache_control,
+        csrf: one_of(
+            rep,
+            &r.csrf,
+            &key("csrf"),
+            CsrfMode::Origin,
+            &[
+                ("origin", CsrfMode::Origin),
+                ("token", CsrfMode::Token),
+                ("off", CsrfMode::Off),
+            ],
+        ),
     })
 }
 

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub max_headers: usize,
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    /// Origins (normalized `scheme://host[:port]`) whose cookie requests pass the CSRF origin
+    /// rule from another site.
+    pub trusted_origins: Vec<String>,
     pub max_connections: usize,
     /// Body limit for the gateway's own endpoints (login, refresh, ...); proxied bodies stream.
     pub max_body_bytes: usize,

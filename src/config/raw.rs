@@ -90,6 +90,8 @@ pub struct RawServer {
     pub max_headers: Option<Spanned<usize>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<Text>>,
+    #[serde(default)]
+    pub trusted_origins: Vec<Spanned<Text>>,
     pub max_connections: Option<Spanned<usize>>,
     pub max_body_bytes: Option<Spanned<usize>>,
     pub tls: Option<Spanned<RawTls>>,
@@ -229,4 +231,5 @@ pub struct RawRoute {
     pub case_insensitive: Option<bool>,
     pub allow_fallthrough: Option<bool>,
     pub cache_control: Option<Spanned<Text>>,
+    pub csrf: Option<Spanned<Text>>,
 }

@@ -19,7 +19,9 @@ use crate::metrics::{
     AuthOutcome, Metrics, RequestLabels, RouteLabel, UpstreamLabels, UpstreamName,
 };
 use crate::path::{normalize, NormalizedPath};
-use crate::route::{request_host, AuthMode, CacheControl, HostHeader, OnUnauthenticated, Route};
+use crate::route::{
+    request_host, AuthMode, CacheControl, CsrfMode, HostHeader, OnUnauthenticated, Route,
+};
 use crate::server::{ConnInfo, Handler};
 use crate::upstream::{forward, ForwardCtx, HeaderPolicy, UpstreamClient, UpstreamError};
 use head::{check_framing, check_head_size, forward_target, request_host_of, upgrade_protocol};
@@ -52,6 +54,10 @@ struct Outcome<'g> {
     route: Option<&'static str>,
     upstream: Option<&'g str>,
     user: Option<Arc<Claims>>,
+    /// A browser's page load: refusals are HTML pages (or the login redirect), not JSON.
+    navigation: bool,
+    /// Over TLS (directly or per a trusted proxy): the error page's headers.
+    secure: bool,
 }
 
 /// What routing decided for a request that goes upstream.
@@ -129,6 +135,8 @@ impl Gateway {
         let path =
             normalize(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let secure = conn.tls || self.https_via_proxy(conn, req.headers());
+        out.secure = secure;
+        out.navigation = crate::origin::is_navigation(req.method(), req.headers());
         if endpoints::is_own(&path.judged) {
             out.route = Some("authgate");
             let judged = path.judged.into_owned();
@@ -145,7 +153,8 @@ impl Gateway {
             AuthMode::Public => (None, None),
             AuthMode::Required => {
                 let (id, cookies) =
-                    Box::pin(self.authorize(routed.route, &req, &path, secure)).await?;
+                    Box::pin(self.authorize(routed.route, &req, &path, secure, out.navigation))
+                        .await?;
                 (Some(id), cookies)
             }
         };
@@ -154,9 +163,11 @@ impl Gateway {
         let cache_control = routed.route.cache_control;
         let via_cookie = identity.as_ref().is_some_and(|id| id.via_cookie);
         let req = match &identity {
-            Some(id) if id.via_cookie && !csrf::is_safe_method(req.method()) => {
-                let expected = self.auth.sessions().csrf_for(&id.claims.sid);
-                Box::pin(csrf::check(req, &expected, self.auth.body_limits()))
+            Some(id)
+                if id.via_cookie
+                    && (!csrf::is_safe_method(req.method()) || routed.upgrade.is_some()) =>
+            {
+                Box::pin(self.cross_site_check(req, &routed, id, conn))
                     .await
                     .inspect_err(|e| self.count_refusal(e))?
             }
@@ -182,6 +193,48 @@ impl Gateway {
             cookie_session_answer(resp.headers_mut(), set_cookies, cache_control);
         }
         Ok(resp)
+    }
+
+    /// CSRF for a cookie-authenticated unsafe request or WebSocket handshake, by the route's
+    /// mode: the origin rule (and, in `token` mode, the session's token; a handshake carries
+    /// none, so it is judged by its origin alone).
+    async fn cross_site_check(
+        &self,
+        req: Request<Incoming>,
+        routed: &Routed<'_>,
+        id: &Identity,
+        conn: &ConnInfo,
+    ) -> Result<Request<Body>, GatewayError> {
+        if routed.route.csrf == CsrfMode::Off {
+            return Ok(req.map(Body::Incoming));
+        }
+        self.origin_rule(req.headers(), routed.secure, routed.host.as_ref(), conn)?;
+        if routed.route.csrf == CsrfMode::Origin || routed.upgrade.is_some() {
+            return Ok(req.map(Body::Incoming));
+        }
+        let expected = self.auth.sessions().csrf_for(&id.claims.sid);
+        csrf::check(req, &expected, self.auth.body_limits()).await
+    }
+
+    /// The origin rule against this request's own origin (its `Host`, or a trusted proxy's
+    /// `X-Forwarded-Host`) and `server.trusted_origins`.
+    fn origin_rule(
+        &self,
+        headers: &HeaderMap,
+        secure: bool,
+        host: Option<&HeaderValue>,
+        conn: &ConnInfo,
+    ) -> Result<(), GatewayError> {
+        let trusted = &self.config.server.trusted_proxies;
+        let forwarded = (!trusted.is_empty() && trusted.iter().any(|n| n.contains(conn.peer.ip())))
+            .then(|| headers.get("x-forwarded-host"))
+            .flatten();
+        let own = forwarded
+            .or(host)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| crate::origin::own_origin(secure, h));
+        crate::origin::check(headers, own.as_deref(), &self.config.server.trusted_origins)
+            .map_err(|_| GatewayError::Csrf)
     }
 
     /// The route that judges a request (proxied, or described by a forward-auth caller).
@@ -266,6 +319,7 @@ impl Gateway {
         req: &Request<Incoming>,
         path: &NormalizedPath<'_>,
         secure: bool,
+        navigation: bool,
     ) -> Result<(Identity, Option<HeaderMap>), GatewayError> {
         let headers = req.headers();
         let result = match self.auth.authenticate(headers, secure).await {
@@ -286,8 +340,10 @@ impl Gateway {
         }
         let (identity, set_cookies) = match result {
             Ok(ok) => ok,
+            // Only a page load goes to the login page; a fetch, a WebSocket handshake or a
+            // PUT there gets 401, so the app can show its own signed-out state.
             Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
-                if route.on_unauthenticated == OnUnauthenticated::Redirect =>
+                if route.on_unauthenticated == OnUnauthenticated::Redirect && navigation =>
             {
                 // The normalized path: `//app/page` comes back as `/app/page`, a local path.
                 let next = match req.uri().query() {
@@ -411,6 +467,44 @@ fn cookie_session_answer(h: &mut HeaderMap, set: Option<HeaderMap>, policy: Cach
     cookie_cache_control(h, policy);
 }
 
+/// The contract's JSON error, or for a browser's page load an HTML page with the same status
+/// (and `Retry-After` / `WWW-Authenticate`), for the refusals a person should read.
+fn error_response(e: GatewayError, navigation: bool, secure: bool) -> Response<Body> {
+    let status = e.status_and_code().0;
+    let page = navigation
+        && matches!(
+            status.as_u16(),
+            403 | 404 | 405 | 408 | 413 | 429 | 431 | 502 | 503 | 504
+        );
+    if !page {
+        return e.into_response();
+    }
+    let sentence = match &e {
+        GatewayError::Csrf => "This request came from another site, so it was refused.",
+        GatewayError::InsufficientRole => "Your account may not open this page.",
+        GatewayError::NotFound => "There is no page at this address.",
+        GatewayError::BadGateway(_) => {
+            "The application behind this gateway could not be reached. Try again shortly."
+        }
+        GatewayError::GatewayTimeout => {
+            "The application behind this gateway took too long to answer. Try again shortly."
+        }
+        GatewayError::Unavailable(_) => "The service is unavailable right now. Try again shortly.",
+        GatewayError::TooManyAttempts { .. } => "Too many attempts. Wait a while, then try again.",
+        GatewayError::BodyTooLarge => "What was sent is too large.",
+        _ => "The request was refused.",
+    };
+    let sign_in = matches!(e, GatewayError::Csrf | GatewayError::InsufficientRole);
+    let json = e.into_response();
+    let mut resp = crate::auth::pages::error(status, sentence, sign_in, secure);
+    for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+        if let Some(v) = json.headers().get(&name) {
+            resp.headers_mut().insert(name, v.clone());
+        }
+    }
+    resp
+}
+
 /// Responses to cookie-authenticated requests stay out of caches (a browser's Back button must
 /// not show them after logout), unless the upstream chose for itself or the route says so.
 fn cookie_cache_control(h: &mut HeaderMap, policy: CacheControl) {
@@ -421,7 +515,24 @@ fn cookie_cache_control(h: &mut HeaderMap, policy: CacheControl) {
             h.insert(header::CACHE_CONTROL, no_store);
         }
         CacheControl::Default => {
-            h.entry(header::CACHE_CONTROL).or_insert(no_store);
+            // An HTML page the app marked `no-cache` or `private` (or nothing) may still be
+            // shown by Back after logout: only `no-store` keeps it out of the history cache.
+            let html = h
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/html"));
+            let weak = h
+                .get(header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok())
+                .is_none_or(|v| {
+                    let v = v.to_ascii_lowercase();
+                    (v.contains("no-cache") || v.contains("private")) && !v.contains("no-store")
+                });
+            if html && weak {
+                h.insert(header::CACHE_CONTROL, no_store);
+            } else {
+                h.entry(header::CACHE_CONTROL).or_insert(no_store);
+            }
         }
     }
 }
@@ -444,13 +555,15 @@ impl Handler for Gateway {
             .process(req, &conn, &request_id, &mut out)
             .instrument(span.clone())
             .await;
+        let mut reason = None;
         let mut resp = match processed {
             Ok(resp) => resp,
             Err(e) => {
                 if matches!(e, GatewayError::Internal(_)) {
                     span.in_scope(|| tracing::error!(error = %e, "internal error"));
                 }
-                e.into_response()
+                reason = Some(e.status_and_code().1);
+                error_response(e, out.navigation, out.secure)
             }
         };
         resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
@@ -484,6 +597,7 @@ impl Handler for Gateway {
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             upstream = out.upstream.unwrap_or("-"),
             user = out.user.as_ref().map_or("-", |c| c.sub.as_str()),
+            reason = reason.unwrap_or("-"),
         );
         resp
     }

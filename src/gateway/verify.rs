@@ -13,7 +13,7 @@ use crate::body::{empty, Body};
 use crate::error::GatewayError;
 use crate::metrics::AuthOutcome;
 use crate::path::{encode_component, normalize};
-use crate::route::{AuthMode, OnUnauthenticated};
+use crate::route::{AuthMode, CsrfMode, OnUnauthenticated};
 use crate::server::ConnInfo;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -159,8 +159,10 @@ impl Gateway {
         }
         let identity = match authenticated {
             Ok(id) => id,
+            // Only a page load goes to the login page (§10); a fetch gets 401.
             Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
-                if route.on_unauthenticated == OnUnauthenticated::Redirect =>
+                if route.on_unauthenticated == OnUnauthenticated::Redirect
+                    && crate::origin::is_navigation(&orig.method, headers) =>
             {
                 let next = match query {
                     Some(q) => format!("{}?{q}", path.forward),
@@ -174,10 +176,29 @@ impl Gateway {
             self.metrics.auth(AuthOutcome::forbidden);
             return Err(GatewayError::InsufficientRole.into());
         }
-        // CSRF here is the header only: the proxy does not show us the body.
-        if identity.via_cookie && !csrf::is_safe_method(&orig.method) {
-            let expected = sessions.csrf_for(&identity.claims.sid);
-            if !csrf::matches(csrf::header_value(headers), &expected) {
+        // CSRF by the route's mode, from the original request's `Origin` and `Sec-Fetch-Site`
+        // (every printed snippet passes them); a token only as the header (the proxy does
+        // not show us the body). A WebSocket handshake is judged like an unsafe method.
+        let upgrade = headers.contains_key(http::header::UPGRADE);
+        if identity.via_cookie
+            && (!csrf::is_safe_method(&orig.method) || upgrade)
+            && route.csrf != CsrfMode::Off
+        {
+            let own = orig
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| crate::origin::own_origin(secure, h));
+            let origin_ok =
+                crate::origin::check(headers, own.as_deref(), &self.config.server.trusted_origins)
+                    .is_ok();
+            let token_ok = route.csrf == CsrfMode::Origin
+                || upgrade
+                || csrf::matches(
+                    csrf::header_value(headers),
+                    &sessions.csrf_for(&identity.claims.sid),
+                );
+            if !(origin_ok && token_ok) {
                 self.metrics.auth(AuthOutcome::csrf);
                 return Err(GatewayError::Csrf.into());
             }

@@ -127,11 +127,10 @@ async fn sync_once(
     let snapshot = snapshot(&mut conn, keys).await?;
     mirror.set.replace_revocations(snapshot.0, snapshot.1);
     // After the copy: a Redis that came back empty gets a new epoch now, before any check.
-    mirror
-        .set
-        .set_epoch(super::redis::read_epoch(&mut conn, keys).await?);
+    let epoch = super::redis::read_epoch(&mut conn, keys).await?;
+    mirror.set.set_epoch(epoch);
     mirror.touch();
-    tracing::info!("revocation mirror in sync");
+    tracing::info!(epoch, "revocation mirror in sync");
     let mut messages = pubsub.on_message();
     let mut beat = tokio::time::interval(mirror.staleness / 4);
     loop {

@@ -140,6 +140,15 @@ impl Store {
         }
     }
 
+    /// The epoch, read from the store when not yet known (before the first token is issued:
+    /// a token issued before the epoch is first written would be refused by it).
+    pub async fn known_epoch(&self) -> Result<u64, StoreError> {
+        match self {
+            Store::Redis(r) if r.epoch() == 0 => r.refresh_epoch().await,
+            other => Ok(other.epoch()),
+        }
+    }
+
     /// The in-process table every check reads (memory and file backends).
     fn local(&self) -> Option<&MemoryStore> {
         match self {

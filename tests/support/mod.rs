@@ -154,6 +154,14 @@ impl Upstream {
                                 Response::new(Full::new(Bytes::from(format!("upstream ok {len}"))));
                             resp.headers_mut()
                                 .insert("x-upstream", "yes".parse().unwrap());
+                            // `x-answer-<name>: v` asks for `<name>: v` in the answer.
+                            for (k, v) in &parts.headers {
+                                if let Some(name) = k.as_str().strip_prefix("x-answer-") {
+                                    if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
+                                        resp.headers_mut().append(n, v.clone());
+                                    }
+                                }
+                            }
                             Ok::<_, Infallible>(resp)
                         }
                     });

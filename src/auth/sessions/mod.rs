@@ -385,7 +385,12 @@ impl Sessions {
     /// login in the same second as a logout-everywhere is not revoked by it, nor before the
     /// store's epoch (another replica's clock may be ahead of this one's).
     async fn issue_time(&self, sub: &str) -> Result<u64, GatewayError> {
-        let now = now_secs().max(self.store.epoch());
+        let epoch = self
+            .store
+            .known_epoch()
+            .await
+            .map_err(|e| self.store_down(e))?;
+        let now = now_secs().max(epoch);
         let cutoff = self
             .store
             .user_cutoff(sub)
