@@ -619,7 +619,8 @@ async fn only_navigations_are_redirected_to_the_login_page() {
         .route("path = \"/web/**\"\nupstream = \"app\"\non_unauthenticated = \"redirect\"")
         .start()
         .await;
-    let cases: &[(&str, &[(&str, &str)], StatusCode)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], StatusCode);
+    let cases: &[Case] = &[
         ("GET", &[("sec-fetch-mode", "navigate")], StatusCode::FOUND),
         ("GET", &[("accept", "text/html")], StatusCode::FOUND),
         (
