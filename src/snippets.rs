@@ -71,7 +71,7 @@ location = /_authgate {{
     proxy_set_header Content-Length "";
     proxy_set_header X-Original-Method $request_method;
     proxy_set_header X-Original-URI $request_uri;   # raw: authgate normalizes it itself
-    proxy_set_header Host $host;
+    proxy_set_header Host $http_host;   # with its port ($host drops it): the browser's origin
     proxy_set_header X-Forwarded-For $remote_addr;   # the client, not what it claims
     proxy_set_header X-Forwarded-Proto $scheme;
     # auth_request passes every client header on: clear the other conventions'.
@@ -88,7 +88,7 @@ location ^~ /auth/ {{
     proxy_pass http://authgate;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
-    proxy_set_header Host $host;
+    proxy_set_header Host $http_host;   # a form login's Origin names the port too
     proxy_set_header X-Forwarded-For $remote_addr;
     proxy_set_header X-Forwarded-Proto $scheme;
 }}

@@ -291,6 +291,12 @@ fn free_port() -> std::net::SocketAddr {
 
 impl Front {
     fn start(name: &'static str, snippet: &str, app: std::net::SocketAddr) -> Front {
+        Front::start_on(name, snippet, app, false)
+    }
+
+    /// `tcp`: nginx listens on a free loopback port instead of a unix socket (Traefik always
+    /// does).
+    fn start_on(name: &'static str, snippet: &str, app: std::net::SocketAddr, tcp: bool) -> Front {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_owned();
         let socket = d.join(format!("{name}.sock"));
@@ -306,16 +312,22 @@ impl Front {
                 // refuses the `_` of `your_app` there (400).
                 let server_part = server_part.replace("http://your_app", "http://your-app");
                 std::fs::write(d.join("authgate.conf"), server_part).unwrap();
+                let on = if tcp {
+                    let addr = free_port();
+                    listen = Listen::Tcp(addr);
+                    addr.to_string()
+                } else {
+                    format!("unix:{}", socket.display())
+                };
                 let conf = format!(
                     "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;\n\
                      events {{ worker_connections 64; }}\n\
                      http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
                        upstream your-app {{ server {app}; }}\n\
                        include {d}/authgate-http.conf;\n\
-                       server {{ listen unix:{s}; include {d}/authgate.conf; }}\n\
+                       server {{ listen {on}; include {d}/authgate.conf; }}\n\
                      }}\n",
                     d = d.display(),
-                    s = socket.display(),
                 );
                 std::fs::write(d.join("nginx.conf"), conf).unwrap();
                 let bin = program(
@@ -945,4 +957,40 @@ async fn a_servlet_app_behind_envoy_never_serves_admin_for_a_params_path() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_servlet_app_behind_traefik_never_serves_admin_for_a_params_path() {
     servlet_app_behind_a_real("traefik").await;
+}
+
+/// Regression (issue 18, item 9): the nginx snippet sent `Host $host`, which drops the port,
+/// so a browser's form login through nginx on a non-default port (`Origin:
+/// http://127.0.0.1:PORT`) looked cross-origin to the gateway and was refused (403 csrf).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_form_login_through_nginx_on_its_own_port_is_same_origin() {
+    let gw = judge_only().await;
+    let config = authgate::Config::load(&gw.config).unwrap();
+    let snippet = authgate::snippets::for_address("nginx", gw.addr, &config.identity).unwrap();
+    let front = Front::start_on("nginx", &snippet, gw.up.addr, true);
+    let Listen::Tcp(addr) = front.listen else {
+        panic!("nginx is not on TCP");
+    };
+    let origin = format!("http://{addr}");
+    let form = |origin: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri("/auth/login")
+            .header("host", addr.to_string())
+            .header("origin", origin)
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                "username=alice&password=alice-password&next=%2Fweb%2Fpage",
+            )))
+            .unwrap()
+    };
+    let (s, h, body) = front.send(form(&origin)).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(h.get("location").unwrap(), "/web/page");
+    assert!(cookie_header(&h).contains("authgate_access="));
+    // Another port on the same host is another origin: still refused.
+    let other = format!("http://{}:{}", addr.ip(), addr.port().wrapping_add(1));
+    let (s, _, body) = front.send(form(&other)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
 }
