@@ -294,7 +294,11 @@ impl Gateway {
     ) -> Result<Routed<'g>, GatewayError> {
         let host = request_host_of(req)?;
         let route = self.lookup(req.method(), host.as_ref(), path)?;
-        let target = forward_target(req.uri(), &path.forward, route.strip_prefix.as_deref())?;
+        let strip = route
+            .strip_prefix
+            .as_deref()
+            .map(|p| (p, route.case_insensitive));
+        let target = forward_target(req.uri(), path, strip)?;
         let upgrade = upgrade_protocol(req.headers())?;
         if upgrade.is_some() && !route.websocket {
             return Err(GatewayError::BadRequest(
