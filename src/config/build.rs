@@ -109,7 +109,7 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
             "/auth/login",
         ),
     };
-    let identity = build_identity(rep, &raw.identity);
+    let identity = build_identity(rep, base, &raw.identity);
     let upstreams = super::build_upstreams::build_upstreams(rep, base, &raw.upstreams);
     let forward_auth_only = raw.forward_auth.only.unwrap_or(false);
     let routes = super::build_routes::build_routes(rep, &raw.routes, &upstreams, forward_auth_only);
@@ -517,8 +517,47 @@ fn header_name(
     })
 }
 
-fn build_identity(rep: &mut Reporter, raw: &raw::RawIdentity) -> IdentityConfig {
+fn build_identity(rep: &mut Reporter, base: &Path, raw: &raw::RawIdentity) -> IdentityConfig {
+    let password = match &raw.basic_auth_password_file {
+        None => Some(String::new()),
+        Some(f) => match std::fs::read(resolve(base, &f.get_ref().0)) {
+            Ok(bytes) => match String::from_utf8(trim_ascii_end(bytes)) {
+                Ok(p) if !p.contains(':') => Some(p),
+                _ => {
+                    rep.error(
+                        span(f),
+                        "identity.basic_auth_password_file",
+                        "the password must be UTF-8 text without ':'",
+                        None,
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                rep.error(
+                    span(f),
+                    "identity.basic_auth_password_file",
+                    format!("cannot read {}: {e}", f.get_ref().0),
+                    Some("create the file, or remove the key (an empty password)".to_owned()),
+                );
+                None
+            }
+        },
+    };
+    if raw.basic_auth_password_file.is_some() && raw.pass_basic_auth != Some(true) {
+        rep.error(
+            raw.basic_auth_password_file.as_ref().and_then(span),
+            "identity.basic_auth_password_file",
+            "only pass_basic_auth = true uses it",
+            Some("set pass_basic_auth = true or remove it".to_owned()),
+        );
+    }
     IdentityConfig {
+        pass_basic_auth: if raw.pass_basic_auth == Some(true) {
+            password
+        } else {
+            None
+        },
         subject_header: header_name(
             rep,
             &raw.subject_header,

@@ -309,6 +309,9 @@ pub struct IdentityConfig {
     pub subject_header: HeaderName,
     pub roles_header: HeaderName,
     pub forward_token: bool,
+    /// Also send `Authorization: Basic base64(user:password)` on authenticated requests, for
+    /// apps that only know HTTP authentication; the password (often empty) is this.
+    pub pass_basic_auth: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -194,6 +194,8 @@ pub struct RawIdentity {
     pub subject_header: Option<Spanned<Text>>,
     pub roles_header: Option<Spanned<Text>>,
     pub forward_token: Option<bool>,
+    pub pass_basic_auth: Option<bool>,
+    pub basic_auth_password_file: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,4 +234,9 @@ pub struct RawRoute {
     pub allow_fallthrough: Option<bool>,
     pub cache_control: Option<Spanned<Text>>,
     pub csrf: Option<Spanned<Text>>,
+    pub upstream_prefix: Option<Spanned<Text>>,
+    pub redirect_rewrite: Option<bool>,
+    pub cookie_rewrite: Option<bool>,
+    #[serde(default)]
+    pub logout_clear_cookies: Vec<Spanned<Text>>,
 }

@@ -46,6 +46,33 @@ pub struct Gateway {
     upstream_latency: Vec<prometheus_client::metrics::histogram::Histogram>,
     header_policy: HeaderPolicy,
     request_ids: RequestIds,
+    /// Per upstream (index as `upstreams`): its `host:port`s and its hosts, lower-case.
+    own_addresses: Vec<OwnAddresses>,
+}
+
+/// An upstream's own addresses, as it may name itself in `Location` and `Set-Cookie`.
+#[derive(Default)]
+struct OwnAddresses {
+    authorities: Vec<String>,
+    hosts: Vec<String>,
+}
+
+fn own_addresses(targets: &[crate::config::UpstreamTarget]) -> OwnAddresses {
+    let mut out = OwnAddresses::default();
+    for t in targets {
+        out.authorities.push(
+            format!(
+                "{}:{}",
+                t.authority.host(),
+                t.authority
+                    .port_u16()
+                    .unwrap_or(if t.https { 443 } else { 80 })
+            )
+            .to_ascii_lowercase(),
+        );
+        out.hosts.push(t.authority.host().to_ascii_lowercase());
+    }
+    out
 }
 
 /// The per-request context the phases fill in; the logging phase reads it.
@@ -106,7 +133,14 @@ impl Gateway {
             ],
             forward_token: identity.forward_token,
             own_cookie_prefix: cookies::OWN_PREFIX,
+            pass_basic_auth: identity.pass_basic_auth.clone(),
         };
+        // Each upstream's own addresses, for rewriting what it says back (`Location`...).
+        let own_addresses = config
+            .upstreams
+            .iter()
+            .map(|u| own_addresses(&u.targets))
+            .collect();
         Ok(Gateway {
             config,
             auth,
@@ -115,6 +149,7 @@ impl Gateway {
             upstream_latency,
             header_policy,
             request_ids: RequestIds::new()?,
+            own_addresses,
         })
     }
 
@@ -179,6 +214,7 @@ impl Gateway {
         let index = routed.route.upstream.ok_or(GatewayError::NotFound)?;
         let upstream = self.upstreams.get(index).ok_or(GatewayError::NotFound)?;
         out.upstream = Some(&upstream.name);
+        let rewrite = self.answer_rewrite(&routed, index);
         let mut ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
         ctx.traceparent = traceparent;
         let sent = Instant::now();
@@ -189,10 +225,37 @@ impl Gateway {
         if let Some(h) = self.upstream_latency.get(index) {
             h.observe(sent.elapsed().as_secs_f64());
         }
+        if let Some(rw) = rewrite {
+            rw.apply(resp.headers_mut());
+        }
         if via_cookie {
             cookie_session_answer(resp.headers_mut(), set_cookies, cache_control);
         }
         Ok(resp)
+    }
+
+    /// What to rewrite in this route's answers (None: nothing, the common case).
+    fn answer_rewrite<'a>(
+        &'a self,
+        routed: &Routed<'a>,
+        upstream: usize,
+    ) -> Option<AnswerRewrite<'a>> {
+        let route = routed.route;
+        let mount = route.mount();
+        let own = self.own_addresses.get(upstream)?;
+        let redirects = route.redirect_rewrite;
+        let cookies = route.cookie_rewrite && mount.is_set();
+        if !redirects && !cookies {
+            return None;
+        }
+        Some(AnswerRewrite {
+            mount,
+            own,
+            host: routed.host.clone()?,
+            secure: routed.secure,
+            redirects,
+            cookies,
+        })
     }
 
     /// CSRF for a cookie-authenticated unsafe request or WebSocket handshake, by the route's
@@ -298,7 +361,12 @@ impl Gateway {
             .strip_prefix
             .as_deref()
             .map(|p| (p, route.case_insensitive));
-        let target = forward_target(req.uri(), path, strip)?;
+        let mut target = forward_target(req.uri(), path, strip)?;
+        if let Some(up) = &route.upstream_prefix {
+            target = PathAndQuery::try_from(format!("{up}{target}")).map_err(|_| {
+                GatewayError::BadRequest("the request target cannot be forwarded".to_owned())
+            })?;
+        }
         let upgrade = upgrade_protocol(req.headers())?;
         if upgrade.is_some() && !route.websocket {
             return Err(GatewayError::BadRequest(
@@ -399,6 +467,10 @@ impl Gateway {
             identity: identity.map(|id| id.claims.identity_values().clone()),
             target: routed.target,
             upgrade: routed.upgrade,
+            forwarded_prefix: routed.route.mount().is_set().then(|| {
+                HeaderValue::from_str(&routed.route.public_mount())
+                    .unwrap_or(HeaderValue::from_static("/"))
+            }),
         }
     }
 
@@ -470,6 +542,63 @@ fn cookie_session_answer(h: &mut HeaderMap, set: Option<HeaderMap>, policy: Cach
     }
     cookie_cache_control(h, policy);
 }
+
+/// Rewriting an upstream's answer for where its route mounts it (`crate::rewrite`).
+struct AnswerRewrite<'a> {
+    mount: crate::rewrite::Mount<'a>,
+    own: &'a OwnAddresses,
+    /// The client's (checked) host: with the scheme, the origin absolute URLs get.
+    host: HeaderValue,
+    secure: bool,
+    redirects: bool,
+    cookies: bool,
+}
+
+impl AnswerRewrite<'_> {
+    fn apply(&self, h: &mut HeaderMap) {
+        use crate::rewrite;
+        let redirected = h.contains_key(header::LOCATION) || h.contains_key(header::REFRESH);
+        if self.redirects && redirected {
+            let origin = format!(
+                "{}://{}",
+                if self.secure { "https" } else { "http" },
+                self.host.to_str().unwrap_or_default()
+            );
+            for (name, f) in [
+                (header::LOCATION, rewrite::location as RewriteFn),
+                (header::REFRESH, rewrite::refresh as RewriteFn),
+            ] {
+                let new = h
+                    .get(&name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| f(v, &self.own.authorities, &origin, &self.mount))
+                    .and_then(|v| HeaderValue::try_from(v).ok());
+                if let Some(v) = new {
+                    h.insert(name, v);
+                }
+            }
+        }
+        if self.cookies && h.contains_key(header::SET_COOKIE) {
+            let values: Vec<HeaderValue> = h
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .map(|v| {
+                    v.to_str()
+                        .ok()
+                        .and_then(|c| rewrite::set_cookie(c, &self.own.hosts, &self.mount))
+                        .and_then(|c| HeaderValue::try_from(c).ok())
+                        .unwrap_or_else(|| v.clone())
+                })
+                .collect();
+            h.remove(header::SET_COOKIE);
+            for v in values {
+                h.append(header::SET_COOKIE, v);
+            }
+        }
+    }
+}
+
+type RewriteFn = fn(&str, &[String], &str, &crate::rewrite::Mount<'_>) -> Option<String>;
 
 /// The contract's JSON error, or for a browser's page load an HTML page with the same status
 /// (and `Retry-After` / `WWW-Authenticate`), for the refusals a person should read.
