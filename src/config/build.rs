@@ -175,6 +175,10 @@ fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> Server
         max_headers: positive(rep, &raw.max_headers, "server.max_headers", 100, 1),
         trusted_proxies,
         trusted_origins,
+        tunnel_recheck: raw
+            .tunnel_recheck
+            .map_or(Duration::from_secs(30), |d| d.0)
+            .max(Duration::from_secs(1)),
         max_connections: positive(
             rep,
             &raw.max_connections,

@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub max_headers: usize,
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    /// An upgraded tunnel's session is re-checked this often (at once on a revocation this
+    /// process wrote or heard).
+    pub tunnel_recheck: Duration,
     /// Origins (normalized `scheme://host[:port]`) whose cookie requests pass the CSRF origin
     /// rule from another site.
     pub trusted_origins: Vec<String>,

@@ -87,6 +87,7 @@ pub struct RawServer {
     pub shutdown_grace: Option<Dur>,
     pub idle_timeout: Option<Dur>,
     pub body_read_timeout: Option<Dur>,
+    pub tunnel_recheck: Option<Dur>,
     pub max_headers: Option<Spanned<usize>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<Text>>,

@@ -6,6 +6,7 @@
 mod forwarded;
 mod head;
 mod request_id;
+mod tunnel;
 mod verify;
 
 use crate::auth::cookies;
@@ -197,6 +198,17 @@ impl Gateway {
         let traceparent = self.request_ids.traceparent_for(req.headers());
         let cache_control = routed.route.cache_control;
         let via_cookie = identity.as_ref().is_some_and(|id| id.via_cookie);
+        let guard = match (&identity, &routed.upgrade) {
+            (Some(id), Some(_)) => Some(tunnel::guard(
+                self.auth.clone(),
+                id.claims.clone(),
+                req.headers(),
+                id.via_cookie,
+                routed.secure,
+                self.config.server.tunnel_recheck,
+            )),
+            _ => None,
+        };
         let req = match &identity {
             Some(id)
                 if id.via_cookie
@@ -216,6 +228,7 @@ impl Gateway {
         out.upstream = Some(&upstream.name);
         let rewrite = self.answer_rewrite(&routed, index);
         let mut ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
+        ctx.tunnel_guard = guard;
         ctx.traceparent = traceparent;
         let sent = Instant::now();
         let mut resp = match forward(upstream, req, ctx).await {
@@ -467,6 +480,7 @@ impl Gateway {
             identity: identity.map(|id| id.claims.identity_values().clone()),
             target: routed.target,
             upgrade: routed.upgrade,
+            tunnel_guard: None,
             forwarded_prefix: routed.route.mount().is_set().then(|| {
                 HeaderValue::from_str(&routed.route.public_mount())
                     .unwrap_or(HeaderValue::from_static("/"))

@@ -62,6 +62,8 @@ pub struct ForwardCtx<'a> {
     pub upgrade: Option<HeaderValue>,
     /// `X-Forwarded-Prefix`: the public mount of a route that strips or maps a prefix.
     pub forwarded_prefix: Option<HeaderValue>,
+    /// For an upgrade: resolves when the tunnel must end (its session was revoked).
+    pub tunnel_guard: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 /// True when `name` would be read as one of the identity headers by some upstream stack:

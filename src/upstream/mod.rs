@@ -213,7 +213,7 @@ pub async fn forward(
         .await
         .map_err(|_| UpstreamError::Timeout(up.request_timeout))??;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return splice_upgrade(client_upgrade, resp);
+        return splice_upgrade(client_upgrade, resp, ctx.tunnel_guard.take());
     }
     strip_hop_by_hop(resp.headers_mut());
     // An HTTP/1.0 (or close-delimited) answer is given to the client in the client's own
@@ -224,9 +224,12 @@ pub async fn forward(
 
 /// A WebSocket handshake the upstream accepted: the two upgraded connections are spliced on
 /// a task of their own and the 101 goes back to the client.
+/// Joins the client's and the upstream's upgraded connections, until either side closes or
+/// `guard` (the session's end) resolves.
 fn splice_upgrade(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     mut resp: Response<Body>,
+    guard: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 ) -> Result<Response<Body>, UpstreamError> {
     let Some(client_upgrade) = client_upgrade else {
         return Err(UpstreamError::UnaskedUpgrade);
@@ -237,7 +240,20 @@ fn splice_upgrade(
             (Ok(client), Ok(upstream)) => {
                 let mut client = TokioIo::new(client);
                 let mut upstream = TokioIo::new(upstream);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+                match guard {
+                    Some(guard) => {
+                        tokio::select! {
+                            _ = copy => {}
+                            // Dropping both connections closes them: the app sees its
+                            // socket end, the browser its WebSocket close.
+                            () = guard => {}
+                        }
+                    }
+                    None => {
+                        let _ = copy.await;
+                    }
+                }
             }
             _ => tracing::debug!("upgrade did not complete"),
         }
