@@ -432,6 +432,7 @@ pub struct TestGateway {
     revocation: String,
     routes: String,
     server: String,
+    tables: String,
 }
 
 impl Default for TestGateway {
@@ -447,6 +448,7 @@ impl TestGateway {
             revocation: MEMORY.to_owned(),
             routes: String::new(),
             server: String::new(),
+            tables: String::new(),
         }
     }
 
@@ -474,6 +476,12 @@ impl TestGateway {
         self
     }
 
+    /// Whole tables (`[forward_auth]\n...`), appended after the routes.
+    pub fn tables(mut self, toml: &str) -> Self {
+        self.tables.push_str(&format!("\n{toml}\n"));
+        self
+    }
+
     /// Extra `[server]` keys.
     pub fn server(mut self, toml: &str) -> Self {
         self.server.push_str(toml);
@@ -490,7 +498,7 @@ impl TestGateway {
             &self.revocation,
             &self.routes,
             &self.server,
-        );
+        ) + &self.tables;
         let config = fx.write("authgate.toml", &text);
         let app = start(&config).await;
         Running {
