@@ -1071,3 +1071,137 @@ async fn a_form_login_through_nginx_on_its_own_port_is_same_origin() {
     let (s, _, body) = front.send(form(&other)).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
 }
+
+const EVIL: &str = "evil.example";
+
+/// A judge-only gateway whose routes name a host (`gw.test`), with the browser route open to
+/// any host, as in the issue's set-up.
+async fn judge_with_hosts(tables: &str) -> Running {
+    TestGateway::new()
+        .server(JUDGE)
+        .route("path = \"/hosted/**\"\nhost = \"gw.test\"\nupstream = \"app\"")
+        .route("path = \"/web/**\"\nupstream = \"app\"\non_unauthenticated = \"redirect\"")
+        .tables(tables)
+        .start()
+        .await
+}
+
+/// Regression (issue 18, item 11): `/auth/verify` built its absolute redirect from the
+/// forwarded host, which the client chose (`Host: evil.example` through Traefik ->
+/// `Location: http://evil.example/auth/login...`). With routes that name hosts, a host
+/// outside them is refused; `forward_auth.public_origin` is used when set.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_redirects_never_name_a_host_the_client_chose() {
+    let gw = judge_with_hosts("").await;
+    let asked = |host: &str| {
+        get("/auth/verify")
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", "/web/page")
+            .header("x-forwarded-host", host)
+            .header("x-forwarded-proto", "http")
+            .body(empty())
+            .unwrap()
+    };
+    let (s, h, body) = send(gw.addr, asked(EVIL)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(h.get("location").is_none(), "{h:?}");
+    assert_eq!(h.get("x-auth-error").unwrap(), "invalid_request");
+    for (host, want) in [
+        ("gw.test", "http://gw.test/auth/login?next=/web/page"),
+        (
+            "GW.test:8080",
+            "http://GW.test:8080/auth/login?next=/web/page",
+        ),
+    ] {
+        let (s, h, body) = send(gw.addr, asked(host)).await;
+        assert_eq!(s, StatusCode::FOUND, "{host}: {body}");
+        assert_eq!(h.get("location").unwrap(), want, "{host}");
+    }
+    // With a public origin, every redirect is on it, whatever the host said.
+    let gw = judge_with_hosts("[forward_auth]\npublic_origin = \"https://App.example.com/\"").await;
+    for host in [EVIL, "gw.test"] {
+        let (s, h, body) = send(gw.addr, asked(host)).await;
+        assert_eq!(s, StatusCode::FOUND, "{host}: {body}");
+        assert_eq!(
+            h.get("location").unwrap(),
+            "https://app.example.com/auth/login?next=/web/page",
+            "{host}"
+        );
+    }
+}
+
+/// The same, through a real Traefik with the printed snippet (the issue's reproduction).
+#[tokio::test(flavor = "multi_thread")]
+async fn through_traefik_a_redirect_never_names_evil_example() {
+    for (tables, want) in [
+        ("", None),
+        (
+            "[forward_auth]\npublic_origin = \"https://app.example.com\"",
+            Some("https://app.example.com/auth/login?next=/web/page"),
+        ),
+    ] {
+        let gw = judge_with_hosts(tables).await;
+        let config = authgate::Config::load(&gw.config).unwrap();
+        let snippet =
+            authgate::snippets::for_address("traefik", gw.addr, &config.identity).unwrap();
+        let front = Front::start("traefik", &snippet, gw.up.addr);
+        let req = http::Request::builder()
+            .uri("/web/page")
+            .header("host", EVIL)
+            .body(empty())
+            .unwrap();
+        let (s, h, body) = front.send(req).await;
+        let location = h.get("location").map(|l| l.to_str().unwrap().to_owned());
+        assert!(
+            !location.as_deref().unwrap_or_default().contains(EVIL),
+            "{tables}: {location:?}"
+        );
+        match want {
+            None => assert_eq!(s, StatusCode::BAD_REQUEST, "{body}"),
+            Some(want) => {
+                assert_eq!(s, StatusCode::FOUND, "{body}");
+                assert_eq!(location.as_deref(), Some(want));
+            }
+        }
+        assert!(gw.up.requests().is_empty());
+    }
+}
+
+#[test]
+fn public_origin_must_be_an_origin() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let base = fx.config(up, HS256, MEMORY, "", "");
+    for bad in [
+        "app.example.com",
+        "ftp://app.example.com",
+        "https://app.example.com/app",
+        "https://app.example.com?x=1",
+        "https://app.example.com#x",
+        "https://user@app.example.com",
+        "https://",
+        "https://app.example.com:99999",
+        "https://app.example.com:x",
+    ] {
+        let text = format!("{base}\n[forward_auth]\npublic_origin = \"{bad}\"\n");
+        let path = fx.write("origin.toml", &text);
+        let err = authgate::Config::load(&path).unwrap_err().to_string();
+        let line = text.lines().count();
+        assert!(
+            err.contains(&format!("origin.toml:{line}:"))
+                && err.contains("forward_auth.public_origin")
+                && err.contains("is not an origin"),
+            "{bad}: {err}"
+        );
+    }
+    for (good, stored) in [
+        ("https://App.Example.com/", "https://app.example.com"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443"),
+    ] {
+        let text = format!("{base}\n[forward_auth]\npublic_origin = \"{good}\"\n");
+        let config = authgate::Config::load(&fx.write("origin.toml", &text))
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert_eq!(config.public_origin.as_deref(), Some(stored));
+    }
+}

@@ -112,6 +112,11 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
     let identity = build_identity(rep, base, &raw.identity);
     let upstreams = super::build_upstreams::build_upstreams(rep, base, &raw.upstreams);
     let forward_auth_only = raw.forward_auth.only.unwrap_or(false);
+    let public_origin = raw
+        .forward_auth
+        .public_origin
+        .as_ref()
+        .and_then(|o| parse_origin(rep, o, "forward_auth.public_origin"));
     let routes = super::build_routes::build_routes(rep, &raw.routes, &upstreams, forward_auth_only);
     if !rep.errors.is_empty() {
         return None;
@@ -130,7 +135,41 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
         upstreams,
         routes: routes?,
         forward_auth_only,
+        public_origin,
     })
+}
+
+/// An origin, `scheme://host[:port]` (http or https, no user, path, query or fragment),
+/// returned lower-cased without a trailing slash.
+fn parse_origin(rep: &mut Reporter, s: &Spanned<Text>, key: &str) -> Option<String> {
+    let given = &s.get_ref().0;
+    let text = given.strip_suffix('/').unwrap_or(given);
+    let ok = text.split_once("://").is_some_and(|(scheme, rest)| {
+        matches!(scheme, "http" | "https")
+            && !rest.contains(['/', '?', '#', '@'])
+            && rest.parse::<http::uri::Authority>().is_ok_and(|a| {
+                // After the host: nothing, or `:` and a port that fits in 16 bits.
+                let port = rest.get(a.host().len()..).unwrap_or("x");
+                !a.host().is_empty()
+                    && (port.is_empty()
+                        || port.strip_prefix(':').is_some_and(|p| {
+                            p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+                        }))
+            })
+    });
+    if !ok {
+        rep.error(
+            span(s),
+            key,
+            format!("{given:?} is not an origin"),
+            Some(
+                "write scheme://host[:port] without a path, like \"https://app.example.com\""
+                    .to_owned(),
+            ),
+        );
+        return None;
+    }
+    Some(text.to_ascii_lowercase())
 }
 
 fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> ServerConfig {

@@ -42,6 +42,10 @@ pub struct Config {
     pub routes: RouteTable,
     /// `[forward_auth] only = true`: judge for a proxy in front, proxy nothing.
     pub forward_auth_only: bool,
+    /// `[forward_auth] public_origin`: `scheme://host[:port]` (lower case, no trailing
+    /// slash) that every absolute URL the gateway builds starts with, instead of a host a
+    /// client could choose.
+    pub public_origin: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -75,6 +75,8 @@ pub struct RawConfig {
 pub struct RawForwardAuth {
     /// Judge only: nothing is proxied, `upstream` is optional on routes.
     pub only: Option<bool>,
+    /// `scheme://host[:port]` of every absolute URL the gateway builds.
+    pub public_origin: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -440,6 +440,7 @@ pub struct TestGateway {
     revocation: String,
     routes: String,
     server: String,
+    tables: String,
 }
 
 impl Default for TestGateway {
@@ -455,6 +456,7 @@ impl TestGateway {
             revocation: MEMORY.to_owned(),
             routes: String::new(),
             server: String::new(),
+            tables: String::new(),
         }
     }
 
@@ -482,6 +484,12 @@ impl TestGateway {
         self
     }
 
+    /// Whole tables (`[forward_auth]\n...`), appended after the routes.
+    pub fn tables(mut self, toml: &str) -> Self {
+        self.tables.push_str(&format!("\n{toml}\n"));
+        self
+    }
+
     /// Extra `[server]` keys.
     pub fn server(mut self, toml: &str) -> Self {
         self.server.push_str(toml);
@@ -498,7 +506,7 @@ impl TestGateway {
             &self.revocation,
             &self.routes,
             &self.server,
-        );
+        ) + &self.tables;
         let config = fx.write("authgate.toml", &text);
         let app = start(&config).await;
         Running {
