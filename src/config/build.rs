@@ -213,6 +213,7 @@ fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> Server
             .map_or(Duration::from_secs(30), |d| d.0),
         max_headers: positive(rep, &raw.max_headers, "server.max_headers", 100, 1),
         trusted_proxies,
+        max_buffered: raw.max_buffered.map_or(64 << 20, |s| s.0),
         trusted_origins,
         tunnel_recheck: raw
             .tunnel_recheck

@@ -69,6 +69,8 @@ pub struct ServerConfig {
     /// rule from another site.
     pub trusted_origins: Vec<String>,
     pub max_connections: usize,
+    /// Memory all buffered bodies may hold at once (bytes); beyond it bodies stream.
+    pub max_buffered: u64,
     /// Body limit for the gateway's own endpoints (login, refresh, ...); proxied bodies stream.
     pub max_body_bytes: usize,
     pub tls: Option<TlsConfig>,
@@ -337,6 +339,12 @@ pub struct UpstreamConfig {
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// The TLS server name to ask for and verify, instead of the URL's host.
     pub sni: Option<String>,
+    /// A request body up to this size is read whole before an upstream connection is taken
+    /// (0: streamed), so a slow client never holds an app server's worker.
+    pub buffer_request_body: u64,
+    /// Up to this much of an answer is read as fast as the upstream sends it (0: streamed),
+    /// so its connection is free while a slow client reads.
+    pub buffer_response: u64,
 }
 
 /// One host of an upstream.

@@ -96,6 +96,7 @@ pub struct RawServer {
     #[serde(default)]
     pub trusted_origins: Vec<Spanned<Text>>,
     pub max_connections: Option<Spanned<usize>>,
+    pub max_buffered: Option<Size>,
     pub max_body_bytes: Option<Spanned<usize>>,
     pub tls: Option<Spanned<RawTls>>,
 }
@@ -216,6 +217,8 @@ pub struct RawUpstream {
     pub client_cert: Option<Spanned<Text>>,
     pub client_key: Option<Spanned<Text>>,
     pub sni: Option<Spanned<Text>>,
+    pub buffer_request_body: Option<Size>,
+    pub buffer_response: Option<Size>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -113,12 +113,16 @@ impl Gateway {
         let name = |u: &crate::config::UpstreamConfig| UpstreamName {
             upstream: u.name.clone(),
         };
+        let budget = crate::upstream::buffer::Budget::new(
+            config.server.max_buffered,
+            metrics.buffer_overflows.clone(),
+        );
         let upstreams = config
             .upstreams
             .iter()
             .map(|u| {
                 let ejections = metrics.upstream_ejections.get_or_create(&name(u));
-                UpstreamClient::new(u, ejections.clone())
+                UpstreamClient::new(u, ejections.clone(), budget.clone())
             })
             .collect();
         let upstream_latency = config
@@ -225,6 +229,21 @@ impl Gateway {
         }
         let index = routed.route.upstream.ok_or(GatewayError::NotFound)?;
         let upstream = self.upstreams.get(index).ok_or(GatewayError::NotFound)?;
+        // A body is read (up to `buffer_request_body`) before any upstream connection is
+        // taken: a slow client never holds an app server's worker.
+        let req = crate::upstream::buffer::request_body(
+            req,
+            upstream.request_buffer(),
+            self.config.server.body_read_timeout,
+            upstream.budget(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::body::BodyError::Stalled => GatewayError::RequestTimeout,
+            crate::body::BodyError::Hyper(_) => {
+                GatewayError::BadRequest("could not read the request body".to_owned())
+            }
+        })?;
         out.upstream = Some(&upstream.name);
         let rewrite = self.answer_rewrite(&routed, index);
         let mut ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
@@ -490,7 +509,7 @@ impl Gateway {
 
     /// Counts a failed exchange by upstream and kind.
     fn upstream_failed(&self, upstream: &UpstreamClient, e: UpstreamError) -> GatewayError {
-        if e.is_client_fault() {
+        if e.is_client_fault() || e.is_client_stall() {
             return e.into();
         }
         tracing::warn!(

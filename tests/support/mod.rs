@@ -150,8 +150,12 @@ impl Upstream {
                                 tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0)))
                                     .await;
                             }
-                            let mut resp =
-                                Response::new(Full::new(Bytes::from(format!("upstream ok {len}"))));
+                            // `/big/<n>`: an answer of n bytes.
+                            let text = match path.split("/big/").nth(1) {
+                                Some(n) => "x".repeat(n.parse().unwrap_or(0)),
+                                None => format!("upstream ok {len}"),
+                            };
+                            let mut resp = Response::new(Full::new(Bytes::from(text)));
                             resp.headers_mut()
                                 .insert("x-upstream", "yes".parse().unwrap());
                             // `x-answer-<name>: v` asks for `<name>: v` in the answer.
@@ -436,6 +440,7 @@ pub fn executor() -> TokioExecutor {
 /// let gw = TestGateway::new().redis(&redis).route(r#"path = "/x" ..."#).start().await;
 /// ```
 pub struct TestGateway {
+    upstream_extra: String,
     tokens: String,
     revocation: String,
     routes: String,
@@ -452,6 +457,7 @@ impl Default for TestGateway {
 impl TestGateway {
     pub fn new() -> TestGateway {
         TestGateway {
+            upstream_extra: String::new(),
             tokens: HS256.to_owned(),
             revocation: MEMORY.to_owned(),
             routes: String::new(),
@@ -487,6 +493,13 @@ impl TestGateway {
     /// Whole tables (`[forward_auth]\n...`), appended after the routes.
     pub fn tables(mut self, toml: &str) -> Self {
         self.tables.push_str(&format!("\n{toml}\n"));
+        self
+    }
+
+    /// Extra keys of the `[[upstreams]]` table.
+    pub fn upstream_extra(mut self, toml: &str) -> Self {
+        self.upstream_extra.push_str(toml);
+        self.upstream_extra.push('\n');
         self
     }
 
