@@ -107,6 +107,9 @@ pub struct Reloader {
     running: Mutex<Arc<Config>>,
     /// One reload at a time (SIGHUP and the watcher may both ask).
     busy: tokio::sync::Mutex<()>,
+    /// Runs once when the next reload has read its files (a test writes a file "during" it).
+    #[cfg(test)]
+    after_load: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// A loaded config, ready to take over.
@@ -133,6 +136,8 @@ impl Reloader {
             certs,
             running: Mutex::new(config),
             busy: tokio::sync::Mutex::new(()),
+            #[cfg(test)]
+            after_load: Mutex::default(),
         }
     }
 
@@ -195,6 +200,15 @@ impl Reloader {
         if let Some(certs) = &self.certs {
             certs.reload()?;
         }
+        #[cfg(test)]
+        if let Some(hook) = self
+            .after_load
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            hook();
+        }
         Ok(Prepared {
             config: new,
             gateway,
@@ -239,14 +253,19 @@ impl Reloader {
         let mut seen = fingerprint(&self.watched());
         loop {
             tokio::time::sleep(every).await;
-            let now = fingerprint(&self.watched());
-            if now != seen {
-                self.reload("a watched file changed").await;
-                // What was seen BEFORE loading: a change written while the reload ran differs
-                // from it and triggers another (taken after, it would never be loaded). A new
-                // config naming other files costs one more reload, nothing worse.
-                seen = now;
-            }
+            self.look(&mut seen).await;
+        }
+    }
+
+    /// One look at the watched files: reloads when they changed since `seen`.
+    async fn look(self: &Arc<Self>, seen: &mut Vec<Print>) {
+        let now = fingerprint(&self.watched());
+        if now != *seen {
+            self.reload("a watched file changed").await;
+            // What was seen BEFORE loading: a change written while the reload ran differs
+            // from it and triggers another (taken after, it would never be loaded). A new
+            // config naming other files costs one more reload, nothing worse.
+            *seen = now;
         }
     }
 }
@@ -333,6 +352,77 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (red team, low): a change written while a reload ran was never loaded (the
+    /// fingerprint was taken after loading), so a removed user could still sign in.
+    #[tokio::test]
+    async fn a_change_written_during_a_reload_is_loaded_next() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let hash = crate::auth::passwords::hash_password(b"pw").unwrap_or_default();
+        let user = |n: &str| format!("[[user]]\nname = \"{n}\"\npassword_hash = \"{hash}\"\n");
+        std::fs::write(dir.path().join("users.toml"), user("a")).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(
+            dir.path().join("s"),
+            "secret-one-0123456789-abcdefghijklmnop",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text = "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                    [tokens]\nalgorithm = \"HS256\"\nsecret_file = \"s\"\n\
+                    [users]\nfile = \"users.toml\"\n[forward_auth]\nonly = true\n\
+                    [[routes]]\npath = \"/**\"\nauth = \"public\"\n";
+        let path = dir.path().join("authgate.toml");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+        let config = Arc::new(Config::load(&path).unwrap_or_else(|e| panic!("{e}")));
+        let metrics = Arc::new(Metrics::new());
+        let keys =
+            Arc::new(KeySet::load(&config.tokens, Generate::No).unwrap_or_else(|e| panic!("{e}")));
+        let store = crate::store::Store::Memory(crate::store::MemoryStore::new());
+        let auth = Arc::new(
+            Auth::new(&config, keys, store, metrics.clone()).unwrap_or_else(|e| panic!("{e}")),
+        );
+        let gateway = Gateway::new(config.clone(), auth.clone(), metrics.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let switch = Arc::new(Switch::new(gateway, metrics.clone()));
+        let reloader = Arc::new(Reloader::new(config, switch.clone(), auth, metrics, None));
+        let users = || {
+            let mut n: Vec<String> = switch
+                .current
+                .load()
+                .auth()
+                .sessions()
+                .users()
+                .snapshot()
+                .unwrap_or_default()
+                .into_keys()
+                .collect();
+            n.sort();
+            n
+        };
+        let mut seen = fingerprint(&reloader.watched());
+        // Change 1 (user b added); while its reload runs, change 2 (user a removed). The
+        // rewrite is a new file (rename), so the fingerprint differs even within one tick.
+        let file = dir.path().join("users.toml");
+        std::fs::write(&file, format!("{}{}", user("a"), user("b")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let during = file.clone();
+        let b_only = user("b");
+        *reloader
+            .after_load
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Box::new(move || {
+            let tmp = during.with_extension("tmp");
+            std::fs::write(&tmp, b_only).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::rename(&tmp, &during).unwrap_or_else(|e| panic!("{e}"));
+        }));
+        reloader.look(&mut seen).await;
+        // That reload loaded change 1 (a and b); the next look must see change 2.
+        reloader.look(&mut seen).await;
+        assert_eq!(users(), ["b"], "a change written during a reload was lost");
+        // And a look with nothing changed does nothing more.
+        let before = fingerprint(&reloader.watched());
+        reloader.look(&mut seen).await;
+        assert_eq!(fingerprint(&reloader.watched()), before);
+    }
 
     /// Every file the config names is watched: the config, the users file, HS256 secret files
     /// (current and previous) and, for PEM keys, the key files.
