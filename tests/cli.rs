@@ -792,6 +792,10 @@ async fn log_lines_carry_the_request_id_and_a_502_its_cause() {
     let error = v["error"].as_str().unwrap();
     assert!(error.contains("refused"), "{line}");
     assert_eq!(v["kind"], "connect", "{line}");
+    // The access line says why it was refused.
+    assert!(log.wait_for("upstream_unreachable"), "{:?}", log.seen);
+    let access: serde_json::Value = serde_json::from_str(log.seen.last().unwrap()).unwrap();
+    assert_eq!(access["reason"], "upstream_unreachable", "{access}");
     // A failed login, logged inside the request, carries it too.
     let req = post("/auth/login")
         .header("content-type", "application/json")

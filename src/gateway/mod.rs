@@ -545,6 +545,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The access log's `reason` for an error answer: the contract's code, and for a 502 whether
+/// the upstream could not be reached or closed mid-answer.
+fn refusal_reason(e: &GatewayError) -> &'static str {
+    match e {
+        GatewayError::BadGateway(m) if m.starts_with("connect") => "upstream_unreachable",
+        GatewayError::BadGateway(_) => "upstream_closed",
+        other => other.status_and_code().1,
+    }
+}
+
 /// The auth-decision outcome a refusal stands for.
 fn refusal_outcome(e: &GatewayError) -> Option<AuthOutcome> {
     use crate::auth::tokens::TokenError;
@@ -728,7 +738,7 @@ impl Handler for Gateway {
                 if matches!(e, GatewayError::Internal(_)) {
                     span.in_scope(|| tracing::error!(error = %e, "internal error"));
                 }
-                reason = Some(e.status_and_code().1);
+                reason = Some(refusal_reason(&e));
                 error_response(e, out.navigation, out.secure)
             }
         };
