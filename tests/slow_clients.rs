@@ -96,3 +96,39 @@ async fn answers_are_read_ahead_within_the_budget_and_stream_beyond_it() {
         .map_or(0, |n| n.trim().parse().unwrap());
     assert_eq!(overflows, 2, "bodies over the budget were not counted");
 }
+
+/// Regression (operations): hyper's header timeout (10 s) also ran between keep-alive
+/// requests, so a connection idle for 12 s was closed without a word while `idle_timeout`
+/// (60 s) promised to keep it. Between requests only `idle_timeout` applies;
+/// `header_read_timeout` counts from a request's first byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_alive_lives_to_idle_timeout_and_a_slow_head_is_cut() {
+    let gw = TestGateway::new()
+        .server("header_read_timeout = \"1s\"\nidle_timeout = \"5s\"")
+        .start()
+        .await;
+    let req = b"GET /public/a HTTP/1.1\r\nhost: gw.test\r\n\r\n";
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    tcp.write_all(req).await.unwrap();
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Idle for longer than header_read_timeout, shorter than idle_timeout: still open.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tcp.write_all(req).await.unwrap();
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "an idle keep-alive connection was closed before idle_timeout"
+    );
+    // A head begun and not finished within header_read_timeout: closed.
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"GET /public/a HTTP/1.1\r\nho")
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(4), slow.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a trickling head was not cut: {closed:?}"
+    );
+}

@@ -2,11 +2,16 @@
 //! counts requests in flight, and a watchdog ends the connection once nothing has moved for
 //! `idle_timeout` while no request is in flight. That covers a socket that never sends a
 //! byte, one idle after its TLS handshake, an idle keep-alive between requests and an idle
-//! HTTP/2 connection alike (hyper's own header timeout starts only at the first byte).
+//! HTTP/2 connection alike.
+//!
+//! The same watchdog bounds a request head: once a byte has come with no request in flight, a
+//! request must be under way within `header_read_timeout` (a slowloris trickle is cut). It
+//! replaces hyper's own header timeout, which also ran between keep-alive requests and
+//! closed idle connections after 10 s that `idle_timeout` (60 s) promised to keep.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct Activity {
     moves: AtomicU64,
     in_flight: AtomicUsize,
+    /// Bytes came with no request in flight: a request head has begun.
+    head: AtomicBool,
 }
 
 /// The watchdog looks this many times per `idle_timeout`: a quiet connection is closed after
@@ -37,7 +44,16 @@ impl Activity {
     /// body's bytes then count as activity).
     pub fn request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head.store(false, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// Bytes were read: with no request in flight, they begin a request head.
+    fn read(&self) {
+        self.touch();
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            self.head.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Watches a connection served by the task `conn` and aborts that task once it has moved
@@ -49,38 +65,70 @@ impl Activity {
     /// connections/s).
     pub async fn watch(
         self: Arc<Self>,
-        limit: Duration,
+        limits: Limits,
         conn: tokio::task::AbortHandle,
         done: tokio::sync::oneshot::Receiver<()>,
     ) {
         tokio::select! {
-            () = self.idle(limit) => {
+            why = self.expired(limits) => {
                 conn.abort();
-                tracing::debug!("idle timeout: connection closed");
+                tracing::debug!(why, "connection closed");
             }
             _ = done => {}
         }
     }
 
     /// Resolves once the connection has moved no byte for `limit` with no request in flight.
+    #[cfg(test)]
     pub async fn idle(&self, limit: Duration) {
-        let tick = (limit / TICKS).max(Duration::from_millis(10));
+        self.expired(Limits {
+            idle: limit,
+            head: None,
+        })
+        .await;
+    }
+
+    /// Resolves (saying why) once the connection is idle past `limits.idle`, or a request
+    /// head has been coming for longer than `limits.head`.
+    async fn expired(&self, limits: Limits) -> &'static str {
+        let shortest = limits.head.map_or(limits.idle, |h| h.min(limits.idle));
+        let tick = (shortest / TICKS).max(Duration::from_millis(10));
+        let ticks = |d: Duration| (d.as_nanos() / tick.as_nanos().max(1)).max(1) as u64;
+        let (idle_ticks, head_ticks) = (ticks(limits.idle), limits.head.map(ticks));
         let mut seen = self.moves.load(Ordering::Relaxed);
-        let mut quiet = 0;
+        let (mut quiet, mut heading) = (0u64, 0u64);
         loop {
             tokio::time::sleep(tick).await;
+            let busy = self.in_flight.load(Ordering::Relaxed) > 0;
+            if !busy && self.head.load(Ordering::Relaxed) {
+                heading += 1;
+                if head_ticks.is_some_and(|n| heading >= n) {
+                    return "request head timeout";
+                }
+            } else {
+                heading = 0;
+            }
             let now = self.moves.load(Ordering::Relaxed);
-            if now != seen || self.in_flight.load(Ordering::Relaxed) > 0 {
+            if now != seen || busy {
                 seen = now;
                 quiet = 0;
                 continue;
             }
             quiet += 1;
-            if quiet >= TICKS {
-                return;
+            if quiet >= idle_ticks {
+                return "idle timeout";
             }
         }
     }
+}
+
+/// The watchdog's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// No byte moved and no request in flight this long: closed.
+    pub idle: Duration,
+    /// A request head begun this long ago and still not a request: closed.
+    pub head: Option<Duration>,
 }
 
 pub struct InFlight(Arc<Activity>);
@@ -113,7 +161,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for IdleIo<I> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.read();
         }
         polled
     }
@@ -194,6 +242,47 @@ mod tests {
         );
     }
 
+    /// A head that trickles is cut at the head limit; an idle keep-alive lives to the idle
+    /// limit (regression: hyper's header timeout closed it at 10 s).
+    #[tokio::test(start_paused = true)]
+    async fn a_head_is_bounded_and_idle_keep_alive_is_not() {
+        let limits = Limits {
+            idle: Duration::from_secs(60),
+            head: Some(Duration::from_secs(10)),
+        };
+        let a = Activity::new();
+        // Idle between requests: only the idle limit applies.
+        let started = tokio::time::Instant::now();
+        assert_eq!(a.expired(limits).await, "idle timeout");
+        assert!(started.elapsed() >= Duration::from_secs(60));
+        // A head begins (bytes with no request in flight) and trickles on.
+        let b = Activity::new();
+        b.read();
+        let trickle = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                b.read();
+            }
+        };
+        let started = tokio::time::Instant::now();
+        let why = tokio::select! {
+            why = b.expired(limits) => why,
+            () = trickle => "never",
+        };
+        assert_eq!(why, "request head timeout");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(10) && took <= Duration::from_secs(13),
+            "{took:?}"
+        );
+        // Once the request is under way the head clock stops.
+        let c = Activity::new();
+        c.read();
+        let _req = c.request();
+        let waited = tokio::time::timeout(Duration::from_secs(30), c.expired(limits)).await;
+        assert!(waited.is_err());
+    }
+
     /// Regression: the watchdog outlived its connection by up to a tick, holding the finished
     /// task; under connection churn that was 200 MiB. It must end with the connection, at
     /// once (no virtual time passes).
@@ -204,7 +293,11 @@ mod tests {
         let conn = tokio::spawn(async move {
             let _held = done;
         });
-        let watchdog = tokio::spawn(a.watch(Duration::from_secs(60), conn.abort_handle(), ended));
+        let limits = Limits {
+            idle: Duration::from_secs(60),
+            head: None,
+        };
+        let watchdog = tokio::spawn(a.watch(limits, conn.abort_handle(), ended));
         let started = tokio::time::Instant::now();
         watchdog.await.unwrap();
         assert_eq!(started.elapsed(), Duration::ZERO);

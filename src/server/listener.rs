@@ -73,7 +73,8 @@ fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(opts.header_read_timeout)
+        // Ours (the idle watchdog): hyper's also ran between keep-alive requests.
+        .header_read_timeout(None)
         .max_headers(opts.max_headers)
         .max_buf_size(opts.max_buf_size.max(8192))
         .writev(false);
@@ -135,7 +136,11 @@ pub async fn serve<H: Handler>(
         };
         let (done, ended) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(conn.run(tcp, tls.clone(), (permit, done)));
-        tokio::spawn(activity.watch(opts.idle_timeout, task.abort_handle(), ended));
+        let limits = super::idle::Limits {
+            idle: opts.idle_timeout,
+            head: Some(opts.header_read_timeout),
+        };
+        tokio::spawn(activity.watch(limits, task.abort_handle(), ended));
     }
     drop(listener);
     tokio::select! {
