@@ -6,9 +6,11 @@ seen. Kernel time (the loopback TCP path, most of the CPU) is not counted.
     bench/instructions.py target/release/authgate [other/authgate ...]
 
 For every binary: the public route and the protected route (HS256, memory revocation, warm token
-cache) behind an nginx upstream; 3 s of warm-up, then the counters are zeroed, wrk -t1 -c8 runs
+cache; the token is minted by the measured process, since a memory store refuses tokens issued
+before it started) behind an nginx upstream; 3 s of warm-up, then the counters are zeroed, wrk -t1 -c8 runs
 6 s, and the counters are dumped. valgrind, wrk and nginx are installed from Debian when absent.
-Build first: cargo build --release --bin authgate.
+Build first: cargo build --release --bin authgate. CALLGRIND_DIR=dir keeps each profile there as
+<target dir name>-<route>.out (e.g. bench-target-public.out) for callgrind_annotate.
 """
 import glob, json, os, re, shutil, subprocess, sys, time
 
@@ -35,13 +37,23 @@ def wrk(url, token, seconds):
     return int(re.search(r"(\d+) requests in", out).group(1))
 
 
-def measure(binary, up, path, token):
+def login(gp):
+    st, body = request(f"http://127.0.0.1:{gp}/auth/login", method="POST",
+                       body=json.dumps({"username": "bench", "password": "bench-password"}).encode())
+    assert st == 200, body
+    return json.loads(body)["access_token"]
+
+
+def measure(binary, up, path, protected):
     gp, ap = port(), port()
     cfg = config(gp, ap, up)
     out = os.path.join(run.work, f"callgrind.{gp}")
     p = spawn(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", binary, "serve", "--config", cfg],
               env={**os.environ, "RUST_LOG": "warn"})
     wait_port(gp, 120)
+    # The token comes from the measured process itself: a memory revocation store refuses tokens
+    # issued before it started (its epoch), so a token from another instance would be a 401.
+    token = login(gp) if protected else None
     url = f"http://127.0.0.1:{gp}{path}"
     wrk(url, token, 3)
     subprocess.run(["callgrind_control", "-z", str(p.pid)], capture_output=True, check=True)
@@ -50,7 +62,12 @@ def measure(binary, up, path, token):
     time.sleep(1)
     p.terminate(); p.wait(30)
     dumps = [f for f in glob.glob(f"{out}.{p.pid}.*")]
-    text = open(max(dumps, key=os.path.getmtime)).read()
+    dump = max(dumps, key=os.path.getmtime)
+    if os.environ.get("CALLGRIND_DIR"):  # keep the profile for callgrind_annotate
+        os.makedirs(os.environ["CALLGRIND_DIR"], exist_ok=True)
+        shutil.copy(dump, os.path.join(os.environ["CALLGRIND_DIR"],
+                                       f"{os.path.basename(os.path.dirname(os.path.dirname(binary)))}-{'protected' if protected else 'public'}.out"))
+    text = open(dump).read()
     total = int(re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M).group(1))
     return n, total
 
@@ -75,19 +92,11 @@ http {{ access_log off; server {{ listen 127.0.0.1:{up}; location / {{ return 20
     write("secret", run.SECRET)
     h = subprocess.run([binaries[0], "hash-password"], input="bench-password\n", capture_output=True, text=True, check=True).stdout.strip()
     write("users.toml", f'[[user]]\nname = "bench"\npassword_hash = "{h}"\nroles = ["user"]\n')
-    # One token from a plain (not instrumented) gateway: HS256 tokens verify on any instance.
-    gp, ap = port(), port()
-    g = spawn([binaries[0], "serve", "--config", config(gp, ap, up)], env={**os.environ, "RUST_LOG": "warn"}); wait_port(gp)
-    st, body = request(f"http://127.0.0.1:{gp}/auth/login", method="POST",
-                       body=json.dumps({"username": "bench", "password": "bench-password"}).encode())
-    assert st == 200, body
-    token = json.loads(body)["access_token"]
-    g.terminate(); g.wait(10)
     print("| binary | route | requests | instructions | per request |")
     print("|---|---|---:|---:|---:|")
     for b in binaries:
-        for label, path, tok in (("public", "/public/x", None), ("protected HS256 memory", "/x", token)):
-            n, total = measure(b, up, path, tok)
+        for label, path, protected in (("public", "/public/x", False), ("protected HS256 memory", "/x", True)):
+            n, total = measure(b, up, path, protected)
             print(f"| {b} | {label} | {n:,} | {total:,} | {total // max(n, 1):,} |", flush=True)
 
 
