@@ -25,6 +25,8 @@ impl Mount<'_> {
                 let rest = under(path, up)?;
                 Some(format!("{public}{rest}"))
             }
+            // An app told its mount (`X-Forwarded-Prefix`) already names it: leave those.
+            None if self.public.is_some() && under(path, public).is_some() => None,
             None if self.public.is_some() => Some(format!("{public}{path}")),
             None => None,
         }
@@ -84,6 +86,19 @@ pub fn location(
 ) -> Option<String> {
     let v = value.trim();
     if let Some((scheme, authority, rest)) = split_absolute(v) {
+        // The client's own origin (an app that builds URLs from `Host`): only the path may
+        // need the mount.
+        let ours = client_origin.split_once("://").is_some_and(|(s, a)| {
+            s.eq_ignore_ascii_case(scheme) && a.eq_ignore_ascii_case(authority)
+        });
+        if ours {
+            let path = if rest.is_empty() { "/" } else { rest };
+            return path
+                .starts_with('/')
+                .then(|| mount.public_path(path))
+                .flatten()
+                .map(|p| format!("{client_origin}{p}"));
+        }
         if !is_upstream(authority, scheme, own) {
             return None;
         }
@@ -133,7 +148,7 @@ pub fn set_cookie(value: &str, upstream_hosts: &[String], mount: &Mount<'_>) -> 
                 }
             } else if name.eq_ignore_ascii_case("path") && mount.is_set() {
                 let p = val.trim();
-                let new = if p == "/" && mount.upstream.is_none() {
+                let new = if p == "/" {
                     Some(mount.cookie_path().to_owned())
                 } else if p.starts_with('/') {
                     mount.public_path(p).map(|np| match np.strip_suffix('/') {
@@ -214,6 +229,17 @@ mod tests {
             ("http://127.0.0.1:9999/x", &root, None),
             // Local paths get the public prefix back.
             ("/login", &strip, Some("/wiki/login")),
+            // An app told its mount already names it.
+            ("/wiki/login", &strip, None),
+            ("/wiki", &strip, None),
+            ("/wikipedia", &strip, Some("/wiki/wikipedia")),
+            // An app that builds absolute URLs from the Host the client sent.
+            (
+                "https://gw.example/trac/x",
+                &mapped,
+                Some("https://gw.example/wiki/x"),
+            ),
+            ("https://gw.example/other", &mapped, None),
             ("/trac/newticket", &mapped, Some("/wiki/newticket")),
             ("/trac", &mapped, Some("/wiki/")),
             ("/tracx", &mapped, None),
@@ -268,6 +294,8 @@ mod tests {
             ),
             ("sid=1; Path=/trac/x", &mapped, Some("sid=1; Path=/wiki/x")),
             ("sid=1; Path=/other", &mapped, None),
+            ("sid=1; Path=/", &mapped, Some("sid=1; Path=/wiki")),
+            ("sid=1; Path=/wiki", &strip, None),
             (
                 "sid=1; Domain=app.internal; Path=/",
                 &Mount::default(),
