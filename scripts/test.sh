@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 # What the tests run besides the gateway: redis-server (their own instances, on unix
 # sockets; TLS, Sentinel and Cluster set-ups on loopback ports with redis-sentinel and
-# redis-cli), Chromium and chromedriver (the real-browser test), nginx (forward-auth).
+# redis-cli), Chromium and chromedriver (the real-browser test), nginx (forward-auth), an
+# embedded Tomcat and a JDK to compile the servlet app the forward-auth tests put behind the
+# proxies (tests/servlet/ServletApp.java).
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || need+=(redis-sentinel)
@@ -14,6 +16,8 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+[ -f /usr/share/java/tomcat10-embed-core.jar ] || need+=(libtomcat10-embed-java)
+command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing from Debian's packages: ${need[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi

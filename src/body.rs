@@ -3,8 +3,38 @@
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Why a body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// The client sent nothing for `server.body_read_timeout`: the stream is cut, so the
+    /// upstream sees an incomplete request, never one that looks whole.
+    #[error("the request body stalled")]
+    Stalled,
+}
+
+/// A peer's stream whose every gap between two frames is bounded (`body_read_timeout`).
+pub struct Gapped {
+    body: Incoming,
+    gap: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Gapped {
+    pub fn new(body: Incoming, gap: Duration) -> Gapped {
+        Gapped {
+            body,
+            gap,
+            timer: Box::pin(tokio::time::sleep(gap)),
+        }
+    }
+}
 
 /// Called once when a tracked stream has been read to its end (an upstream connection goes
 /// back to its pool). Dropped uncalled when the stream fails or is abandoned.
@@ -27,6 +57,17 @@ pub enum Body {
     /// A stream whose end is reported to its hook (an upstream's, whose connection goes back
     /// to the pool then). Boxing the hook costs one allocation, only for streamed bodies.
     Tracked(Incoming, Option<EndHook>),
+    /// A client's stream with bounded gaps (`Gapped`).
+    Gapped(Box<Gapped>),
+    /// What was buffered first, then the rest; the memory budget the buffer holds is given
+    /// back when the body is dropped.
+    Chain(
+        Option<Bytes>,
+        Box<Body>,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+    /// A whole buffered body holding its share of the memory budget.
+    Held(Option<Bytes>, Option<tokio::sync::OwnedSemaphorePermit>),
 }
 
 pub fn full(data: impl Into<Bytes>) -> Body {
@@ -44,17 +85,22 @@ impl From<Incoming> for Body {
     }
 }
 
+type Polled = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
+
+fn hyper_frame(p: Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) -> Polled {
+    p.map(|o| o.map(|r| r.map_err(BodyError::Hyper)))
+}
+
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         match self.get_mut() {
-            Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Body::Incoming(b) => Pin::new(b).poll_frame(cx),
+            Body::Full(data) | Body::Held(data, _) => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
+            Body::Incoming(b) => hyper_frame(Pin::new(b).poll_frame(cx)),
             Body::Tracked(b, hook) => {
                 let polled = Pin::new(&mut *b).poll_frame(cx);
                 match &polled {
@@ -64,22 +110,55 @@ impl http_body::Body for Body {
                     Poll::Ready(Some(Err(_))) => *hook = None,
                     _ => {}
                 }
-                polled
+                hyper_frame(polled)
             }
+            Body::Gapped(g) => {
+                let g = &mut **g;
+                match Pin::new(&mut g.body).poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        let deadline = tokio::time::Instant::now() + g.gap;
+                        g.timer.as_mut().reset(deadline);
+                        Poll::Ready(frame.map(|r| r.map_err(BodyError::Hyper)))
+                    }
+                    Poll::Pending => match g.timer.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Stalled))),
+                        Poll::Pending => Poll::Pending,
+                    },
+                }
+            }
+            Body::Chain(head, rest, _) => match head.take() {
+                Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                None => Pin::new(&mut **rest).poll_frame(cx),
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Body::Full(data) => data.is_none(),
+            Body::Full(data) | Body::Held(data, _) => data.is_none(),
             Body::Incoming(b) | Body::Tracked(b, _) => b.is_end_stream(),
+            Body::Gapped(g) => g.body.is_end_stream(),
+            Body::Chain(head, rest, _) => head.is_none() && rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Body::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Body::Full(data) | Body::Held(data, _) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Body::Incoming(b) | Body::Tracked(b, _) => b.size_hint(),
+            Body::Gapped(g) => g.body.size_hint(),
+            Body::Chain(head, rest, _) => {
+                let n = head.as_ref().map_or(0, |d| d.len() as u64);
+                let r = rest.size_hint();
+                let mut h = SizeHint::new();
+                h.set_lower(r.lower() + n);
+                if let Some(u) = r.upper() {
+                    h.set_upper(u + n);
+                }
+                h
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod origin;
 pub mod path;
 pub mod reload;
+pub mod rewrite;
 pub mod route;
 pub mod server;
 pub mod snippets;

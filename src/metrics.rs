@@ -157,6 +157,9 @@ pub struct Metrics {
     pub store_errors: Counter,
     /// Messages on the revocation channel that the mirror could not decode.
     pub mirror_undecodable: Counter,
+    /// `authgate_buffer_overflows_total`: bodies streamed because `server.max_buffered` was
+    /// spent.
+    pub buffer_overflows: Counter,
 }
 
 impl Default for Metrics {
@@ -189,6 +192,7 @@ impl Metrics {
         let open_connections = Gauge::default();
         let store_errors = Counter::default();
         let mirror_undecodable = Counter::default();
+        let buffer_overflows = Counter::default();
         registry.register(
             "requests",
             "Requests answered, by route and status",
@@ -250,9 +254,15 @@ impl Metrics {
             "Messages on the revocation channel the mirror could not decode (and ignored)",
             mirror_undecodable.clone(),
         );
+        registry.register(
+            "buffer_overflows",
+            "Bodies streamed instead of buffered because server.max_buffered was spent",
+            buffer_overflows.clone(),
+        );
         Metrics {
             registry,
             mirror_undecodable,
+            buffer_overflows,
             requests,
             latency,
             auth_decisions,

@@ -3,7 +3,11 @@
 //!
 //! Why so strict: a gateway and its upstream must agree on what a path means, or a rule on
 //! `/admin/**` can be walked around (`/public/..;/admin`, `/%2e%2e/admin`, `/admin%2Fx`).
-//! Anything two servers could read differently is refused with 400 instead of guessed.
+//! Anything two servers could read differently is refused with 400 instead of guessed: a
+//! servlet container strips `;params` and then merges the empty segment that leaves
+//! (`/public/;/../admin` is `/admin` to Tomcat), while a reader that keeps `;` as a segment
+//! lets `..` remove it (`/public/admin`). So a segment empty before its `;`, and a `.`/`..`
+//! that carries `;params`, have no reading we could bet on.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -26,6 +30,8 @@ pub enum PathError {
     ControlChar,
     BadPercent,
     AboveRoot,
+    /// `/;x/`, `/..;x/`, `/.;/`: servers disagree on what such a segment is.
+    ParamOnEmptyOrDot,
 }
 
 impl fmt::Display for PathError {
@@ -38,6 +44,7 @@ impl fmt::Display for PathError {
             Self::ControlChar => "control character in the path",
             Self::BadPercent => "invalid percent-encoding in the path",
             Self::AboveRoot => "the path climbs above the root",
+            Self::ParamOnEmptyOrDot => "a path parameter on an empty or dot segment",
         })
     }
 }
@@ -138,22 +145,23 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath<'_>, PathError> {
         });
     }
     let decoded = decode_unreserved(raw)?;
-    // (full segment, judged part or None when the judged part is empty)
-    let mut stack: Vec<(&str, Option<&str>)> = Vec::new();
+    let mut stack: Vec<(&str, &str)> = Vec::new(); // (full segment, judged part)
     let mut trailing_slash = false;
     for seg in decoded[1..].split('/') {
-        let base = seg.split(';').next().unwrap_or("");
-        trailing_slash = false;
+        let (base, params) = match seg.split_once(';') {
+            Some((base, _)) => (base, true),
+            None => (seg, false),
+        };
+        if params && matches!(base, "" | "." | "..") {
+            return Err(PathError::ParamOnEmptyOrDot);
+        }
+        trailing_slash = matches!(base, "" | "." | "..");
         match base {
-            "" if seg.is_empty() => trailing_slash = true,
-            "." => trailing_slash = true,
+            "" | "." => {}
             ".." => {
-                // `..;x` is `..` to a servlet container, so it is `..` here too.
                 stack.pop().ok_or(PathError::AboveRoot)?;
-                trailing_slash = true;
             }
-            "" => stack.push((seg, None)),
-            base => stack.push((seg, Some(base))),
+            base => stack.push((seg, base)),
         }
     }
     let mut forward = String::with_capacity(decoded.len());
@@ -161,15 +169,12 @@ pub fn normalize(raw: &str) -> Result<NormalizedPath<'_>, PathError> {
     for (full, base) in &stack {
         forward.push('/');
         forward.push_str(full);
-        if let Some(base) = base {
-            judged.push('/');
-            judged.push_str(base);
-        }
+        judged.push('/');
+        judged.push_str(base);
     }
+    // Both views have the same segments, so they end the same way.
     if trailing_slash || forward.is_empty() {
         forward.push('/');
-    }
-    if trailing_slash && !judged.is_empty() || judged.is_empty() {
         judged.push('/');
     }
     Ok(NormalizedPath {
@@ -232,10 +237,11 @@ mod tests {
             "/app;jsessionid=1/page",
             "/app/page",
         ),
-        ("/public/..;/admin", "/admin", "/admin"),
-        ("/public/..;x=y/admin", "/admin", "/admin"),
-        ("/a/.;x/b", "/a/b", "/a/b"),
-        ("/a/;x/b", "/a/;x/b", "/a/b"),
+        ("/a;/b", "/a;/b", "/a/b"),
+        ("/a;x=1/..", "/", "/"),
+        ("/a/b;v=2/../c", "/a/c", "/a/c"),
+        ("/...;x", "/...;x", "/..."),
+        ("/a/..b;x", "/a/..b;x", "/a/..b"),
         ("/a;b;c", "/a;b;c", "/a"),
         ("/a%3Bb", "/a%3Bb", "/a%3Bb"),
         ("/A/B", "/A/B", "/A/B"),
@@ -253,7 +259,28 @@ mod tests {
         ("/../etc/passwd", PathError::AboveRoot),
         ("/a/../../b", PathError::AboveRoot),
         ("/%2e%2e/admin", PathError::AboveRoot),
-        ("/..;/admin", PathError::AboveRoot),
+        ("/..;/admin", PathError::ParamOnEmptyOrDot),
+        // Issue 18: a `;params` segment that `..` removes here, but a servlet container merges
+        // away (then `..` climbs one further): `/public/;/../admin/x` was judged public.
+        ("/public/;/../admin/x", PathError::ParamOnEmptyOrDot),
+        ("/public/;x=1/../admin/x", PathError::ParamOnEmptyOrDot),
+        ("/public/a/;/../../admin/x", PathError::ParamOnEmptyOrDot),
+        (
+            "/public/;jsessionid=A/../admin/x",
+            PathError::ParamOnEmptyOrDot,
+        ),
+        ("/;", PathError::ParamOnEmptyOrDot),
+        ("/;x=1/", PathError::ParamOnEmptyOrDot),
+        ("/;jsessionid=A/", PathError::ParamOnEmptyOrDot),
+        ("/a/;x/b", PathError::ParamOnEmptyOrDot),
+        ("/a//;x", PathError::ParamOnEmptyOrDot),
+        ("/public/..;/admin", PathError::ParamOnEmptyOrDot),
+        ("/public/..;x=y/admin", PathError::ParamOnEmptyOrDot),
+        ("/public/..;", PathError::ParamOnEmptyOrDot),
+        ("/a/.;x/b", PathError::ParamOnEmptyOrDot),
+        ("/a/.;", PathError::ParamOnEmptyOrDot),
+        ("/a/%2e;x/b", PathError::ParamOnEmptyOrDot),
+        ("/a/%2E%2e;/b", PathError::ParamOnEmptyOrDot),
         ("/a%2Fb", PathError::EncodedSlash),
         ("/a%2fb", PathError::EncodedSlash),
         ("/a%5Cb", PathError::EncodedSlash),
@@ -317,9 +344,80 @@ mod property {
     }
 
     const PIECES: &[&str] = &[
-        "/", "/", "//", ".", "..", "a", "b", "%2e", "%2E", "%2f", "%5c", "%25", "%41", ";", ";x=1",
-        "%00", "%", "%g", "~", "-", "_", "\\", "?", "%3b", "admin", "public", "..;", "%2e%2e",
+        "/",
+        "/",
+        "//",
+        ".",
+        "..",
+        "a",
+        "b",
+        "%2e",
+        "%2E",
+        "%2f",
+        "%5c",
+        "%25",
+        "%41",
+        ";",
+        ";x=1",
+        "%00",
+        "%",
+        "%g",
+        "~",
+        "-",
+        "_",
+        "\\",
+        "?",
+        "%3b",
+        "admin",
+        "public",
+        "..;",
+        "%2e%2e",
+        ";jsessionid=A",
+        ".;",
+        "/;/",
+        "%2e;x",
     ];
+
+    /// How a servlet container reads a path (Tomcat's order): decode unreserved escapes, cut
+    /// every segment's `;params`, merge the empty segments that leaves, resolve `.` and `..`.
+    /// None: it climbs above the root. Written apart from `normalize`, to check it.
+    fn servlet_reading(raw: &str) -> Option<String> {
+        let mut decoded = String::new();
+        let mut rest = raw;
+        while let Some(at) = rest.find('%') {
+            decoded.push_str(&rest[..at]);
+            let byte = u8::from_str_radix(rest.get(at + 1..at + 3)?, 16).ok()?;
+            if is_unreserved(byte) {
+                decoded.push(char::from(byte));
+            } else {
+                decoded.push_str(&rest[at..at + 3].to_ascii_uppercase());
+            }
+            rest = &rest[at + 3..];
+        }
+        decoded.push_str(rest);
+        let mut out: Vec<&str> = Vec::new();
+        let mut dir = true;
+        for seg in decoded.split('/').skip(1) {
+            let seg = seg.split(';').next()?;
+            dir = matches!(seg, "" | "." | "..");
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    out.pop()?;
+                }
+                s => out.push(s),
+            }
+        }
+        let mut path = String::new();
+        for seg in &out {
+            path.push('/');
+            path.push_str(seg);
+        }
+        if dir || path.is_empty() {
+            path.push('/');
+        }
+        Some(path)
+    }
 
     #[test]
     fn random_paths_never_escape_and_normalize_once() {
@@ -346,6 +444,15 @@ mod property {
                 }
             }
             assert!(!out.judged.contains(';'), "{raw:?} -> {:?}", out.judged);
+            // A servlet container behind us, handed the raw path (forward-auth) or the
+            // forward view (proxying), serves what we judged.
+            for sent in [raw.as_str(), &out.forward] {
+                assert_eq!(
+                    servlet_reading(sent).as_deref(),
+                    Some(out.judged.as_ref()),
+                    "{raw:?}: a servlet reads {sent:?} otherwise"
+                );
+            }
             assert_eq!(
                 normalize(&out.forward).as_ref(),
                 Ok(&out),

@@ -166,6 +166,43 @@ pub struct Route {
     /// How a cookie-authenticated unsafe request (or WebSocket handshake) proves it is not
     /// cross-site.
     pub csrf: CsrfMode,
+    /// Put in front of the path after `strip_prefix` (public `/wiki/x` -> app `/trac/x`).
+    pub upstream_prefix: Option<String>,
+    /// Rewrite `Location` / `Refresh` answers to the public origin and mount.
+    pub redirect_rewrite: bool,
+    /// Rewrite `Set-Cookie` paths (and drop the upstream's `Domain`) for a prefixed mount.
+    pub cookie_rewrite: bool,
+    /// App cookies a logout through the gateway also expires.
+    pub logout_clear_cookies: Vec<String>,
+}
+
+impl Route {
+    /// Where this route mounts its app (for rewriting what the app says back).
+    pub fn mount(&self) -> crate::rewrite::Mount<'_> {
+        crate::rewrite::Mount {
+            public: self.strip_prefix.as_deref(),
+            upstream: self.upstream_prefix.as_deref(),
+        }
+    }
+
+    /// The public path this route mounts: `strip_prefix`, else the literal start of its
+    /// pattern (`/app/**` -> `/app`), else `/`.
+    pub fn public_mount(&self) -> String {
+        if let Some(p) = &self.strip_prefix {
+            return p.clone();
+        }
+        let text = self.pattern.as_str();
+        let literal: Vec<&str> = text
+            .split('/')
+            .skip(1)
+            .take_while(|s| !s.contains('*'))
+            .collect();
+        if literal.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("/{}", literal.join("/"))
+        }
+    }
 }
 
 /// Per route: how a cookie-authenticated unsafe request proves it is not cross-site (§10).
@@ -411,6 +448,10 @@ mod tests {
             allow_fallthrough: false,
             cache_control: CacheControl::Default,
             csrf: CsrfMode::Origin,
+            upstream_prefix: None,
+            redirect_rewrite: true,
+            cookie_rewrite: true,
+            logout_clear_cookies: Vec::new(),
         }
     }
 

@@ -71,7 +71,7 @@ location = /_authgate {{
     proxy_set_header Content-Length "";
     proxy_set_header X-Original-Method $request_method;
     proxy_set_header X-Original-URI $request_uri;   # raw: authgate normalizes it itself
-    proxy_set_header Host $host;
+    proxy_set_header Host $http_host;   # with its port ($host drops it): the browser's origin
     proxy_set_header X-Forwarded-For $remote_addr;   # the client, not what it claims
     proxy_set_header X-Forwarded-Proto $scheme;
     # auth_request passes every client header on: clear the other conventions'.
@@ -88,7 +88,7 @@ location ^~ /auth/ {{
     proxy_pass http://authgate;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
-    proxy_set_header Host $host;
+    proxy_set_header Host $http_host;   # a form login's Origin names the port too
     proxy_set_header X-Forwarded-For $remote_addr;
     proxy_set_header X-Forwarded-Proto $scheme;
 }}
@@ -117,8 +117,28 @@ location / {{
     )
 }
 
+/// Every other spelling of `header` with `-` and `_` between its words (`X-Auth_User`,
+/// `X_Auth-User`, `X_Auth_User` for `X-Auth-User`): apps that fold header names CGI-style
+/// (`HTTP_X_AUTH_USER`: WSGI, PHP, CGI) read each of them as `header`. Case needs no
+/// variants where the proxy compares names case-insensitively (Traefik, in Go, does).
+fn other_spellings(header: &str) -> Vec<String> {
+    let mut words = header.split(['-', '_']);
+    let mut joined = vec![words.next().unwrap_or_default().to_owned()];
+    for word in words {
+        joined = joined
+            .iter()
+            .flat_map(|j| ["-", "_"].map(|sep| format!("{j}{sep}{word}")))
+            .collect();
+    }
+    joined.retain(|j| !j.eq_ignore_ascii_case(header));
+    joined
+}
+
 fn traefik(authgate: &str, user: &str, roles: &str) -> String {
-    let (uu, ru) = (user.replace('-', "_"), roles.replace('-', "_"));
+    let mut clean = String::new();
+    for spelling in other_spellings(user).iter().chain(&other_spellings(roles)) {
+        clean.push_str(&format!("          \"{spelling}\": \"\"\n"));
+    }
     format!(
         r#"# authgate forward-auth for Traefik (dynamic configuration). `your-app` is your
 # service. authgate: server.trusted_proxies must list Traefik.
@@ -138,9 +158,9 @@ http:
       headers:
         customRequestHeaders:            # "" removes the header
           Authorization: ""              # the app gets the identity, not the token
-          {uu}: ""               # Traefik passes underscore spellings, which many
-          {ru}: ""               # apps (CGI, PHP, WSGI) read as the identity
-  routers:
+          # Traefik passes `_` spellings, which apps that fold header names (CGI, PHP,
+          # WSGI) read as the identity: every mix of `-` and `_` (any case: Go folds it).
+{clean}  routers:
     authgate-check:                      # clients never reach the check itself (403)
       rule: "PathPrefix(`/auth/verify`)"
       priority: 300
@@ -298,4 +318,21 @@ static_resources:
 # forwards: the app sees authgate_* cookies.
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_other_spelling_of_an_identity_header() {
+        let mut got = other_spellings("X-Auth-User");
+        got.sort();
+        assert_eq!(got, ["X-Auth_User", "X_Auth-User", "X_Auth_User"]);
+        assert_eq!(other_spellings("X-User"), ["X_User"]);
+        assert!(other_spellings("Remote").is_empty());
+        let mut got = other_spellings("x_auth_roles");
+        got.sort();
+        assert_eq!(got, ["x-auth-roles", "x-auth_roles", "x_auth-roles"]);
+    }
 }

@@ -387,7 +387,6 @@ async fn path_tricks_get_their_status() {
         ("/public/%2e%2e/admin/x", 403),
         ("/public/%2E%2E/admin/x", 403),
         ("/public/.%2e/admin/x", 403),
-        ("/public/..;/admin/x", 403),
         ("/public;x=y/../admin/x", 403),
         ("/public/./../admin/x", 403),
         ("//admin/x", 403),
@@ -395,6 +394,13 @@ async fn path_tricks_get_their_status() {
         ("/admin;jsessionid=1/x", 403),
         ("/./admin/x", 403),
         ("/public/../../admin/x", 400),
+        // Issue 18: `;params` on an empty or dot segment (a servlet container reads these
+        // as /admin/x, a reader that keeps `;x` as a segment as /public/admin/x).
+        ("/public/..;/admin/x", 400),
+        ("/public/;/../admin/x", 400),
+        ("/public/;x=1/../admin/x", 400),
+        ("/public/a/;/../../admin/x", 400),
+        ("/public/;jsessionid=A/../admin/x", 400),
         ("/admin%2Fx", 400),
         ("/public/..%2Fadmin/x", 400),
         ("/public/%2e%2e%2fadmin/x", 400),

@@ -110,13 +110,27 @@ fn explain_shows_the_normalized_path_and_the_rule() {
         .arg("explain")
         .arg("--config")
         .arg(&path)
-        .args(["GET", "/public/..;/admin/x"])
+        .args(["GET", "/public/%2e%2e/admin/x"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("normalized path: /admin/x"), "{text}");
     assert!(
         text.contains("routes[1]") && text.contains("roles any of [admin]"),
+        "{text}"
+    );
+    let out = bin()
+        .arg("explain")
+        .arg("--config")
+        .arg(&path)
+        .args(["GET", "/public/;/../admin/x"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "rejected with 400 invalid_request: a path parameter on an empty or dot segment"
+        ),
         "{text}"
     );
 }

@@ -291,6 +291,12 @@ fn free_port() -> std::net::SocketAddr {
 
 impl Front {
     fn start(name: &'static str, snippet: &str, app: std::net::SocketAddr) -> Front {
+        Front::start_on(name, snippet, app, false)
+    }
+
+    /// `tcp`: nginx listens on a free loopback port instead of a unix socket (Traefik always
+    /// does).
+    fn start_on(name: &'static str, snippet: &str, app: std::net::SocketAddr, tcp: bool) -> Front {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_owned();
         let socket = d.join(format!("{name}.sock"));
@@ -302,17 +308,26 @@ impl Front {
                     .split_once(authgate::snippets::NGINX_SERVER_PART)
                     .unwrap();
                 std::fs::write(d.join("authgate-http.conf"), http_part).unwrap();
+                // Named with a `-`: nginx sends the upstream's name as `Host`, and Tomcat
+                // refuses the `_` of `your_app` there (400).
+                let server_part = server_part.replace("http://your_app", "http://your-app");
                 std::fs::write(d.join("authgate.conf"), server_part).unwrap();
+                let on = if tcp {
+                    let addr = free_port();
+                    listen = Listen::Tcp(addr);
+                    addr.to_string()
+                } else {
+                    format!("unix:{}", socket.display())
+                };
                 let conf = format!(
                     "worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log; daemon off;\n\
                      events {{ worker_connections 64; }}\n\
                      http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d};\n\
-                       upstream your_app {{ server {app}; }}\n\
+                       upstream your-app {{ server {app}; }}\n\
                        include {d}/authgate-http.conf;\n\
-                       server {{ listen unix:{s}; include {d}/authgate.conf; }}\n\
+                       server {{ listen {on}; include {d}/authgate.conf; }}\n\
                      }}\n",
                     d = d.display(),
-                    s = socket.display(),
                 );
                 std::fs::write(d.join("nginx.conf"), conf).unwrap();
                 let bin = program(
@@ -538,24 +553,7 @@ async fn through_a_real(name: &'static str) {
             "{name}: the app saw a client's {h}"
         );
     }
-    // An underscore spelling of the identity never reaches the app as identity.
-    let req = get("/public/x")
-        .header("x_auth_user", "root")
-        .body(empty())
-        .unwrap();
-    let before = gw.up.requests().len();
-    let s = front.send(req).await.0;
-    if s == StatusCode::OK {
-        assert!(gw.up.requests().len() > before);
-        let seen = gw.up.last();
-        assert!(seen.headers.get("x_auth_user").is_none(), "{name}");
-        assert!(
-            seen.headers.get("x-auth-user").is_none_or(|v| v.is_empty()),
-            "{name}"
-        );
-    } else {
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{name}");
-    }
+    identity_spellings_never_reach_the_app(name, &front, &gw, &bearer).await;
     // A missing role: 403; a browser route: to the login page.
     let req = get("/admin/x")
         .header("authorization", &bearer)
@@ -693,6 +691,100 @@ async fn through_a_real(name: &'static str) {
     assert!(wary.up.requests().is_empty(), "{name}");
 }
 
+/// Every spelling of `words` joined by `-` or `_`, in four cases: what an app that folds
+/// header names CGI-style (`HTTP_X_AUTH_USER`, WSGI, PHP) reads as the same header.
+fn spellings(words: &[&str]) -> Vec<String> {
+    let mut joined = vec![String::new()];
+    for (i, w) in words.iter().enumerate() {
+        let seps: &[&str] = if i == 0 { &[""] } else { &["-", "_"] };
+        joined = joined
+            .iter()
+            .flat_map(|j| seps.iter().map(move |s| format!("{j}{s}{w}")))
+            .collect();
+    }
+    joined
+        .iter()
+        .flat_map(|j| {
+            let odd: String = j
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 2 == 0 {
+                        c.to_ascii_lowercase()
+                    } else {
+                        c.to_ascii_uppercase()
+                    }
+                })
+                .collect();
+            [
+                j.clone(),
+                j.to_ascii_lowercase(),
+                j.to_ascii_uppercase(),
+                odd,
+            ]
+        })
+        .collect()
+}
+
+/// Issue 18 (item 4): the Traefik snippet removed `X_Auth_User` but not `X-Auth_User` or
+/// `X_Auth-User`, and a WSGI app read them as `HTTP_X_AUTH_USER`. Every spelling, alone and
+/// all at once, on a public and on a protected route: the app sees no header that folds to an
+/// identity header except the gateway's own, spelled canonically, with the gateway's value.
+async fn identity_spellings_never_reach_the_app(
+    name: &str,
+    front: &Front,
+    gw: &Running,
+    bearer: &str,
+) {
+    let mut forged: Vec<String> = spellings(&["X", "Auth", "User"]);
+    forged.extend(spellings(&["X", "Auth", "Roles"]));
+    // Each alone, then all together.
+    let mut sets: Vec<Vec<String>> = forged.iter().map(|f| vec![f.clone()]).collect();
+    sets.push(forged.clone());
+    for (route, token, want) in [
+        ("/public/x", None, [None, None]),
+        ("/app/x", Some(bearer), [Some("alice"), Some("user")]),
+    ] {
+        for set in &sets {
+            let mut req = get(route);
+            if let Some(t) = token {
+                req = req.header("authorization", t);
+            }
+            for h in set {
+                req = req.header(h.as_str(), "root,admin");
+            }
+            let before = gw.up.requests().len();
+            let (s, _, body) = front.send(req.body(empty()).unwrap()).await;
+            if s != StatusCode::OK {
+                // Envoy refuses any underscore name (400): fine, nothing reached the app.
+                assert_eq!(s, StatusCode::BAD_REQUEST, "{name} {route} {set:?}: {body}");
+                assert_eq!(gw.up.requests().len(), before, "{name} {route} {set:?}");
+                continue;
+            }
+            let seen = gw.up.last();
+            for (canonical, want) in ["x-auth-user", "x-auth-roles"].into_iter().zip(want) {
+                let folded: Vec<(String, String)> = seen
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| n.as_str().replace('_', "-").to_ascii_lowercase() == canonical)
+                    .map(|(n, v)| {
+                        (
+                            n.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                let ok = match want {
+                    // Nothing, or only the proxy's own emptied header.
+                    None => folded.iter().all(|(n, v)| n == canonical && v.is_empty()),
+                    Some(w) => folded == [(canonical.to_owned(), w.to_owned())],
+                };
+                assert!(ok, "{name} {route} {set:?}: the app saw {folded:?}");
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn through_a_real_nginx_with_the_printed_snippet() {
     through_a_real("nginx").await;
@@ -711,4 +803,405 @@ async fn through_a_real_caddy_with_the_printed_snippet() {
 #[tokio::test(flavor = "multi_thread")]
 async fn through_a_real_traefik_with_the_printed_snippet() {
     through_a_real("traefik").await;
+}
+
+/// A real servlet container behind the proxy: an embedded Tomcat 10 (Debian's
+/// `libtomcat10-embed-java`) running `tests/servlet/ServletApp.java`, with servlets on
+/// `/admin/*` and `/public/*` that say which one answered. One JVM per test binary run: it
+/// exits when its stdin (held here) closes, that is when this process ends.
+struct Tomcat {
+    addr: std::net::SocketAddr,
+    /// "hit SERVLET URI?QUERY" lines, one per request, printed before it is answered.
+    hits: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _child: std::sync::Mutex<std::process::Child>,
+}
+
+const TOMCAT_JAR: &str = "/usr/share/java/tomcat10-embed-core.jar";
+
+fn tomcat() -> &'static Tomcat {
+    static TOMCAT: std::sync::OnceLock<Tomcat> = std::sync::OnceLock::new();
+    TOMCAT.get_or_init(start_tomcat)
+}
+
+fn start_tomcat() -> Tomcat {
+    use std::io::BufRead;
+    assert!(
+        std::path::Path::new(TOMCAT_JAR).exists(),
+        "Tomcat is not installed: run ./scripts/test.sh (it installs libtomcat10-embed-java)"
+    );
+    let javac = program("javac", &[], "it installs default-jdk-headless");
+    let java = program("java", &[], "it installs default-jdk-headless");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("servlet-app-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servlet/ServletApp.java");
+    let out = std::process::Command::new(javac)
+        .args(["-nowarn", "-d"])
+        .arg(&dir)
+        .args(["-cp", TOMCAT_JAR])
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "javac failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
+    let mut child = std::process::Command::new(java)
+        .arg("-cp")
+        .arg(format!("{TOMCAT_JAR}:{}", dir.display()))
+        .arg("ServletApp")
+        .arg(dir.join("base"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port: u16 = match lines.next() {
+        Some(Ok(line)) if line.starts_with("port ") => line[5..].trim().parse().unwrap(),
+        other => panic!(
+            "Tomcat did not start ({other:?}): {}",
+            std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+        ),
+    };
+    let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = hits.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            record.lock().unwrap().push(line);
+        }
+    });
+    Tomcat {
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        hits,
+        _child: std::sync::Mutex::new(child),
+    }
+}
+
+impl Tomcat {
+    /// Waits until a hit carrying `marker` was recorded: Tomcat prints hits in the order it
+    /// serves them, so every request answered before it is recorded too.
+    async fn fence(&self, marker: &str) {
+        for _ in 0..200 {
+            if self.hits_with(marker) > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "Tomcat never recorded {marker}: {:?}",
+            self.hits.lock().unwrap()
+        );
+    }
+
+    fn hits_with(&self, marker: &str) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(marker))
+            .count()
+    }
+}
+
+/// Issue 18 (high): `/public/;/../admin/x` is `/public/admin/x` to a reader that keeps `;` as
+/// a segment, and `/admin/x` to Tomcat (it cuts `;params`, merges the empty segment, then
+/// resolves `..`). nginx and Caddy pass the raw URI to the app: the gateway judged it public
+/// and Tomcat's admin servlet answered. Each variant must be refused (or, where the proxy
+/// normalizes first, served as what it judged), and the admin servlet never reached.
+const SERVLET_TRICKS: &[&str] = &[
+    "/public/;/../admin/x",
+    "/public/;x=1/../admin/x",
+    "/public/;jsessionid=A/../admin/x",
+    "/public/a/;/../../admin/x",
+    "/public/..;/admin/x",
+    "/public/..;x=1/admin/x",
+    "/public/.;/../admin/x",
+    "/public/%2e%2e;/admin/x",
+];
+
+async fn servlet_app_behind_a_real(name: &'static str) {
+    let tc = tokio::task::spawn_blocking(tomcat).await.unwrap();
+    let gw = judge_only().await;
+    let config = authgate::Config::load(&gw.config).unwrap();
+    let snippet = authgate::snippets::for_address(name, gw.addr, &config.identity).unwrap();
+    let front = Front::start(name, &snippet, tc.addr);
+    let tag = format!("{name}-{}", std::process::id());
+    let admin = login_pair(gw.addr, "root", "root-password").await;
+    let user = login_pair(gw.addr, "alice", "alice-password").await;
+    // The set-up answers as a servlet app does: public to anyone, admin to an admin.
+    let (s, _, body) = front
+        .send(
+            get(&format!("/public/x?t={tag}-control"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (s, body.as_str()),
+        (StatusCode::OK, "servlet=public path=/public/x"),
+        "{name}"
+    );
+    let req = get(&format!("/admin/x?t={tag}-control"))
+        .header("authorization", format!("Bearer {}", admin.access))
+        .body(empty())
+        .unwrap();
+    let (s, _, body) = front.send(req).await;
+    assert_eq!(
+        (s, body.as_str()),
+        (StatusCode::OK, "servlet=admin path=/admin/x"),
+        "{name}"
+    );
+    for trick in SERVLET_TRICKS {
+        // The attack is real: asked directly, Tomcat serves each of these as admin.
+        let (s, _, body) = send(
+            tc.addr,
+            get(&format!("{trick}?t={tag}-direct"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (s, body.as_str()),
+            (StatusCode::OK, "servlet=admin path=/admin/x"),
+            "Tomcat: {trick}"
+        );
+        for token in [None, Some(&user.access)] {
+            let mut req = get(&format!("{trick}?t={tag}-attack"));
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let (s, _, body) = front.send(req.body(empty()).unwrap()).await;
+            assert!(
+                !body.contains("servlet=admin"),
+                "{name}: {trick} reached the admin servlet: {s} {body}"
+            );
+            match name {
+                // They pass the raw URI: the gateway refuses it (400; nginx hears 403).
+                "nginx" | "caddy" => assert!(
+                    s == StatusCode::BAD_REQUEST || s == StatusCode::FORBIDDEN,
+                    "{name}: {trick} -> {s} {body}"
+                ),
+                // They normalize first: whatever they forward is what the gateway judged.
+                _ => assert!(
+                    !s.is_success() || body.starts_with("servlet=public"),
+                    "{name}: {trick} -> {s} {body}"
+                ),
+            }
+        }
+    }
+    let (s, _, _) = front
+        .send(
+            get(&format!("/public/fence?t={tag}-fence"))
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{name}");
+    tc.fence(&format!("{tag}-fence")).await;
+    let reached: Vec<String> = tc
+        .hits
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("hit admin") && l.contains(&format!("{tag}-attack")))
+        .cloned()
+        .collect();
+    assert!(
+        reached.is_empty(),
+        "{name}: the admin servlet answered {reached:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_servlet_app_behind_nginx_never_serves_admin_for_a_params_path() {
+    servlet_app_behind_a_real("nginx").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_servlet_app_behind_caddy_never_serves_admin_for_a_params_path() {
+    servlet_app_behind_a_real("caddy").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_servlet_app_behind_envoy_never_serves_admin_for_a_params_path() {
+    servlet_app_behind_a_real("envoy").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_servlet_app_behind_traefik_never_serves_admin_for_a_params_path() {
+    servlet_app_behind_a_real("traefik").await;
+}
+
+/// Regression (issue 18, item 9): the nginx snippet sent `Host $host`, which drops the port,
+/// so a browser's form login through nginx on a non-default port (`Origin:
+/// http://127.0.0.1:PORT`) looked cross-origin to the gateway and was refused (403 csrf).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_form_login_through_nginx_on_its_own_port_is_same_origin() {
+    let gw = judge_only().await;
+    let config = authgate::Config::load(&gw.config).unwrap();
+    let snippet = authgate::snippets::for_address("nginx", gw.addr, &config.identity).unwrap();
+    let front = Front::start_on("nginx", &snippet, gw.up.addr, true);
+    let Listen::Tcp(addr) = front.listen else {
+        panic!("nginx is not on TCP");
+    };
+    let origin = format!("http://{addr}");
+    let form = |origin: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri("/auth/login")
+            .header("host", addr.to_string())
+            .header("origin", origin)
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                "username=alice&password=alice-password&next=%2Fweb%2Fpage",
+            )))
+            .unwrap()
+    };
+    let (s, h, body) = front.send(form(&origin)).await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{body}");
+    assert_eq!(h.get("location").unwrap(), "/web/page");
+    assert!(cookie_header(&h).contains("authgate_access="));
+    // Another port on the same host is another origin: still refused.
+    let other = format!("http://{}:{}", addr.ip(), addr.port().wrapping_add(1));
+    let (s, _, body) = front.send(form(&other)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+}
+
+const EVIL: &str = "evil.example";
+
+/// A judge-only gateway whose routes name a host (`gw.test`), with the browser route open to
+/// any host, as in the issue's set-up.
+async fn judge_with_hosts(tables: &str) -> Running {
+    TestGateway::new()
+        .server(JUDGE)
+        .route("path = \"/hosted/**\"\nhost = \"gw.test\"\nupstream = \"app\"")
+        .route("path = \"/web/**\"\nupstream = \"app\"\non_unauthenticated = \"redirect\"")
+        .tables(tables)
+        .start()
+        .await
+}
+
+/// Regression (issue 18, item 11): `/auth/verify` built its absolute redirect from the
+/// forwarded host, which the client chose (`Host: evil.example` through Traefik ->
+/// `Location: http://evil.example/auth/login...`). With routes that name hosts, a host
+/// outside them is refused; `forward_auth.public_origin` is used when set.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_redirects_never_name_a_host_the_client_chose() {
+    let gw = judge_with_hosts("").await;
+    let asked = |host: &str| {
+        get("/auth/verify")
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", "/web/page")
+            .header("x-forwarded-host", host)
+            .header("x-forwarded-proto", "http")
+            .body(empty())
+            .unwrap()
+    };
+    let (s, h, body) = send(gw.addr, asked(EVIL)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert!(h.get("location").is_none(), "{h:?}");
+    assert_eq!(h.get("x-auth-error").unwrap(), "invalid_request");
+    for (host, want) in [
+        ("gw.test", "http://gw.test/auth/login?next=/web/page"),
+        (
+            "GW.test:8080",
+            "http://GW.test:8080/auth/login?next=/web/page",
+        ),
+    ] {
+        let (s, h, body) = send(gw.addr, asked(host)).await;
+        assert_eq!(s, StatusCode::FOUND, "{host}: {body}");
+        assert_eq!(h.get("location").unwrap(), want, "{host}");
+    }
+    // With a public origin, every redirect is on it, whatever the host said.
+    let gw = judge_with_hosts("[forward_auth]\npublic_origin = \"https://App.example.com/\"").await;
+    for host in [EVIL, "gw.test"] {
+        let (s, h, body) = send(gw.addr, asked(host)).await;
+        assert_eq!(s, StatusCode::FOUND, "{host}: {body}");
+        assert_eq!(
+            h.get("location").unwrap(),
+            "https://app.example.com/auth/login?next=/web/page",
+            "{host}"
+        );
+    }
+}
+
+/// The same, through a real Traefik with the printed snippet (the issue's reproduction).
+#[tokio::test(flavor = "multi_thread")]
+async fn through_traefik_a_redirect_never_names_evil_example() {
+    for (tables, want) in [
+        ("", None),
+        (
+            "[forward_auth]\npublic_origin = \"https://app.example.com\"",
+            Some("https://app.example.com/auth/login?next=/web/page"),
+        ),
+    ] {
+        let gw = judge_with_hosts(tables).await;
+        let config = authgate::Config::load(&gw.config).unwrap();
+        let snippet =
+            authgate::snippets::for_address("traefik", gw.addr, &config.identity).unwrap();
+        let front = Front::start("traefik", &snippet, gw.up.addr);
+        let req = http::Request::builder()
+            .uri("/web/page")
+            .header("host", EVIL)
+            .body(empty())
+            .unwrap();
+        let (s, h, body) = front.send(req).await;
+        let location = h.get("location").map(|l| l.to_str().unwrap().to_owned());
+        assert!(
+            !location.as_deref().unwrap_or_default().contains(EVIL),
+            "{tables}: {location:?}"
+        );
+        match want {
+            None => assert_eq!(s, StatusCode::BAD_REQUEST, "{body}"),
+            Some(want) => {
+                assert_eq!(s, StatusCode::FOUND, "{body}");
+                assert_eq!(location.as_deref(), Some(want));
+            }
+        }
+        assert!(gw.up.requests().is_empty());
+    }
+}
+
+#[test]
+fn public_origin_must_be_an_origin() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let base = fx.config(up, HS256, MEMORY, "", "");
+    for bad in [
+        "app.example.com",
+        "ftp://app.example.com",
+        "https://app.example.com/app",
+        "https://app.example.com?x=1",
+        "https://app.example.com#x",
+        "https://user@app.example.com",
+        "https://",
+        "https://app.example.com:99999",
+        "https://app.example.com:x",
+    ] {
+        let text = format!("{base}\n[forward_auth]\npublic_origin = \"{bad}\"\n");
+        let path = fx.write("origin.toml", &text);
+        let err = authgate::Config::load(&path).unwrap_err().to_string();
+        let line = text.lines().count();
+        assert!(
+            err.contains(&format!("origin.toml:{line}:"))
+                && err.contains("forward_auth.public_origin")
+                && err.contains("is not an origin"),
+            "{bad}: {err}"
+        );
+    }
+    for (good, stored) in [
+        ("https://App.Example.com/", "https://app.example.com"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443"),
+    ] {
+        let text = format!("{base}\n[forward_auth]\npublic_origin = \"{good}\"\n");
+        let config = authgate::Config::load(&fx.write("origin.toml", &text))
+            .unwrap_or_else(|e| panic!("{good}: {e}"));
+        assert_eq!(config.public_origin.as_deref(), Some(stored));
+    }
 }

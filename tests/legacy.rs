@@ -311,6 +311,8 @@ async fn strip_prefix_host_header_and_case_insensitive_routes() {
         ("/legacy/page?x=1", "/page?x=1"),
         ("/legacy", "/"),
         ("/legacy/", "/"),
+        // Issue 18: `;params` on the prefix's segment used to leave `/` upstream.
+        ("/legacy;v=1/page?x=1", "/page?x=1"),
     ] {
         let (s, _, body) = send(gw.addr, get(path).body(empty()).unwrap()).await;
         assert_eq!(s, StatusCode::OK, "{path}: {body}");

@@ -112,6 +112,10 @@ async fn bad_paths_get_400_and_never_reach_the_upstream() {
         "/public/%zz",
         "/public/../../etc/passwd",
         "/..;/admin",
+        "/public/..;/admin/x",
+        "/public/;/../admin/x",
+        "/public/;x=1/../admin/x",
+        "/public/a/;/../../admin/x",
     ] {
         let (status, _, body) = send(app.public_addr, get(path).body(empty()).unwrap()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
@@ -125,9 +129,9 @@ async fn traversal_into_a_protected_route_is_judged_after_normalization() {
     let (_fx, up, app) = setup("", "").await;
     for path in [
         "/public/../admin/x",
-        "/public/..;/admin/x",
         "/public/%2e%2e/admin/x",
         "/public/.%2E/admin/x",
+        "/public;x=1/../admin/x",
     ] {
         let (status, _, body) = send(app.public_addr, get(path).body(empty()).unwrap()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");

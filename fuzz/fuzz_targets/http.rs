@@ -2,7 +2,9 @@
 //! gateway in this process, in front of an in-process upstream. Never panics (a panic in any
 //! task aborts the process: libFuzzer sees it), never answers 500, and identity headers (in
 //! any spelling) reach the upstream only when the gateway set them: never, since no input
-//! here can hold a valid token.
+//! here can hold a valid token. For the same reason the only requests the upstream may see
+//! are public ones: a servlet container reading the path it receives (`;params` cut, `//`
+//! merged, dots resolved) serves something under `/public`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +12,24 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The path a servlet container serves for `path` (Tomcat's order: cut `;params`, merge
+/// empty segments, resolve dots; percent-escapes of dots decoded first), or None above root.
+fn servlet_reading(path: &str) -> Option<String> {
+    let mut kept: Vec<String> = Vec::new();
+    for seg in path.split('/').skip(1) {
+        let seg = seg.split(';').next().unwrap_or_default();
+        let seg = seg.replace("%2e", ".").replace("%2E", ".");
+        match seg.as_str() {
+            "" | "." => {}
+            ".." => {
+                kept.pop()?;
+            }
+            _ => kept.push(seg),
+        }
+    }
+    Some(kept.iter().map(|s| format!("/{s}")).collect())
+}
 
 struct World {
     rt: tokio::runtime::Runtime,
@@ -28,6 +48,12 @@ async fn upstream() -> SocketAddr {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     |req: http::Request<hyper::body::Incoming>| async move {
+                        let path = req.uri().path();
+                        let served = servlet_reading(path).unwrap_or_default();
+                        assert!(
+                            served == "/public" || served.starts_with("/public/"),
+                            "{path:?} reached the upstream, served as {served:?}"
+                        );
                         for (name, value) in req.headers() {
                             let n = name.as_str().replace('_', "-");
                             if n == "x-auth-user" || n == "x-auth-roles" {

@@ -77,6 +77,15 @@ pub async fn submit(
         r
     };
     super::cookies::clear_session(resp.headers_mut(), ctx.secure);
+    // The app's own session cookies too, where the routes say so (its session would
+    // otherwise outlive ours in this browser).
+    for (name, path) in &auth.browser().clear_on_logout {
+        let expired =
+            format!("{name}=; Path={path}; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT");
+        if let Ok(v) = http::HeaderValue::try_from(expired) {
+            resp.headers_mut().append(http::header::SET_COOKIE, v);
+        }
+    }
     Ok(resp)
 }
 

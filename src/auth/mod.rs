@@ -64,6 +64,9 @@ pub struct Browser {
     pub after_logout: String,
     /// `server.trusted_origins`: other origins whose cookie requests pass the origin rule.
     pub trusted_origins: Vec<String>,
+    /// App cookies a logout expires (name, path): each route's `logout_clear_cookies` at the
+    /// path it mounts, and at `/`.
+    pub clear_on_logout: Vec<(String, String)>,
 }
 
 /// The bearer token of a request: the Authorization header first, then the access cookie
@@ -78,6 +81,23 @@ pub fn request_token(headers: &HeaderMap, secure: bool) -> Option<(&str, bool)> 
         return None;
     }
     cookies::get(headers, cookies::names(secure).access).map(|t| (t, true))
+}
+
+/// Every (cookie, path) the routes' `logout_clear_cookies` name, without repeats.
+fn clear_on_logout(config: &Config) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for route in config.routes.routes() {
+        let mount = route.public_mount();
+        for name in &route.logout_clear_cookies {
+            for path in [mount.as_str(), "/"] {
+                let pair = (name.clone(), path.to_owned());
+                if !out.contains(&pair) {
+                    out.push(pair);
+                }
+            }
+        }
+    }
+    out
 }
 
 impl Auth {
@@ -125,6 +145,7 @@ impl Auth {
                 default_next: config.login.default_next.clone(),
                 after_logout: config.login.after_logout.clone(),
                 trusted_origins: config.server.trusted_origins.clone(),
+                clear_on_logout: clear_on_logout(config),
             },
         })
     }

@@ -109,9 +109,14 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
             "/auth/login",
         ),
     };
-    let identity = build_identity(rep, &raw.identity);
+    let identity = build_identity(rep, base, &raw.identity);
     let upstreams = super::build_upstreams::build_upstreams(rep, base, &raw.upstreams);
     let forward_auth_only = raw.forward_auth.only.unwrap_or(false);
+    let public_origin = raw
+        .forward_auth
+        .public_origin
+        .as_ref()
+        .and_then(|o| parse_origin(rep, o, "forward_auth.public_origin"));
     let routes = super::build_routes::build_routes(rep, &raw.routes, &upstreams, forward_auth_only);
     if !rep.errors.is_empty() {
         return None;
@@ -130,7 +135,41 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
         upstreams,
         routes: routes?,
         forward_auth_only,
+        public_origin,
     })
+}
+
+/// An origin, `scheme://host[:port]` (http or https, no user, path, query or fragment),
+/// returned lower-cased without a trailing slash.
+fn parse_origin(rep: &mut Reporter, s: &Spanned<Text>, key: &str) -> Option<String> {
+    let given = &s.get_ref().0;
+    let text = given.strip_suffix('/').unwrap_or(given);
+    let ok = text.split_once("://").is_some_and(|(scheme, rest)| {
+        matches!(scheme, "http" | "https")
+            && !rest.contains(['/', '?', '#', '@'])
+            && rest.parse::<http::uri::Authority>().is_ok_and(|a| {
+                // After the host: nothing, or `:` and a port that fits in 16 bits.
+                let port = rest.get(a.host().len()..).unwrap_or("x");
+                !a.host().is_empty()
+                    && (port.is_empty()
+                        || port.strip_prefix(':').is_some_and(|p| {
+                            p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+                        }))
+            })
+    });
+    if !ok {
+        rep.error(
+            span(s),
+            key,
+            format!("{given:?} is not an origin"),
+            Some(
+                "write scheme://host[:port] without a path, like \"https://app.example.com\""
+                    .to_owned(),
+            ),
+        );
+        return None;
+    }
+    Some(text.to_ascii_lowercase())
 }
 
 fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> ServerConfig {
@@ -174,7 +213,12 @@ fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> Server
             .map_or(Duration::from_secs(30), |d| d.0),
         max_headers: positive(rep, &raw.max_headers, "server.max_headers", 100, 1),
         trusted_proxies,
+        max_buffered: raw.max_buffered.map_or(64 << 20, |s| s.0),
         trusted_origins,
+        tunnel_recheck: raw
+            .tunnel_recheck
+            .map_or(Duration::from_secs(30), |d| d.0)
+            .max(Duration::from_secs(1)),
         max_connections: positive(
             rep,
             &raw.max_connections,
@@ -517,8 +561,47 @@ fn header_name(
     })
 }
 
-fn build_identity(rep: &mut Reporter, raw: &raw::RawIdentity) -> IdentityConfig {
+fn build_identity(rep: &mut Reporter, base: &Path, raw: &raw::RawIdentity) -> IdentityConfig {
+    let password = match &raw.basic_auth_password_file {
+        None => Some(String::new()),
+        Some(f) => match std::fs::read(resolve(base, &f.get_ref().0)) {
+            Ok(bytes) => match String::from_utf8(trim_ascii_end(bytes)) {
+                Ok(p) if !p.contains(':') => Some(p),
+                _ => {
+                    rep.error(
+                        span(f),
+                        "identity.basic_auth_password_file",
+                        "the password must be UTF-8 text without ':'",
+                        None,
+                    );
+                    None
+                }
+            },
+            Err(e) => {
+                rep.error(
+                    span(f),
+                    "identity.basic_auth_password_file",
+                    format!("cannot read {}: {e}", f.get_ref().0),
+                    Some("create the file, or remove the key (an empty password)".to_owned()),
+                );
+                None
+            }
+        },
+    };
+    if raw.basic_auth_password_file.is_some() && raw.pass_basic_auth != Some(true) {
+        rep.error(
+            raw.basic_auth_password_file.as_ref().and_then(span),
+            "identity.basic_auth_password_file",
+            "only pass_basic_auth = true uses it",
+            Some("set pass_basic_auth = true or remove it".to_owned()),
+        );
+    }
     IdentityConfig {
+        pass_basic_auth: if raw.pass_basic_auth == Some(true) {
+            password
+        } else {
+            None
+        },
         subject_header: header_name(
             rep,
             &raw.subject_header,

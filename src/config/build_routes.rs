@@ -141,6 +141,18 @@ fn build_route(
         case_insensitive,
         allow_fallthrough: r.allow_fallthrough.unwrap_or(false),
         cache_control,
+        upstream_prefix: r
+            .upstream_prefix
+            .as_ref()
+            .and_then(|s| parse_strip_prefix(rep, s, &key("upstream_prefix"))),
+        redirect_rewrite: r.redirect_rewrite.unwrap_or(true),
+        cookie_rewrite: r.cookie_rewrite.unwrap_or(true),
+        logout_clear_cookies: r
+            .logout_clear_cookies
+            .iter()
+            .enumerate()
+            .filter_map(|(j, c)| cookie_name(rep, c, &key(&format!("logout_clear_cookies[{j}]"))))
+            .collect(),
         csrf: one_of(
             rep,
             &r.csrf,
@@ -182,6 +194,27 @@ fn forwarding(
         ],
     );
     Some((strip_prefix, host_header, cache_control))
+}
+
+/// A cookie name (RFC 6265 token); the gateway's own are not the app's to clear.
+fn cookie_name(rep: &mut Reporter, s: &Spanned<raw::Text>, key: &str) -> Option<String> {
+    let text = &s.get_ref().0;
+    let ok = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+        && !text.starts_with("authgate_")
+        && !text.starts_with("__Host-authgate_");
+    if !ok {
+        rep.error(
+            span(s),
+            key,
+            format!("{text:?} is not an app cookie name"),
+            Some("a cookie name like \"sessionid\" (the gateway clears its own)".to_owned()),
+        );
+        return None;
+    }
+    Some(text.clone())
 }
 
 /// `strip_prefix`: a plain path without wildcards or trailing slash.

@@ -58,6 +58,8 @@ pub(super) fn build_upstreams(
             eject_for: up.eject_for.map_or(Duration::from_secs(10), |d| d.0),
             tls,
             sni: up.sni.as_ref().map(|s| s.get_ref().0.clone()),
+            buffer_request_body: up.buffer_request_body.map_or(1 << 20, |s| s.0),
+            buffer_response: up.buffer_response.map_or(1 << 20, |s| s.0),
         });
     }
     out

@@ -42,6 +42,10 @@ pub struct Config {
     pub routes: RouteTable,
     /// `[forward_auth] only = true`: judge for a proxy in front, proxy nothing.
     pub forward_auth_only: bool,
+    /// `[forward_auth] public_origin`: `scheme://host[:port]` (lower case, no trailing
+    /// slash) that every absolute URL the gateway builds starts with, instead of a host a
+    /// client could choose.
+    pub public_origin: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -58,10 +62,15 @@ pub struct ServerConfig {
     pub max_headers: usize,
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    /// An upgraded tunnel's session is re-checked this often (at once on a revocation this
+    /// process wrote or heard).
+    pub tunnel_recheck: Duration,
     /// Origins (normalized `scheme://host[:port]`) whose cookie requests pass the CSRF origin
     /// rule from another site.
     pub trusted_origins: Vec<String>,
     pub max_connections: usize,
+    /// Memory all buffered bodies may hold at once (bytes); beyond it bodies stream.
+    pub max_buffered: u64,
     /// Body limit for the gateway's own endpoints (login, refresh, ...); proxied bodies stream.
     pub max_body_bytes: usize,
     pub tls: Option<TlsConfig>,
@@ -309,6 +318,9 @@ pub struct IdentityConfig {
     pub subject_header: HeaderName,
     pub roles_header: HeaderName,
     pub forward_token: bool,
+    /// Also send `Authorization: Basic base64(user:password)` on authenticated requests, for
+    /// apps that only know HTTP authentication; the password (often empty) is this.
+    pub pass_basic_auth: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -327,6 +339,12 @@ pub struct UpstreamConfig {
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// The TLS server name to ask for and verify, instead of the URL's host.
     pub sni: Option<String>,
+    /// A request body up to this size is read whole before an upstream connection is taken
+    /// (0: streamed), so a slow client never holds an app server's worker.
+    pub buffer_request_body: u64,
+    /// Up to this much of an answer is read as fast as the upstream sends it (0: streamed),
+    /// so its connection is free while a slow client reads.
+    pub buffer_response: u64,
 }
 
 /// One host of an upstream.

@@ -75,6 +75,8 @@ pub struct RawConfig {
 pub struct RawForwardAuth {
     /// Judge only: nothing is proxied, `upstream` is optional on routes.
     pub only: Option<bool>,
+    /// `scheme://host[:port]` of every absolute URL the gateway builds.
+    pub public_origin: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -87,12 +89,14 @@ pub struct RawServer {
     pub shutdown_grace: Option<Dur>,
     pub idle_timeout: Option<Dur>,
     pub body_read_timeout: Option<Dur>,
+    pub tunnel_recheck: Option<Dur>,
     pub max_headers: Option<Spanned<usize>>,
     #[serde(default)]
     pub trusted_proxies: Vec<Spanned<Text>>,
     #[serde(default)]
     pub trusted_origins: Vec<Spanned<Text>>,
     pub max_connections: Option<Spanned<usize>>,
+    pub max_buffered: Option<Size>,
     pub max_body_bytes: Option<Spanned<usize>>,
     pub tls: Option<Spanned<RawTls>>,
 }
@@ -194,6 +198,8 @@ pub struct RawIdentity {
     pub subject_header: Option<Spanned<Text>>,
     pub roles_header: Option<Spanned<Text>>,
     pub forward_token: Option<bool>,
+    pub pass_basic_auth: Option<bool>,
+    pub basic_auth_password_file: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -211,6 +217,8 @@ pub struct RawUpstream {
     pub client_cert: Option<Spanned<Text>>,
     pub client_key: Option<Spanned<Text>>,
     pub sni: Option<Spanned<Text>>,
+    pub buffer_request_body: Option<Size>,
+    pub buffer_response: Option<Size>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,4 +240,9 @@ pub struct RawRoute {
     pub allow_fallthrough: Option<bool>,
     pub cache_control: Option<Spanned<Text>>,
     pub csrf: Option<Spanned<Text>>,
+    pub upstream_prefix: Option<Spanned<Text>>,
+    pub redirect_rewrite: Option<bool>,
+    pub cookie_rewrite: Option<bool>,
+    #[serde(default)]
+    pub logout_clear_cookies: Vec<Spanned<Text>>,
 }

@@ -2,6 +2,8 @@
 //! Host, the target forwarded upstream, and the upgrade asked for.
 
 use crate::error::GatewayError;
+use crate::path::NormalizedPath;
+use crate::route::fold_path;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Version};
@@ -98,18 +100,18 @@ fn valid_port(p: &[u8]) -> bool {
 }
 
 /// The request target the upstream receives: the client's own when normalization changed
-/// nothing (no copy), else the normalized path with the client's query.
+/// nothing (no copy), else the normalized path with the client's query. `strip` is the
+/// route's `strip_prefix` and whether the route judges case-folded.
 pub fn forward_target(
     uri: &http::Uri,
-    forward: &str,
-    strip_prefix: Option<&str>,
+    path: &NormalizedPath<'_>,
+    strip: Option<(&str, bool)>,
 ) -> Result<PathAndQuery, GatewayError> {
     let unforwardable =
         || GatewayError::BadRequest("the request target cannot be forwarded".to_owned());
-    let forward = match strip_prefix.and_then(|p| strip_path_prefix(forward, p)) {
-        Some(rest) => rest,
-        None => forward,
-    };
+    let forward = strip
+        .and_then(|(prefix, folded)| strip_path_prefix(path, prefix, folded))
+        .unwrap_or(&path.forward);
     match uri.path_and_query() {
         Some(pq) if pq.path() == forward => Ok(pq.clone()),
         _ => {
@@ -122,14 +124,37 @@ pub fn forward_target(
     }
 }
 
-/// `path` without `prefix` when the prefix is whole segments of it: `/legacy/x` -> `/x`,
-/// `/legacy` and `/legacy/` -> `/`, `/legacyx` -> not stripped.
-fn strip_path_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
-    let rest = path.strip_prefix(prefix)?;
-    match rest.as_bytes().first() {
-        None => Some("/"),
-        Some(b'/') | Some(b';') => Some(if rest.starts_with('/') { rest } else { "/" }),
-        Some(_) => None,
+/// The forward view without the prefix's segments, when they are the first segments of the
+/// judged view as the route judged it (`folded`: case-folded, trailing dots and spaces
+/// trimmed). Segments, not bytes: the route matched `/static;v=1/x` as `/static/x`, and
+/// `/STATIC./x` as `/static/x` on a case-insensitive route, so both lose `/static` and keep
+/// `/x` (with its own `;params`). `/legacy` and `/legacy/` become `/`; `/legacyx` keeps all.
+fn strip_path_prefix<'p>(
+    path: &'p NormalizedPath<'_>,
+    prefix: &str,
+    folded: bool,
+) -> Option<&'p str> {
+    let mut judged = path.judged.split('/').skip(1);
+    let mut count = 0;
+    for want in prefix.split('/').skip(1) {
+        let got = judged.next()?;
+        let same = if folded {
+            fold_path(got) == fold_path(want)
+        } else {
+            got == want
+        };
+        if !same {
+            return None;
+        }
+        count += 1;
+    }
+    // The forward view has the judged view's segments (each with its `;params`): the rest
+    // starts at the slash that opens segment `count + 1`.
+    let forward: &str = &path.forward;
+    match forward.match_indices('/').nth(count) {
+        Some((at, _)) => Some(&forward[at..]),
+        None if forward.split('/').count() > count => Some("/"),
+        None => None,
     }
 }
 
@@ -201,6 +226,48 @@ pub fn check_head_size<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (issue 18, item 10): the prefix was cut from the bytes of the forward view,
+    /// so `/static;v=1/css/a.css` went upstream as `/`, and `/STATIC/x` or `/static./x` on a
+    /// case-insensitive route (which matched them as `/static/x`) went unstripped.
+    #[test]
+    fn strip_prefix_goes_by_the_segments_the_route_judged() {
+        // (request target, strip_prefix, route is case-insensitive, target forwarded)
+        let table = [
+            ("/legacy/page?x=1", "/legacy", false, "/page?x=1"),
+            ("/legacy", "/legacy", false, "/"),
+            ("/legacy/", "/legacy", false, "/"),
+            ("/legacy?x=1", "/legacy", false, "/?x=1"),
+            ("/legacyx/page", "/legacy", false, "/legacyx/page"),
+            ("/legacy//page", "/legacy", false, "/page"),
+            ("/legacy/./page", "/legacy", false, "/page"),
+            ("/static;v=1/css/a.css", "/static", false, "/css/a.css"),
+            ("/static;v=1/css/a.css?x", "/static", false, "/css/a.css?x"),
+            ("/static;v=1", "/static", false, "/"),
+            ("/static;v=1/", "/static", false, "/"),
+            ("/static/css;v=2/a.css", "/static", false, "/css;v=2/a.css"),
+            ("/a;x/b;y/c;z", "/a/b", false, "/c;z"),
+            ("/a/bc/d", "/a/b", false, "/a/bc/d"),
+            ("/STATIC/css/a.css", "/static", false, "/STATIC/css/a.css"),
+            ("/STATIC/css/a.css", "/static", true, "/css/a.css"),
+            ("/Static./css/a.css", "/static", true, "/css/a.css"),
+            ("/static%20/css", "/static", true, "/css"),
+            ("/STATIC.;v=1/Css", "/static", true, "/Css"),
+            ("/Legacy/App/x", "/legacy/app", true, "/x"),
+            ("/staticx/css", "/static", true, "/staticx/css"),
+        ];
+        for (target, prefix, folded, want) in table {
+            let uri: http::Uri = target.parse().unwrap_or_else(|e| panic!("{target}: {e}"));
+            let path = crate::path::normalize(uri.path()).unwrap_or_else(|e| panic!("{e}"));
+            let got = forward_target(&uri, &path, Some((prefix, folded)))
+                .unwrap_or_else(|e| panic!("{target}: {e}"));
+            assert_eq!(
+                got.as_str(),
+                want,
+                "{target} without {prefix} (folded: {folded})"
+            );
+        }
+    }
 
     fn host(h: &str) -> Option<String> {
         normalize_host(HeaderValue::from_str(h).ok()?)

@@ -6,6 +6,7 @@
 mod forwarded;
 mod head;
 mod request_id;
+mod tunnel;
 mod verify;
 
 use crate::auth::cookies;
@@ -46,6 +47,33 @@ pub struct Gateway {
     upstream_latency: Vec<prometheus_client::metrics::histogram::Histogram>,
     header_policy: HeaderPolicy,
     request_ids: RequestIds,
+    /// Per upstream (index as `upstreams`): its `host:port`s and its hosts, lower-case.
+    own_addresses: Vec<OwnAddresses>,
+}
+
+/// An upstream's own addresses, as it may name itself in `Location` and `Set-Cookie`.
+#[derive(Default)]
+struct OwnAddresses {
+    authorities: Vec<String>,
+    hosts: Vec<String>,
+}
+
+fn own_addresses(targets: &[crate::config::UpstreamTarget]) -> OwnAddresses {
+    let mut out = OwnAddresses::default();
+    for t in targets {
+        out.authorities.push(
+            format!(
+                "{}:{}",
+                t.authority.host(),
+                t.authority
+                    .port_u16()
+                    .unwrap_or(if t.https { 443 } else { 80 })
+            )
+            .to_ascii_lowercase(),
+        );
+        out.hosts.push(t.authority.host().to_ascii_lowercase());
+    }
+    out
 }
 
 /// The per-request context the phases fill in; the logging phase reads it.
@@ -85,12 +113,16 @@ impl Gateway {
         let name = |u: &crate::config::UpstreamConfig| UpstreamName {
             upstream: u.name.clone(),
         };
+        let budget = crate::upstream::buffer::Budget::new(
+            config.server.max_buffered,
+            metrics.buffer_overflows.clone(),
+        );
         let upstreams = config
             .upstreams
             .iter()
             .map(|u| {
                 let ejections = metrics.upstream_ejections.get_or_create(&name(u));
-                UpstreamClient::new(u, ejections.clone())
+                UpstreamClient::new(u, ejections.clone(), budget.clone())
             })
             .collect();
         let upstream_latency = config
@@ -106,7 +138,14 @@ impl Gateway {
             ],
             forward_token: identity.forward_token,
             own_cookie_prefix: cookies::OWN_PREFIX,
+            pass_basic_auth: identity.pass_basic_auth.clone(),
         };
+        // Each upstream's own addresses, for rewriting what it says back (`Location`...).
+        let own_addresses = config
+            .upstreams
+            .iter()
+            .map(|u| own_addresses(&u.targets))
+            .collect();
         Ok(Gateway {
             config,
             auth,
@@ -115,6 +154,7 @@ impl Gateway {
             upstream_latency,
             header_policy,
             request_ids: RequestIds::new()?,
+            own_addresses,
         })
     }
 
@@ -162,6 +202,17 @@ impl Gateway {
         let traceparent = self.request_ids.traceparent_for(req.headers());
         let cache_control = routed.route.cache_control;
         let via_cookie = identity.as_ref().is_some_and(|id| id.via_cookie);
+        let guard = match (&identity, &routed.upgrade) {
+            (Some(id), Some(_)) => Some(tunnel::guard(
+                self.auth.clone(),
+                id.claims.clone(),
+                req.headers(),
+                id.via_cookie,
+                routed.secure,
+                self.config.server.tunnel_recheck,
+            )),
+            _ => None,
+        };
         let req = match &identity {
             Some(id)
                 if id.via_cookie
@@ -178,8 +229,25 @@ impl Gateway {
         }
         let index = routed.route.upstream.ok_or(GatewayError::NotFound)?;
         let upstream = self.upstreams.get(index).ok_or(GatewayError::NotFound)?;
+        // A body is read (up to `buffer_request_body`) before any upstream connection is
+        // taken: a slow client never holds an app server's worker.
+        let req = crate::upstream::buffer::request_body(
+            req,
+            upstream.request_buffer(),
+            self.config.server.body_read_timeout,
+            upstream.budget(),
+        )
+        .await
+        .map_err(|e| match e {
+            crate::body::BodyError::Stalled => GatewayError::RequestTimeout,
+            crate::body::BodyError::Hyper(_) => {
+                GatewayError::BadRequest("could not read the request body".to_owned())
+            }
+        })?;
         out.upstream = Some(&upstream.name);
+        let rewrite = self.answer_rewrite(&routed, index);
         let mut ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
+        ctx.tunnel_guard = guard;
         ctx.traceparent = traceparent;
         let sent = Instant::now();
         let mut resp = match forward(upstream, req, ctx).await {
@@ -189,10 +257,37 @@ impl Gateway {
         if let Some(h) = self.upstream_latency.get(index) {
             h.observe(sent.elapsed().as_secs_f64());
         }
+        if let Some(rw) = rewrite {
+            rw.apply(resp.headers_mut());
+        }
         if via_cookie {
             cookie_session_answer(resp.headers_mut(), set_cookies, cache_control);
         }
         Ok(resp)
+    }
+
+    /// What to rewrite in this route's answers (None: nothing, the common case).
+    fn answer_rewrite<'a>(
+        &'a self,
+        routed: &Routed<'a>,
+        upstream: usize,
+    ) -> Option<AnswerRewrite<'a>> {
+        let route = routed.route;
+        let mount = route.mount();
+        let own = self.own_addresses.get(upstream)?;
+        let redirects = route.redirect_rewrite;
+        let cookies = route.cookie_rewrite && mount.is_set();
+        if !redirects && !cookies {
+            return None;
+        }
+        Some(AnswerRewrite {
+            mount,
+            own,
+            host: routed.host.clone()?,
+            secure: routed.secure,
+            redirects,
+            cookies,
+        })
     }
 
     /// CSRF for a cookie-authenticated unsafe request or WebSocket handshake, by the route's
@@ -294,7 +389,16 @@ impl Gateway {
     ) -> Result<Routed<'g>, GatewayError> {
         let host = request_host_of(req)?;
         let route = self.lookup(req.method(), host.as_ref(), path)?;
-        let target = forward_target(req.uri(), &path.forward, route.strip_prefix.as_deref())?;
+        let strip = route
+            .strip_prefix
+            .as_deref()
+            .map(|p| (p, route.case_insensitive));
+        let mut target = forward_target(req.uri(), path, strip)?;
+        if let Some(up) = &route.upstream_prefix {
+            target = PathAndQuery::try_from(format!("{up}{target}")).map_err(|_| {
+                GatewayError::BadRequest("the request target cannot be forwarded".to_owned())
+            })?;
+        }
         let upgrade = upgrade_protocol(req.headers())?;
         if upgrade.is_some() && !route.websocket {
             return Err(GatewayError::BadRequest(
@@ -395,12 +499,17 @@ impl Gateway {
             identity: identity.map(|id| id.claims.identity_values().clone()),
             target: routed.target,
             upgrade: routed.upgrade,
+            tunnel_guard: None,
+            forwarded_prefix: routed.route.mount().is_set().then(|| {
+                HeaderValue::from_str(&routed.route.public_mount())
+                    .unwrap_or(HeaderValue::from_static("/"))
+            }),
         }
     }
 
     /// Counts a failed exchange by upstream and kind.
     fn upstream_failed(&self, upstream: &UpstreamClient, e: UpstreamError) -> GatewayError {
-        if e.is_client_fault() {
+        if e.is_client_fault() || e.is_client_stall() {
             return e.into();
         }
         tracing::warn!(
@@ -466,6 +575,63 @@ fn cookie_session_answer(h: &mut HeaderMap, set: Option<HeaderMap>, policy: Cach
     }
     cookie_cache_control(h, policy);
 }
+
+/// Rewriting an upstream's answer for where its route mounts it (`crate::rewrite`).
+struct AnswerRewrite<'a> {
+    mount: crate::rewrite::Mount<'a>,
+    own: &'a OwnAddresses,
+    /// The client's (checked) host: with the scheme, the origin absolute URLs get.
+    host: HeaderValue,
+    secure: bool,
+    redirects: bool,
+    cookies: bool,
+}
+
+impl AnswerRewrite<'_> {
+    fn apply(&self, h: &mut HeaderMap) {
+        use crate::rewrite;
+        let redirected = h.contains_key(header::LOCATION) || h.contains_key(header::REFRESH);
+        if self.redirects && redirected {
+            let origin = format!(
+                "{}://{}",
+                if self.secure { "https" } else { "http" },
+                self.host.to_str().unwrap_or_default()
+            );
+            for (name, f) in [
+                (header::LOCATION, rewrite::location as RewriteFn),
+                (header::REFRESH, rewrite::refresh as RewriteFn),
+            ] {
+                let new = h
+                    .get(&name)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| f(v, &self.own.authorities, &origin, &self.mount))
+                    .and_then(|v| HeaderValue::try_from(v).ok());
+                if let Some(v) = new {
+                    h.insert(name, v);
+                }
+            }
+        }
+        if self.cookies && h.contains_key(header::SET_COOKIE) {
+            let values: Vec<HeaderValue> = h
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .map(|v| {
+                    v.to_str()
+                        .ok()
+                        .and_then(|c| rewrite::set_cookie(c, &self.own.hosts, &self.mount))
+                        .and_then(|c| HeaderValue::try_from(c).ok())
+                        .unwrap_or_else(|| v.clone())
+                })
+                .collect();
+            h.remove(header::SET_COOKIE);
+            for v in values {
+                h.append(header::SET_COOKIE, v);
+            }
+        }
+    }
+}
+
+type RewriteFn = fn(&str, &[String], &str, &crate::rewrite::Mount<'_>) -> Option<String>;
 
 /// The contract's JSON error, or for a browser's page load an HTML page with the same status
 /// (and `Retry-After` / `WWW-Authenticate`), for the refusals a person should read.

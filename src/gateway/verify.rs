@@ -13,7 +13,7 @@ use crate::body::{empty, Body};
 use crate::error::GatewayError;
 use crate::metrics::AuthOutcome;
 use crate::path::{encode_component, normalize};
-use crate::route::{AuthMode, CsrfMode, OnUnauthenticated};
+use crate::route::{request_host, AuthMode, CsrfMode, OnUnauthenticated};
 use crate::server::ConnInfo;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -123,7 +123,10 @@ impl Gateway {
         match self.judge(&orig, req.headers(), secure).await {
             Ok(identity) => self.allowed(caller, identity.as_ref()),
             Err(Refusal::Redirect(to)) if caller == Caller::Forwarded => {
-                refusal(caller, Refusal::Redirect(absolute(&orig, secure, to)))
+                match self.absolute(&orig, secure, to) {
+                    Ok(to) => refusal(caller, Refusal::Redirect(to)),
+                    Err(e) => refusal(caller, Refusal::Error(e)),
+                }
             }
             Err(r) => refusal(caller, r),
         }
@@ -227,6 +230,37 @@ impl Gateway {
         Refusal::Redirect(format!("{to}?next={}", encode_component(next)))
     }
 
+    /// Traefik resolves a relative `Location` from the check against the check's own address
+    /// (sending browsers to authgate's internal one): the `/auth/verify` convention answers an
+    /// absolute URL. On `forward_auth.public_origin` when it is set; else on the host and
+    /// scheme the proxy said the client used, which the client chose (`Host: evil.example`
+    /// made `Location: http://evil.example/auth/login...`): when routes name hosts, a host
+    /// outside them is refused (400) rather than written into a redirect.
+    fn absolute(&self, orig: &Original, secure: bool, to: String) -> Result<String, GatewayError> {
+        if let Some(origin) = &self.config.public_origin {
+            return Ok(format!("{origin}{to}"));
+        }
+        let Some(host) = orig.host.as_ref().and_then(|h| normalize_host(h.clone())) else {
+            return Ok(to);
+        };
+        let host = String::from_utf8_lossy(host.as_bytes());
+        let mut named = self
+            .config
+            .routes
+            .routes()
+            .iter()
+            .filter_map(|r| r.host.as_deref())
+            .peekable();
+        if named.peek().is_some() && !named.any(|h| h.eq_ignore_ascii_case(request_host(&host))) {
+            return Err(GatewayError::BadRequest(
+                "the forwarded host is none of the routes' hosts (set forward_auth.public_origin)"
+                    .to_owned(),
+            ));
+        }
+        let scheme = if secure { "https" } else { "http" };
+        Ok(format!("{scheme}://{host}{to}"))
+    }
+
     /// 200, with the identity headers for an authenticated request. Envoy copies only the
     /// headers an answer carries, so it is told which identity headers to remove.
     fn allowed(&self, caller: Caller, identity: Option<&Identity>) -> Response<Body> {
@@ -253,22 +287,6 @@ impl Gateway {
             }
         }
         resp
-    }
-}
-
-/// Traefik resolves a relative `Location` from the check against the check's own address
-/// (sending browsers to authgate's internal one): the `/auth/verify` convention answers an
-/// absolute URL on the host and scheme the proxy said the client used (it routed on them).
-fn absolute(orig: &Original, secure: bool, to: String) -> String {
-    match orig.host.as_ref().and_then(|h| normalize_host(h.clone())) {
-        Some(host) => {
-            let scheme = if secure { "https" } else { "http" };
-            format!(
-                "{scheme}://{}{to}",
-                String::from_utf8_lossy(host.as_bytes())
-            )
-        }
-        None => to,
     }
 }
 

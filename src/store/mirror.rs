@@ -70,10 +70,12 @@ impl Mirror {
         match event {
             RevocationEvent::Session { sid, ttl } => {
                 self.set.revoke_session(&sid, Duration::from_secs(ttl));
+                super::events::publish(super::events::Revoked::Session(sid));
             }
             RevocationEvent::Cutoff { user, cutoff, ttl } => {
                 self.set
                     .revoke_user(&user, cutoff, Duration::from_secs(ttl));
+                super::events::publish(super::events::Revoked::User(user));
             }
             RevocationEvent::Beat => {}
         }

@@ -7,6 +7,7 @@
 //! knew (a restarted memory store, a Redis that lost its data) cannot tell a revoked token from
 //! a good one, so tokens issued before its epoch are refused.
 
+pub mod events;
 mod file;
 mod memory;
 mod mirror;
@@ -186,6 +187,19 @@ impl Store {
         sid: &str,
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        let done = self.revoke_session_in(sub, sid, ttl).await;
+        if done.is_ok() {
+            events::publish(events::Revoked::Session(sid.to_owned()));
+        }
+        done
+    }
+
+    async fn revoke_session_in(
+        &self,
+        sub: &str,
+        sid: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         match self {
             Store::Memory(m) => {
                 m.revoke_session(sid, ttl);
@@ -204,11 +218,15 @@ impl Store {
         cutoff: u64,
         ttl: Duration,
     ) -> Result<u64, StoreError> {
-        match self {
+        let done = match self {
             Store::Memory(m) => Ok(m.revoke_user(sub, cutoff, ttl)),
             Store::File(f) => f.revoke_user(sub, cutoff, ttl).await,
             Store::Redis(r) => r.revoke_user(sub, cutoff, ttl).await,
+        };
+        if done.is_ok() {
+            events::publish(events::Revoked::User(sub.to_owned()));
         }
+        done
     }
 
     pub async fn start_session(
@@ -230,11 +248,15 @@ impl Store {
 
     /// Atomically: if `presented` is the session's current refresh jti, make `new_jti` current.
     pub async fn rotate(&self, r: RotateRequest<'_>) -> Result<Rotation, StoreError> {
-        match self {
+        let rotation = match self {
             Store::Memory(m) => Ok(m.rotate(&r)),
             Store::File(f) => f.rotate(&r).await,
             Store::Redis(s) => s.rotate(&r).await,
+        };
+        if matches!(rotation, Ok(Rotation::Reused)) {
+            events::publish(events::Revoked::Session(r.sid.to_owned()));
         }
+        rotation
     }
 
     /// Reserves one password check against the failure counters (per user, per address) in

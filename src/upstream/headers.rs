@@ -30,7 +30,11 @@ pub struct HeaderPolicy {
     pub forward_token: bool,
     /// Cookies whose name starts with this are the gateway's and never reach the upstream.
     pub own_cookie_prefix: &'static str,
+    /// `[identity] pass_basic_auth`: the password sent with the user name as HTTP Basic.
+    pub pass_basic_auth: Option<String>,
 }
+
+const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// Per-request facts the header rewrite needs.
 pub struct ForwardCtx<'a> {
@@ -56,6 +60,10 @@ pub struct ForwardCtx<'a> {
     pub identity: Option<[Option<HeaderValue>; 2]>,
     pub target: http::uri::PathAndQuery,
     pub upgrade: Option<HeaderValue>,
+    /// `X-Forwarded-Prefix`: the public mount of a route that strips or maps a prefix.
+    pub forwarded_prefix: Option<HeaderValue>,
+    /// For an upgrade: resolves when the tunnel must end (its session was revoked).
+    pub tunnel_guard: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 /// True when `name` would be read as one of the identity headers by some upstream stack:
@@ -207,6 +215,8 @@ fn strip_client_headers(headers: &mut HeaderMap, policy: &HeaderPolicy) {
             // Only the gateway says who the client is.
             || *name == header::FORWARDED
             || *name == X_REAL_IP
+            // Apps build their links from it: only the gateway says where they are mounted.
+            || *name == X_FORWARDED_PREFIX
         {
             spoofed.push(name.clone());
         }
@@ -278,7 +288,20 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
     if let Some(t) = ctx.traceparent.take() {
         headers.insert(HeaderName::from_static("traceparent"), t);
     }
+    if let Some(prefix) = ctx.forwarded_prefix.take() {
+        headers.insert(X_FORWARDED_PREFIX, prefix);
+    }
     if let Some(values) = ctx.identity.take() {
+        if let (Some(password), Some(user)) = (&ctx.policy.pass_basic_auth, &values[0]) {
+            use base64::Engine;
+            let mut pair = user.as_bytes().to_vec();
+            pair.push(b':');
+            pair.extend_from_slice(password.as_bytes());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+            if let Ok(v) = HeaderValue::try_from(format!("Basic {encoded}")) {
+                headers.insert(header::AUTHORIZATION, v);
+            }
+        }
         for (name, value) in ctx.policy.identity_headers.iter().zip(values) {
             if let Some(v) = value {
                 // Moved in, not cloned: a cloned value would be copied to shared storage.
@@ -304,6 +327,7 @@ mod tests {
             ],
             forward_token: false,
             own_cookie_prefix: "authgate_",
+            pass_basic_auth: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Forwarding to upstreams: one connection pool per upstream, the header rewrite the contract
 //! promises, timeouts, and WebSocket upgrades spliced through.
 
+pub mod buffer;
 mod headers;
 mod hosts;
 mod pool;
@@ -34,6 +35,9 @@ pub struct UpstreamClient {
     pub name: String,
     hosts: Hosts,
     request_timeout: Duration,
+    buffer_request_body: u64,
+    buffer_response: u64,
+    budget: buffer::Budget,
 }
 
 /// Why forwarding failed.
@@ -56,6 +60,22 @@ impl UpstreamError {
         matches!(self, UpstreamError::Send(SendError::Io(e)) if e.is_user())
     }
 
+    /// The client's body stalled while it was being streamed upstream (the upstream got an
+    /// incomplete request).
+    pub fn is_client_stall(&self) -> bool {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = source {
+            if matches!(
+                e.downcast_ref::<crate::body::BodyError>(),
+                Some(crate::body::BodyError::Stalled)
+            ) {
+                return true;
+            }
+            source = e.source();
+        }
+        false
+    }
+
     /// The metric label: `connect`, `timeout` or `io`.
     pub fn kind(&self) -> UpstreamErrorKind {
         match self {
@@ -72,6 +92,7 @@ impl From<UpstreamError> for GatewayError {
     fn from(e: UpstreamError) -> Self {
         match e {
             UpstreamError::Timeout(_) => GatewayError::GatewayTimeout,
+            e if e.is_client_stall() => GatewayError::RequestTimeout,
             e if e.is_client_fault() => {
                 GatewayError::BadRequest("the request body is malformed".to_owned())
             }
@@ -82,12 +103,24 @@ impl From<UpstreamError> for GatewayError {
 
 impl UpstreamClient {
     /// `ejections` counts the hosts passive health takes out of rotation.
-    pub fn new(cfg: &UpstreamConfig, ejections: Counter) -> Self {
+    pub fn new(cfg: &UpstreamConfig, ejections: Counter, budget: buffer::Budget) -> Self {
         UpstreamClient {
             name: cfg.name.clone(),
             hosts: Hosts::new(cfg, ejections),
             request_timeout: cfg.request_timeout,
+            buffer_request_body: cfg.buffer_request_body,
+            buffer_response: cfg.buffer_response,
+            budget,
         }
+    }
+
+    /// `buffer_request_body`: how much of a request body is read before forwarding.
+    pub fn request_buffer(&self) -> u64 {
+        self.buffer_request_body
+    }
+
+    pub fn budget(&self) -> &buffer::Budget {
+        &self.budget
     }
 
     /// Sends on the picked host; a request that never left (the host refused the connection
@@ -195,13 +228,36 @@ pub async fn forward(
             // The connection now belongs to the upgrade; it never returns to the pool.
             return Ok(resp.map(Body::Incoming));
         }
-        let small = resp
-            .body()
-            .size_hint()
-            .exact()
-            .is_some_and(|n| n <= BUFFER_UP_TO);
+        let size = resp.body().size_hint().exact();
+        let small = size.is_some_and(|n| n <= BUFFER_UP_TO);
         if !small {
-            return Ok(resp.map(|b| pooled_body(b, tx, pool.clone())));
+            // An answer of known length up to `buffer_response` is read now, at the upstream's
+            // pace, and its connection freed. One of unknown length (a stream, server-sent
+            // events) flows as it comes.
+            let limit = up.buffer_response;
+            let permit = size.filter(|n| *n <= limit).and_then(|n| up.budget.take(n));
+            let Some(permit) = permit else {
+                return Ok(resp.map(|b| pooled_body(b, tx, pool.clone())));
+            };
+            let (parts, body) = resp.into_parts();
+            let read = buffer::read_up_to(body, limit, None)
+                .await
+                .map_err(|e| match e {
+                    crate::body::BodyError::Hyper(e) => UpstreamError::Read(e),
+                    crate::body::BodyError::Stalled => UpstreamError::Timeout(up.request_timeout),
+                })?;
+            let body = match read {
+                buffer::Read::Whole(bytes) => {
+                    pool.put(tx);
+                    Body::Held(Some(bytes), Some(permit))
+                }
+                buffer::Read::Partial(head, rest) => Body::Chain(
+                    Some(head),
+                    Box::new(pooled_body(rest, tx, pool.clone())),
+                    Some(permit),
+                ),
+            };
+            return Ok(Response::from_parts(parts, body));
         }
         let bytes = read_small(resp.body_mut())
             .await
@@ -213,7 +269,7 @@ pub async fn forward(
         .await
         .map_err(|_| UpstreamError::Timeout(up.request_timeout))??;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return splice_upgrade(client_upgrade, resp);
+        return splice_upgrade(client_upgrade, resp, ctx.tunnel_guard.take());
     }
     strip_hop_by_hop(resp.headers_mut());
     // An HTTP/1.0 (or close-delimited) answer is given to the client in the client's own
@@ -224,9 +280,12 @@ pub async fn forward(
 
 /// A WebSocket handshake the upstream accepted: the two upgraded connections are spliced on
 /// a task of their own and the 101 goes back to the client.
+/// Joins the client's and the upstream's upgraded connections, until either side closes or
+/// `guard` (the session's end) resolves.
 fn splice_upgrade(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     mut resp: Response<Body>,
+    guard: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 ) -> Result<Response<Body>, UpstreamError> {
     let Some(client_upgrade) = client_upgrade else {
         return Err(UpstreamError::UnaskedUpgrade);
@@ -237,7 +296,20 @@ fn splice_upgrade(
             (Ok(client), Ok(upstream)) => {
                 let mut client = TokioIo::new(client);
                 let mut upstream = TokioIo::new(upstream);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+                match guard {
+                    Some(guard) => {
+                        tokio::select! {
+                            _ = copy => {}
+                            // Dropping both connections closes them: the app sees its
+                            // socket end, the browser its WebSocket close.
+                            () = guard => {}
+                        }
+                    }
+                    None => {
+                        let _ = copy.await;
+                    }
+                }
             }
             _ => tracing::debug!("upgrade did not complete"),
         }

@@ -153,8 +153,12 @@ impl Upstream {
                                 tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0)))
                                     .await;
                             }
-                            let mut resp =
-                                Response::new(Full::new(Bytes::from(format!("upstream ok {len}"))));
+                            // `/big/<n>`: an answer of n bytes.
+                            let text = match path.split("/big/").nth(1) {
+                                Some(n) => "x".repeat(n.parse().unwrap_or(0)),
+                                None => format!("upstream ok {len}"),
+                            };
+                            let mut resp = Response::new(Full::new(Bytes::from(text)));
                             resp.headers_mut()
                                 .insert("x-upstream", "yes".parse().unwrap());
                             // `x-answer-<name>: v` asks for `<name>: v` in the answer.
@@ -439,10 +443,12 @@ pub fn executor() -> TokioExecutor {
 /// let gw = TestGateway::new().redis(&redis).route(r#"path = "/x" ..."#).start().await;
 /// ```
 pub struct TestGateway {
+    upstream_extra: String,
     tokens: String,
     revocation: String,
     routes: String,
     server: String,
+    tables: String,
 }
 
 impl Default for TestGateway {
@@ -454,10 +460,12 @@ impl Default for TestGateway {
 impl TestGateway {
     pub fn new() -> TestGateway {
         TestGateway {
+            upstream_extra: String::new(),
             tokens: HS256.to_owned(),
             revocation: MEMORY.to_owned(),
             routes: String::new(),
             server: String::new(),
+            tables: String::new(),
         }
     }
 
@@ -485,6 +493,19 @@ impl TestGateway {
         self
     }
 
+    /// Whole tables (`[forward_auth]\n...`), appended after the routes.
+    pub fn tables(mut self, toml: &str) -> Self {
+        self.tables.push_str(&format!("\n{toml}\n"));
+        self
+    }
+
+    /// Extra keys of the `[[upstreams]]` table.
+    pub fn upstream_extra(mut self, toml: &str) -> Self {
+        self.upstream_extra.push_str(toml);
+        self.upstream_extra.push('\n');
+        self
+    }
+
     /// Extra `[server]` keys.
     pub fn server(mut self, toml: &str) -> Self {
         self.server.push_str(toml);
@@ -501,7 +522,7 @@ impl TestGateway {
             &self.revocation,
             &self.routes,
             &self.server,
-        );
+        ) + &self.tables;
         let config = fx.write("authgate.toml", &text);
         let app = start(&config).await;
         Running {

@@ -205,7 +205,12 @@ impl Sessions {
     }
 
     /// One revocation round trip for a token of session `sid` of `sub` issued at `iat`.
-    async fn check_revocation(&self, sid: &str, sub: &str, iat: u64) -> Result<(), GatewayError> {
+    pub async fn check_revocation(
+        &self,
+        sid: &str,
+        sub: &str,
+        iat: u64,
+    ) -> Result<(), GatewayError> {
         let state = match self.store.check(sid, sub).await {
             Ok(state) => state,
             Err(e) => self.store_failed(e).map(|()| RevocationState::default())?,
