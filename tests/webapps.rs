@@ -1,9 +1,9 @@
 //! Real web apps from PyPI (tests/apps/README.md: Django admin, Streamlit, JupyterLab), each
 //! unchanged behind a real gateway and used in headless Chromium through authgate's login
 //! page: their own forms, fetch() calls, uploads and WebSockets with their own CSRF defences
-//! on; logout in a second tab (401 JSON for the page's background calls, the login page on
-//! reload and Back); and a page on another loopback origin whose form and fetch() POSTs never
-//! reach the upstream.
+//! on; logout in a second tab (open WebSockets closed, 401 JSON for the page's background
+//! calls, the login page on reload and Back); and a page on another loopback origin whose
+//! form and fetch() POSTs never reach the upstream.
 //!
 //! Needs the venv of `scripts/webapps-setup.sh` (scripts/test.sh runs it) at
 //! `target/webapps-venv`, Chromium and chromedriver. The tests take turns (one browser and one
@@ -372,9 +372,14 @@ async fn streamlit_in_chromium() {
         .await;
     assert!(text.contains("count=1"), "{text}");
 
-    // Logout in another tab: the page's background calls get 401 JSON, reload and Back show
-    // the login page (Streamlit's page says `no-cache`; the gateway made it `no-store`).
+    // Logout in another tab: the gateway closes the page's WebSocket (Streamlit shows its
+    // connection status, absent while connected), the page's background calls get 401 JSON,
+    // reload and Back show the login page (Streamlit's page says `no-cache`; the gateway made
+    // it `no-store`).
+    let status = "return !!document.querySelector('[data-testid=stConnectionStatus]')";
+    assert_eq!(b.js(status).await, false, "not connected before logout");
     logout_in_other_tab(&b, &base).await;
+    js_when(&b, "Streamlit's disconnected status", status, |v| v == true).await;
     assert_fetch_gets_401(&b, "/_stcore/health").await;
     b.refresh().await;
     assert_login_page(&b, "reload after logout").await;
@@ -486,8 +491,8 @@ async fn jupyterlab_in_chromium() {
         "{saved}"
     );
 
-    // Logout in another tab: background calls get 401 JSON; a new kernel socket is refused;
-    // reload shows the login page.
+    // Logout in another tab: the open kernel socket is closed; background calls get 401 JSON;
+    // a new kernel socket is refused; reload shows the login page.
     logout_in_other_tab(&b, &base).await;
     assert_fetch_gets_401(&b, "/api/status").await;
     let kernel = got["kernel"].clone();
@@ -503,11 +508,10 @@ async fn jupyterlab_in_chromium() {
         after["fresh"].as_str().unwrap().starts_with("closed"),
         "a kernel socket opened after logout: {after}"
     );
-    // The socket opened before logout: closing it is a gateway feature still to come
-    // (CONTRACT §10 "Sessions that end"); reported, not asserted.
-    eprintln!(
-        "the kernel socket opened before logout, after it: {}",
-        after["old"]
+    // The socket opened before logout was closed by the gateway: the cell does not run.
+    assert!(
+        after["old"]["text"].is_null() && !after["old"]["closed"].is_null(),
+        "the kernel socket opened before logout still works: {after}"
     );
     b.refresh().await;
     assert_login_page(&b, "reload after logout").await;
