@@ -91,17 +91,18 @@ async fn start_app(
 ) -> (Proc, SocketAddr) {
     let port = free_port();
     let tmp = dir.join("tmp");
+    let home = dir.join(format!("{name}-home"));
     std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join(script))
         .arg(port.to_string())
         .args(args)
         .env("PYTHON", venv_python())
         .env("TMPDIR", &tmp)
-        .env("STREAMLIT_HOME", dir.join("streamlit-home"))
-        .env("JUPYTER_HOME", dir.join("jupyter-home"));
-    std::fs::create_dir_all(dir.join("streamlit-home")).unwrap();
-    let mut proc = Proc::spawn(tag, name, cmd, dir);
+        .env("STREAMLIT_HOME", &home)
+        .env("JUPYTER_HOME", &home);
+    let mut proc = Proc::spawn(&format!("{tag}-{name}"), name, cmd, dir);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_ready(
         &mut proc,
@@ -115,14 +116,18 @@ async fn start_app(
 }
 
 /// Stops the app and checks that nothing it started is left.
-fn stop(mut proc: Proc, tag: &str) {
+fn stop(mut proc: Proc) {
     let left = proc.stop();
     assert!(
         left.is_empty(),
         "{} left processes behind: {left:?}",
         proc.name
     );
-    assert!(tagged(tag).is_empty(), "processes of {tag} still alive");
+    assert!(
+        tagged(proc.tag()).is_empty(),
+        "processes of {} still alive",
+        proc.name
+    );
 }
 
 /// Opens `path`, is sent to authgate's login page, signs in and lands back on `path`.
@@ -318,7 +323,7 @@ async fn django_admin_in_chromium() {
 
     drop(b);
     drop(gw);
-    stop(django, &tag);
+    stop(django);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -392,7 +397,7 @@ async fn streamlit_in_chromium() {
 
     drop(b);
     drop(gw);
-    stop(streamlit, &tag);
+    stop(streamlit);
 }
 
 /// Starts a kernel, runs `print(6*7)` over the kernel's WebSocket and saves a notebook, the
@@ -518,7 +523,7 @@ async fn jupyterlab_in_chromium() {
 
     drop(b);
     drop(gw);
-    stop(jupyter, &tag);
+    stop(jupyter);
 }
 
 /// A tiny site on another loopback port: `pages` by path, as HTML.
@@ -634,4 +639,102 @@ async fn csrf_from_another_origin_in_chromium() {
     );
 
     drop(b);
+}
+
+/// The cookies the current page sees, as (name, path).
+async fn cookie_paths(b: &Driver) -> Vec<(String, String)> {
+    let v = b.cmd("GET", "/cookie", None).await;
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["path"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The Streamlit test app at `url` used whole: the user, the button (WebSocket), an upload
+/// (Streamlit's XSRF cookie and header), and that its XSRF cookie lives at `mount`.
+async fn use_streamlit(b: &Driver, url: &str, mount: &str, upload: &Path) {
+    b.go(url).await;
+    b.text_when(url, LOAD, |t| {
+        t.contains("count=0") && t.contains("User: root")
+    })
+    .await;
+    let button = b
+        .wait_find("xpath", "//button[contains(., 'Increment')]", LOAD)
+        .await;
+    b.click_element(&button).await;
+    b.text_when("count after a click", LOAD, |t| t.contains("count=1"))
+        .await;
+    let input = b.wait_find("css selector", "input[type=file]", LOAD).await;
+    b.send_keys(&input, upload.to_str().unwrap()).await;
+    b.text_when("the upload's size", LOAD, |t| {
+        t.contains("uploaded upload.bin: 321 bytes")
+    })
+    .await;
+    let cookies = cookie_paths(b).await;
+    assert!(
+        cookies.contains(&("_streamlit_xsrf".to_owned(), mount.to_owned())),
+        "Streamlit's cookie at {url} is not on its mount {mount}: {cookies:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apps_under_a_prefix_in_chromium() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tag = new_tag("prefixed");
+    // Streamlit at its root, mounted at /st (`strip_prefix`) and not told so; a second one
+    // serving under /internal (`--server.baseUrlPath`), mapped from the public /mapped
+    // (`strip_prefix` + `upstream_prefix`).
+    let (plain, plain_addr) = start_app(
+        &tag,
+        "streamlit-plain",
+        dir.path(),
+        "tests/apps/streamlit.sh",
+        &[],
+        "/_stcore/health",
+    )
+    .await;
+    let (mapped, mapped_addr) = start_app(
+        &tag,
+        "streamlit-mapped",
+        dir.path(),
+        "tests/apps/streamlit.sh",
+        &["/internal"],
+        "/internal/_stcore/health",
+    )
+    .await;
+    let routes = route("/st/**", "plain", "strip_prefix = \"/st\"")
+        + &route(
+            "/mapped/**",
+            "mapped",
+            "strip_prefix = \"/mapped\"\nupstream_prefix = \"/internal\"",
+        );
+    let gw = gateway(&[("plain", plain_addr), ("mapped", mapped_addr)], &routes).await;
+    let base = gw.base.clone();
+    let upload = dir.path().join("upload.bin");
+    std::fs::write(&upload, vec![b'y'; 321]).unwrap();
+    let b = Driver::start().await;
+
+    sign_in(&b, &base, "/st/", "root", "root-password").await;
+    use_streamlit(&b, &format!("{base}/st/"), "/st", &upload).await;
+    use_streamlit(&b, &format!("{base}/mapped/"), "/mapped", &upload).await;
+    // Each mount kept its own cookie (both apps set theirs at Path=/).
+    b.go(&format!("{base}/st/")).await;
+    let cookies = cookie_paths(&b).await;
+    let xsrf: Vec<_> = cookies
+        .iter()
+        .filter(|(n, _)| n == "_streamlit_xsrf")
+        .collect();
+    assert_eq!(xsrf.len(), 1, "{cookies:?}");
+
+    drop(b);
+    drop(gw);
+    stop(mapped);
+    stop(plain);
 }

@@ -77,6 +77,11 @@ impl Proc {
         }
     }
 
+    /// The tag in its environment (and its descendants').
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
