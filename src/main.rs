@@ -13,8 +13,18 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// `authgate --version`: the release, the commit and the build date.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("AUTHGATE_COMMIT"),
+    ", built ",
+    env!("AUTHGATE_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "authgate", version, about = "Reverse-proxy auth gateway")]
+#[command(name = "authgate", version = VERSION, about = "Reverse-proxy auth gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,8 +32,14 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct ConfigArg {
-    /// Config file [default: $AUTHGATE_CONFIG, else config/authgate.toml]
-    #[arg(long, env = "AUTHGATE_CONFIG", default_value = "config/authgate.toml")]
+    /// Config file [default: $AUTHGATE_CONFIG, else config/authgate.toml]; in any position
+    /// (`authgate users add NAME --config X`)
+    #[arg(
+        long,
+        global = true,
+        env = "AUTHGATE_CONFIG",
+        default_value = "config/authgate.toml"
+    )]
     config: PathBuf,
 }
 
@@ -31,11 +47,25 @@ struct ConfigArg {
 enum Command {
     /// Run the gateway
     Serve(ConfigArg),
-    /// Validate the config and print a summary (exit 0 valid, 2 invalid)
-    CheckConfig(ConfigArg),
+    /// Validate the config (and the users file and keys it names) and print a summary (exit
+    /// 0 valid, 2 invalid); --connect also reaches the Redis it names
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        connect: bool,
+    },
     /// Exit 0 when the running gateway's admin /healthz answers 200 (for exec probes and a
     /// Docker HEALTHCHECK in an image without a shell)
-    Healthcheck(ConfigArg),
+    Healthcheck {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The admin address to ask (`http://127.0.0.1:9901` or `127.0.0.1:9901`); else
+        /// $AUTHGATE_ADMIN, else `admin.listen` read from the config file alone (no other
+        /// setting, file or variable is needed, so a config the gateway refused still works)
+        #[arg(long, env = "AUTHGATE_ADMIN")]
+        url: Option<String>,
+    },
     /// Read a password from stdin and print its argon2id PHC string
     HashPassword,
     /// Write a new signing key (PEM; HS256: a base64 secret)
@@ -51,6 +81,13 @@ enum Command {
         config: ConfigArg,
         #[command(subcommand)]
         action: UsersAction,
+    },
+    /// Lift a login lockout of a client address (its failure counter; Redis store)
+    Unlock {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        ip: std::net::IpAddr,
     },
     /// Log a user out everywhere: every token issued to NAME before now is rejected
     Revoke {
@@ -116,8 +153,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(c) => serve(&c.config),
-        Command::CheckConfig(c) => check_config(&c.config),
-        Command::Healthcheck(c) => healthcheck(&c.config),
+        Command::CheckConfig { config, connect } => check_config(&config.config, connect),
+        Command::Healthcheck { config, url } => healthcheck(&config.config, url.as_deref()),
         Command::HashPassword => {
             let pw = read_password("Password: ")?;
             println!("{}", hash_password(pw.as_bytes())?);
@@ -126,6 +163,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keygen { alg, out } => keygen(&alg, out.as_deref()),
         Command::Users { config, action } => users(&config.config, action),
         Command::Revoke { config, user } => revoke(&config.config, &user),
+        Command::Unlock { config, ip } => unlock_ip(&config.config, ip),
         Command::Explain {
             config,
             forward_auth: Some(proxy),
@@ -150,6 +188,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             host.as_deref(),
         ),
     }
+}
+
+/// `writeln!` into a `String` (which cannot fail).
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
 }
 
 fn load(path: &Path) -> Result<Config> {
@@ -183,7 +229,20 @@ fn serve(path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_config(path: &Path) -> Result<ExitCode> {
+fn check_config(path: &Path, connect: bool) -> Result<ExitCode> {
+    let mut out = String::new();
+    let code = check_config_into(path, connect, &mut out)?;
+    // "OK" only when everything passed. A closed pipe (`check-config | head`) is no error:
+    // print what fits, quietly.
+    if code == ExitCode::SUCCESS {
+        let _ = std::io::stdout().write_all(out.as_bytes());
+    }
+    Ok(code)
+}
+
+/// `check-config`: everything `serve` loads (config, users, keys), and with `connect` the
+/// stores it would reach; the summary into `out`.
+fn check_config_into(path: &Path, connect: bool, out: &mut String) -> Result<ExitCode> {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -191,20 +250,22 @@ fn check_config(path: &Path) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    println!("{}: OK", path.display());
+    outln!(out, "{}: OK", path.display());
     let scheme = if config.server.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    println!(
+    outln!(
+        out,
         "listeners:\n  public  {scheme}://{}\n  admin   http://{}",
-        config.server.listen, config.admin.listen
+        config.server.listen,
+        config.admin.listen
     );
-    print_upstreams(&config);
-    println!("routes (first match wins):");
+    print_upstreams(&config, out);
+    outln!(out, "routes (first match wins):");
     for r in config.routes.routes() {
-        println!("  {}", describe_route(&config, r));
+        outln!(out, "  {}", describe_route(&config, r));
     }
     let revocation = match &config.revocation.backend {
         RevocationBackend::Memory => "memory (a restart logs everyone out)".to_owned(),
@@ -215,13 +276,17 @@ fn check_config(path: &Path) -> Result<ExitCode> {
         UsersBackend::File(p) => format!("file ({})", p.display()),
         UsersBackend::Redis => "redis".to_owned(),
     };
-    println!("backends:\n  revocation  {revocation}\n  users       {users}");
+    outln!(
+        out,
+        "backends:\n  revocation  {revocation}\n  users       {users}"
+    );
     // Checked, never created: only `serve` may generate a missing development key.
     match KeySet::resolve(&config.tokens, Generate::No) {
         Ok(Resolved::Loaded(keys)) => {
-            println!("tokens: {:?}, kid {}", config.tokens.algorithm, keys.kid);
+            outln!(out, "tokens: {:?}, kid {}", config.tokens.algorithm, keys.kid);
         }
-        Ok(Resolved::WillGenerate(p)) => println!(
+        Ok(Resolved::WillGenerate(p)) => outln!(
+            out,
             "tokens: {:?}, signing key {} missing: `authgate serve` will generate it (tokens.generate_missing_key = true)",
             config.tokens.algorithm,
             p.display()
@@ -231,11 +296,42 @@ fn check_config(path: &Path) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     }
+    // The users file as `serve` reads it (a missing or malformed one, or a hash over
+    // login.max_hash_memory, would stop it).
+    if let UsersBackend::File(_) = &config.users.backend {
+        let store = Store::Memory(authgate::store::MemoryStore::new());
+        match UserStore::open(&config.users, &store, config.login.max_hash_memory) {
+            Ok(u) => outln!(
+                out,
+                "users: {} in the file",
+                u.snapshot().map_or(0, |m| m.len())
+            ),
+            Err(e) => {
+                eprintln!("error: {}: {e}", path.display());
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    if connect {
+        if let RevocationBackend::Redis(_) = &config.revocation.backend {
+            let reached = runtime()?.block_on(async {
+                let store = Store::new(&config.revocation)?;
+                store.ping().await
+            });
+            match reached {
+                Ok(()) => outln!(out, "redis: reachable"),
+                Err(e) => {
+                    eprintln!("error: {}: redis: {e}", path.display());
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_upstreams(config: &Config) {
-    println!("upstreams:");
+fn print_upstreams(config: &Config, out: &mut String) {
+    outln!(out, "upstreams:");
     for u in &config.upstreams {
         let hosts: Vec<String> = u
             .targets
@@ -256,7 +352,8 @@ fn print_upstreams(config: &Config) {
         } else {
             String::new()
         };
-        println!(
+        outln!(
+            out,
             "  {:<12} {}  (connect {:?}, request {:?}{balance})",
             u.name,
             hosts.join(" "),
@@ -266,10 +363,39 @@ fn print_upstreams(config: &Config) {
     }
 }
 
-fn healthcheck(path: &Path) -> Result<ExitCode> {
+/// `admin.listen` from the config file alone, leniently: the default when absent; None when it
+/// names a variable or does not parse.
+fn admin_listen(path: &Path) -> Option<std::net::SocketAddr> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = text.parse().ok()?;
+    match table.get("admin").and_then(|a| a.get("listen")) {
+        None => "127.0.0.1:9901".parse().ok(),
+        Some(v) => v.as_str()?.parse().ok(),
+    }
+}
+
+fn healthcheck(path: &Path, url: Option<&str>) -> Result<ExitCode> {
     use std::io::Read;
-    let config = load(path)?;
-    let mut addr = config.admin.listen;
+    let given = url.map(|u| {
+        let hostport = u
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        std::net::ToSocketAddrs::to_socket_addrs(hostport)
+            .ok()
+            .and_then(|mut a| a.next())
+            .with_context(|| format!("--url {u:?} is not an address (http://HOST:PORT)"))
+    });
+    let mut addr = match given {
+        Some(a) => a?,
+        None => admin_listen(path).with_context(|| {
+            format!(
+                "cannot read admin.listen from {}: pass --url http://HOST:PORT",
+                path.display()
+            )
+        })?,
+    };
     if addr.ip().is_unspecified() {
         addr.set_ip(if addr.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()
@@ -427,7 +553,13 @@ fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
             RevocationBackend::File(_) => Store::Memory(authgate::store::MemoryStore::new()),
             _ => Store::new(&config.revocation)?,
         };
-        // Managing users never refuses the file for a costly hash (serve does).
+        // Managing users starts a users file that does not exist yet, and never refuses the
+        // file for a costly hash (serve does).
+        if let UsersBackend::File(p) = &config.users.backend {
+            if !p.exists() {
+                authgate::store::users::write_file(p, &[])?;
+            }
+        }
         let users = UserStore::open(&config.users, &store, u64::MAX)?;
         match action {
             UsersAction::Add { name, roles } => {
@@ -479,6 +611,22 @@ fn validate_roles(roles: &[String]) -> Result<(), anyhow::Error> {
         authgate::store::users::validate_role(r)?;
     }
     Ok(())
+}
+
+fn unlock_ip(path: &Path, ip: std::net::IpAddr) -> Result<ExitCode> {
+    let config = load(path)?;
+    if !matches!(config.revocation.backend, RevocationBackend::Redis(_)) {
+        bail!("`authgate unlock --ip` needs revocation.backend = \"redis\": the memory and file stores' counters live inside the running gateway (they reset when failure_window passes, or on restart)");
+    }
+    runtime()?.block_on(async {
+        let store = Store::new(&config.revocation)?;
+        store
+            .clear_failures(&authgate::auth::sessions::ip_counter(ip))
+            .await?;
+        println!("unlocked {ip}: its failure counter is cleared");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn revoke(path: &Path, user: &str) -> Result<ExitCode> {

@@ -282,6 +282,11 @@ static_resources:
                     - {{ exact: authorization }}
                     - {{ exact: cookie }}
                     - {{ exact: x-csrf-token }}
+                    - {{ exact: origin }}            # the CSRF origin rule (§10)
+                    - {{ exact: sec-fetch-site }}
+                    - {{ exact: sec-fetch-mode }}    # navigations vs fetches
+                    - {{ exact: accept }}
+                    - {{ exact: upgrade }}           # a WebSocket handshake is judged too
                     - {{ exact: x-forwarded-for }}
                     - {{ exact: x-forwarded-proto }}
                 authorization_response:

@@ -1006,3 +1006,167 @@ async fn a_file_store_restart_logs_no_one_out_and_forgets_no_revocation() {
         "a logged-out session refreshed"
     );
 }
+
+/// Operations (issue: nothing wrong passes silently): `check-config` loads what `serve` loads,
+/// and says OK only when `serve` would start.
+#[test]
+fn check_config_loads_the_users_file_serve_would_need() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let path = fx.write("c.toml", &fx.config(up, HS256, MEMORY, "", ""));
+    let check = || {
+        bin()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("users: 3 in the file"));
+    // A Secret mounted under the wrong key: no users file.
+    std::fs::remove_file(fx.path("users.toml")).unwrap();
+    let out = check();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("OK"),
+        "OK for a config serve refuses"
+    );
+    fx.write("users.toml", "[[user]]\nname = \"x\"\n");
+    let out = check();
+    assert_eq!(out.status.code(), Some(2), "a malformed users file passed");
+    // serve refuses it too, naming the file.
+    let out = bin()
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("users.toml"));
+}
+
+#[test]
+fn version_config_anywhere_and_a_closed_pipe() {
+    let out = bin().arg("--version").output().unwrap();
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        v.starts_with("authgate ") && v.contains("commit ") && v.contains("built "),
+        "{v}"
+    );
+    // `--config` after the subcommand's arguments, as deploy/image/authgate.toml says.
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let path = fx.write("c.toml", &fx.config(up, HS256, MEMORY, "", ""));
+    let out = bin()
+        .args(["users", "list", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("alice"));
+    // `check-config | head -1`: the reader goes away; no panic.
+    let mut child = bin()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.status.code().is_some(), "killed by a signal");
+}
+
+/// `healthcheck` never needs more than the admin address: `--url`, or `admin.listen` read
+/// from a config the gateway would refuse (an unset variable elsewhere in it).
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_takes_a_url_or_reads_admin_listen_leniently() {
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let cfg = fx.write("h.toml", &fx.config(up.addr, HS256, MEMORY, "", ""));
+    let (_running, _public, admin) = spawn_gateway(&cfg);
+    let out = bin()
+        .args(["healthcheck", "--url", &format!("http://{admin}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let broken = fx.write(
+        "broken.toml",
+        &std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace(
+                "[admin]\nlisten = \"127.0.0.1:0\"",
+                &format!("[admin]\nlisten = \"{admin}\""),
+            )
+            .replace(
+                "[users]",
+                "[users]\nbackend = \"${AUTHGATE_UNSET_VARIABLE}\"",
+            ),
+    );
+    let out = bin()
+        .args(["healthcheck", "--config"])
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `authgate unlock --ip`: an address locked out by failed logins signs in again.
+#[tokio::test(flavor = "multi_thread")]
+async fn unlock_ip_lifts_an_address_lockout() {
+    let redis = Redis::start();
+    let gw = TestGateway::new().redis(&redis, "").start().await;
+    let text = std::fs::read_to_string(&gw.config)
+        .unwrap()
+        .replace("max_failures_per_ip = 100", "max_failures_per_ip = 2");
+    std::fs::write(&gw.config, &text).unwrap();
+    let gw2 = start(&gw.config).await;
+    let attempt = |user: &'static str, pw: &'static str| {
+        let addr = gw2.public_addr;
+        async move {
+            let req = post("/auth/login")
+                .header("content-type", "application/json")
+                .body(json_body(
+                    serde_json::json!({"username": user, "password": pw}),
+                ))
+                .unwrap();
+            send(addr, req).await.0
+        }
+    };
+    assert_eq!(attempt("nobody1", "x").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(attempt("nobody2", "x").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        attempt("alice", "alice-password").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let out = bin()
+        .args(["unlock", "--ip", "127.0.0.1", "--config"])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(attempt("alice", "alice-password").await, StatusCode::OK);
+}

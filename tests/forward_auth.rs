@@ -19,14 +19,18 @@ async fn judge_only() -> Running {
         .await
 }
 
+/// What a proxy passes on of a browser's page load (`Sec-Fetch-Mode: navigate`): only those
+/// are sent to the login page; a fetch gets 401.
 fn nginx(uri: &str) -> http::request::Builder {
     get("/auth/verify/nginx")
+        .header("sec-fetch-mode", "navigate")
         .header("x-original-method", "GET")
         .header("x-original-uri", uri)
 }
 
 fn traefik(method: &str, uri: &str) -> http::request::Builder {
     get("/auth/verify")
+        .header("sec-fetch-mode", "navigate")
         .header("x-forwarded-method", method)
         .header("x-forwarded-uri", uri)
         .header("x-forwarded-host", "gw.test")
@@ -38,6 +42,7 @@ fn envoy(method: &str, uri: &str) -> http::request::Builder {
         .method(method)
         .uri(format!("/auth/verify/ext_authz{uri}"))
         .header("host", "gw.test")
+        .header("sec-fetch-mode", "navigate")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,12 +169,23 @@ async fn a_browser_session_is_refreshed_through_auth_refresh_never_by_the_check(
     let (s, h, _) = send(gw.addr, req).await;
     assert_eq!(s, StatusCode::OK);
     assert!(h.get("set-cookie").is_none(), "the check set a cookie");
-    // CSRF: the header only.
+    // CSRF by the origin rule, from the original request's headers the proxy passed on.
     let req = traefik("POST", "/web/form")
         .header("cookie", &cookie)
+        .header("sec-fetch-site", "cross-site")
         .body(empty())
         .unwrap();
     assert_eq!(send(gw.addr, req).await.0, StatusCode::FORBIDDEN);
+    let req = traefik("POST", "/web/form")
+        .header("cookie", &cookie)
+        .header("origin", "http://gw.test")
+        .body(empty())
+        .unwrap();
+    assert_eq!(
+        send(gw.addr, req).await.0,
+        StatusCode::OK,
+        "the app's own origin"
+    );
     let req = traefik("POST", "/web/form")
         .header("cookie", &cookie)
         .header("x-csrf-token", &csrf)
@@ -560,7 +576,11 @@ async fn through_a_real(name: &'static str) {
         .body(empty())
         .unwrap();
     assert_eq!(front.send(req).await.0, StatusCode::FORBIDDEN, "{name}");
-    let (s, h, _) = front.send(get("/web/page").body(empty()).unwrap()).await;
+    let page_load = get("/web/page")
+        .header("sec-fetch-mode", "navigate")
+        .body(empty())
+        .unwrap();
+    let (s, h, _) = front.send(page_load).await;
     assert_eq!(s, StatusCode::FOUND, "{name}");
     assert_eq!(
         local(h.get("location").unwrap().to_str().unwrap(), "gw.test"),
@@ -645,11 +665,23 @@ async fn through_a_real(name: &'static str) {
     let (s, _, _) = front.send(with_cookie(get("/web/page"), &cookie)).await;
     assert_eq!(s, StatusCode::OK, "{name}");
     assert_eq!(gw.up.last().headers.get("x-auth-user").unwrap(), "alice");
-    // CSRF enforced on the cookie session: without the header 403, with it through.
+    // CSRF by origin on the cookie session (the proxy passes Origin and Sec-Fetch-Site to
+    // the check): from another site 403, from the app's own pages through, token or not.
     let before = gw.up.requests().len();
-    let (s, _, _) = front.send(with_cookie(post("/web/form"), &cookie)).await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "{name}");
+    let cross = post("/web/form")
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .header("origin", "https://evil.example")
+        .body(empty())
+        .unwrap();
+    assert_eq!(front.send(cross).await.0, StatusCode::FORBIDDEN, "{name}");
     assert_eq!(gw.up.requests().len(), before, "{name}");
+    let own = post("/web/form")
+        .header("cookie", &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .body(empty())
+        .unwrap();
+    assert_eq!(front.send(own).await.0, StatusCode::OK, "{name}");
     let req = post("/web/form")
         .header("cookie", &cookie)
         .header("x-csrf-token", &csrf)
@@ -664,7 +696,10 @@ async fn through_a_real(name: &'static str) {
         .collect::<Vec<_>>()
         .join("; ");
     let (s, h, _) = front
-        .send(with_cookie(get("/web/page?a=1"), &expired))
+        .send(with_cookie(
+            get("/web/page?a=1").header("sec-fetch-mode", "navigate"),
+            &expired,
+        ))
         .await;
     assert_eq!(s, StatusCode::FOUND, "{name}");
     let to = local(h.get("location").unwrap().to_str().unwrap(), "gw.test");
@@ -1099,6 +1134,7 @@ async fn verify_redirects_never_name_a_host_the_client_chose() {
             .header("x-forwarded-uri", "/web/page")
             .header("x-forwarded-host", host)
             .header("x-forwarded-proto", "http")
+            .header("sec-fetch-mode", "navigate")
             .body(empty())
             .unwrap()
     };
@@ -1148,6 +1184,7 @@ async fn through_traefik_a_redirect_never_names_evil_example() {
         let req = http::Request::builder()
             .uri("/web/page")
             .header("host", EVIL)
+            .header("sec-fetch-mode", "navigate")
             .body(empty())
             .unwrap();
         let (s, h, body) = front.send(req).await;

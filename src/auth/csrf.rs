@@ -1,6 +1,7 @@
 //! CSRF for cookie sessions: a cookie-authenticated unsafe request must prove it came from
 //! our pages, with the session's CSRF value as `X-CSRF-Token` or as the `csrf_token` field of
-//! a urlencoded form (whose body is then read, bounded, and forwarded as read). The value is
+//! a urlencoded or multipart form (whose body is then read, bounded, and forwarded as read).
+//! This is the route's `csrf = "token"` mode; the default is the origin rule (`crate::origin`). The value is
 //! bound to the session: an HMAC of its `sid` under a key derived from the signing key, so any
 //! replica can check it without state, and a cookie planted by a sibling subdomain is worth
 //! nothing (it is not compared with anything the client sends).
@@ -56,12 +57,17 @@ pub async fn check(
     if matches(header, expected) {
         return Ok(req.map(Body::Incoming));
     }
-    if header.is_some() || !is_form(req.headers()) {
+    let boundary = super::form::multipart_boundary(req.headers());
+    if header.is_some() || !(is_form(req.headers()) || boundary.is_some()) {
         return Err(GatewayError::Csrf);
     }
     let (parts, body) = req.into_parts();
     let bytes = read_limited(body, limits).await?;
-    if !matches(field(&bytes, "csrf_token").as_deref(), expected) {
+    let given = match &boundary {
+        Some(b) => super::form::multipart_field(&bytes, b, "csrf_token"),
+        None => field(&bytes, "csrf_token"),
+    };
+    if !matches(given.as_deref(), expected) {
         return Err(GatewayError::Csrf);
     }
     Ok(Request::from_parts(parts, full(bytes)))

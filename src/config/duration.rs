@@ -2,9 +2,40 @@
 
 use std::time::Duration;
 
-/// Parses `"<number><unit>"` where unit is one of ms, s, m, h, d.
+/// Parses `"<number><unit>"` where unit is one of ms, s, m, h, d, or several such in a row
+/// (`"1h30m"`, `"1m30s"`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
+    // Several parts: each must parse on its own; their sum.
+    let parts = split_parts(text);
+    if parts.len() > 1 {
+        let mut total = Duration::ZERO;
+        for part in parts {
+            total = total
+                .checked_add(parse_one(part)?)
+                .ok_or_else(|| format!("duration {text:?} is too large"))?;
+        }
+        return Ok(total);
+    }
+    parse_one(text)
+}
+
+/// `"1h30m"` -> `["1h", "30m"]`: a new part starts where a digit follows a unit letter.
+fn split_parts(text: &str) -> Vec<&str> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..b.len() {
+        if b[i].is_ascii_digit() && b[i - 1].is_ascii_alphabetic() {
+            out.push(&text[start..i]);
+            start = i;
+        }
+    }
+    out.push(&text[start..]);
+    out
+}
+
+fn parse_one(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("duration {text:?} has no unit; write e.g. \"{text}s\""))?;
@@ -46,6 +77,10 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2d12h"), Ok(Duration::from_secs(216_000)));
+        assert_eq!(parse_duration("1s500ms"), Ok(Duration::from_millis(1500)));
     }
 
     #[test]
@@ -59,6 +94,9 @@ mod tests {
             "3 weeks",
             "10y",
             "99999999999999999999d",
+            "1h30",
+            "1h30x",
+            "h30m",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad} should fail");
         }

@@ -80,6 +80,8 @@ pub enum UserStoreError {
     Store(#[from] StoreError),
     #[error("users.backend = \"redis\" needs revocation.backend = \"redis\"")]
     NeedsRedis,
+    #[error("users file {} does not exist: every login would fail. Create it with `authgate users add NAME --config CONFIG`, or mount it (a Kubernetes Secret with the key users.toml)", path.display())]
+    Missing { path: PathBuf },
 }
 
 /// Names are what tokens carry as `sub`, what the upstream reads in a header and what Redis
@@ -227,6 +229,9 @@ impl UserStore {
     ) -> Result<UserStore, UserStoreError> {
         match &cfg.backend {
             UsersBackend::File(path) => {
+                if !path.exists() {
+                    return Err(UserStoreError::Missing { path: path.clone() });
+                }
                 let list = read_file(path)?;
                 for u in &list {
                     check_cost(path, u, max_hash_memory)?;

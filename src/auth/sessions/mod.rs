@@ -113,7 +113,7 @@ pub fn user_counter(name: &str) -> String {
     format!("u:{name}")
 }
 
-fn ip_counter(ip: IpAddr) -> String {
+pub fn ip_counter(ip: IpAddr) -> String {
     format!("ip:{ip}")
 }
 
