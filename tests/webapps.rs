@@ -688,9 +688,21 @@ async fn apps_under_a_prefix_in_chromium() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let tag = new_tag("prefixed");
-    // Streamlit at its root, mounted at /st (`strip_prefix`) and not told so; a second one
-    // serving under /internal (`--server.baseUrlPath`), mapped from the public /mapped
-    // (`strip_prefix` + `upstream_prefix`).
+    // Django at /django (`strip_prefix`), told its mount by the gateway's X-Forwarded-Prefix
+    // (so it writes its own links, redirects included, with the prefix: the gateway must
+    // not add it again, `redirect_rewrite = false`); Streamlit at its root, mounted at /st
+    // and not told; a second Streamlit serving under /internal (`--server.baseUrlPath`),
+    // mapped from the public /mapped (`strip_prefix` + `upstream_prefix`).
+    let data = dir.path().join("django");
+    let (django, django_addr) = start_app(
+        &tag,
+        "django",
+        dir.path(),
+        "tests/apps/django_site/run.sh",
+        &[data.to_str().unwrap()],
+        "/notes/whoami/",
+    )
+    .await;
     let (plain, plain_addr) = start_app(
         &tag,
         "streamlit-plain",
@@ -709,19 +721,76 @@ async fn apps_under_a_prefix_in_chromium() {
         "/internal/_stcore/health",
     )
     .await;
-    let routes = route("/st/**", "plain", "strip_prefix = \"/st\"")
+    let routes = route(
+        "/django/**",
+        "django",
+        "strip_prefix = \"/django\"\nredirect_rewrite = false",
+    ) + &route("/st/**", "plain", "strip_prefix = \"/st\"")
         + &route(
             "/mapped/**",
             "mapped",
             "strip_prefix = \"/mapped\"\nupstream_prefix = \"/internal\"",
         );
-    let gw = gateway(&[("plain", plain_addr), ("mapped", mapped_addr)], &routes).await;
+    let gw = gateway(
+        &[
+            ("django", django_addr),
+            ("plain", plain_addr),
+            ("mapped", mapped_addr),
+        ],
+        &routes,
+    )
+    .await;
     let base = gw.base.clone();
     let upload = dir.path().join("upload.bin");
     std::fs::write(&upload, vec![b'y'; 321]).unwrap();
     let b = Driver::start().await;
 
-    sign_in(&b, &base, "/st/", "root", "root-password").await;
+    // Django: its redirect, its stylesheets, a link, a form and its cookie, all under /django.
+    sign_in(&b, &base, "/django/", "root", "root-password").await;
+    let url = b.url_when(|u| u.ends_with("/django/admin/")).await;
+    assert_eq!(url, format!("{base}/django/admin/"), "Django's redirect");
+    let css = js_when(
+        &b,
+        "the admin's stylesheets",
+        "return [...document.styleSheets].filter(s => s.href).map(s => [s.href, s.cssRules.length])",
+        |v| !v.as_array().unwrap().is_empty(),
+    )
+    .await;
+    for sheet in css.as_array().unwrap() {
+        assert!(
+            sheet[0]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{base}/django/static/"))
+                && sheet[1].as_u64().unwrap() > 0,
+            "a stylesheet off the mount or empty: {css}"
+        );
+    }
+    b.click("a[href='/django/admin/notes/note/']").await;
+    let url = b.url_when(|u| u.ends_with("/notes/note/")).await;
+    assert_eq!(url, format!("{base}/django/admin/notes/note/"), "a link");
+    b.click("a[href='/django/admin/notes/note/add/']").await;
+    let url = b.url_when(|u| u.ends_with("/notes/note/add/")).await;
+    assert_eq!(
+        url,
+        format!("{base}/django/admin/notes/note/add/"),
+        "a link"
+    );
+    b.wait_find("css selector", "#id_title", LOAD).await;
+    b.type_into("#id_title", "Under a prefix").await;
+    b.click("input[name=_save]").await;
+    b.text_when("added under /django", LOAD, |t| {
+        t.contains("was added successfully") && t.contains("Under a prefix")
+    })
+    .await;
+    assert_eq!(b.url().await, format!("{base}/django/admin/notes/note/"));
+    let cookies = cookie_paths(&b).await;
+    assert!(
+        cookies.contains(&("csrftoken".to_owned(), "/django".to_owned())),
+        "Django's cookie is not on its mount: {cookies:?}"
+    );
+
+    // Streamlit, not told, and mapped.
     use_streamlit(&b, &format!("{base}/st/"), "/st", &upload).await;
     use_streamlit(&b, &format!("{base}/mapped/"), "/mapped", &upload).await;
     // Each mount kept its own cookie (both apps set theirs at Path=/).
@@ -737,4 +806,5 @@ async fn apps_under_a_prefix_in_chromium() {
     drop(gw);
     stop(mapped);
     stop(plain);
+    stop(django);
 }
