@@ -17,6 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+pub mod procs;
+pub mod webdriver;
+
 /// A redis-server of our own on a unix socket in a temp dir (no port to pick and lose),
 /// stopped by pid when dropped. Start-up waits for its "ready" log line, not a clock.
 pub struct Redis {
