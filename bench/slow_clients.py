@@ -3,6 +3,7 @@
 
     bench/slow_clients.py [LABEL=]path/to/authgate [[LABEL=]other/authgate ...]
     BUDGET=30 TRICKLERS=50 READERS=50 REQUESTS=40 bench/slow_clients.py target/release/authgate
+    bench/slow_clients.py --memory 150 target/release/authgate   # RSS and overflows, readers only
 
 The upstream is gunicorn (from target/webapps-venv; scripts/webapps-setup.sh is run when it is
 missing) with 2 sync workers on 127.0.0.1 serving a WSGI app written to a temp dir:
@@ -256,9 +257,39 @@ def ensure_gunicorn():
                        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
+def memory(binary, readers):
+    """Only slow readers against one authgate: its RSS and authgate_buffer_overflows_total over
+    12 s, to see whether server.max_buffered (64 MiB by default) bounds what they pin."""
+    import re, urllib.request
+    g, gp = gunicorn()
+    try:
+        a, fp = front_authgate(binary, gp, "authgate-mem")
+        admin = re.search(r'\[admin\]\nlisten = "127.0.0.1:(\d+)"', open(os.path.join(work, "authgate-mem.toml")).read()).group(1)
+        halt, lock = threading.Event(), threading.Lock()
+        st = dict(read=0, readers_answered=0, read_errors=0)
+        threads = [threading.Thread(target=reader, args=(fp, halt, st, lock), daemon=True) for _ in range(readers)]
+        for t in threads:
+            t.start(); time.sleep(0.01)
+        print(f"{readers} readers of 1 MiB at 10 KiB/s, authgate {binary}")
+        for i in range(1, 7):
+            time.sleep(2)
+            m = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+            ov = re.search(r"^authgate_buffer_overflows_total (\d+)", m, re.M)
+            print(f"t={2 * i:2d}s RSS {group_rss_mib(a.pid):6.1f} MiB, answered {st['readers_answered']}/{readers}, "
+                  f"authgate_buffer_overflows_total {ov.group(1) if ov else '?'}, readers still reading "
+                  f"{sum(t.is_alive() for t in threads)}, errors {st['read_errors']}", flush=True)
+        halt.set()
+        for t in threads: t.join(3)
+    finally:
+        for p, sig in list(groups):
+            stop(p, sig)
+
+
 def main(args):
     ensure_gunicorn()
     write("slowapp.py", APP)
+    if args[:1] == ["--memory"]:
+        return memory(os.path.abspath(args[2]), int(args[1]))
     fronts = [("gunicorn direct (no front)", None), ("nginx proxy_pass (default buffering)", front_nginx)]
     for i, a in enumerate(args):
         label, _, path = a.rpartition("=")
