@@ -87,6 +87,9 @@ impl From<Incoming> for Body {
 
 type Polled = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
+/// A held (budgeted) body is written in pieces of this size.
+const HELD_PIECE: usize = 64 * 1024;
+
 fn hyper_frame(p: Poll<Option<Result<Frame<Bytes>, hyper::Error>>>) -> Polled {
     p.map(|o| o.map(|r| r.map_err(BodyError::Hyper)))
 }
@@ -97,8 +100,20 @@ impl http_body::Body for Body {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         match self.get_mut() {
-            Body::Full(data) | Body::Held(data, _) => {
-                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            Body::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Body::Held(data, permit) => {
+                // In pieces, the budget held until the last is taken: the writer asks for the
+                // next only when the client has read enough, so a slow reader's answer counts
+                // against `max_buffered` until it has (nearly) been sent, not only until it
+                // was handed over whole.
+                let piece = match data {
+                    Some(d) if d.len() > HELD_PIECE => Some(d.split_to(HELD_PIECE)),
+                    _ => {
+                        *permit = None;
+                        data.take()
+                    }
+                };
+                Poll::Ready(piece.map(|d| Ok(Frame::data(d))))
             }
             Body::Incoming(b) => hyper_frame(Pin::new(b).poll_frame(cx)),
             Body::Tracked(b, hook) => {
@@ -174,6 +189,28 @@ mod tests {
     use super::*;
     use http_body::Body as _;
     use http_body_util::BodyExt;
+
+    /// A held body goes out in pieces and keeps its share of the budget until the last one
+    /// is taken (regression: handed over whole, its budget came back while a slow client
+    /// still had the whole answer to read).
+    #[tokio::test]
+    async fn a_held_body_keeps_its_budget_until_its_last_piece() {
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1000));
+        let permit = budget.clone().try_acquire_many_owned(200).ok();
+        let mut b = Body::Held(Some(Bytes::from(vec![7u8; 200 * 1024])), permit);
+        let mut pieces = 0;
+        let mut total = 0;
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut b).await {
+            let data = frame.unwrap().into_data().unwrap();
+            total += data.len();
+            pieces += 1;
+            if total < 200 * 1024 {
+                assert_eq!(budget.available_permits(), 800, "given back before the end");
+            }
+        }
+        assert_eq!((total, pieces), (200 * 1024, 4));
+        assert_eq!(budget.available_permits(), 1000);
+    }
 
     #[tokio::test]
     async fn full_and_empty_bodies_report_their_size_and_end() {

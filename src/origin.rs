@@ -10,15 +10,16 @@ use http::{HeaderMap, Method};
 /// (or HEAD) whose `Accept` names HTML. Only navigations are redirected to the login page or
 /// shown HTML error pages; fetch/XHR, WebSocket handshakes and other methods get JSON.
 pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
-    match headers.get("sec-fetch-mode") {
+    // Names, not strings: a `&str` lookup parses the name on every call (every request).
+    const SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
+    match headers.get(&SEC_FETCH_MODE) {
         Some(mode) => mode.as_bytes().eq_ignore_ascii_case(b"navigate"),
         None => {
             (*method == Method::GET || *method == Method::HEAD)
                 && headers
-                    .get_all(http::header::ACCEPT)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .any(|v| v.to_ascii_lowercase().contains("text/html"))
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.to_ascii_lowercase().contains("text/html"))
         }
     }
 }

@@ -29,6 +29,7 @@ async fn a_prefixed_app_keeps_its_redirects_cookies_and_prefix() {
     let up = format!("http://{}", gw.up.addr);
     let req = get("/wiki/ticket/1?x=2")
         .header("x-forwarded-prefix", "/evil")
+        .header("x-answer-status", "302")
         .header("x-answer-location", format!("{up}/trac/ticket/2"))
         .header(
             "x-answer-set-cookie",
@@ -37,7 +38,7 @@ async fn a_prefixed_app_keeps_its_redirects_cookies_and_prefix() {
         .body(empty())
         .unwrap();
     let (s, h, _) = send(gw.addr, req).await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::FOUND);
     let seen = gw.up.last();
     assert_eq!(
         seen.uri, "/trac/ticket/1?x=2",
@@ -55,6 +56,7 @@ async fn a_prefixed_app_keeps_its_redirects_cookies_and_prefix() {
 
     // Only strip_prefix: any local path the app names is under the mount.
     let req = get("/plain/a")
+        .header("x-answer-status", "302")
         .header("x-answer-location", "/login?next=/a")
         .header("x-answer-refresh", "0; url=/start")
         .header("x-answer-set-cookie", "sessionid=1; Path=/")
@@ -75,6 +77,7 @@ async fn a_prefixed_app_keeps_its_redirects_cookies_and_prefix() {
         ),
     ] {
         let req = get("/public/r")
+            .header("x-answer-status", "302")
             .header("x-answer-location", location)
             .body(empty())
             .unwrap();
@@ -91,6 +94,7 @@ async fn rewriting_can_be_turned_off_per_route() {
         .start()
         .await;
     let req = get("/raw/a")
+        .header("x-answer-status", "302")
         .header("x-answer-location", "/login")
         .header("x-answer-set-cookie", "s=1; Path=/")
         .body(empty())

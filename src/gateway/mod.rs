@@ -28,7 +28,7 @@ use crate::upstream::{forward, ForwardCtx, HeaderPolicy, UpstreamClient, Upstrea
 use head::{check_framing, check_head_size, forward_target, request_host_of, upgrade_protocol};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use request_id::RequestIds;
 use std::net::IpAddr;
@@ -258,7 +258,7 @@ impl Gateway {
             h.observe(sent.elapsed().as_secs_f64());
         }
         if let Some(rw) = rewrite {
-            rw.apply(resp.headers_mut());
+            rw.apply(resp.status(), resp.headers_mut());
         }
         if via_cookie {
             cookie_session_answer(resp.headers_mut(), set_cookies, cache_control);
@@ -598,10 +598,15 @@ struct AnswerRewrite<'a> {
 }
 
 impl AnswerRewrite<'_> {
-    fn apply(&self, h: &mut HeaderMap) {
+    fn apply(&self, status: StatusCode, h: &mut HeaderMap) {
         use crate::rewrite;
-        let redirected = h.contains_key(header::LOCATION) || h.contains_key(header::REFRESH);
-        if self.redirects && redirected {
+        // Looked for only where they occur (a `Location` on redirects and 201; `Refresh` and
+        // cookies on a prefixed mount): a plain 200 costs no header lookup.
+        let redirected = self.redirects
+            && (((status.is_redirection() || status == StatusCode::CREATED)
+                && h.contains_key(header::LOCATION))
+                || (self.mount.is_set() && h.contains_key(header::REFRESH)));
+        if redirected {
             let origin = format!(
                 "{}://{}",
                 if self.secure { "https" } else { "http" },

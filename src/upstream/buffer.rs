@@ -101,7 +101,8 @@ pub async fn request_body(
     let Body::Incoming(incoming) = body else {
         return Ok(http::Request::from_parts(parts, body));
     };
-    if !has_body(&parts.headers) {
+    // Most requests have no body, and hyper knows (no header lookups for them).
+    if http_body::Body::is_end_stream(&incoming) || !has_body(&parts.headers) {
         return Ok(http::Request::from_parts(parts, Body::Incoming(incoming)));
     }
     let declared = http_body::Body::size_hint(&incoming).exact();

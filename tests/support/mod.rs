@@ -161,8 +161,20 @@ impl Upstream {
                             let mut resp = Response::new(Full::new(Bytes::from(text)));
                             resp.headers_mut()
                                 .insert("x-upstream", "yes".parse().unwrap());
-                            // `x-answer-<name>: v` asks for `<name>: v` in the answer.
+                            // `x-answer-status: 302` asks for that status; `x-answer-<name>: v`
+                            // for `<name>: v` in the answer.
+                            if let Some(st) = parts
+                                .headers
+                                .get("x-answer-status")
+                                .and_then(|v| v.to_str().ok()?.parse::<u16>().ok())
+                                .and_then(|n| http::StatusCode::from_u16(n).ok())
+                            {
+                                *resp.status_mut() = st;
+                            }
                             for (k, v) in &parts.headers {
+                                if k.as_str() == "x-answer-status" {
+                                    continue;
+                                }
                                 if let Some(name) = k.as_str().strip_prefix("x-answer-") {
                                     if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
                                         resp.headers_mut().append(n, v.clone());
