@@ -85,8 +85,14 @@ def check(render):
     assert admitted == sorted([ports["https"], ports["admin"]]), admitted
     svc = next(d for d in docs if d["kind"] == "Service")
     assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["https"]
-    # Every volume authgate mounts is a Secret or the ConfigMap; mounted read-only.
+    # Every volume authgate mounts is a Secret or the ConfigMap, mounted read-only, except
+    # `state`: a size-limited emptyDir for revocation.backend = "file" (kept over container
+    # restarts).
+    volumes = {v["name"]: v for v in spec["volumes"]}
     for m in gw["volumeMounts"]:
+        if m["name"] == "state":
+            assert "emptyDir" in volumes["state"] and volumes["state"]["emptyDir"].get("sizeLimit"), volumes["state"]
+            continue
         assert m.get("readOnly"), m
     print(f"{render}: {', '.join(kinds)} OK")
 for render in ("base", "classic"):
