@@ -108,7 +108,7 @@ impl App {
         ));
         let watcher = tokio::spawn(reloader.clone().watch(WATCH_EVERY));
         let admin_handler = Arc::new(Admin {
-            auth,
+            auth: auth.clone(),
             metrics: metrics.clone(),
             shutting_down: shutting_down.clone(),
             ready_requires_store: config.admin.ready_requires_store,
@@ -117,6 +117,19 @@ impl App {
         let admin_task = tokio::spawn(serve(admin, None, admin_opts, admin_handler, admin_rx));
         tracing::info!(addr = %public_addr, tls = certs.is_some(), "public listener ready");
         tracing::info!(addr = %admin_addr, "admin listener ready");
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %config.source.display(),
+            revocation = auth.sessions().store().backend_name(),
+            users = auth.sessions().users().snapshot().map_or(-1, |m| m.len() as i64),
+            routes = config.routes.routes().len(),
+            "authgate started"
+        );
+        // A store that refuses us (a wrong Redis password, an unreachable host) is an
+        // ERROR now, not silence until the first login.
+        if let Err(e) = auth.sessions().store().ping().await {
+            tracing::error!(error = %e, "the revocation store does not answer: protected routes and logins fail until it does");
+        }
         Ok(App {
             public_addr,
             admin_addr,

@@ -1174,3 +1174,41 @@ async fn unlock_ip_lifts_an_address_lockout() {
     );
     assert_eq!(attempt("alice", "alice-password").await, StatusCode::OK);
 }
+
+/// Operations: `serve` says at start what it runs with, and a store that does not answer is
+/// an ERROR at once (it was silence until the first login); one port cannot be both
+/// listeners.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_reports_what_it_runs_and_a_store_that_refuses_it() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let rev = format!("backend = \"redis\"\nredis_url = \"redis://{dead}/0\"\ntimeout = \"300ms\"");
+    let cfg = fx.write("s.toml", &fx.config(up.addr, HS256, &rev, "", ""));
+    let (_running, _public, _admin, mut log) = spawn_gateway_with_log(&cfg);
+    assert!(log.wait_for("authgate started"), "{:?}", log.seen);
+    let line = log.seen.last().unwrap().clone();
+    assert!(line.contains("users=3") && line.contains("redis"), "{line}");
+    assert!(
+        log.wait_for("the revocation store does not answer"),
+        "{:?}",
+        log.seen
+    );
+    assert!(log.seen.last().unwrap().contains("ERROR"));
+    // admin.listen == server.listen is a config error.
+    let same = fx.write(
+        "same.toml",
+        &fx.config(up.addr, HS256, MEMORY, "", "")
+            .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:18443\""),
+    );
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&same)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin.listen"));
+}

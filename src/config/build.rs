@@ -68,6 +68,16 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
         listen: parse_addr(rep, &raw.admin.listen, "admin.listen", "127.0.0.1:9901"),
         ready_requires_store: raw.admin.ready_requires_store.unwrap_or(true),
     };
+    // One port cannot be both: the second bind would fail (or, with port 0, two listeners
+    // would be taken for one).
+    if admin.listen == server.listen && admin.listen.port() != 0 {
+        rep.error(
+            raw.admin.listen.as_ref().and_then(span),
+            "admin.listen",
+            format!("{} is also server.listen", admin.listen),
+            Some("give the admin listener its own port, e.g. \"127.0.0.1:9901\"".to_owned()),
+        );
+    }
     let tokens = build_tokens(rep, base, &raw.tokens);
     let revocation = super::build_revocation::build_revocation(rep, base, &raw.revocation);
     let users = build_users(rep, base, &raw.users);
