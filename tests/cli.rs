@@ -496,8 +496,12 @@ fn explain_prints_a_forward_auth_snippet_per_proxy() {
     let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
     let cfg = fx.write(
         "fa.toml",
-        &fx.config(up, HS256, MEMORY, "", "")
-            .replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:8443\""),
+        // The public listener only ([server] comes first): one port cannot be both.
+        &fx.config(up, HS256, MEMORY, "", "").replacen(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"0.0.0.0:8443\"",
+            1,
+        ),
     );
     for (proxy, needles) in [
         (

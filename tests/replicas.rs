@@ -78,6 +78,11 @@ async fn redis_down_fails_closed_then_recovers_without_restart() {
             .0,
         StatusCode::SERVICE_UNAVAILABLE
     );
+    // Past the token's second: the restarted Redis (no persistence) starts a new epoch.
+    let later = authgate::clock::now_secs() + 1;
+    while authgate::clock::now_secs() < later {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     redis.restart();
     // The store reconnects in the background: probe readiness until it answers 200.
     let admin = app.admin_addr;
@@ -86,11 +91,17 @@ async fn redis_down_fails_closed_then_recovers_without_restart() {
     })
     .await;
     assert!(recovered, "readiness did not come back");
+    // It came back empty: a token from before can no longer be told from a revoked one.
+    let (s, _, body) = get_with_token(addr, "/app/x", &access).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body.contains("epoch"), "{body}");
+    let fresh = login(addr, "alice", "alice-password").await;
     assert_eq!(
-        get_with_token(addr, "/app/x", &access).await.0,
+        get_with_token(addr, "/app/x", fresh["access_token"].as_str().unwrap())
+            .await
+            .0,
         StatusCode::OK
     );
-    login(addr, "alice", "alice-password").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
