@@ -33,6 +33,18 @@ struct IssuedClaims<'a> {
     typ: TokenType,
     #[serde(skip_serializing_if = "Option::is_none")]
     roles: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idp: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    amr: Option<&'a [String]>,
+}
+
+/// How a session was signed in, when not by the gateway's own password form: the identity
+/// provider (`[[login.oidc]]` name) and the authentication methods it reported.
+#[derive(Debug, Clone, Copy)]
+pub struct Via<'a> {
+    pub idp: &'a str,
+    pub amr: Option<&'a [String]>,
 }
 
 /// Claims of a verified token. Strict types: a claim of the wrong JSON type fails the token.
@@ -47,6 +59,12 @@ pub struct Claims {
     pub typ: TokenType,
     #[serde(default)]
     pub roles: Option<Vec<String>>,
+    /// The identity provider that signed the session in (absent: the password form).
+    #[serde(default)]
+    pub idp: Option<String>,
+    /// Authentication methods (RFC 8176 values) as the provider reported them.
+    #[serde(default)]
+    pub amr: Option<Vec<String>>,
     /// `sub` and the joined roles as header values, made on first use and shared by every
     /// request the (cached) token authenticates.
     #[serde(skip)]
@@ -325,6 +343,21 @@ impl Tokens {
         iat: u64,
         exp: u64,
     ) -> Result<Issued, IssueError> {
+        self.issue_via(typ, sub, sid, roles, None, iat, exp)
+    }
+
+    /// `issue` for a session an identity provider signed in (`idp`, `amr` claims).
+    #[allow(clippy::too_many_arguments)]
+    pub fn issue_via(
+        &self,
+        typ: TokenType,
+        sub: &str,
+        sid: &str,
+        roles: Option<&[String]>,
+        via: Option<Via<'_>>,
+        iat: u64,
+        exp: u64,
+    ) -> Result<Issued, IssueError> {
         // Whatever the user store holds, a token never carries text that could split or
         // forge a header at the upstream.
         if !header_safe(sub) || !roles.unwrap_or(&[]).iter().all(|r| header_safe(r)) {
@@ -342,6 +375,8 @@ impl Tokens {
             sid,
             typ,
             roles,
+            idp: via.map(|v| v.idp),
+            amr: via.and_then(|v| v.amr),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.keys.encoding)?;
         let claims = Claims {
@@ -352,6 +387,8 @@ impl Tokens {
             sid: sid.to_owned(),
             typ,
             roles: roles.map(<[String]>::to_vec),
+            idp: via.map(|v| v.idp.to_owned()),
+            amr: via.and_then(|v| v.amr.map(<[String]>::to_vec)),
             identity_values: std::sync::OnceLock::new(),
         };
         Ok(Issued {
@@ -490,6 +527,8 @@ mod tests {
             sid: "s".into(),
             typ: TokenType::Access,
             roles: None,
+            idp: None,
+            amr: None,
             identity_values: Default::default(),
         })
     }

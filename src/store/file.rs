@@ -25,6 +25,8 @@ const SESSIONS: TableDefinition<&str, u64> = TableDefinition::new("revoked_sessi
 const CUTOFFS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("cutoffs");
 /// sid -> refresh-rotation state (JSON).
 const REFRESH: TableDefinition<&str, &[u8]> = TableDefinition::new("refresh_sessions");
+/// link key -> [(member, expiry)] (JSON): `Store::link`.
+const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
 /// "epoch" -> the second this store's state began.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -41,6 +43,7 @@ enum Touch {
     Session(String),
     Cutoff(String),
     Refresh(String),
+    Link(String),
 }
 
 fn file_error(e: impl std::fmt::Display) -> StoreError {
@@ -128,6 +131,13 @@ impl FileStore {
         Ok(rotation)
     }
 
+    /// Links are durable (a restart keeps back-channel logout working for old sessions);
+    /// single-use marks are not (each lives minutes; see `Store::mark_once`).
+    pub async fn link(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.mem.link(key, member, ttl);
+        self.persist(vec![Touch::Link(key.to_owned())]).await
+    }
+
     /// Drops expired entries from memory and from the file.
     pub async fn sweep(&self) -> Result<(), StoreError> {
         self.mem.sweep();
@@ -147,6 +157,12 @@ impl FileStore {
                 let mut t = tx.open_table(REFRESH).map_err(file_error)?;
                 t.retain(|_, v| {
                     serde_json::from_slice::<RefreshState>(v).is_ok_and(|s| s.expires() > now)
+                })
+                .map_err(file_error)?;
+                let mut t = tx.open_table(LINKS).map_err(file_error)?;
+                t.retain(|_, v| {
+                    serde_json::from_slice::<Vec<(String, u64)>>(v)
+                        .is_ok_and(|m| m.iter().any(|(_, exp)| *exp > now))
                 })
                 .map_err(file_error)?;
             }
@@ -210,6 +226,17 @@ fn write_one(tx: &redb::WriteTransaction, mem: &MemoryStore, t: &Touch) -> Resul
                 None => table.remove(sid.as_str())?,
             };
         }
+        Touch::Link(key) => {
+            let mut table = tx.open_table(LINKS)?;
+            let members = mem.link_entries(key);
+            if members.is_empty() {
+                table.remove(key.as_str())?;
+            } else {
+                let bytes = serde_json::to_vec(&members)
+                    .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                table.insert(key.as_str(), bytes.as_slice())?;
+            }
+        }
     }
     Ok(())
 }
@@ -249,6 +276,15 @@ fn load(db: &Database, mem: &MemoryStore) -> Result<u64, redb::Error> {
             // A record this version cannot read is dropped: its session ends, nothing opens.
             if let Ok(state) = serde_json::from_slice::<RefreshState>(v.value()) {
                 refresh.push((k.value().to_owned(), state));
+            }
+        }
+    }
+    {
+        let t = tx.open_table(LINKS)?;
+        for row in t.iter()? {
+            let (k, v) = row?;
+            if let Ok(members) = serde_json::from_slice::<Vec<(String, u64)>>(v.value()) {
+                mem.load_links(k.value().to_owned(), members);
             }
         }
     }

@@ -44,7 +44,14 @@ pub struct MemoryStore {
     refresh: Mutex<HashMap<String, RefreshState>>,
     /// Failure counters: key -> (count, expiry).
     failures: Mutex<HashMap<String, (u64, u64)>>,
+    /// Single-use marks (`Store::mark_once`): key -> expiry.
+    once: Mutex<HashMap<String, u64>>,
+    /// Links (`Store::link`): key -> (member, expiry), at most `MAX_LINKS` per key.
+    links: Mutex<HashMap<String, Vec<(String, u64)>>>,
 }
+
+/// Members one link key holds at most (the oldest go first).
+pub const MAX_LINKS: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -61,6 +68,8 @@ impl Default for MemoryStore {
             revocations: RwLock::default(),
             refresh: Mutex::default(),
             failures: Mutex::default(),
+            once: Mutex::default(),
+            links: Mutex::default(),
         }
     }
 }
@@ -278,6 +287,65 @@ impl MemoryStore {
         }
         lock(&self.refresh).retain(|_, s| s.expires > now);
         lock(&self.failures).retain(|_, (_, exp)| *exp > now);
+        lock(&self.once).retain(|_, exp| *exp > now);
+        lock(&self.links).retain(|_, members| {
+            members.retain(|(_, exp)| *exp > now);
+            !members.is_empty()
+        });
+    }
+
+    /// True the first time `key` is marked within `ttl`.
+    pub fn mark_once(&self, key: &str, ttl: Duration) -> bool {
+        let now = now_secs();
+        let mut once = lock(&self.once);
+        match once.get(key) {
+            Some(exp) if *exp > now => false,
+            _ => {
+                once.insert(key.to_owned(), expiry(ttl));
+                true
+            }
+        }
+    }
+
+    /// Adds `member` to the links of `key` for `ttl` (a member linked again lives on).
+    pub fn link(&self, key: &str, member: &str, ttl: Duration) {
+        let now = now_secs();
+        let exp = expiry(ttl);
+        let mut links = lock(&self.links);
+        let members = links.entry(key.to_owned()).or_default();
+        members.retain(|(m, e)| *e > now && m != member);
+        if members.len() >= MAX_LINKS {
+            members.remove(0);
+        }
+        members.push((member.to_owned(), exp));
+    }
+
+    /// The live members linked to `key`.
+    pub fn linked(&self, key: &str) -> Vec<String> {
+        let now = now_secs();
+        lock(&self.links)
+            .get(key)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, e)| *e > now)
+                    .map(|(m, _)| m.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every live (member, expiry) of `key` (the file store persists them).
+    pub(super) fn link_entries(&self, key: &str) -> Vec<(String, u64)> {
+        let now = now_secs();
+        lock(&self.links)
+            .get(key)
+            .map(|m| m.iter().filter(|(_, e)| *e > now).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Loads persisted links (the file store at open).
+    pub(super) fn load_links(&self, key: String, members: Vec<(String, u64)>) {
+        lock(&self.links).insert(key, members);
     }
 }
 

@@ -296,6 +296,37 @@ impl Store {
         }
     }
 
+    /// True the first time `key` is marked within `ttl` (on every replica, with Redis): an
+    /// OIDC state or a logout token's `jti` is accepted once. The file store keeps marks in
+    /// memory (each lives minutes, and what it guards is also bounded by time).
+    pub async fn mark_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        match self {
+            Store::Redis(r) => r.mark_once(key, ttl).await,
+            local => Ok(local.local().is_none_or(|m| m.mark_once(key, ttl))),
+        }
+    }
+
+    /// Links `member` to `key` for `ttl` (an identity provider's session -> the gateway's
+    /// sessions it started), at most 64 members per key in memory.
+    pub async fn link(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        match self {
+            Store::Memory(m) => {
+                m.link(key, member, ttl);
+                Ok(())
+            }
+            Store::File(f) => f.link(key, member, ttl).await,
+            Store::Redis(r) => r.link(key, member, ttl).await,
+        }
+    }
+
+    /// The live members linked to `key`.
+    pub async fn linked(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::Redis(r) => r.linked(key).await,
+            local => Ok(local.local().map(|m| m.linked(key)).unwrap_or_default()),
+        }
+    }
+
     /// Readiness: does the store answer?
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {

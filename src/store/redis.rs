@@ -452,6 +452,66 @@ impl RedisStore {
             .await
     }
 
+    /// `SET NX EX`: true when this call made the mark.
+    pub async fn mark_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let mut c = self.conn.clone();
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(self.keys.once(key))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl_secs(ttl));
+        let set: Option<String> = self.timed("mark_once", cmd.query_async(&mut c)).await?;
+        Ok(set.is_some())
+    }
+
+    /// Members are stored as `<expiry>\t<member>`; the set lives as long as its longest
+    /// member (`EXPIRE ... GT`, never shortened), and expired members go when it is read.
+    pub async fn link(&self, key: &str, member: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let k = self.keys.link(key);
+        let secs = ttl_secs(ttl);
+        let entry = format!("{}\t{member}", crate::clock::now_secs() + secs);
+        let mut pipe = ::redis::pipe();
+        pipe.atomic()
+            .cmd("SADD")
+            .arg(&k)
+            .arg(entry)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&k)
+            .arg(secs)
+            .arg("NX")
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&k)
+            .arg(secs)
+            .arg("GT")
+            .ignore();
+        self.timed("link", pipe.query_async::<()>(&mut c)).await
+    }
+
+    pub async fn linked(&self, key: &str) -> Result<Vec<String>, StoreError> {
+        let mut c = self.conn.clone();
+        let k = self.keys.link(key);
+        let entries: Vec<String> = self.timed("linked", c.smembers(&k)).await?;
+        let now = crate::clock::now_secs();
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for e in entries {
+            match e.split_once('\t') {
+                Some((exp, m)) if exp.parse::<u64>().is_ok_and(|x| x > now) => {
+                    live.push(m.to_owned())
+                }
+                _ => dead.push(e),
+            }
+        }
+        if !dead.is_empty() {
+            let _ = self.timed("linked", c.srem::<_, _, i64>(&k, dead)).await;
+        }
+        Ok(live)
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         if let Some(m) = &self.mirror {
             m.check("", "")?;

@@ -74,6 +74,17 @@ impl Keys {
         self.key("", "users", "all")
     }
 
+    /// A single-use mark (`Store::mark_once`): an OIDC state or a logout token's `jti`.
+    pub fn once(&self, key: &str) -> String {
+        self.key(key, "once", key)
+    }
+
+    /// A set of linked members (`Store::link`): an identity provider's session or subject ->
+    /// the gateway's sessions or users it started.
+    pub fn link(&self, key: &str) -> String {
+        self.key(key, "link", key)
+    }
+
     /// The second the store's state began (see `RedisStore`); one key for every user.
     pub fn epoch(&self) -> String {
         format!("{}epoch", self.prefix)
