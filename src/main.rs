@@ -280,6 +280,7 @@ fn check_config_into(path: &Path, connect: bool, out: &mut String) -> Result<Exi
         out,
         "backends:\n  revocation  {revocation}\n  users       {users}"
     );
+    print_providers(&config, out);
     // Checked, never created: only `serve` may generate a missing development key.
     match KeySet::resolve(&config.tokens, Generate::No) {
         Ok(Resolved::Loaded(keys)) => {
@@ -326,8 +327,59 @@ fn check_config_into(path: &Path, connect: bool, out: &mut String) -> Result<Exi
                 }
             }
         }
+        // Each identity provider: discovery and keys, as `serve` fetches them.
+        let mut unreachable = false;
+        for cfg in &config.login.oidc {
+            let p = authgate::auth::oidc::provider::Provider::new(cfg.clone());
+            match runtime()?.block_on(p.discover()) {
+                Ok(d) => outln!(
+                    out,
+                    "oidc {}: reachable ({} signing keys, {})",
+                    cfg.name,
+                    d.keys.len(),
+                    d.meta.issuer
+                ),
+                Err(e) => {
+                    eprintln!("error: {}: oidc {}: {e}", path.display(), cfg.name);
+                    unreachable = true;
+                }
+            }
+        }
+        if unreachable {
+            return Ok(ExitCode::from(2));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[[login.oidc]]` as `check-config` and `explain` show them.
+fn print_providers(config: &Config, out: &mut String) {
+    if !config.login.password {
+        outln!(out, "password form: off (login.password = false: single sign-on only)");
+    }
+    if config.login.oidc.is_empty() {
+        return;
+    }
+    outln!(out, "identity providers (/auth/oidc/<name>/...):");
+    for p in &config.login.oidc {
+        let client = if p.client_secret.is_some() {
+            "confidential"
+        } else {
+            "public, PKCE only"
+        };
+        let users = match p.users {
+            authgate::config::OidcUsers::Any => "any",
+            authgate::config::OidcUsers::Known => "known",
+        };
+        outln!(
+            out,
+            "  {:<10} {} (client {}, {client}; users = {users}; {} role mappings)",
+            p.name,
+            p.issuer,
+            p.client_id,
+            p.role_map.len()
+        );
+    }
 }
 
 fn print_upstreams(config: &Config, out: &mut String) {
@@ -487,6 +539,11 @@ fn explain(path: &Path, method: &str, target: &str, host: Option<&str>) -> Resul
     }
     if authgate::auth::endpoints::is_own(&normalized.judged) {
         println!("served by the gateway itself (/auth/*)");
+        if normalized.judged.starts_with("/auth/oidc/") || normalized.judged == "/auth/login" {
+            let mut out = String::new();
+            print_providers(&config, &mut out);
+            print!("{out}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     match config

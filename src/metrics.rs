@@ -69,7 +69,7 @@ pub struct AuthLabels {
     pub outcome: AuthOutcome,
 }
 
-/// How a password login ended.
+/// How a login ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub enum LoginOutcome {
@@ -78,10 +78,26 @@ pub enum LoginOutcome {
     throttled,
     unavailable,
     error,
+    /// OIDC: the provider answered an error (`access_denied`...), or the user it named may
+    /// not sign in here (domain, name, `users = "known"`).
+    refused,
+    /// OIDC: the state cookie was missing, expired, already used or did not match.
+    invalid_state,
+    /// OIDC: the code exchange or the ID token failed its checks.
+    invalid_token,
+}
+
+/// How the user signed in.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum LoginMethod {
+    password,
+    oidc,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LoginLabels {
+    pub method: LoginMethod,
     pub outcome: LoginOutcome,
 }
 
@@ -208,7 +224,11 @@ impl Metrics {
             "Judgments of protected requests and forward-auth checks, by outcome",
             auth_decisions.clone(),
         );
-        registry.register("logins", "Password logins by outcome", logins.clone());
+        registry.register(
+            "logins",
+            "Logins by method (password, oidc) and outcome",
+            logins.clone(),
+        );
         registry.register(
             "store_duration_seconds",
             "Round trips to the shared store (Redis), by operation",
@@ -287,7 +307,13 @@ impl Metrics {
     }
 
     pub fn login(&self, outcome: LoginOutcome) {
-        self.logins.get_or_create(&LoginLabels { outcome }).inc();
+        self.login_by(LoginMethod::password, outcome);
+    }
+
+    pub fn login_by(&self, method: LoginMethod, outcome: LoginOutcome) {
+        self.logins
+            .get_or_create(&LoginLabels { method, outcome })
+            .inc();
     }
 
     pub fn reload(&self, result: ReloadResult) {

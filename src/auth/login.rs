@@ -50,11 +50,31 @@ pub async fn page(
             next.as_deref().unwrap_or(&auth.browser().default_next),
         ));
     }
+    // Single sign-on only, through one provider: a browser sent here to sign in (with a
+    // `next`) goes straight on to it. Without `next` (after a logout) the page shows its
+    // button, so signing out does not sign straight back in.
+    if let (false, [only], Some(next)) = (
+        auth.password_login(),
+        auth.oidc().providers(),
+        next.as_deref(),
+    ) {
+        let to = format!(
+            "/auth/oidc/{}/start?next={}",
+            only.cfg.name,
+            crate::path::encode_component(next)
+        );
+        let mut resp = see_other(&to);
+        *resp.status_mut() = StatusCode::FOUND;
+        return Ok(resp);
+    }
+    let buttons = auth.oidc().buttons();
     let page = LoginPage {
         title: &auth.browser().title,
         next: next.as_deref().unwrap_or(&auth.browser().default_next),
         username: "",
         message: None,
+        providers: &buttons,
+        password: auth.password_login(),
     };
     Ok(pages::login(&page, StatusCode::OK, ctx.secure))
 }
@@ -88,6 +108,9 @@ pub async fn submit(
     req: Request<Incoming>,
     ctx: &Ctx<'_>,
 ) -> Result<Response<Body>, GatewayError> {
+    if !auth.password_login() {
+        return Err(GatewayError::NotFound);
+    }
     let (headers, body) = read_body(req, auth.body_limits()).await?;
     let (creds, form) = parse_credentials(&headers, &body)?;
     if form {
@@ -143,11 +166,14 @@ fn failed_page(
             None,
         ),
     };
+    let buttons = auth.oidc().buttons();
     let page = LoginPage {
         title: &auth.browser().title,
         next,
         username,
         message: Some(message),
+        providers: &buttons,
+        password: auth.password_login(),
     };
     let mut resp = pages::login(&page, status, secure);
     if let Some(secs) = retry {

@@ -69,8 +69,14 @@ pub async fn submit(
             .or(field_of(ctx.query, "all").as_deref()),
     )?;
     auth.sessions().logout(&identity.claims, all).await?;
+    // A session a provider started may continue to the provider's own logout.
+    let at_provider = identity
+        .claims
+        .idp
+        .as_deref()
+        .and_then(|idp| super::oidc::end_session_url(auth, idp, ctx));
     let mut resp = if form {
-        see_other(&auth.browser().after_logout)
+        see_other(at_provider.as_deref().unwrap_or(&auth.browser().after_logout))
     } else {
         let mut r = Response::new(crate::body::empty());
         *r.status_mut() = StatusCode::NO_CONTENT;

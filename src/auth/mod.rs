@@ -9,6 +9,7 @@ pub mod form;
 pub mod keys;
 mod login;
 mod logout;
+pub mod oidc;
 pub mod pages;
 pub mod passwords;
 pub mod sessions;
@@ -51,6 +52,10 @@ pub enum AuthError {
 /// The sessions service plus the settings of the gateway's own endpoints.
 pub struct Auth {
     sessions: Sessions,
+    /// `[[login.oidc]]` providers.
+    oidc: oidc::Oidc,
+    /// `login.password`: the password form and `POST /auth/login`.
+    password: bool,
     registration: bool,
     body_limits: form::BodyLimits,
     browser: Browser,
@@ -67,6 +72,8 @@ pub struct Browser {
     /// App cookies a logout expires (name, path): each route's `logout_clear_cookies` at the
     /// path it mounts, and at `/`.
     pub clear_on_logout: Vec<(String, String)>,
+    /// `forward_auth.public_origin`: absolute URLs the gateway builds use it.
+    pub public_origin: Option<String>,
 }
 
 /// The bearer token of a request: the Authorization header first, then the access cookie
@@ -125,6 +132,7 @@ impl Auth {
         hasher: Arc<Hasher>,
     ) -> Result<Auth, AuthError> {
         let users = UserStore::open(&config.users, &store, config.login.max_hash_memory)?;
+        let oidc = oidc::Oidc::new(&config.login.oidc, keys.secret_material());
         let sessions = Sessions::new(
             Tokens::new(&config.tokens, keys).count_cache_lookups(metrics.token_cache.clone()),
             store,
@@ -135,6 +143,8 @@ impl Auth {
         )?;
         Ok(Auth {
             sessions,
+            oidc,
+            password: config.login.password,
             registration: config.users.registration,
             body_limits: form::BodyLimits {
                 max_bytes: config.server.max_body_bytes,
@@ -146,6 +156,7 @@ impl Auth {
                 after_logout: config.login.after_logout.clone(),
                 trusted_origins: config.server.trusted_origins.clone(),
                 clear_on_logout: clear_on_logout(config),
+                public_origin: config.public_origin.clone(),
             },
         })
     }
@@ -156,6 +167,16 @@ impl Auth {
 
     pub fn browser(&self) -> &Browser {
         &self.browser
+    }
+
+    /// The identity providers (`[[login.oidc]]`).
+    pub fn oidc(&self) -> &oidc::Oidc {
+        &self.oidc
+    }
+
+    /// Whether the password form and `POST /auth/login` are on (`login.password`).
+    pub fn password_login(&self) -> bool {
+        self.password
     }
 
     /// Whether `POST /auth/register` is open.

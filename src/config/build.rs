@@ -118,7 +118,17 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
             "login.after_logout",
             "/auth/login",
         ),
+        password: raw.login.password.as_ref().is_none_or(|p| *p.get_ref()),
+        oidc: super::build_oidc::build_oidc(rep, base, &raw.login.oidc),
     };
+    if !login.password && raw.login.oidc.is_empty() {
+        rep.error(
+            raw.login.password.as_ref().and_then(span),
+            "login.password",
+            "with the password form off and no [[login.oidc]] provider, no one can sign in",
+            Some("add a [[login.oidc]] provider, or remove login.password = false".to_owned()),
+        );
+    }
     let identity = build_identity(rep, base, &raw.identity);
     let upstreams = super::build_upstreams::build_upstreams(rep, base, &raw.upstreams);
     let forward_auth_only = raw.forward_auth.only.unwrap_or(false);

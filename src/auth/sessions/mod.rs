@@ -9,7 +9,7 @@ mod cookie_refresh;
 use crate::auth::cookies;
 use crate::auth::csrf::CsrfKey;
 use crate::auth::passwords::{HashCost, HashError, Hasher};
-use crate::auth::tokens::{Claims, Issued, TokenError, TokenType, Tokens};
+use crate::auth::tokens::{Claims, Issued, TokenError, TokenType, Tokens, Via};
 use crate::auth::Identity;
 use crate::clock::now_secs;
 use crate::config::{Config, OnStoreError};
@@ -39,6 +39,18 @@ pub struct SessionPolicy {
     pub max_failures_per_ip: u64,
     pub failure_window: Duration,
     pub on_store_error: OnStoreError,
+    /// `[[login.oidc]]` providers by name and whom they sign in: a session an unknown
+    /// provider started ends at its next refresh.
+    pub providers: std::collections::HashMap<String, crate::config::OidcUsers>,
+}
+
+/// Who a new session is for, as decided at sign-in.
+#[derive(Debug, Clone, Copy)]
+pub struct Principal<'a> {
+    pub name: &'a str,
+    pub roles: &'a [String],
+    /// The identity provider that signed them in (None: the password form).
+    pub via: Option<Via<'a>>,
 }
 
 impl SessionPolicy {
@@ -53,6 +65,12 @@ impl SessionPolicy {
             max_failures_per_ip: config.login.max_failures_per_ip,
             failure_window: config.login.failure_window.max(Duration::from_secs(1)),
             on_store_error: config.revocation.on_store_error,
+            providers: config
+                .login
+                .oidc
+                .iter()
+                .map(|p| (p.name.clone(), p.users))
+                .collect(),
         }
     }
 
@@ -165,6 +183,19 @@ impl Sessions {
             .await?;
         self.sharing.forget(sub, None);
         Ok(())
+    }
+
+    /// Ends one session of `sub` (back-channel logout, a per-session revoke).
+    pub async fn end_session(&self, sub: &str, sid: &str) -> Result<(), StoreError> {
+        self.store
+            .revoke_session(sub, sid, self.policy.revocation_ttl())
+            .await?;
+        self.sharing.forget(sub, Some(sid));
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn policy(&self) -> &SessionPolicy {
@@ -360,17 +391,38 @@ impl Sessions {
 
     /// A new login session for `user`: a fresh `sid`, an access and a refresh token.
     pub async fn start(&self, user: &User) -> Result<Pair, GatewayError> {
-        let iat = self.issue_time(&user.name).await?;
+        self.start_for(&Principal {
+            name: &user.name,
+            roles: &user.roles,
+            via: None,
+        })
+        .await
+    }
+
+    /// A new login session for `who`. A session an identity provider started carries its
+    /// roles (decided at sign-in) and the provider in its refresh token too, so a refresh
+    /// needs no user record.
+    pub async fn start_for(&self, who: &Principal<'_>) -> Result<Pair, GatewayError> {
+        let iat = self.issue_time(who.name).await?;
         let sid = random_id().map_err(internal)?;
         let session_exp = iat + self.policy.refresh_ttl.as_secs();
-        let access = self.issue_access(user, &sid, iat, session_exp)?;
+        let access = self.issue_access(who, &sid, iat, session_exp)?;
+        let refresh_roles = who.via.map(|_| who.roles);
         let refresh = self
             .tokens
-            .issue(TokenType::Refresh, &user.name, &sid, None, iat, session_exp)
+            .issue_via(
+                TokenType::Refresh,
+                who.name,
+                &sid,
+                refresh_roles,
+                who.via,
+                iat,
+                session_exp,
+            )
             .map_err(internal)?;
         self.store
             .start_session(
-                &user.name,
+                who.name,
                 &sid,
                 &refresh.claims.jti,
                 self.policy.revocation_ttl(),
@@ -406,18 +458,19 @@ impl Sessions {
 
     fn issue_access(
         &self,
-        user: &User,
+        who: &Principal<'_>,
         sid: &str,
         iat: u64,
         session_exp: u64,
     ) -> Result<Issued, GatewayError> {
         let exp = (iat + self.policy.access_ttl.as_secs()).min(session_exp);
         self.tokens
-            .issue(
+            .issue_via(
                 TokenType::Access,
-                &user.name,
+                who.name,
                 sid,
-                Some(&user.roles),
+                Some(who.roles),
+                who.via,
                 iat,
                 exp,
             )
@@ -432,16 +485,49 @@ impl Sessions {
 
     /// Issues the next pair of a session, enforcing one-time use of refresh tokens.
     async fn rotate(&self, claims: &Claims, presented: &str) -> Result<Pair, GatewayError> {
-        let user = self
-            .users
-            .get(&claims.sub)
-            .await
-            .map_err(|e| self.store_down(e))?
-            .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?;
-        let iat = self.issue_time(&user.name).await?;
+        let user = match &claims.idp {
+            None => Some(
+                self.users
+                    .get(&claims.sub)
+                    .await
+                    .map_err(|e| self.store_down(e))?
+                    .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?,
+            ),
+            Some(idp) => {
+                match self.policy.providers.get(idp) {
+                    // The provider was removed from the configuration: its sessions end.
+                    None => return Err(GatewayError::InvalidToken(TokenError::SessionUnknown)),
+                    Some(crate::config::OidcUsers::Known) => {
+                        self.users
+                            .get(&claims.sub)
+                            .await
+                            .map_err(|e| self.store_down(e))?
+                            .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?;
+                    }
+                    Some(crate::config::OidcUsers::Any) => {}
+                }
+                None
+            }
+        };
+        let who = match &user {
+            Some(u) => Principal {
+                name: &u.name,
+                roles: &u.roles,
+                via: None,
+            },
+            None => Principal {
+                name: &claims.sub,
+                roles: claims.roles.as_deref().unwrap_or(&[]),
+                via: claims.idp.as_deref().map(|idp| Via {
+                    idp,
+                    amr: claims.amr.as_deref(),
+                }),
+            },
+        };
+        let iat = self.issue_time(who.name).await?;
         // Absolute session lifetime: the new refresh token ends when the first one did.
         let session_exp = claims.exp;
-        let access = self.issue_access(&user, &claims.sid, iat, session_exp)?;
+        let access = self.issue_access(&who, &claims.sid, iat, session_exp)?;
         if !self.policy.rotate_refresh {
             return Ok(Pair {
                 csrf: self.csrf_for(&claims.sid),
@@ -453,11 +539,12 @@ impl Sessions {
         }
         let refresh = self
             .tokens
-            .issue(
+            .issue_via(
                 TokenType::Refresh,
-                &user.name,
+                who.name,
                 &claims.sid,
-                None,
+                who.via.map(|_| who.roles),
+                who.via,
                 iat,
                 session_exp,
             )

@@ -42,6 +42,7 @@ fn sessions(rotate_refresh: bool) -> Sessions {
         max_failures_per_ip: 100,
         failure_window: Duration::from_secs(60),
         on_store_error: OnStoreError::Deny,
+        providers: HashMap::new(),
     };
     Sessions::new(
         Tokens::new(&cfg, Arc::new(keys)),
