@@ -355,7 +355,10 @@ fn check_config_into(path: &Path, connect: bool, out: &mut String) -> Result<Exi
 /// `[[login.oidc]]` as `check-config` and `explain` show them.
 fn print_providers(config: &Config, out: &mut String) {
     if !config.login.password {
-        outln!(out, "password form: off (login.password = false: single sign-on only)");
+        outln!(
+            out,
+            "password form: off (login.password = false: single sign-on only)"
+        );
     }
     if config.login.oidc.is_empty() {
         return;

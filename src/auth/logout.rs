@@ -76,7 +76,11 @@ pub async fn submit(
         .as_deref()
         .and_then(|idp| super::oidc::end_session_url(auth, idp, ctx));
     let mut resp = if form {
-        see_other(at_provider.as_deref().unwrap_or(&auth.browser().after_logout))
+        see_other(
+            at_provider
+                .as_deref()
+                .unwrap_or(&auth.browser().after_logout),
+        )
     } else {
         let mut r = Response::new(crate::body::empty());
         *r.status_mut() = StatusCode::NO_CONTENT;

@@ -87,7 +87,10 @@ pub(super) fn build_oidc(
                 span(&p.issuer),
                 key("issuer"),
                 m,
-                Some("the provider's issuer, e.g. \"https://sso.example.com/realms/corp\"".to_owned()),
+                Some(
+                    "the provider's issuer, e.g. \"https://sso.example.com/realms/corp\""
+                        .to_owned(),
+                ),
             );
         } else if issuer.contains('?') {
             rep.error(
@@ -143,7 +146,10 @@ pub(super) fn build_oidc(
                             span(f),
                             key("client_secret_file"),
                             format!("cannot read {}: {e}", path.display()),
-                            Some("the file the provider's client secret is in (a mounted Secret)".to_owned()),
+                            Some(
+                                "the file the provider's client secret is in (a mounted Secret)"
+                                    .to_owned(),
+                            ),
                         );
                         None
                     }
@@ -157,7 +163,11 @@ pub(super) fn build_oidc(
             |s| s.get_ref().iter().map(|t| t.0.clone()).collect(),
         );
         for s in given {
-            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            if s.is_empty()
+                || !s
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+            {
                 rep.error(
                     p.scopes.as_ref().and_then(span),
                     key("scopes"),
@@ -230,7 +240,12 @@ pub(super) fn build_oidc(
         }
         let mut allowed_email_domains = Vec::new();
         for d in &p.allowed_email_domains {
-            let v = d.get_ref().0.trim().trim_start_matches('@').to_ascii_lowercase();
+            let v = d
+                .get_ref()
+                .0
+                .trim()
+                .trim_start_matches('@')
+                .to_ascii_lowercase();
             if v.is_empty() || v.contains('@') || v.contains(char::is_whitespace) {
                 rep.error(
                     span(d),

@@ -3,10 +3,10 @@
 //! column, key path and a fix; all problems of a file are reported together.
 
 mod build;
+mod build_oidc;
 mod build_revocation;
 mod build_routes;
 mod build_upstreams;
-mod build_oidc;
 mod duration;
 mod env;
 pub mod error;

@@ -63,7 +63,10 @@ impl Client {
     }
 
     /// GET `url` and parse its JSON (2xx only).
-    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, FetchError> {
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+    ) -> Result<T, FetchError> {
         let a = self.send(Method::GET, url, None, None).await?;
         if !a.status.is_success() {
             return Err(FetchError::Status(url.to_owned(), a.status.as_u16()));
@@ -122,16 +125,19 @@ impl Client {
         };
         let host = uri.host().ok_or_else(bad)?.to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((bare.as_str(), port)))
-            .await
-            .map_err(|_| FetchError::Timeout(url.to_owned(), self.connect_timeout))?
-            .map_err(|e| FetchError::Connect(url.to_owned(), e.to_string()))?;
-        let _ = tcp.set_nodelay(true);
-        let path = uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
             .to_owned();
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((bare.as_str(), port)),
+        )
+        .await
+        .map_err(|_| FetchError::Timeout(url.to_owned(), self.connect_timeout))?
+        .map_err(|e| FetchError::Connect(url.to_owned(), e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
         let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
         let mut req = Request::builder()
             .method(method)
@@ -169,7 +175,9 @@ impl Client {
             .collect()
             .await
             .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     FetchError::TooLarge(url.to_owned())
                 } else {
                     FetchError::Io(url.to_owned(), e.to_string())

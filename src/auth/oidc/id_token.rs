@@ -63,9 +63,7 @@ pub async fn verify(
     if header.crit.is_some() {
         return Err(IdTokenError::Malformed);
     }
-    let discovered = provider
-        .discovered()
-        .ok_or(IdTokenError::Signature)?;
+    let discovered = provider.discovered().ok_or(IdTokenError::Signature)?;
     if !discovered.algs.contains(&header.alg) {
         return Err(IdTokenError::Algorithm);
     }

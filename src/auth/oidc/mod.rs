@@ -106,7 +106,9 @@ pub async fn handle(
     let provider = auth.oidc().get(name).ok_or(GatewayError::NotFound)?.clone();
     match (action, req.method()) {
         ("start", &::http::Method::GET) => Ok(start(auth, &provider, ctx).await),
-        ("callback", &::http::Method::GET) => Ok(callback(auth, &provider, req.headers(), ctx).await),
+        ("callback", &::http::Method::GET) => {
+            Ok(callback(auth, &provider, req.headers(), ctx).await)
+        }
         ("backchannel-logout", &::http::Method::POST) => {
             backchannel_logout(auth, &provider, req).await
         }
@@ -220,7 +222,13 @@ async fn start(auth: &Auth, p: &Provider, ctx: &Ctx<'_>) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(LOCATION, v);
     }
-    let c = cookies::set_cookie(state::cookie_name(ctx.secure), &sealed, FLOW_TTL, true, ctx.secure);
+    let c = cookies::set_cookie(
+        state::cookie_name(ctx.secure),
+        &sealed,
+        FLOW_TTL,
+        true,
+        ctx.secure,
+    );
     if let Ok(v) = HeaderValue::from_str(&c) {
         h.append(SET_COOKIE, v);
     }
@@ -229,12 +237,7 @@ async fn start(auth: &Auth, p: &Provider, ctx: &Ctx<'_>) -> Response<Body> {
 }
 
 /// `GET /auth/oidc/<name>/callback?code&state`: checks, code exchange, ID token, session.
-async fn callback(
-    auth: &Auth,
-    p: &Provider,
-    headers: &HeaderMap,
-    ctx: &Ctx<'_>,
-) -> Response<Body> {
+async fn callback(auth: &Auth, p: &Provider, headers: &HeaderMap, ctx: &Ctx<'_>) -> Response<Body> {
     let flow = cookies::get(headers, state::cookie_name(ctx.secure))
         .and_then(|c| auth.oidc().flow_key.open(c, now_secs()))
         .filter(|f| f.p == p.cfg.name);
@@ -303,7 +306,10 @@ async fn finish(
                 "This sign-in answer came from another identity provider. Start again.",
             ));
         }
-        None if discovered.meta.authorization_response_iss_parameter_supported => {
+        None if discovered
+            .meta
+            .authorization_response_iss_parameter_supported =>
+        {
             return Err(Failure::new(
                 StatusCode::BAD_REQUEST,
                 LoginOutcome::invalid_state,
@@ -321,11 +327,18 @@ async fn finish(
             .collect();
         tracing::info!(provider = %p.cfg.name, error = %code, "sign-in refused at the identity provider");
         let sentence = if code == "access_denied" {
-            format!("Sign-in at {} was cancelled or refused.", p.cfg.display_name)
+            format!(
+                "Sign-in at {} was cancelled or refused.",
+                p.cfg.display_name
+            )
         } else {
             format!("{} could not sign you in. Try again.", p.cfg.display_name)
         };
-        return Err(Failure::new(StatusCode::FORBIDDEN, LoginOutcome::refused, sentence));
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            LoginOutcome::refused,
+            sentence,
+        ));
     }
     let code = field(q, "code").ok_or_else(bad_state)?;
     // One use per state on every replica: a replayed callback URL is refused here, before
@@ -366,7 +379,10 @@ async fn finish(
             Failure::new(
                 StatusCode::UNAUTHORIZED,
                 LoginOutcome::invalid_token,
-                format!("The answer of {} could not be verified. Try again.", p.cfg.display_name),
+                format!(
+                    "The answer of {} could not be verified. Try again.",
+                    p.cfg.display_name
+                ),
             )
         })?;
     let who = identify(auth, p, &claims).await?;
@@ -398,7 +414,10 @@ async fn finish(
     let member = format!("{}\t{}", who.name, pair.access.claims.sid);
     let ttl = sessions.policy().revocation_ttl();
     let store = sessions.store();
-    let psub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+    let psub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let mut links = vec![link_key(&p.cfg.name, "sub", psub)];
     if let Some(psid) = claims.get("sid").and_then(Value::as_str) {
         links.push(link_key(&p.cfg.name, "sid", psid));
@@ -465,12 +484,19 @@ async fn exchange(
     let body: Map<String, Value> = serde_json::from_slice(&answer.body).unwrap_or_default();
     if !answer.status.is_success() {
         let error = body.get("error").and_then(Value::as_str).unwrap_or("?");
-        let error: String = error.chars().filter(char::is_ascii_graphic).take(64).collect();
+        let error: String = error
+            .chars()
+            .filter(char::is_ascii_graphic)
+            .take(64)
+            .collect();
         tracing::warn!(provider = %p.cfg.name, status = answer.status.as_u16(), error = %error, "sign-in: the code was refused at the token endpoint");
         return Err(Failure::new(
             StatusCode::BAD_REQUEST,
             LoginOutcome::invalid_token,
-            format!("{} refused to complete this sign-in (it may have been used already). Start again.", p.cfg.display_name),
+            format!(
+                "{} refused to complete this sign-in (it may have been used already). Start again.",
+                p.cfg.display_name
+            ),
         ));
     }
     match body.get("id_token").and_then(Value::as_str) {
@@ -480,7 +506,10 @@ async fn exchange(
             Err(Failure::new(
                 StatusCode::BAD_GATEWAY,
                 LoginOutcome::invalid_token,
-                format!("The answer of {} could not be verified. Try again.", p.cfg.display_name),
+                format!(
+                    "The answer of {} could not be verified. Try again.",
+                    p.cfg.display_name
+                ),
             ))
         }
     }
@@ -499,7 +528,8 @@ fn header_safe(s: &str) -> bool {
 
 async fn identify(auth: &Auth, p: &Provider, claims: &Map<String, Value>) -> Result<Who, Failure> {
     let cfg = &p.cfg;
-    let refuse = |message: String| Failure::new(StatusCode::FORBIDDEN, LoginOutcome::refused, message);
+    let refuse =
+        |message: String| Failure::new(StatusCode::FORBIDDEN, LoginOutcome::refused, message);
     let name = match claims.get(&cfg.username_claim) {
         Some(Value::String(s)) if header_safe(s) => s.clone(),
         Some(_) => {
@@ -549,18 +579,13 @@ async fn identify(auth: &Auth, p: &Provider, claims: &Map<String, Value>) -> Res
         }
     }
     if cfg.users == OidcUsers::Known {
-        let user = auth
-            .sessions()
-            .users()
-            .get(&name)
-            .await
-            .map_err(|_| {
-                Failure::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    LoginOutcome::unavailable,
-                    "Sign-in is unavailable right now. Try again in a minute.",
-                )
-            })?;
+        let user = auth.sessions().users().get(&name).await.map_err(|_| {
+            Failure::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                LoginOutcome::unavailable,
+                "Sign-in is unavailable right now. Try again in a minute.",
+            )
+        })?;
         let Some(user) = user else {
             tracing::info!(provider = %cfg.name, user = %name, "sign-in refused: not a known user (users = \"known\")");
             return Err(refuse(format!(
@@ -594,7 +619,9 @@ async fn backchannel_logout(
         return Ok(bad("logout_token is required"));
     };
     if p.discover().await.is_err() {
-        return Err(GatewayError::Unavailable("the identity provider is unreachable"));
+        return Err(GatewayError::Unavailable(
+            "the identity provider is unreachable",
+        ));
     }
     let sessions = auth.sessions();
     let expect = Expect {
