@@ -70,7 +70,11 @@ struct Hostile {
 
 impl Hostile {
     async fn start() -> Hostile {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(0).await
+    }
+
+    async fn start_on(port: u16) -> Hostile {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let issuer = format!("http://{addr}");
         let key = Key::new("k1");
@@ -742,4 +746,45 @@ async fn back_channel_logout_ends_the_provider_sessions() {
     assert_eq!(status, StatusCode::OK);
     let (status, ..) = send(gw.addr, with_cookie(get("/auth/me"), &c)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_provider_down_at_start_does_not_stop_the_gateway() {
+    let port = support::procs::free_port();
+    let gw = TestGateway::new()
+        .tables(&format!(
+            "[[login.oidc]]\nname = \"h\"\nissuer = \"http://127.0.0.1:{port}\"\nclient_id = \"authgate\"\n"
+        ))
+        .start()
+        .await;
+    // Ready, password logins work, the button answers a 502 page.
+    let (status, ..) = send(gw.admin, get("/readyz").body(empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    login(gw.addr, "alice", "alice-password").await;
+    let (status, headers, body) = send(
+        gw.addr,
+        get("/auth/oidc/h/start?next=/x")
+            .header("accept", "text/html")
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(body.contains("cannot be reached"), "{body}");
+    // Once it is up, the next click works.
+    let _h = Hostile::start_on(port).await;
+    let (status, headers, _) = send(
+        gw.addr,
+        get("/auth/oidc/h/start?next=/x").body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert!(headers["location"]
+        .to_str()
+        .unwrap()
+        .starts_with(&format!("http://127.0.0.1:{port}/authorize?")));
 }
