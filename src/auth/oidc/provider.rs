@@ -155,6 +155,13 @@ impl Provider {
         }
     }
 
+    /// A provider whose discovery is already known (the fuzz target; tests of validation).
+    pub fn with_discovered(cfg: OidcProviderConfig, d: Discovered) -> Provider {
+        let p = Provider::new(cfg);
+        p.state.store(Some(Arc::new(d)));
+        p
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }
