@@ -196,7 +196,12 @@ fn bench_oidc(c: &mut Criterion) {
     });
     let hash = authgate::auth::passwords::hash_password(b"a-password").unwrap();
     c.bench_function("password/argon2id verify (the gateway's parameters)", |b| {
-        b.iter(|| assert!(authgate::auth::passwords::verify_password(b"a-password", &hash)))
+        b.iter(|| {
+            assert!(authgate::auth::passwords::verify_password(
+                b"a-password",
+                &hash
+            ))
+        })
     });
 }
 

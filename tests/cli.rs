@@ -1216,3 +1216,96 @@ async fn serve_reports_what_it_runs_and_a_store_that_refuses_it() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin.listen"));
 }
+
+/// `[[login.oidc]]` mistakes name the key and the fix; a good section is summarized, and
+/// `--connect` reports a provider it cannot reach.
+#[test]
+fn check_config_validates_identity_providers() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let base = fx.config(up, HS256, MEMORY, "", "");
+    let provider = |body: &str| format!("{base}\n[[login.oidc]]\n{body}\n");
+    let cases = [
+        (
+            provider("name = \"Corp\"\nissuer = \"https://sso.example.com\"\nclient_id = \"x\""),
+            "login.oidc[0].name",
+        ),
+        (
+            provider("name = \"corp\"\nissuer = \"http://sso.example.com\"\nclient_id = \"x\""),
+            "plain http",
+        ),
+        (
+            provider(
+                "name = \"corp\"\nissuer = \"https://sso.example.com\"\nclient_id = \"x\"\n\
+                 client_secret = \"a\"\nclient_secret_file = \"nope\"",
+            ),
+            "both set",
+        ),
+        (
+            provider(
+                "name = \"corp\"\nissuer = \"https://sso.example.com\"\nclient_id = \"x\"\n\
+                 client_secret_file = \"missing-secret\"",
+            ),
+            "login.oidc[0].client_secret_file",
+        ),
+        (
+            provider(
+                "name = \"corp\"\nissuer = \"https://sso.example.com\"\nclient_id = \"x\"\n\
+                 role_map = { \"eng\" = [\"a b\"] }",
+            ),
+            "roles travel in a header",
+        ),
+        (
+            provider(
+                "name = \"corp\"\nissuer = \"https://sso.example.com\"\nclient_id = \"x\"\n\
+                 users = \"some\"",
+            ),
+            "login.oidc[0].users",
+        ),
+        (
+            format!(
+                "{}\n[[login.oidc]]\nname = \"a\"\nissuer = \"https://x.example\"\nclient_id = \"x\"\n",
+                provider("name = \"a\"\nissuer = \"https://x.example\"\nclient_id = \"x\"")
+            ),
+            "defined twice",
+        ),
+        (
+            base.replace("[login]\n", "[login]\npassword = false\n"),
+            "no one can sign in",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let out = bin()
+            .args(["check-config", "--config"])
+            .arg(fx.write(&format!("oidc{i}.toml"), text))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{want}: {err}");
+        assert!(err.contains(want), "wanted {want:?} in: {err}");
+    }
+    // A good one: summarized; --connect cannot reach it (nothing listens): exit 2, named.
+    let good = provider(
+        "name = \"corp\"\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"authgate\"\n\
+         role_map = { \"eng\" = [\"user\"] }",
+    );
+    let path = fx.write("good.toml", &good);
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("corp") && text.contains("public, PKCE only"),
+        "{text}"
+    );
+    let out = bin()
+        .args(["check-config", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oidc corp"));
+}

@@ -788,3 +788,48 @@ async fn a_provider_down_at_start_does_not_stop_the_gateway() {
         .unwrap()
         .starts_with(&format!("http://127.0.0.1:{port}/authorize?")));
 }
+
+/// The provider client follows no redirect (a discovery document that points elsewhere could
+/// send the gateway anywhere: SSRF).
+#[tokio::test]
+async fn a_provider_that_redirects_is_not_followed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    seen.lock().unwrap().push(req.uri().path().to_owned());
+                    async move {
+                        let mut resp = Response::new(Full::new(Bytes::new()));
+                        *resp.status_mut() = StatusCode::FOUND;
+                        resp.headers_mut().insert(
+                            "location",
+                            "http://169.254.169.254/latest/meta-data/".parse().unwrap(),
+                        );
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    let gw = TestGateway::new()
+        .tables(&format!(
+            "[[login.oidc]]\nname = \"h\"\nissuer = \"http://{addr}\"\nclient_id = \"authgate\"\n"
+        ))
+        .start()
+        .await;
+    let (status, _, body) = send(gw.addr, get("/auth/oidc/h/start").body(empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(hits
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|p| p == "/.well-known/openid-configuration"));
+}
