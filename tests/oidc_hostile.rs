@@ -3,6 +3,8 @@
 //! Every bad ID token is refused and signs no one in; state, nonce, PKCE, `iss` (RFC 9207),
 //! errors, open redirects and back-channel logout tokens are checked the same way.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
