@@ -12,7 +12,7 @@
 //! (and logs everyone out), like a memory store's restart.
 
 use super::memory::{MemoryStore, RefreshState};
-use super::{RotateRequest, Rotation, StoreError};
+use super::{RotateRequest, Rotation, SessionInfo, StoreError};
 use crate::clock::now_secs;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -44,6 +44,8 @@ enum Touch {
     Cutoff(String),
     Refresh(String),
     Link(String),
+    /// A user's session records (`session_info`).
+    SessionInfo(String),
 }
 
 fn file_error(e: impl std::fmt::Display) -> StoreError {
@@ -138,6 +140,20 @@ impl FileStore {
         self.persist(vec![Touch::Link(key.to_owned())]).await
     }
 
+    pub async fn record_session(&self, user: &str, info: SessionInfo) -> Result<(), StoreError> {
+        self.mem.session_info.record(user, info);
+        self.persist(vec![Touch::SessionInfo(user.to_owned())])
+            .await
+    }
+
+    pub async fn touch_session(&self, user: &str, sid: &str, at: u64) -> Result<(), StoreError> {
+        if !self.mem.session_info.touch(user, sid, at) {
+            return Ok(());
+        }
+        self.persist(vec![Touch::SessionInfo(user.to_owned())])
+            .await
+    }
+
     /// Drops expired entries from memory and from the file.
     pub async fn sweep(&self) -> Result<(), StoreError> {
         self.mem.sweep();
@@ -165,6 +181,7 @@ impl FileStore {
                         .is_ok_and(|m| m.iter().any(|(_, exp)| *exp > now))
                 })
                 .map_err(file_error)?;
+                super::session_info::sweep_file(&tx, now).map_err(file_error)?;
             }
             tx.commit().map_err(file_error)
         })
@@ -237,6 +254,7 @@ fn write_one(tx: &redb::WriteTransaction, mem: &MemoryStore, t: &Touch) -> Resul
                 table.insert(key.as_str(), bytes.as_slice())?;
             }
         }
+        Touch::SessionInfo(user) => super::session_info::write_user(tx, mem, user)?,
     }
     Ok(())
 }
@@ -288,6 +306,7 @@ fn load(db: &Database, mem: &MemoryStore) -> Result<u64, redb::Error> {
             }
         }
     }
+    super::session_info::load_all(&tx, mem)?;
     tx.commit()?;
     mem.load(sessions, cutoffs, refresh);
     Ok(epoch)

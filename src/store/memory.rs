@@ -48,6 +48,8 @@ pub struct MemoryStore {
     once: Mutex<HashMap<String, u64>>,
     /// Links (`Store::link`): key -> (member, expiry), at most `MAX_LINKS` per key.
     links: Mutex<HashMap<String, Vec<(String, u64)>>>,
+    /// What the sessions page shows of each session (`session_info`).
+    pub(super) session_info: super::session_info::SessionTable,
 }
 
 /// Members one link key holds at most (the oldest go first).
@@ -70,6 +72,7 @@ impl Default for MemoryStore {
             failures: Mutex::default(),
             once: Mutex::default(),
             links: Mutex::default(),
+            session_info: Default::default(),
         }
     }
 }
@@ -292,6 +295,7 @@ impl MemoryStore {
             members.retain(|(_, exp)| *exp > now);
             !members.is_empty()
         });
+        self.session_info.sweep();
     }
 
     /// True the first time `key` is marked within `ttl`.

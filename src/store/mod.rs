@@ -14,11 +14,13 @@ mod mirror;
 mod redis;
 mod redis_conn;
 pub mod schema;
+mod session_info;
 pub mod users;
 
 pub use self::file::FileStore;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+pub use self::session_info::{SessionInfo, MAX_SESSIONS_PER_USER};
 
 use crate::config::{RevocationBackend, RevocationConfig};
 use crate::error::GatewayError;

@@ -85,6 +85,21 @@ impl Keys {
         self.key(key, "link", key)
     }
 
+    /// The user's sessions by start time (sorted set of sids): the sessions page.
+    pub fn session_index(&self, user: &str) -> String {
+        self.key(user, "sess", user)
+    }
+
+    /// The user's session records (hash: sid -> JSON, `r:<sid>` -> last refresh).
+    pub fn session_info(&self, user: &str) -> String {
+        self.key(user, "sinfo", user)
+    }
+
+    /// The user a session belongs to (in the sid's own slot), for a revoke given a sid.
+    pub fn session_owner(&self, sid: &str) -> String {
+        self.key(sid, "sown", sid)
+    }
+
     /// The second the store's state began (see `RedisStore`); one key for every user.
     pub fn epoch(&self) -> String {
         format!("{}epoch", self.prefix)
