@@ -118,7 +118,14 @@ pub async fn submit(
     }
     let result = auth
         .sessions()
-        .login(&creds.username, &creds.password, ctx.client_ip)
+        .login_from(
+            &creds.username,
+            &creds.password,
+            ctx.client_ip,
+            headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        )
         .await;
     if !form {
         return result.map(|pair| token_response(&pair));

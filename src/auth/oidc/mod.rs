@@ -18,7 +18,7 @@ use super::endpoints::{json, read_body, Ctx};
 use super::form::field;
 use super::login::see_other;
 use super::pages::{self, LoginPage};
-use super::sessions::Principal;
+use super::sessions::{Principal, SignIn};
 use super::tokens::Via;
 use super::Auth;
 use crate::body::{empty, Body};
@@ -245,7 +245,7 @@ async fn callback(auth: &Auth, p: &Provider, headers: &HeaderMap, ctx: &Ctx<'_>)
         .as_ref()
         .map_or_else(|| auth.browser().default_next.clone(), |f| f.next.clone());
     let result = match &flow {
-        Some(flow) => finish(auth, p, flow, ctx).await,
+        Some(flow) => finish(auth, p, flow, headers, ctx).await,
         None => Err(Failure::new(
             StatusCode::BAD_REQUEST,
             LoginOutcome::invalid_state,
@@ -274,6 +274,7 @@ async fn finish(
     auth: &Auth,
     p: &Provider,
     flow: &Flow,
+    headers: &HeaderMap,
     ctx: &Ctx<'_>,
 ) -> Result<super::sessions::Pair, Failure> {
     let q = ctx.query.unwrap_or("").as_bytes();
@@ -402,7 +403,13 @@ async fn finish(
             amr: amr.as_deref(),
         }),
     };
-    let pair = sessions.start_for(&principal).await.map_err(|e| {
+    let from = SignIn {
+        ip: Some(ctx.client_ip),
+        user_agent: headers
+            .get(::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    };
+    let pair = sessions.start_from(&principal, &from).await.map_err(|e| {
         tracing::warn!(error = %e, "sign-in: the session could not start");
         Failure::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -5,6 +5,9 @@
 //! shape responses around these calls.
 
 mod cookie_refresh;
+mod listing;
+
+pub use listing::{clean_user_agent, method_of, SignIn};
 
 use crate::auth::cookies;
 use crate::auth::csrf::CsrfKey;
@@ -292,7 +295,22 @@ impl Sessions {
         password: &str,
         client_ip: IpAddr,
     ) -> Result<Pair, GatewayError> {
-        let result = self.check_login(username, password, client_ip).await;
+        self.login_from(username, password, client_ip, None).await
+    }
+
+    /// `login`, keeping the client's `User-Agent` with the session (the sessions page).
+    pub async fn login_from(
+        &self,
+        username: &str,
+        password: &str,
+        client_ip: IpAddr,
+        user_agent: Option<&str>,
+    ) -> Result<Pair, GatewayError> {
+        let from = SignIn {
+            ip: Some(client_ip),
+            user_agent,
+        };
+        let result = self.check_login(username, password, &from).await;
         self.metrics.login(match &result {
             Ok(_) => LoginOutcome::ok,
             Err(GatewayError::InvalidCredentials) => LoginOutcome::invalid_credentials,
@@ -307,8 +325,11 @@ impl Sessions {
         &self,
         username: &str,
         password: &str,
-        client_ip: IpAddr,
+        from: &SignIn<'_>,
     ) -> Result<Pair, GatewayError> {
+        let client_ip = from
+            .ip
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let user_key = user_counter(username);
         let ip_key = ip_counter(client_ip);
         let p = &self.policy;
@@ -351,7 +372,12 @@ impl Sessions {
             self.store.forget_attempt(&ip_key)
         );
         u.and(i).map_err(|e| self.store_down(e))?;
-        let pair = self.start(&user).await?;
+        let who = Principal {
+            name: &user.name,
+            roles: &user.roles,
+            via: None,
+        };
+        let pair = self.start_from(&who, from).await?;
         tracing::info!(user = %user.name, "login");
         Ok(pair)
     }
@@ -403,8 +429,23 @@ impl Sessions {
     /// roles (decided at sign-in) and the provider in its refresh token too, so a refresh
     /// needs no user record.
     pub async fn start_for(&self, who: &Principal<'_>) -> Result<Pair, GatewayError> {
+        self.start_from(who, &SignIn::default()).await
+    }
+
+    /// `start_for`, keeping where the sign-in came from with the session (the sessions
+    /// page). The record is written first, so every live session is listed.
+    pub async fn start_from(
+        &self,
+        who: &Principal<'_>,
+        from: &SignIn<'_>,
+    ) -> Result<Pair, GatewayError> {
         let iat = self.issue_time(who.name).await?;
         let sid = random_id().map_err(internal)?;
+        let info = self.session_info(who, from, &sid, iat);
+        self.store
+            .record_session(who.name, &info)
+            .await
+            .map_err(|e| self.store_down(e))?;
         let session_exp = iat + self.policy.refresh_ttl.as_secs();
         let access = self.issue_access(who, &sid, iat, session_exp)?;
         let refresh_roles = who.via.map(|_| who.roles);
@@ -483,8 +524,15 @@ impl Sessions {
         self.rotate(&claims, token).await
     }
 
-    /// Issues the next pair of a session, enforcing one-time use of refresh tokens.
+    /// Issues the next pair of a session, enforcing one-time use of refresh tokens, and
+    /// notes the refresh for the sessions page.
     async fn rotate(&self, claims: &Claims, presented: &str) -> Result<Pair, GatewayError> {
+        let pair = self.next_pair(claims, presented).await?;
+        self.note_refresh(&claims.sub, &claims.sid).await;
+        Ok(pair)
+    }
+
+    async fn next_pair(&self, claims: &Claims, presented: &str) -> Result<Pair, GatewayError> {
         let user = match &claims.idp {
             None => Some(
                 self.users
