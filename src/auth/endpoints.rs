@@ -1,5 +1,5 @@
 //! The gateway's own endpoints: `/auth/login`, `/auth/refresh`, `/auth/logout`, `/auth/me`,
-//! `/auth/register` and `/.well-known/jwks.json`. HTTP parsing and responses only: every
+//! `/auth/register`, `/auth/sessions` (its own module) and `/.well-known/jwks.json`. HTTP parsing and responses only: every
 //! decision about sessions is `Sessions`'.
 
 use super::cookies;
@@ -42,6 +42,9 @@ pub async fn handle(
     let path = path.trim_end_matches('/');
     if let Some(rest) = path.strip_prefix("/auth/oidc/") {
         return super::oidc::handle(auth, req, rest, &ctx).await;
+    }
+    if super::sessions_page::is_sessions_path(path) {
+        return super::sessions_page::handle(auth, req, path, &ctx).await;
     }
     match (path, &method) {
         ("/auth/login", &Method::GET) => login::page(auth, req.headers(), &ctx).await,

@@ -13,6 +13,7 @@ pub mod oidc;
 pub mod pages;
 pub mod passwords;
 pub mod sessions;
+mod sessions_page;
 pub mod tokens;
 
 use crate::config::Config;
