@@ -1,5 +1,6 @@
 //! The admin listener: `/healthz` (the process runs), `/readyz` (config loaded, store answers,
-//! not shutting down) and `/metrics` (Prometheus text). Never on the public listener.
+//! not shutting down) and `/metrics` (Prometheus text), and the operator's session control
+//! (`admin_sessions`). Never on the public listener.
 
 use crate::auth::Auth;
 use crate::body::{full, Body};
@@ -17,6 +18,8 @@ pub struct Admin {
     pub shutting_down: Arc<AtomicBool>,
     /// `admin.ready_requires_store`.
     pub ready_requires_store: bool,
+    /// `admin.token_file`: what `/admin/sessions*` need (see `admin_sessions`).
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 fn text(
@@ -33,6 +36,10 @@ fn text(
 
 impl Handler for Admin {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+        if crate::admin_sessions::is_sessions_path(req.uri().path()) {
+            return crate::admin_sessions::handle(&self.auth, self.token_file.as_deref(), req)
+                .await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -112,6 +112,7 @@ impl App {
             metrics: metrics.clone(),
             shutting_down: shutting_down.clone(),
             ready_requires_store: config.admin.ready_requires_store,
+            token_file: config.admin.token_file.clone(),
         });
         let public_task = tokio::spawn(serve(public, acceptor, opts, switch, rx));
         let admin_task = tokio::spawn(serve(admin, None, admin_opts, admin_handler, admin_rx));

@@ -2,6 +2,7 @@
 //! `gateway` decides (`path`, `route`, `auth`, `store`) -> `upstream` forwards.
 
 pub mod admin;
+pub mod admin_sessions;
 pub mod app;
 pub mod auth;
 pub mod body;

@@ -310,7 +310,7 @@ fn fingerprint(files: &[PathBuf]) -> Vec<Print> {
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.server, &new.server);
     let mut out = Vec::new();
-    let checks: [(&'static str, bool); 10] = [
+    let checks: [(&'static str, bool); 11] = [
         ("server.listen", a.listen != b.listen),
         ("server.workers", a.workers != b.workers),
         (
@@ -331,6 +331,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             a.shutdown_grace != b.shutdown_grace,
         ),
         ("admin.listen", old.admin.listen != new.admin.listen),
+        (
+            "admin.token_file",
+            old.admin.token_file != new.admin.token_file,
+        ),
         (
             "revocation (the store)",
             old.revocation.backend != new.revocation.backend

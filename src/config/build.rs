@@ -61,12 +61,35 @@ fn positive(
     }
 }
 
+/// `admin.token_file`: must exist and hold a token (at least 16 characters) now, so a typo
+/// is found at start-up rather than at the first admin call.
+fn admin_token_file(rep: &mut Reporter, base: &Path, v: &Option<Spanned<Text>>) -> Option<PathBuf> {
+    let v = v.as_ref()?;
+    let path = resolve(base, &v.get_ref().0);
+    let problem = match std::fs::read_to_string(&path) {
+        Ok(t) if t.trim().len() >= 16 => return Some(path),
+        Ok(_) => "holds no token (at least 16 characters)".to_owned(),
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    rep.error(
+        span(v),
+        "admin.token_file",
+        format!("{} {problem}", path.display()),
+        Some(
+            "write a random token to it, e.g. `openssl rand -hex 32 > admin-token`, or remove admin.token_file"
+                .to_owned(),
+        ),
+    );
+    None
+}
+
 pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<Config> {
     let server = build_server(rep, base, &raw.server);
     let log = build_log(rep, &raw.log);
     let admin = AdminConfig {
         listen: parse_addr(rep, &raw.admin.listen, "admin.listen", "127.0.0.1:9901"),
         ready_requires_store: raw.admin.ready_requires_store.unwrap_or(true),
+        token_file: admin_token_file(rep, base, &raw.admin.token_file),
     };
     // One port cannot be both: the second bind would fail (or, with port 0, two listeners
     // would be taken for one).

@@ -119,6 +119,8 @@ pub struct RawLog {
 pub struct RawAdmin {
     pub listen: Option<Spanned<Text>>,
     pub ready_requires_store: Option<bool>,
+    /// A file holding the bearer token of the admin session endpoints.
+    pub token_file: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
