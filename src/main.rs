@@ -96,6 +96,14 @@ enum Command {
         #[arg(long)]
         user: String,
     },
+    /// List or end a user's login sessions (the store's records; Redis, or the file store
+    /// while no gateway holds it)
+    Sessions {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
     /// Show how a request would be routed, or (--forward-auth PROXY) the configuration a
     /// proxy in front needs to ask authgate
     Explain {
@@ -109,6 +117,20 @@ enum Command {
         host: Option<String>,
         #[arg(long, value_parser = authgate::snippets::PROXIES)]
         forward_auth: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// USER's live sessions, newest first: sid, started, last refresh, address, method,
+    /// user agent (tab-separated)
+    List { user: String },
+    /// End one session (SID), or every session of a user (--user USER)
+    Revoke {
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        sid: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 
@@ -164,6 +186,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Users { config, action } => users(&config.config, action),
         Command::Revoke { config, user } => revoke(&config.config, &user),
         Command::Unlock { config, ip } => unlock_ip(&config.config, ip),
+        Command::Sessions { config, action } => sessions(&config.config, action),
         Command::Explain {
             config,
             forward_auth: Some(proxy),
@@ -701,6 +724,52 @@ fn revoke(path: &Path, user: &str) -> Result<ExitCode> {
             .revoke_user(user, authgate::clock::now_secs(), ttl)
             .await?;
         println!("revoked every token issued to {user} until now");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `authgate sessions list|revoke`: straight to the store the gateway uses.
+fn sessions(path: &Path, action: SessionsAction) -> Result<ExitCode> {
+    let config = load(path)?;
+    if config.revocation.backend == RevocationBackend::Memory {
+        bail!("`authgate sessions` needs revocation.backend = \"redis\" or \"file\": the memory store lives inside the running gateway (use the admin listener: GET /admin/sessions?user=NAME)");
+    }
+    let ttl = SessionPolicy::new(&config).revocation_ttl();
+    runtime()?.block_on(async {
+        let store = Store::new(&config.revocation)?;
+        match action {
+            SessionsAction::List { user } => {
+                for s in store.sessions_of(&user).await? {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        s.sid,
+                        authgate::clock::utc_text(s.started),
+                        s.last_refresh
+                            .map_or_else(|| "-".to_owned(), authgate::clock::utc_text),
+                        if s.ip.is_empty() { "-" } else { &s.ip },
+                        s.method,
+                        s.user_agent
+                    );
+                }
+            }
+            SessionsAction::Revoke {
+                user: Some(user), ..
+            } => {
+                store
+                    .revoke_user(&user, authgate::clock::now_secs(), ttl)
+                    .await?;
+                println!("revoked every session of {user}");
+            }
+            SessionsAction::Revoke { sid: Some(sid), .. } => {
+                let Some(user) = store.session_owner(&sid).await? else {
+                    bail!("no live session {sid:?} is known (expired, or pushed out of its user's list: `authgate sessions revoke --user USER` ends them all)");
+                };
+                store.revoke_session(&user, &sid, ttl).await?;
+                println!("revoked session {sid} of {user}");
+            }
+            SessionsAction::Revoke { .. } => bail!("name a SID or --user USER"),
+        }
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
