@@ -408,6 +408,50 @@ mod tests {
         assert!(again.memory().check("live", "x").session_revoked);
     }
 
+    /// The sessions page's records survive a restart, with their last refresh.
+    #[tokio::test]
+    async fn session_records_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("r.redb");
+        let first = FileStore::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let info = SessionInfo {
+            sid: "s1".to_owned(),
+            started: first.epoch(),
+            last_refresh: None,
+            ip: "192.0.2.1".to_owned(),
+            user_agent: "ua".to_owned(),
+            method: "oidc:corp".to_owned(),
+            expires: now_secs() + 3600,
+        };
+        first
+            .record_session("u", info.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        first
+            .start_session("s1", "j1", HOUR)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        first
+            .touch_session("u", "s1", 42)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(first);
+        let again =
+            crate::store::Store::File(FileStore::open(&path).unwrap_or_else(|e| panic!("{e}")));
+        let listed = again.sessions_of("u").await.unwrap_or_default();
+        assert_eq!(
+            listed,
+            [SessionInfo {
+                last_refresh: Some(42),
+                ..info
+            }]
+        );
+        assert_eq!(
+            again.session_owner("s1").await.ok().flatten().as_deref(),
+            Some("u")
+        );
+    }
+
     /// Two processes must not share one file (each would overwrite the other's state).
     #[test]
     fn a_file_already_open_is_refused() {
