@@ -47,6 +47,9 @@ pub enum GatewayError {
     Unavailable(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A 401 on a `basic = true` route: the inner error, with a Basic challenge.
+    #[error("{0}")]
+    BasicChallenge(Box<GatewayError>),
 }
 
 impl GatewayError {
@@ -74,6 +77,7 @@ impl GatewayError {
             GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+            BasicChallenge(inner) => inner.status_and_code(),
         }
     }
 
@@ -82,6 +86,7 @@ impl GatewayError {
         match self {
             GatewayError::BadGateway(_) => "the upstream could not be reached".to_owned(),
             GatewayError::Internal(_) => "internal error".to_owned(),
+            GatewayError::BasicChallenge(inner) => inner.description(),
             other => other.to_string(),
         }
     }
@@ -98,6 +103,12 @@ impl GatewayError {
             HeaderValue::from_static("no-store"),
         );
         match &self {
+            GatewayError::BasicChallenge(_) => {
+                h.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"authgate\", charset=\"UTF-8\""),
+                );
+            }
             GatewayError::MissingToken => {
                 h.insert(
                     WWW_AUTHENTICATE,

@@ -23,6 +23,8 @@ const VERSION: &str = concat!(
     ")"
 );
 
+mod keys_cli;
+
 #[derive(Parser)]
 #[command(name = "authgate", version = VERSION, about = "Reverse-proxy auth gateway")]
 struct Cli {
@@ -81,6 +83,13 @@ enum Command {
         config: ConfigArg,
         #[command(subcommand)]
         action: UsersAction,
+    },
+    /// API keys for machine clients (routes with api_keys = true)
+    Keys {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: keys_cli::KeysAction,
     },
     /// Lift a login lockout of a client address (its failure counter; Redis store)
     Unlock {
@@ -163,6 +172,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keygen { alg, out } => keygen(&alg, out.as_deref()),
         Command::Users { config, action } => users(&config.config, action),
         Command::Revoke { config, user } => revoke(&config.config, &user),
+        Command::Keys { config, action } => {
+            let config = load(&config.config)?;
+            runtime()?.block_on(keys_cli::run(&config, action))
+        }
         Command::Unlock { config, ip } => unlock_ip(&config.config, ip),
         Command::Explain {
             config,

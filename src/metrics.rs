@@ -93,6 +93,8 @@ pub enum LoginOutcome {
 pub enum LoginMethod {
     password,
     oidc,
+    /// HTTP Basic on a `basic = true` route (a verification, not a session).
+    basic,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

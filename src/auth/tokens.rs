@@ -72,6 +72,22 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// The claims of a machine credential (an API key, a Basic pair): no token behind them.
+    pub fn machine(sub: &str, sid: &str, roles: Vec<String>, exp: Option<u64>) -> Claims {
+        Claims {
+            sub: sub.to_owned(),
+            iat: now_secs(),
+            exp: exp.unwrap_or(u64::MAX),
+            jti: String::new(),
+            sid: sid.to_owned(),
+            typ: TokenType::Access,
+            roles: Some(roles),
+            idp: None,
+            amr: None,
+            identity_values: std::sync::OnceLock::new(),
+        }
+    }
+
     /// The values of the identity headers (subject, roles) for the upstream; `None` for a
     /// value that is not header-safe (never issued so, see `Tokens::issue`).
     pub fn identity_values(&self) -> &[Option<http::HeaderValue>; 2] {

@@ -273,4 +273,6 @@ pub struct RawRoute {
     pub cookie_rewrite: Option<bool>,
     #[serde(default)]
     pub logout_clear_cookies: Vec<Spanned<Text>>,
+    pub api_keys: Option<Spanned<bool>>,
+    pub basic: Option<Spanned<bool>>,
 }

@@ -124,6 +124,8 @@ pub struct Sessions {
     /// `authgate_store_errors_total` (every store call that failed, on any path) and
     /// `authgate_logins_total`.
     metrics: Arc<Metrics>,
+    /// When each API key's use was last written to the store.
+    key_uses: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Keys of the login throttle counters (per user name, per client address).
@@ -159,6 +161,7 @@ impl Sessions {
             hasher,
             policy,
             metrics,
+            key_uses: Default::default(),
         })
     }
 
@@ -221,7 +224,11 @@ impl Sessions {
         let (token, via_cookie) =
             super::request_token(headers, secure).ok_or(GatewayError::MissingToken)?;
         let claims = self.verify(token, TokenType::Access).await?;
-        Ok(Identity { claims, via_cookie })
+        Ok(Identity {
+            claims,
+            via_cookie,
+            key: None,
+        })
     }
 
     /// Signature, claims, type, then one revocation round trip.
@@ -324,6 +331,27 @@ impl Sessions {
             }
             Err(e) => return Err(self.store_down(e)),
         }
+        let user = self.check_password(username, password, client_ip).await?;
+        self.upgrade_hash(&user, password).await;
+        let (u, i) = tokio::join!(
+            self.store.clear_failures(&user_key),
+            self.store.forget_attempt(&ip_key)
+        );
+        u.and(i).map_err(|e| self.store_down(e))?;
+        let pair = self.start(&user).await?;
+        tracing::info!(user = %user.name, "login");
+        Ok(pair)
+    }
+
+    /// The user whose password this is, checked with argon2 (an unknown user against the
+    /// dummy hash, in the same time); `InvalidCredentials` otherwise. No throttle here: the
+    /// caller reserved the attempt.
+    pub async fn check_password(
+        &self,
+        username: &str,
+        password: &str,
+        client_ip: IpAddr,
+    ) -> Result<User, GatewayError> {
         let user = if validate_name(username).is_ok() {
             self.users
                 .get(username)
@@ -341,19 +369,45 @@ impl Sessions {
             )
             .await
             .map_err(hash_error)?;
-        let Some(user) = user.filter(|_| ok) else {
-            tracing::info!(user = %username, ip = %client_ip, "login failed");
-            return Err(GatewayError::InvalidCredentials);
+        match user.filter(|_| ok) {
+            Some(u) => Ok(u),
+            None => {
+                tracing::info!(user = %username, ip = %client_ip, "login failed");
+                Err(GatewayError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// `issue_time` for other callers: the second a verification counts as made at.
+    pub async fn issue_time_for(&self, sub: &str) -> Result<u64, GatewayError> {
+        self.issue_time(sub).await
+    }
+
+    /// Records that API key `name` was used (at most once a minute per key and process; in
+    /// the shared store, for `keys list`).
+    pub async fn note_key_use(&self, name: &str) {
+        let due = {
+            let mut seen = self
+                .key_uses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            match seen.get(name) {
+                Some(t) if now.duration_since(*t) < Duration::from_secs(60) => false,
+                _ => {
+                    if seen.len() >= 10_000 {
+                        seen.clear();
+                    }
+                    seen.insert(name.to_owned(), now);
+                    true
+                }
+            }
         };
-        self.upgrade_hash(&user, password).await;
-        let (u, i) = tokio::join!(
-            self.store.clear_failures(&user_key),
-            self.store.forget_attempt(&ip_key)
-        );
-        u.and(i).map_err(|e| self.store_down(e))?;
-        let pair = self.start(&user).await?;
-        tracing::info!(user = %user.name, "login");
-        Ok(pair)
+        if due {
+            if let Err(e) = self.store.note_key_use(name, now_secs()).await {
+                tracing::debug!(error = %e, "could not record an API key's last use");
+            }
+        }
     }
 
     /// After a successful login: a hash made with other parameters than the gateway's is

@@ -31,6 +31,7 @@ fn sessions(rotate_refresh: bool) -> Sessions {
     let users = UserStore::File {
         path: "unused.toml".into(),
         users: HashMap::from([(user.name.clone(), user)]),
+        keys: HashMap::new(),
     };
     let policy = SessionPolicy {
         access_ttl: cfg.access_ttl,
