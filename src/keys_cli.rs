@@ -150,9 +150,9 @@ pub async fn run(config: &Config, action: KeysAction) -> Result<ExitCode> {
             };
             // Through the revocation store: every replica refuses it at its next request.
             if let Store::Redis(_) = &store {
-                let left = k
-                    .expires
-                    .map_or(400 * 86_400, |e| e.saturating_sub(authgate::clock::now_secs()));
+                let left = k.expires.map_or(400 * 86_400, |e| {
+                    e.saturating_sub(authgate::clock::now_secs())
+                });
                 store
                     .revoke_session(k.subject(), &k.sid(), Duration::from_secs(left.max(60)))
                     .await?;

@@ -167,7 +167,9 @@ impl Auth {
                 .filter_map(|r| Pattern::parse(r).ok())
                 .any(|p| p.matches(judged))
         {
-            return Err(GatewayError::Forbidden("this API key may not open this path"));
+            return Err(GatewayError::Forbidden(
+                "this API key may not open this path",
+            ));
         }
         let sid = k.sid();
         // Revocation on every request (`keys revoke` writes it); a user's cut-off does not
@@ -203,7 +205,10 @@ impl Auth {
             let current = sessions.users().get(&e.user).await?;
             if current.is_some_and(|u| u.password_hash == e.hash) {
                 let sid = format!("b:{}", e.user);
-                match sessions.check_revocation(&sid, &e.user, e.verified_secs).await {
+                match sessions
+                    .check_revocation(&sid, &e.user, e.verified_secs)
+                    .await
+                {
                     Ok(()) => {
                         return Ok(basic_identity(&e.user, &sid, e.roles.clone()));
                     }
@@ -269,13 +274,16 @@ impl Auth {
                 return Err(GatewayError::TooManyAttempts { retry_after })
             }
         }
-        sessions.check_password(user, password, client_ip).await.inspect(|_| {
-            let store = sessions.store().clone();
-            tokio::spawn(async move {
-                let _ = store.clear_failures(&user_key).await;
-                let _ = store.forget_attempt(&ip_key).await;
-            });
-        })
+        sessions
+            .check_password(user, password, client_ip)
+            .await
+            .inspect(|_| {
+                let store = sessions.store().clone();
+                tokio::spawn(async move {
+                    let _ = store.clear_failures(&user_key).await;
+                    let _ = store.forget_attempt(&ip_key).await;
+                });
+            })
     }
 }
 
@@ -306,11 +314,17 @@ mod tests {
     fn credentials_count_only_where_the_route_allows_them() {
         let key = "agk_".to_owned() + &"A".repeat(43);
         let mut h = HeaderMap::new();
-        h.insert(X_API_KEY, HeaderValue::from_str(&key).unwrap_or(HeaderValue::from_static("")));
+        h.insert(
+            X_API_KEY,
+            HeaderValue::from_str(&key).unwrap_or(HeaderValue::from_static("")),
+        );
         assert_eq!(presented(&h, &route(false, true)), None);
         assert_eq!(presented(&h, &route(true, false)), Some(Machine::Key(&key)));
         let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic YWxpY2U6cHc="));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic YWxpY2U6cHc="),
+        );
         assert_eq!(presented(&h, &route(true, false)), None);
         assert_eq!(
             presented(&h, &route(false, true)),

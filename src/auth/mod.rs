@@ -148,8 +148,8 @@ impl Auth {
             SessionPolicy::new(config),
             metrics,
         )?;
-        let seed = crate::ids::random_bytes::<32>()
-            .map_err(|_| AuthError::Hasher(HashError::Failed))?;
+        let seed =
+            crate::ids::random_bytes::<32>().map_err(|_| AuthError::Hasher(HashError::Failed))?;
         Ok(Auth {
             sessions,
             machines: api_keys::MachineCache::default(),

@@ -481,7 +481,8 @@ impl Gateway {
             }
             Err(e) => return Err(challenge(route, e)),
         };
-        self.check_roles(route, identity).map(|id| (id, set_cookies))
+        self.check_roles(route, identity)
+            .map(|id| (id, set_cookies))
     }
 
     fn check_roles(&self, route: &Route, identity: Identity) -> Result<Identity, GatewayError> {

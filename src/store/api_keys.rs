@@ -53,7 +53,11 @@ impl ApiKey {
     /// The revocation store's "session" of this key: revoking it refuses the key on every
     /// replica at once; a new key of the same name is another session.
     pub fn sid(&self) -> String {
-        format!("k:{}:{}", self.name, &self.sha256[..self.sha256.len().min(12)])
+        format!(
+            "k:{}:{}",
+            self.name,
+            &self.sha256[..self.sha256.len().min(12)]
+        )
     }
 }
 

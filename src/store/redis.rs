@@ -524,7 +524,8 @@ impl RedisStore {
 
     pub async fn key_last_used(&self, name: &str) -> Result<Option<u64>, StoreError> {
         let mut c = self.conn.clone();
-        self.timed("key_used", c.get(self.keys.key_used(name))).await
+        self.timed("key_used", c.get(self.keys.key_used(name)))
+            .await
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

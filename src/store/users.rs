@@ -223,8 +223,7 @@ pub fn write_keys(path: &Path, keys: &[ApiKey]) -> Result<(), UserStoreError> {
 }
 
 fn write_all(path: &Path, file: &UsersFile) -> Result<(), UserStoreError> {
-    let text = toml::to_string_pretty(file)
-    .map_err(|e| UserStoreError::Parse {
+    let text = toml::to_string_pretty(file).map_err(|e| UserStoreError::Parse {
         path: path.to_path_buf(),
         message: format!("cannot encode users: {e}"),
     })?;
@@ -493,9 +492,8 @@ impl UserStore {
             UserStore::File { path, .. } => read_keys(path)?,
             UserStore::Redis(r) => {
                 let mut c = r.connection();
-                let all: HashMap<String, String> = r
-                    .timed("key_list", c.hgetall(r.keys().api_keys()))
-                    .await?;
+                let all: HashMap<String, String> =
+                    r.timed("key_list", c.hgetall(r.keys().api_keys())).await?;
                 all.values()
                     .filter_map(|j| serde_json::from_str(j).ok())
                     .collect()
