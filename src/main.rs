@@ -217,7 +217,7 @@ fn load(path: &Path) -> Result<Config> {
 
 fn serve(path: &Path) -> Result<ExitCode> {
     let config = load(path)?;
-    authgate::telemetry::init(config.log.format);
+    authgate::telemetry::init_with(config.log.format, &config.log.audit);
     // One worker (the sidecar case): a current-thread runtime skips work-stealing overhead;
     // argon2 still runs on the blocking pool, off this thread.
     let mut rt = if config.server.workers == 1 {

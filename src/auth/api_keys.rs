@@ -110,7 +110,9 @@ impl Auth {
         client_ip: IpAddr,
     ) -> Result<Identity, GatewayError> {
         match m {
-            Machine::Key(k) => self.authenticate_key(k, judged).await,
+            Machine::Key(k) => self.authenticate_key(k, judged).await.inspect_err(|e| {
+                crate::audit!("key_refused", ip = %client_ip, path = %judged, reason = %e);
+            }),
             Machine::Basic { user, password } if looks_like_key(&password) => {
                 let id = self.authenticate_key(&password, judged).await?;
                 // The user part must name the key (its user or its name).
@@ -232,6 +234,9 @@ impl Auth {
                 Err(_) => LoginOutcome::error,
             },
         );
+        if let Err(e) = &result {
+            crate::audit!("basic_failed", user = %user, ip = %client_ip, reason = %e);
+        }
         let u = result?;
         let verified_secs = sessions.issue_time_for(&u.name).await?;
         let sid = format!("b:{}", u.name);

@@ -120,6 +120,31 @@ pub async fn submit(
         .sessions()
         .login(&creds.username, &creds.password, ctx.client_ip)
         .await;
+    let ua = crate::audit::user_agent(&headers);
+    match &result {
+        Ok(pair) => crate::audit!(
+            "login_ok",
+            user = %creds.username,
+            ip = %ctx.client_ip,
+            sid = %pair.access.claims.sid,
+            method = "password",
+            user_agent = %ua
+        ),
+        Err(GatewayError::InvalidCredentials) => crate::audit!(
+            "login_failed",
+            user = %creds.username,
+            ip = %ctx.client_ip,
+            user_agent = %ua
+        ),
+        Err(GatewayError::TooManyAttempts { retry_after }) => crate::audit!(
+            "lockout",
+            user = %creds.username,
+            ip = %ctx.client_ip,
+            retry_after,
+            user_agent = %ua
+        ),
+        Err(_) => {}
+    }
     if !form {
         return result.map(|pair| token_response(&pair));
     }

@@ -69,6 +69,11 @@ pub async fn submit(
             .or(field_of(ctx.query, "all").as_deref()),
     )?;
     auth.sessions().logout(&identity.claims, all).await?;
+    if all {
+        crate::audit!("logout_all", user = %identity.claims.sub, sid = %identity.claims.sid, ip = %ctx.client_ip);
+    } else {
+        crate::audit!("logout", user = %identity.claims.sub, sid = %identity.claims.sid, ip = %ctx.client_ip);
+    }
     // A session a provider started may continue to the provider's own logout.
     let at_provider = identity
         .claims

@@ -112,6 +112,8 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub format: Option<Spanned<Text>>,
+    /// "log" (default), "stdout", "off", or a file path.
+    pub audit: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

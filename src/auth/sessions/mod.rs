@@ -637,6 +637,7 @@ impl Sessions {
             Rotation::Replay(current) => current,
             Rotation::Reused => {
                 tracing::warn!(user = %claims.sub, "refresh token reuse: session revoked");
+                crate::audit!("refresh_reuse", user = %claims.sub, sid = %claims.sid);
                 return Err(GatewayError::InvalidToken(TokenError::RefreshReused));
             }
             Rotation::Unknown => {
