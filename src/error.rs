@@ -45,6 +45,9 @@ pub enum GatewayError {
     GatewayTimeout,
     #[error("{0}")]
     Unavailable(&'static str),
+    /// Checks of the same account are in flight: retry in a second (429, `Retry-After: 1`).
+    #[error("{0}")]
+    Busy(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
     /// A 401 on a `basic = true` route: the inner error, with a Basic challenge.
@@ -76,6 +79,7 @@ impl GatewayError {
             BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
             BasicChallenge(inner) => inner.status_and_code(),
         }
@@ -127,7 +131,7 @@ impl GatewayError {
                     HeaderValue::from(retry_after.max(&1).to_owned()),
                 );
             }
-            GatewayError::Unavailable(_) => {
+            GatewayError::Unavailable(_) | GatewayError::Busy(_) => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             GatewayError::LoginRedirect { next } => {

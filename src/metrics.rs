@@ -78,6 +78,8 @@ pub enum LoginOutcome {
     throttled,
     unavailable,
     error,
+    /// Checks of the same account were in flight: answered 429 with `Retry-After: 1`.
+    busy,
     /// OIDC: the provider answered an error (`access_denied`...), or the user it named may
     /// not sign in here (domain, name, `users = "known"`).
     refused,

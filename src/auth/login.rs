@@ -159,11 +159,11 @@ pub async fn submit(
             cookies::set_session(resp.headers_mut(), &pair.cookies(), ctx.secure);
             Ok(resp)
         }
-        Err(e @ (GatewayError::InvalidCredentials | GatewayError::TooManyAttempts { .. }))
-            if wants_html(&headers) =>
-        {
-            Ok(failed_page(auth, &creds.username, next, e, ctx.secure))
-        }
+        Err(
+            e @ (GatewayError::InvalidCredentials
+            | GatewayError::TooManyAttempts { .. }
+            | GatewayError::Busy(_)),
+        ) if wants_html(&headers) => Ok(failed_page(auth, &creds.username, next, e, ctx.secure)),
         Err(e) => Err(e),
     }
 }
@@ -184,6 +184,11 @@ fn failed_page(
                 pages::wait_in_words(retry_after)
             ),
             Some(retry_after.max(1)),
+        ),
+        GatewayError::Busy(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Signing in is busy for this account. Try again in a second.".to_owned(),
+            Some(1),
         ),
         _ => (
             StatusCode::UNAUTHORIZED,

@@ -124,6 +124,8 @@ pub struct Sessions {
     /// `authgate_store_errors_total` (every store call that failed, on any path) and
     /// `authgate_logins_total`.
     metrics: Arc<Metrics>,
+    /// Password checks running now, by user counter (see `check_login`).
+    checks: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// When each API key's use was last written to the store.
     key_uses: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
@@ -162,7 +164,17 @@ impl Sessions {
             policy,
             metrics,
             key_uses: Default::default(),
+            checks: Default::default(),
         })
+    }
+
+    fn checks_in_flight(&self, user_key: &str) -> u32 {
+        self.checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(user_key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The password-hashing pool (for the next config's sessions).
@@ -304,6 +316,7 @@ impl Sessions {
             Ok(_) => LoginOutcome::ok,
             Err(GatewayError::InvalidCredentials) => LoginOutcome::invalid_credentials,
             Err(GatewayError::TooManyAttempts { .. }) => LoginOutcome::throttled,
+            Err(GatewayError::Busy(_)) => LoginOutcome::busy,
             Err(GatewayError::Unavailable(_)) => LoginOutcome::unavailable,
             Err(_) => LoginOutcome::error,
         });
@@ -326,11 +339,20 @@ impl Sessions {
         };
         match self.store.reserve_attempt(attempt).await {
             Ok(Attempt::Reserved) => {}
+            // Checks of this account are running here: the counter holds them as well as
+            // failures, and they may all be right. Not "too many failed attempts" for
+            // 15 minutes, but "busy, retry in a second".
+            Ok(Attempt::Refused { .. }) if self.checks_in_flight(&user_key) > 0 => {
+                return Err(GatewayError::Busy(
+                    "sign-ins of this account are being checked; retry in a second",
+                ))
+            }
             Ok(Attempt::Refused { retry_after }) => {
                 return Err(GatewayError::TooManyAttempts { retry_after })
             }
             Err(e) => return Err(self.store_down(e)),
         }
+        let _checking = InFlight::enter(&self.checks, &user_key);
         let user = self.check_password(username, password, client_ip).await?;
         self.upgrade_hash(&user, password).await;
         let (u, i) = tokio::join!(
@@ -690,6 +712,41 @@ impl Sessions {
             tracing::info!(user = %user.name, "registered");
         }
         Ok(created.then_some(user))
+    }
+}
+
+/// One password check of a user counter in flight; counted down when dropped (also when the
+/// request is cancelled).
+struct InFlight<'a> {
+    map: &'a std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    key: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(map: &'a std::sync::Mutex<std::collections::HashMap<String, u32>>, key: &str) -> Self {
+        *map.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_insert(0) += 1;
+        InFlight {
+            map,
+            key: key.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
     }
 }
 
