@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod ids;
 pub mod limits;
 pub mod metrics;
+mod metrics_process;
 pub mod origin;
 pub mod path;
 pub mod reload;
