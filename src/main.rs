@@ -315,11 +315,23 @@ fn check_config_into(path: &Path, connect: bool, out: &mut String) -> Result<Exi
     if let UsersBackend::File(_) = &config.users.backend {
         let store = Store::Memory(authgate::store::MemoryStore::new());
         match UserStore::open(&config.users, &store, config.login.max_hash_memory) {
-            Ok(u) => outln!(
-                out,
-                "users: {} in the file",
-                u.snapshot().map_or(0, |m| m.len())
-            ),
+            Ok(u) => {
+                outln!(
+                    out,
+                    "users: {} in the file",
+                    u.snapshot().map_or(0, |m| m.len())
+                );
+                let threads = config.login.max_concurrent_hashes;
+                if threads > 0 {
+                    if let Some(w) = authgate::limits::hash_memory_warning(
+                        threads,
+                        u.costliest().memory_bytes(),
+                        authgate::limits::memory_limit(),
+                    ) {
+                        eprintln!("warning: {}: {w}", path.display());
+                    }
+                }
+            }
             Err(e) => {
                 eprintln!("error: {}: {e}", path.display());
                 return Ok(ExitCode::from(2));
