@@ -165,14 +165,12 @@ async fn refresh(
     };
     if from_cookie && super::logout::origin_rule(auth, &headers, &ctx).is_err() {
         // Cross-site by the origin rule: only the session's CSRF token lets it through.
-        let sid = auth
+        let refresh = auth
             .sessions()
             .tokens()
             .verify(&token, super::tokens::TokenType::Refresh)
-            .map_err(GatewayError::InvalidToken)?
-            .sid
-            .clone();
-        let expected = auth.sessions().csrf_for(&sid);
+            .map_err(GatewayError::InvalidToken)?;
+        let expected = auth.sessions().csrf_for(refresh.sid());
         if !super::csrf::matches(super::csrf::header_value(&headers), &expected) {
             return Err(GatewayError::Csrf);
         }
@@ -200,7 +198,7 @@ async fn me(
     let id = auth.authenticate(headers, secure).await?;
     Ok(json(
         StatusCode::OK,
-        serde_json::json!({ "sub": id.claims.sub, "roles": id.roles(), "exp": id.claims.exp, "sid": id.claims.sid }),
+        serde_json::json!({ "sub": id.claims.sub(), "roles": id.roles(), "exp": id.claims.exp, "sid": id.claims.sid() }),
     ))
 }
 

@@ -81,7 +81,7 @@ fn own_addresses(targets: &[crate::config::UpstreamTarget]) -> OwnAddresses {
 struct Outcome<'g> {
     route: Option<&'static str>,
     upstream: Option<&'g str>,
-    user: Option<Arc<Claims>>,
+    user: Option<Claims>,
     /// A browser's page load: refusals are HTML pages (or the login redirect), not JSON.
     navigation: bool,
     /// Over TLS (directly or per a trusted proxy): the error page's headers.
@@ -307,7 +307,7 @@ impl Gateway {
         if routed.route.csrf == CsrfMode::Origin || routed.upgrade.is_some() {
             return Ok(req.map(Body::Incoming));
         }
-        let expected = self.auth.sessions().csrf_for(&id.claims.sid);
+        let expected = self.auth.sessions().csrf_for(id.claims.sid());
         csrf::check(req, &expected, self.auth.body_limits()).await
     }
 
@@ -496,7 +496,7 @@ impl Gateway {
             request_id,
             traceparent: None,
             policy: &self.header_policy,
-            identity: identity.map(|id| id.claims.identity_values().clone()),
+            identity: identity.map(|id| id.claims.identity_values().map(|v| v.cloned())),
             target: routed.target,
             upgrade: routed.upgrade,
             tunnel_guard: None,
@@ -777,7 +777,7 @@ impl Handler for Gateway {
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             upstream = out.upstream.unwrap_or("-"),
-            user = out.user.as_ref().map_or("-", |c| c.sub.as_str()),
+            user = out.user.as_ref().map_or("-", |c| c.sub()),
             reason = reason.unwrap_or("-"),
         );
         resp

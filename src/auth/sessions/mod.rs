@@ -194,12 +194,12 @@ impl Sessions {
     }
 
     /// Signature, claims, type, then one revocation round trip.
-    pub async fn verify(&self, token: &str, want: TokenType) -> Result<Arc<Claims>, GatewayError> {
+    pub async fn verify(&self, token: &str, want: TokenType) -> Result<Claims, GatewayError> {
         let claims = self
             .tokens
             .verify(token, want)
             .map_err(GatewayError::InvalidToken)?;
-        self.check_revocation(&claims.sid, &claims.sub, claims.iat)
+        self.check_revocation(claims.sid(), claims.sub(), claims.iat)
             .await?;
         Ok(claims)
     }
@@ -372,7 +372,7 @@ impl Sessions {
             .start_session(
                 &user.name,
                 &sid,
-                &refresh.claims.jti,
+                refresh.claims.jti(),
                 self.policy.revocation_ttl(),
             )
             .await
@@ -434,17 +434,17 @@ impl Sessions {
     async fn rotate(&self, claims: &Claims, presented: &str) -> Result<Pair, GatewayError> {
         let user = self
             .users
-            .get(&claims.sub)
+            .get(claims.sub())
             .await
             .map_err(|e| self.store_down(e))?
             .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?;
         let iat = self.issue_time(&user.name).await?;
         // Absolute session lifetime: the new refresh token ends when the first one did.
         let session_exp = claims.exp;
-        let access = self.issue_access(&user, &claims.sid, iat, session_exp)?;
+        let access = self.issue_access(&user, claims.sid(), iat, session_exp)?;
         if !self.policy.rotate_refresh {
             return Ok(Pair {
-                csrf: self.csrf_for(&claims.sid),
+                csrf: self.csrf_for(claims.sid()),
                 access,
                 refresh: presented.to_owned(),
                 refresh_is_new: false,
@@ -456,7 +456,7 @@ impl Sessions {
             .issue(
                 TokenType::Refresh,
                 &user.name,
-                &claims.sid,
+                claims.sid(),
                 None,
                 iat,
                 session_exp,
@@ -464,7 +464,7 @@ impl Sessions {
             .map_err(internal)?;
         let refresh = self.spend(claims, refresh).await?;
         Ok(Pair {
-            csrf: self.csrf_for(&claims.sid),
+            csrf: self.csrf_for(claims.sid()),
             access,
             refresh,
             refresh_is_new: true,
@@ -478,10 +478,10 @@ impl Sessions {
         let session_exp = claims.exp;
         let left = Duration::from_secs(session_exp.saturating_sub(now_secs()));
         let request = RotateRequest {
-            sub: &claims.sub,
-            sid: &claims.sid,
-            presented_jti: &claims.jti,
-            new_jti: &next.claims.jti,
+            sub: claims.sub(),
+            sid: claims.sid(),
+            presented_jti: claims.jti(),
+            new_jti: next.claims.jti(),
             new_token: &next.token,
             grace: self.policy.reuse_grace,
             ttl: left + self.policy.leeway + Duration::from_secs(1),
@@ -495,7 +495,7 @@ impl Sessions {
             Rotation::Rotated => next.token,
             Rotation::Replay(current) => current,
             Rotation::Reused => {
-                tracing::warn!(user = %claims.sub, "refresh token reuse: session revoked");
+                tracing::warn!(user = %claims.sub(), "refresh token reuse: session revoked");
                 return Err(GatewayError::InvalidToken(TokenError::RefreshReused));
             }
             Rotation::Unknown => {
@@ -510,19 +510,19 @@ impl Sessions {
         let ttl = self.policy.revocation_ttl();
         if all {
             self.store
-                .revoke_user(&claims.sub, now_secs(), ttl)
+                .revoke_user(claims.sub(), now_secs(), ttl)
                 .await
                 .map(|_| ())
         } else {
             self.store
-                .revoke_session(&claims.sub, &claims.sid, ttl)
+                .revoke_session(claims.sub(), claims.sid(), ttl)
                 .await
         }
         .map_err(|e| self.store_down(e))?;
         // A cookie refresh shared with other requests must not outlive the session.
         self.sharing
-            .forget(&claims.sub, (!all).then_some(claims.sid.as_str()));
-        tracing::info!(user = %claims.sub, all, "logout");
+            .forget(claims.sub(), (!all).then_some(claims.sid()));
+        tracing::info!(user = %claims.sub(), all, "logout");
         Ok(())
     }
 
