@@ -29,7 +29,7 @@ fn tokens(alg: Algorithm) -> Tokens {
         leeway: Duration::from_secs(30),
         rotate_refresh: true,
         refresh_reuse_grace: Duration::ZERO,
-        cache_capacity: 10_000,
+        cache_capacity: 100_000,
         previous: Vec::new(),
         secret_files: Vec::new(),
     };
