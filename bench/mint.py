@@ -21,9 +21,13 @@ def signer(alg, key):
         secret = key.encode() if isinstance(key, str) else key
         return lambda msg: hmac.new(secret, msg, hashlib.sha256).digest()
     if alg == "EdDSA":
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-        sk = load_pem_private_key(open(key, "rb").read(), password=None)
-        return sk.sign
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        # The gateway writes PKCS#8 v2 (with the public key), which `cryptography` refuses:
+        # the seed is the OCTET STRING inside the privateKey OCTET STRING.
+        pem = open(key).read()
+        der = base64.b64decode("".join(l for l in pem.splitlines() if not l.startswith("-----")))
+        at = der.index(b"\x04\x22\x04\x20") + 4
+        return Ed25519PrivateKey.from_private_bytes(der[at:at + 32]).sign
     raise SystemExit(f"mint.py: {alg} is not supported")
 
 
