@@ -57,7 +57,7 @@ def write(name, text):
 
 def request(url, token=None, method="GET", body=None):
     req = urllib.request.Request(url, method=method, data=body)
-    if token: req.add_header("Authorization", f"Bearer {token}")
+    if token: req.add_header("Authorization", auth_value(token))
     if body: req.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(req, timeout=5) as r: return r.status, r.read()
@@ -88,9 +88,14 @@ def children(pid):
     return out
 
 
+def auth_value(token):
+    # A token, an API key (both Bearer), or a whole "Basic ..." value.
+    return token if token.startswith("Basic ") else f"Bearer {token}"
+
+
 def wrk(url, token, script=None, conns=None):
     args = ["wrk", f"-t{THREADS}", f"-c{conns or CONNS}", f"-d{DURATION}s", "--latency", url]
-    if token: args[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    if token: args[1:1] = ["-H", f"Authorization: {auth_value(token)}"]
     if script: args[1:1] = ["-s", script]
     out = subprocess.run(args, capture_output=True, text=True, timeout=DURATION + 30).stdout
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
@@ -239,6 +244,7 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
         [AUTHGATE, "hash-password"], input="bench-password\n", capture_output=True, text=True, check=True).stdout.strip())
     write("secret", SECRET)
     tokens = {}
+    api_key = None
     for alg in ("HS256", "EdDSA"):
         for backend in ("memory", "redis", "redis-mirror"):
             gp, ap = port(), port()
@@ -254,7 +260,12 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
 [login]\nmax_failures_per_ip = 1000000\nmax_failures_per_user = 1000000\n
 [[upstreams]]\nname = "u"\nurl = "http://127.0.0.1:{up}"\n
 [[routes]]\npath = "/public/**"\nupstream = "u"\nauth = "public"\n
+[[routes]]\npath = "/key/**"\nupstream = "u"\napi_keys = true\n
+[[routes]]\npath = "/basic/**"\nupstream = "u"\nbasic = true\n
 [[routes]]\npath = "/**"\nupstream = "u"\nauth = "required"\n""")
+            if not api_key:
+                api_key = subprocess.run([AUTHGATE, "keys", "create", "--name", "bench", "--roles", "user", "--config", cfg],
+                                         capture_output=True, text=True, check=True).stdout.strip()
             p = spawn([AUTHGATE, "serve", "--config", cfg], env={**os.environ, "RUST_LOG": "warn"}); wait_port(gp)
             st, body = request(f"http://127.0.0.1:{gp}/auth/login", method="POST", body=json.dumps({"username": "bench", "password": "bench-password"}).encode())
             assert st == 200, body
@@ -263,6 +274,11 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
             hosts[name] = (f"http://127.0.0.1:{gp}/x", tok, True); pids[name] = [p.pid]
             if alg == "HS256" and backend == "memory":
                 hosts["authgate public"] = (f"http://127.0.0.1:{gp}/public/x", None, None); pids["authgate public"] = [p.pid]
+                # Machine clients: an API key (should match a cached token) and HTTP Basic with
+                # a cached verification (within 1.2x of a token route).
+                hosts["authgate api key memory"] = (f"http://127.0.0.1:{gp}/key/x", api_key, True); pids["authgate api key memory"] = [p.pid]
+                basic = "Basic " + base64.b64encode(b"bench:bench-password").decode()
+                hosts["authgate basic (cached) memory"] = (f"http://127.0.0.1:{gp}/basic/x", basic, True); pids["authgate basic (cached) memory"] = [p.pid]
 
     scripts = many_users(up, hosts, pids)
 

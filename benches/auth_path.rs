@@ -103,9 +103,111 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+/// Single sign-on's callback without the network: an RS256 ID token validated against the
+/// provider's JWKS, then a session started (memory store); beside a password login's argon2
+/// verification, which it should stay well under.
+fn bench_oidc(c: &mut Criterion) {
+    use authgate::auth::oidc::id_token::{verify_id_token, Expect};
+    use authgate::auth::oidc::provider::{parse_keys, Discovered, Metadata, Provider};
+    use authgate::auth::sessions::Principal;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users.toml"), "").unwrap();
+    std::fs::write(
+        dir.path().join("secret"),
+        "bench-secret-bench-secret-bench-secret!!",
+    )
+    .unwrap();
+    let issuer = "http://127.0.0.1:9";
+    let text = format!(
+        "[tokens]\nalgorithm = \"HS256\"\nsecret_file = \"secret\"\n[users]\nfile = \"users.toml\"\n\
+         [[login.oidc]]\nname = \"idp\"\nissuer = \"{issuer}\"\nclient_id = \"gw\"\n\
+         [[routes]]\npath = \"/**\"\nauth = \"public\"\n[forward_auth]\nonly = true\n"
+    );
+    let config = authgate::Config::from_str(&dir.path().join("authgate.toml"), &text).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let keys = Arc::new(KeySet::load(&config.tokens, Generate::No).unwrap());
+    let auth = authgate::auth::Auth::new(
+        &config,
+        keys,
+        authgate::store::Store::Memory(MemoryStore::new()),
+        Arc::new(authgate::metrics::Metrics::new()),
+    )
+    .unwrap();
+    let idp = KeySet::from_pem(
+        Algorithm::RS256,
+        generate(Algorithm::RS256).unwrap().as_bytes(),
+    )
+    .unwrap();
+    let jwks: serde_json::Value = serde_json::from_str(idp.jwks.as_deref().unwrap()).unwrap();
+    let provider = Provider::with_discovered(
+        config.login.oidc[0].clone(),
+        Discovered {
+            meta: Metadata {
+                issuer: issuer.into(),
+                authorization_endpoint: format!("{issuer}/a"),
+                token_endpoint: format!("{issuer}/t"),
+                jwks_uri: format!("{issuer}/k"),
+                end_session_endpoint: None,
+                id_token_signing_alg_values_supported: Some(vec!["RS256".into()]),
+                token_endpoint_auth_methods_supported: None,
+                authorization_response_iss_parameter_supported: true,
+            },
+            algs: vec![jsonwebtoken::Algorithm::RS256],
+            keys: parse_keys(&jwks),
+        },
+    );
+    let now = now_secs();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(idp.kid.clone());
+    let id_token = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({"iss": issuer, "aud": "gw", "sub": "u1", "iat": now, "exp": now + 3600,
+            "nonce": "n", "preferred_username": "carol", "sid": "s"}),
+        &idp.encoding,
+    )
+    .unwrap();
+    let expect = Expect {
+        issuer,
+        client_id: "gw",
+        leeway: 30,
+    };
+    let roles = vec!["user".to_owned()];
+    c.bench_function("oidc/callback (RS256 ID token + session start)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let claims = verify_id_token(&provider, &id_token, &expect, "n")
+                    .await
+                    .unwrap();
+                let name = claims["preferred_username"].as_str().unwrap();
+                auth.sessions()
+                    .start_for(&Principal {
+                        name,
+                        roles: &roles,
+                        via: None,
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+    });
+    let hash = authgate::auth::passwords::hash_password(b"a-password").unwrap();
+    c.bench_function("password/argon2id verify (the gateway's parameters)", |b| {
+        b.iter(|| {
+            assert!(authgate::auth::passwords::verify_password(
+                b"a-password",
+                &hash
+            ))
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = bench
+    targets = bench, bench_oidc
 }
 criterion_main!(benches);

@@ -42,6 +42,7 @@ fi
 # The real web apps the browser tests put behind the gateway (tests/webapps.rs): Django,
 # Streamlit, JupyterLab and gunicorn from PyPI, pinned, into target/webapps-venv.
 bash scripts/webapps-setup.sh >/dev/null
+bash scripts/oidc-setup.sh >/dev/null
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

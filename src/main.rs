@@ -23,6 +23,8 @@ const VERSION: &str = concat!(
     ")"
 );
 
+mod keys_cli;
+
 #[derive(Parser)]
 #[command(name = "authgate", version = VERSION, about = "Reverse-proxy auth gateway")]
 struct Cli {
@@ -81,6 +83,13 @@ enum Command {
         config: ConfigArg,
         #[command(subcommand)]
         action: UsersAction,
+    },
+    /// API keys for machine clients (routes with api_keys = true)
+    Keys {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: keys_cli::KeysAction,
     },
     /// Lift a login lockout of a client address (its failure counter; Redis store)
     Unlock {
@@ -163,6 +172,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keygen { alg, out } => keygen(&alg, out.as_deref()),
         Command::Users { config, action } => users(&config.config, action),
         Command::Revoke { config, user } => revoke(&config.config, &user),
+        Command::Keys { config, action } => {
+            let config = load(&config.config)?;
+            runtime()?.block_on(keys_cli::run(&config, action))
+        }
         Command::Unlock { config, ip } => unlock_ip(&config.config, ip),
         Command::Explain {
             config,
@@ -204,7 +217,7 @@ fn load(path: &Path) -> Result<Config> {
 
 fn serve(path: &Path) -> Result<ExitCode> {
     let config = load(path)?;
-    authgate::telemetry::init(config.log.format);
+    authgate::telemetry::init_with(config.log.format, &config.log.audit);
     // One worker (the sidecar case): a current-thread runtime skips work-stealing overhead;
     // argon2 still runs on the blocking pool, off this thread.
     let mut rt = if config.server.workers == 1 {
@@ -280,6 +293,7 @@ fn check_config_into(path: &Path, connect: bool, out: &mut String) -> Result<Exi
         out,
         "backends:\n  revocation  {revocation}\n  users       {users}"
     );
+    print_providers(&config, out);
     // Checked, never created: only `serve` may generate a missing development key.
     match KeySet::resolve(&config.tokens, Generate::No) {
         Ok(Resolved::Loaded(keys)) => {
@@ -301,11 +315,23 @@ fn check_config_into(path: &Path, connect: bool, out: &mut String) -> Result<Exi
     if let UsersBackend::File(_) = &config.users.backend {
         let store = Store::Memory(authgate::store::MemoryStore::new());
         match UserStore::open(&config.users, &store, config.login.max_hash_memory) {
-            Ok(u) => outln!(
-                out,
-                "users: {} in the file",
-                u.snapshot().map_or(0, |m| m.len())
-            ),
+            Ok(u) => {
+                outln!(
+                    out,
+                    "users: {} in the file",
+                    u.snapshot().map_or(0, |m| m.len())
+                );
+                let threads = config.login.max_concurrent_hashes;
+                if threads > 0 {
+                    if let Some(w) = authgate::limits::hash_memory_warning(
+                        threads,
+                        u.costliest().memory_bytes(),
+                        authgate::limits::memory_limit(),
+                    ) {
+                        eprintln!("warning: {}: {w}", path.display());
+                    }
+                }
+            }
             Err(e) => {
                 eprintln!("error: {}: {e}", path.display());
                 return Ok(ExitCode::from(2));
@@ -326,8 +352,62 @@ fn check_config_into(path: &Path, connect: bool, out: &mut String) -> Result<Exi
                 }
             }
         }
+        // Each identity provider: discovery and keys, as `serve` fetches them.
+        let mut unreachable = false;
+        for cfg in &config.login.oidc {
+            let p = authgate::auth::oidc::provider::Provider::new(cfg.clone());
+            match runtime()?.block_on(p.discover()) {
+                Ok(d) => outln!(
+                    out,
+                    "oidc {}: reachable ({} signing keys, {})",
+                    cfg.name,
+                    d.keys.len(),
+                    d.meta.issuer
+                ),
+                Err(e) => {
+                    eprintln!("error: {}: oidc {}: {e}", path.display(), cfg.name);
+                    unreachable = true;
+                }
+            }
+        }
+        if unreachable {
+            return Ok(ExitCode::from(2));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[[login.oidc]]` as `check-config` and `explain` show them.
+fn print_providers(config: &Config, out: &mut String) {
+    if !config.login.password {
+        outln!(
+            out,
+            "password form: off (login.password = false: single sign-on only)"
+        );
+    }
+    if config.login.oidc.is_empty() {
+        return;
+    }
+    outln!(out, "identity providers (/auth/oidc/<name>/...):");
+    for p in &config.login.oidc {
+        let client = if p.client_secret.is_some() {
+            "confidential"
+        } else {
+            "public, PKCE only"
+        };
+        let users = match p.users {
+            authgate::config::OidcUsers::Any => "any",
+            authgate::config::OidcUsers::Known => "known",
+        };
+        outln!(
+            out,
+            "  {:<10} {} (client {}, {client}; users = {users}; {} role mappings)",
+            p.name,
+            p.issuer,
+            p.client_id,
+            p.role_map.len()
+        );
+    }
 }
 
 fn print_upstreams(config: &Config, out: &mut String) {
@@ -487,6 +567,11 @@ fn explain(path: &Path, method: &str, target: &str, host: Option<&str>) -> Resul
     }
     if authgate::auth::endpoints::is_own(&normalized.judged) {
         println!("served by the gateway itself (/auth/*)");
+        if normalized.judged.starts_with("/auth/oidc/") || normalized.judged == "/auth/login" {
+            let mut out = String::new();
+            print_providers(&config, &mut out);
+            print!("{out}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     match config

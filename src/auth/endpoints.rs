@@ -40,6 +40,9 @@ pub async fn handle(
 ) -> Result<Response<Body>, GatewayError> {
     let method = req.method().clone();
     let path = path.trim_end_matches('/');
+    if let Some(rest) = path.strip_prefix("/auth/oidc/") {
+        return super::oidc::handle(auth, req, rest, &ctx).await;
+    }
     match (path, &method) {
         ("/auth/login", &Method::GET) => login::page(auth, req.headers(), &ctx).await,
         ("/auth/login", &Method::POST) => login::submit(auth, req, &ctx).await,
@@ -196,10 +199,14 @@ async fn me(
     secure: bool,
 ) -> Result<Response<Body>, GatewayError> {
     let id = auth.authenticate(headers, secure).await?;
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({ "sub": id.claims.sub(), "roles": id.roles(), "exp": id.claims.exp, "sid": id.claims.sid() }),
-    ))
+    let mut body = serde_json::json!({ "sub": id.claims.sub(), "roles": id.roles(), "exp": id.claims.exp, "sid": id.claims.sid() });
+    if let Some(idp) = id.claims.idp() {
+        body["idp"] = serde_json::Value::from(idp);
+    }
+    if let Some(amr) = id.claims.amr() {
+        body["amr"] = serde_json::Value::from(amr.to_vec());
+    }
+    Ok(json(StatusCode::OK, body))
 }
 
 async fn register(auth: &Auth, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {

@@ -50,11 +50,31 @@ pub async fn page(
             next.as_deref().unwrap_or(&auth.browser().default_next),
         ));
     }
+    // Single sign-on only, through one provider: a browser sent here to sign in (with a
+    // `next`) goes straight on to it. Without `next` (after a logout) the page shows its
+    // button, so signing out does not sign straight back in.
+    if let (false, [only], Some(next)) = (
+        auth.password_login(),
+        auth.oidc().providers(),
+        next.as_deref(),
+    ) {
+        let to = format!(
+            "/auth/oidc/{}/start?next={}",
+            only.cfg.name,
+            crate::path::encode_component(next)
+        );
+        let mut resp = see_other(&to);
+        *resp.status_mut() = StatusCode::FOUND;
+        return Ok(resp);
+    }
+    let buttons = auth.oidc().buttons();
     let page = LoginPage {
         title: &auth.browser().title,
         next: next.as_deref().unwrap_or(&auth.browser().default_next),
         username: "",
         message: None,
+        providers: &buttons,
+        password: auth.password_login(),
     };
     Ok(pages::login(&page, StatusCode::OK, ctx.secure))
 }
@@ -88,6 +108,9 @@ pub async fn submit(
     req: Request<Incoming>,
     ctx: &Ctx<'_>,
 ) -> Result<Response<Body>, GatewayError> {
+    if !auth.password_login() {
+        return Err(GatewayError::NotFound);
+    }
     let (headers, body) = read_body(req, auth.body_limits()).await?;
     let (creds, form) = parse_credentials(&headers, &body)?;
     if form {
@@ -97,6 +120,31 @@ pub async fn submit(
         .sessions()
         .login(&creds.username, &creds.password, ctx.client_ip)
         .await;
+    let ua = crate::audit::user_agent(&headers);
+    match &result {
+        Ok(pair) => crate::audit!(
+            "login_ok",
+            user = %creds.username,
+            ip = %ctx.client_ip,
+            sid = %pair.access.claims.sid(),
+            method = "password",
+            user_agent = %ua
+        ),
+        Err(GatewayError::InvalidCredentials) => crate::audit!(
+            "login_failed",
+            user = %creds.username,
+            ip = %ctx.client_ip,
+            user_agent = %ua
+        ),
+        Err(GatewayError::TooManyAttempts { retry_after }) => crate::audit!(
+            "lockout",
+            user = %creds.username,
+            ip = %ctx.client_ip,
+            retry_after,
+            user_agent = %ua
+        ),
+        Err(_) => {}
+    }
     if !form {
         return result.map(|pair| token_response(&pair));
     }
@@ -111,11 +159,11 @@ pub async fn submit(
             cookies::set_session(resp.headers_mut(), &pair.cookies(), ctx.secure);
             Ok(resp)
         }
-        Err(e @ (GatewayError::InvalidCredentials | GatewayError::TooManyAttempts { .. }))
-            if wants_html(&headers) =>
-        {
-            Ok(failed_page(auth, &creds.username, next, e, ctx.secure))
-        }
+        Err(
+            e @ (GatewayError::InvalidCredentials
+            | GatewayError::TooManyAttempts { .. }
+            | GatewayError::Busy(_)),
+        ) if wants_html(&headers) => Ok(failed_page(auth, &creds.username, next, e, ctx.secure)),
         Err(e) => Err(e),
     }
 }
@@ -137,17 +185,25 @@ fn failed_page(
             ),
             Some(retry_after.max(1)),
         ),
+        GatewayError::Busy(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Signing in is busy for this account. Try again in a second.".to_owned(),
+            Some(1),
+        ),
         _ => (
             StatusCode::UNAUTHORIZED,
             "Wrong user name or password.".to_owned(),
             None,
         ),
     };
+    let buttons = auth.oidc().buttons();
     let page = LoginPage {
         title: &auth.browser().title,
         next,
         username,
         message: Some(message),
+        providers: &buttons,
+        password: auth.password_login(),
     };
     let mut resp = pages::login(&page, status, secure);
     if let Some(secs) = retry {

@@ -69,8 +69,22 @@ pub async fn submit(
             .or(field_of(ctx.query, "all").as_deref()),
     )?;
     auth.sessions().logout(&identity.claims, all).await?;
+    if all {
+        crate::audit!("logout_all", user = %identity.claims.sub(), sid = %identity.claims.sid(), ip = %ctx.client_ip);
+    } else {
+        crate::audit!("logout", user = %identity.claims.sub(), sid = %identity.claims.sid(), ip = %ctx.client_ip);
+    }
+    // A session a provider started may continue to the provider's own logout.
+    let at_provider = identity
+        .claims
+        .idp()
+        .and_then(|idp| super::oidc::end_session_url(auth, idp, ctx));
     let mut resp = if form {
-        see_other(&auth.browser().after_logout)
+        see_other(
+            at_provider
+                .as_deref()
+                .unwrap_or(&auth.browser().after_logout),
+        )
     } else {
         let mut r = Response::new(crate::body::empty());
         *r.status_mut() = StatusCode::NO_CONTENT;

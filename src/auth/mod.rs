@@ -2,6 +2,7 @@
 //! signature, claims, type and revocation), the session lifecycle (`sessions`), and the
 //! `/auth/*` endpoints that speak HTTP around it.
 
+pub mod api_keys;
 pub mod cookies;
 pub mod csrf;
 pub mod endpoints;
@@ -9,6 +10,7 @@ pub mod form;
 pub mod keys;
 mod login;
 mod logout;
+pub mod oidc;
 pub mod pages;
 pub mod passwords;
 pub mod sessions;
@@ -31,6 +33,8 @@ pub struct Identity {
     pub claims: Claims,
     /// The token came from the `authgate_access` cookie (so unsafe methods need CSRF).
     pub via_cookie: bool,
+    /// An API key's name (`X-Auth-Key` for the upstream).
+    pub key: Option<Arc<str>>,
 }
 
 impl Identity {
@@ -51,6 +55,14 @@ pub enum AuthError {
 /// The sessions service plus the settings of the gateway's own endpoints.
 pub struct Auth {
     sessions: Sessions,
+    /// Verified API keys and Basic pairs (`api_keys`).
+    machines: api_keys::MachineCache,
+    /// Keys the Basic cache's entries (random per process: the cache is per process).
+    basic_key: aws_lc_rs::hmac::Key,
+    /// `[[login.oidc]]` providers.
+    oidc: oidc::Oidc,
+    /// `login.password`: the password form and `POST /auth/login`.
+    password: bool,
     registration: bool,
     body_limits: form::BodyLimits,
     browser: Browser,
@@ -67,6 +79,8 @@ pub struct Browser {
     /// App cookies a logout expires (name, path): each route's `logout_clear_cookies` at the
     /// path it mounts, and at `/`.
     pub clear_on_logout: Vec<(String, String)>,
+    /// `forward_auth.public_origin`: absolute URLs the gateway builds use it.
+    pub public_origin: Option<String>,
 }
 
 /// The bearer token of a request: the Authorization header first, then the access cookie
@@ -125,6 +139,7 @@ impl Auth {
         hasher: Arc<Hasher>,
     ) -> Result<Auth, AuthError> {
         let users = UserStore::open(&config.users, &store, config.login.max_hash_memory)?;
+        let oidc = oidc::Oidc::new(&config.login.oidc, keys.secret_material());
         let sessions = Sessions::new(
             Tokens::new(&config.tokens, keys).count_cache_lookups(metrics.token_cache.clone()),
             store,
@@ -133,8 +148,14 @@ impl Auth {
             SessionPolicy::new(config),
             metrics,
         )?;
+        let seed =
+            crate::ids::random_bytes::<32>().map_err(|_| AuthError::Hasher(HashError::Failed))?;
         Ok(Auth {
             sessions,
+            machines: api_keys::MachineCache::default(),
+            basic_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &seed),
+            oidc,
+            password: config.login.password,
             registration: config.users.registration,
             body_limits: form::BodyLimits {
                 max_bytes: config.server.max_body_bytes,
@@ -146,6 +167,7 @@ impl Auth {
                 after_logout: config.login.after_logout.clone(),
                 trusted_origins: config.server.trusted_origins.clone(),
                 clear_on_logout: clear_on_logout(config),
+                public_origin: config.public_origin.clone(),
             },
         })
     }
@@ -156,6 +178,16 @@ impl Auth {
 
     pub fn browser(&self) -> &Browser {
         &self.browser
+    }
+
+    /// The identity providers (`[[login.oidc]]`).
+    pub fn oidc(&self) -> &oidc::Oidc {
+        &self.oidc
+    }
+
+    /// Whether the password form and `POST /auth/login` are on (`login.password`).
+    pub fn password_login(&self) -> bool {
+        self.password
     }
 
     /// Whether `POST /auth/register` is open.

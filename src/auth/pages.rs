@@ -14,6 +14,10 @@ pub struct LoginPage<'a> {
     pub username: &'a str,
     /// A problem to show, in words (`role="alert"`).
     pub message: Option<String>,
+    /// Identity providers: (name, display name), each a "Sign in with" button.
+    pub providers: &'a [(String, String)],
+    /// Whether the password form is shown (`login.password`).
+    pub password: bool,
 }
 
 pub fn escape(s: &str) -> String {
@@ -31,7 +35,7 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-const STYLE: &str = "*{box-sizing:border-box}body{font-family:system-ui,sans-serif;max-width:24rem;margin:3rem auto;padding:0 1rem;line-height:1.4}h1{font-size:1.5rem}label{display:block;margin-top:1rem}input{display:block;width:100%;max-width:100%;padding:.6rem;font-size:1rem;margin-top:.25rem}button{margin-top:1.5rem;padding:.7rem 1.4rem;font-size:1rem;width:100%}.alert{border:1px solid #b00;background:#fee;color:#600;padding:.6rem;margin-top:1rem}";
+const STYLE: &str = "*{box-sizing:border-box}body{font-family:system-ui,sans-serif;max-width:24rem;margin:3rem auto;padding:0 1rem;line-height:1.4}h1{font-size:1.5rem}label{display:block;margin-top:1rem}input{display:block;width:100%;max-width:100%;padding:.6rem;font-size:1rem;margin-top:.25rem}button{margin-top:1.5rem;padding:.7rem 1.4rem;font-size:1rem;width:100%}.sso{display:block;text-align:center;padding:.7rem;border:1px solid #444;border-radius:4px;text-decoration:none;color:inherit}.or{text-align:center;margin-top:1.5rem}.alert{border:1px solid #b00;background:#fee;color:#600;padding:.6rem;margin-top:1rem}";
 
 fn document(title: &str, main: &str) -> String {
     format!(
@@ -49,17 +53,37 @@ pub fn login(p: &LoginPage<'_>, status: StatusCode, secure: bool) -> Response<Bo
     } else {
         ("", " autofocus")
     };
-    let main = format!(
-        r#"<h1>{title}</h1>
-{alert}<form method="post" action="/auth/login">
+    let form = if p.password {
+        format!(
+            r#"<form method="post" action="/auth/login">
 <input type="hidden" name="next" value="{next}">
 <label for="username">User name</label><input id="username" name="username" value="{user}" autocomplete="username" autocapitalize="none" autocorrect="off" spellcheck="false" required{user_focus}>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password" required{pass_focus}>
 <button type="submit">Sign in</button>
 </form>"#,
+            next = escape(p.next),
+            user = escape(p.username),
+        )
+    } else {
+        String::new()
+    };
+    let mut buttons = String::new();
+    if !p.providers.is_empty() {
+        if p.password {
+            buttons.push_str("<p class=\"or\">or</p>\n");
+        }
+        for (name, display) in p.providers {
+            buttons.push_str(&format!(
+                "<p><a class=\"sso\" href=\"/auth/oidc/{name}/start?next={next}\">Sign in with {display}</a></p>\n",
+                name = escape(name),
+                next = escape(&crate::path::encode_component(p.next)),
+                display = escape(display),
+            ));
+        }
+    }
+    let main = format!(
+        "<h1>{title}</h1>\n{alert}{form}\n{buttons}",
         title = escape(p.title),
-        next = escape(p.next),
-        user = escape(p.username),
     );
     page(status, document(p.title, &main), secure)
 }

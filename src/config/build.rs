@@ -63,7 +63,7 @@ fn positive(
 
 pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<Config> {
     let server = build_server(rep, base, &raw.server);
-    let log = build_log(rep, &raw.log);
+    let log = build_log(rep, base, &raw.log);
     let admin = AdminConfig {
         listen: parse_addr(rep, &raw.admin.listen, "admin.listen", "127.0.0.1:9901"),
         ready_requires_store: raw.admin.ready_requires_store.unwrap_or(true),
@@ -118,7 +118,17 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
             "login.after_logout",
             "/auth/login",
         ),
+        password: raw.login.password.as_ref().is_none_or(|p| *p.get_ref()),
+        oidc: super::build_oidc::build_oidc(rep, base, &raw.login.oidc),
     };
+    if !login.password && raw.login.oidc.is_empty() {
+        rep.error(
+            raw.login.password.as_ref().and_then(span),
+            "login.password",
+            "with the password form off and no [[login.oidc]] provider, no one can sign in",
+            Some("add a [[login.oidc]] provider, or remove login.password = false".to_owned()),
+        );
+    }
     let identity = build_identity(rep, base, &raw.identity);
     let upstreams = super::build_upstreams::build_upstreams(rep, base, &raw.upstreams);
     let forward_auth_only = raw.forward_auth.only.unwrap_or(false);
@@ -308,10 +318,26 @@ pub(super) fn one_of<T: Copy>(
     default
 }
 
-fn build_log(rep: &mut Reporter, raw: &raw::RawLog) -> LogConfig {
+fn build_log(rep: &mut Reporter, base: &Path, raw: &raw::RawLog) -> LogConfig {
     let choices = [("json", LogFormat::Json), ("pretty", LogFormat::Pretty)];
+    let audit = match raw.audit.as_ref().map(|a| a.get_ref().0.as_str()) {
+        None | Some("log") => super::AuditSink::Log,
+        Some("stdout") => super::AuditSink::Stdout,
+        Some("off") => super::AuditSink::Off,
+        Some("") => {
+            rep.error(
+                raw.audit.as_ref().and_then(span),
+                "log.audit",
+                "is empty",
+                Some("use \"log\", \"stdout\", \"off\" or a file path".to_owned()),
+            );
+            super::AuditSink::Log
+        }
+        Some(path) => super::AuditSink::File(resolve(base, path)),
+    };
     LogConfig {
         format: one_of(rep, &raw.format, "log.format", LogFormat::Json, &choices),
+        audit,
     }
 }
 

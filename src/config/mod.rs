@@ -3,6 +3,7 @@
 //! column, key path and a fix; all problems of a file are reported together.
 
 mod build;
+mod build_oidc;
 mod build_revocation;
 mod build_routes;
 mod build_upstreams;
@@ -13,6 +14,7 @@ mod net;
 pub mod raw;
 pub mod size;
 
+pub use build_oidc::check_url as check_provider_url;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use net::IpNet;
@@ -102,6 +104,20 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub format: LogFormat,
+    /// Where the audit trail (target `audit`: one JSON line per security event) goes.
+    pub audit: AuditSink,
+}
+
+/// `log.audit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    /// With the other logs (stderr, in `log.format`), target `audit` (the default).
+    Log,
+    /// JSON lines on stdout.
+    Stdout,
+    /// JSON lines appended to this file.
+    File(PathBuf),
+    Off,
 }
 
 #[derive(Debug, Clone)]
@@ -311,6 +327,47 @@ pub struct LoginConfig {
     pub default_next: String,
     /// Where a form logout goes.
     pub after_logout: String,
+    /// The password form and `POST /auth/login` (false: single sign-on only).
+    pub password: bool,
+    /// `[[login.oidc]]`: identity providers, each a button on the login page.
+    pub oidc: Vec<OidcProviderConfig>,
+}
+
+/// `users` of a provider: who it may sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OidcUsers {
+    /// Anyone the provider signs in (a name held by a user of the user store is refused: the
+    /// provider must not speak for the gateway's own accounts).
+    Any,
+    /// Only names in the user store (their roles from the store, plus the mapped ones).
+    Known,
+}
+
+/// One `[[login.oidc]]` provider, checked.
+#[derive(Debug, Clone)]
+pub struct OidcProviderConfig {
+    pub name: String,
+    pub display_name: String,
+    /// Exactly as configured: discovery is `issuer + /.well-known/openid-configuration`, and
+    /// ID tokens' `iss` must equal it.
+    pub issuer: String,
+    pub client_id: String,
+    /// None: a public client (PKCE only).
+    pub client_secret: Option<String>,
+    /// Always starts with "openid".
+    pub scopes: Vec<String>,
+    /// None: from the request's scheme and Host (or `forward_auth.public_origin`).
+    pub redirect_url: Option<String>,
+    pub username_claim: String,
+    pub roles_claim: Option<String>,
+    pub role_map: std::collections::BTreeMap<String, Vec<String>>,
+    pub default_roles: Vec<String>,
+    /// Lower-cased; non-empty: the email claim must be verified and in one of them.
+    pub allowed_email_domains: Vec<String>,
+    pub users: OidcUsers,
+    /// TLS to the provider: the system's roots or `ca_file`.
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+    pub logout_at_provider: bool,
 }
 
 #[derive(Debug, Clone)]

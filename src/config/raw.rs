@@ -112,6 +112,8 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub format: Option<Spanned<Text>>,
+    /// "log" (default), "stdout", "off", or a file path.
+    pub audit: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -190,6 +192,34 @@ pub struct RawLogin {
     pub title: Option<Text>,
     pub default_next: Option<Spanned<Text>>,
     pub after_logout: Option<Spanned<Text>>,
+    /// false: no password form (single sign-on only).
+    pub password: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub oidc: Vec<Spanned<RawOidc>>,
+}
+
+/// One `[[login.oidc]]` identity provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    pub name: Spanned<Text>,
+    pub display_name: Option<Text>,
+    pub issuer: Spanned<Text>,
+    pub client_id: Spanned<Text>,
+    pub client_secret: Option<Spanned<Text>>,
+    pub client_secret_file: Option<Spanned<Text>>,
+    pub scopes: Option<Spanned<Vec<Text>>>,
+    pub redirect_url: Option<Spanned<Text>>,
+    pub username_claim: Option<Spanned<Text>>,
+    pub roles_claim: Option<Spanned<Text>>,
+    pub role_map: Option<Spanned<std::collections::BTreeMap<String, Vec<Text>>>>,
+    #[serde(default)]
+    pub default_roles: Vec<Spanned<Text>>,
+    #[serde(default)]
+    pub allowed_email_domains: Vec<Spanned<Text>>,
+    pub users: Option<Spanned<Text>>,
+    pub ca_file: Option<Spanned<Text>>,
+    pub logout_at_provider: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -245,4 +275,6 @@ pub struct RawRoute {
     pub cookie_rewrite: Option<bool>,
     #[serde(default)]
     pub logout_clear_cookies: Vec<Spanned<Text>>,
+    pub api_keys: Option<Spanned<bool>>,
+    pub basic: Option<Spanned<bool>>,
 }

@@ -192,9 +192,15 @@ impl Gateway {
         let (identity, set_cookies) = match routed.route.auth {
             AuthMode::Public => (None, None),
             AuthMode::Required => {
-                let (id, cookies) =
-                    Box::pin(self.authorize(routed.route, &req, &path, secure, out.navigation))
-                        .await?;
+                let (id, cookies) = Box::pin(self.authorize(
+                    routed.route,
+                    &req,
+                    &path,
+                    secure,
+                    out.navigation,
+                    routed.client_ip,
+                ))
+                .await?;
                 (Some(id), cookies)
             }
         };
@@ -424,8 +430,25 @@ impl Gateway {
         path: &NormalizedPath<'_>,
         secure: bool,
         navigation: bool,
+        client_ip: IpAddr,
     ) -> Result<(Identity, Option<HeaderMap>), GatewayError> {
         let headers = req.headers();
+        // An API key or Basic pair, where the route takes them (rarely: a flag check first).
+        if route.api_keys || route.basic {
+            if let Some(m) = crate::auth::api_keys::presented(headers, route) {
+                let result = self
+                    .auth
+                    .authenticate_machine(m, &path.judged, client_ip)
+                    .await;
+                return match result {
+                    Ok(id) => self.check_roles(route, id).map(|id| (id, None)),
+                    Err(e) => {
+                        self.count_refusal(&e);
+                        Err(challenge(route, e))
+                    }
+                };
+            }
+        }
         let result = match self.auth.authenticate(headers, secure).await {
             Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
                 if !headers.contains_key(header::AUTHORIZATION)
@@ -456,13 +479,18 @@ impl Gateway {
                 };
                 return Err(GatewayError::LoginRedirect { next });
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(challenge(route, e)),
         };
+        self.check_roles(route, identity)
+            .map(|id| (id, set_cookies))
+    }
+
+    fn check_roles(&self, route: &Route, identity: Identity) -> Result<Identity, GatewayError> {
         if !route.roles.is_empty() && !identity.roles().iter().any(|r| route.roles.contains(r)) {
             self.metrics.auth(AuthOutcome::forbidden);
             return Err(GatewayError::InsufficientRole);
         }
-        Ok((identity, set_cookies))
+        Ok(identity)
     }
 
     /// Counts a refused judgment by outcome (errors that are no judgment, such as the store
@@ -497,6 +525,9 @@ impl Gateway {
             traceparent: None,
             policy: &self.header_policy,
             identity: identity.map(|id| id.claims.identity_values().map(|v| v.cloned())),
+            key_name: identity
+                .and_then(|id| id.key.as_deref())
+                .and_then(|k| HeaderValue::from_str(k).ok()),
             target: routed.target,
             upgrade: routed.upgrade,
             tunnel_guard: None,
@@ -552,6 +583,21 @@ fn refusal_reason(e: &GatewayError) -> &'static str {
         GatewayError::BadGateway(m) if m.starts_with("connect") => "upstream_unreachable",
         GatewayError::BadGateway(_) => "upstream_closed",
         other => other.status_and_code().1,
+    }
+}
+
+/// A 401 on a `basic = true` route carries a Basic challenge (clients that only speak Basic
+/// ask for credentials on it).
+fn challenge(route: &Route, e: GatewayError) -> GatewayError {
+    match e {
+        GatewayError::MissingToken
+        | GatewayError::InvalidCredentials
+        | GatewayError::InvalidToken(_)
+            if route.basic =>
+        {
+            GatewayError::BasicChallenge(Box::new(e))
+        }
+        e => e,
     }
 }
 

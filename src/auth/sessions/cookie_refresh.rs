@@ -168,6 +168,7 @@ impl Sessions {
         let identity = Identity {
             claims: pair.access.claims.clone(),
             via_cookie: true,
+            key: None,
         };
         Ok((identity, set))
     }

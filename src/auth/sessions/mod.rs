@@ -9,7 +9,7 @@ mod cookie_refresh;
 use crate::auth::cookies;
 use crate::auth::csrf::CsrfKey;
 use crate::auth::passwords::{HashCost, HashError, Hasher};
-use crate::auth::tokens::{Claims, Issued, TokenError, TokenType, Tokens};
+use crate::auth::tokens::{Claims, Issued, TokenError, TokenType, Tokens, Via};
 use crate::auth::Identity;
 use crate::clock::now_secs;
 use crate::config::{Config, OnStoreError};
@@ -39,6 +39,18 @@ pub struct SessionPolicy {
     pub max_failures_per_ip: u64,
     pub failure_window: Duration,
     pub on_store_error: OnStoreError,
+    /// `[[login.oidc]]` providers by name and whom they sign in: a session an unknown
+    /// provider started ends at its next refresh.
+    pub providers: std::collections::HashMap<String, crate::config::OidcUsers>,
+}
+
+/// Who a new session is for, as decided at sign-in.
+#[derive(Debug, Clone, Copy)]
+pub struct Principal<'a> {
+    pub name: &'a str,
+    pub roles: &'a [String],
+    /// The identity provider that signed them in (None: the password form).
+    pub via: Option<Via<'a>>,
 }
 
 impl SessionPolicy {
@@ -53,6 +65,12 @@ impl SessionPolicy {
             max_failures_per_ip: config.login.max_failures_per_ip,
             failure_window: config.login.failure_window.max(Duration::from_secs(1)),
             on_store_error: config.revocation.on_store_error,
+            providers: config
+                .login
+                .oidc
+                .iter()
+                .map(|p| (p.name.clone(), p.users))
+                .collect(),
         }
     }
 
@@ -106,6 +124,10 @@ pub struct Sessions {
     /// `authgate_store_errors_total` (every store call that failed, on any path) and
     /// `authgate_logins_total`.
     metrics: Arc<Metrics>,
+    /// Password checks running now, by user counter (see `check_login`).
+    checks: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// When each API key's use was last written to the store.
+    key_uses: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Keys of the login throttle counters (per user name, per client address).
@@ -141,7 +163,18 @@ impl Sessions {
             hasher,
             policy,
             metrics,
+            key_uses: Default::default(),
+            checks: Default::default(),
         })
+    }
+
+    fn checks_in_flight(&self, user_key: &str) -> u32 {
+        self.checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(user_key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The password-hashing pool (for the next config's sessions).
@@ -167,6 +200,19 @@ impl Sessions {
         Ok(())
     }
 
+    /// Ends one session of `sub` (back-channel logout, a per-session revoke).
+    pub async fn end_session(&self, sub: &str, sid: &str) -> Result<(), StoreError> {
+        self.store
+            .revoke_session(sub, sid, self.policy.revocation_ttl())
+            .await?;
+        self.sharing.forget(sub, Some(sid));
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn policy(&self) -> &SessionPolicy {
         &self.policy
     }
@@ -190,7 +236,11 @@ impl Sessions {
         let (token, via_cookie) =
             super::request_token(headers, secure).ok_or(GatewayError::MissingToken)?;
         let claims = self.verify(token, TokenType::Access).await?;
-        Ok(Identity { claims, via_cookie })
+        Ok(Identity {
+            claims,
+            via_cookie,
+            key: None,
+        })
     }
 
     /// Signature, claims, type, then one revocation round trip.
@@ -266,6 +316,7 @@ impl Sessions {
             Ok(_) => LoginOutcome::ok,
             Err(GatewayError::InvalidCredentials) => LoginOutcome::invalid_credentials,
             Err(GatewayError::TooManyAttempts { .. }) => LoginOutcome::throttled,
+            Err(GatewayError::Busy(_)) => LoginOutcome::busy,
             Err(GatewayError::Unavailable(_)) => LoginOutcome::unavailable,
             Err(_) => LoginOutcome::error,
         });
@@ -288,11 +339,41 @@ impl Sessions {
         };
         match self.store.reserve_attempt(attempt).await {
             Ok(Attempt::Reserved) => {}
+            // Checks of this account are running here: the counter holds them as well as
+            // failures, and they may all be right. Not "too many failed attempts" for
+            // 15 minutes, but "busy, retry in a second".
+            Ok(Attempt::Refused { .. }) if self.checks_in_flight(&user_key) > 0 => {
+                return Err(GatewayError::Busy(
+                    "sign-ins of this account are being checked; retry in a second",
+                ))
+            }
             Ok(Attempt::Refused { retry_after }) => {
                 return Err(GatewayError::TooManyAttempts { retry_after })
             }
             Err(e) => return Err(self.store_down(e)),
         }
+        let _checking = InFlight::enter(&self.checks, &user_key);
+        let user = self.check_password(username, password, client_ip).await?;
+        self.upgrade_hash(&user, password).await;
+        let (u, i) = tokio::join!(
+            self.store.clear_failures(&user_key),
+            self.store.forget_attempt(&ip_key)
+        );
+        u.and(i).map_err(|e| self.store_down(e))?;
+        let pair = self.start(&user).await?;
+        tracing::info!(user = %user.name, "login");
+        Ok(pair)
+    }
+
+    /// The user whose password this is, checked with argon2 (an unknown user against the
+    /// dummy hash, in the same time); `InvalidCredentials` otherwise. No throttle here: the
+    /// caller reserved the attempt.
+    pub async fn check_password(
+        &self,
+        username: &str,
+        password: &str,
+        client_ip: IpAddr,
+    ) -> Result<User, GatewayError> {
         let user = if validate_name(username).is_ok() {
             self.users
                 .get(username)
@@ -310,19 +391,45 @@ impl Sessions {
             )
             .await
             .map_err(hash_error)?;
-        let Some(user) = user.filter(|_| ok) else {
-            tracing::info!(user = %username, ip = %client_ip, "login failed");
-            return Err(GatewayError::InvalidCredentials);
+        match user.filter(|_| ok) {
+            Some(u) => Ok(u),
+            None => {
+                tracing::info!(user = %username, ip = %client_ip, "login failed");
+                Err(GatewayError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// `issue_time` for other callers: the second a verification counts as made at.
+    pub async fn issue_time_for(&self, sub: &str) -> Result<u64, GatewayError> {
+        self.issue_time(sub).await
+    }
+
+    /// Records that API key `name` was used (at most once a minute per key and process; in
+    /// the shared store, for `keys list`).
+    pub async fn note_key_use(&self, name: &str) {
+        let due = {
+            let mut seen = self
+                .key_uses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            match seen.get(name) {
+                Some(t) if now.duration_since(*t) < Duration::from_secs(60) => false,
+                _ => {
+                    if seen.len() >= 10_000 {
+                        seen.clear();
+                    }
+                    seen.insert(name.to_owned(), now);
+                    true
+                }
+            }
         };
-        self.upgrade_hash(&user, password).await;
-        let (u, i) = tokio::join!(
-            self.store.clear_failures(&user_key),
-            self.store.forget_attempt(&ip_key)
-        );
-        u.and(i).map_err(|e| self.store_down(e))?;
-        let pair = self.start(&user).await?;
-        tracing::info!(user = %user.name, "login");
-        Ok(pair)
+        if due {
+            if let Err(e) = self.store.note_key_use(name, now_secs()).await {
+                tracing::debug!(error = %e, "could not record an API key's last use");
+            }
+        }
     }
 
     /// After a successful login: a hash made with other parameters than the gateway's is
@@ -360,17 +467,38 @@ impl Sessions {
 
     /// A new login session for `user`: a fresh `sid`, an access and a refresh token.
     pub async fn start(&self, user: &User) -> Result<Pair, GatewayError> {
-        let iat = self.issue_time(&user.name).await?;
+        self.start_for(&Principal {
+            name: &user.name,
+            roles: &user.roles,
+            via: None,
+        })
+        .await
+    }
+
+    /// A new login session for `who`. A session an identity provider started carries its
+    /// roles (decided at sign-in) and the provider in its refresh token too, so a refresh
+    /// needs no user record.
+    pub async fn start_for(&self, who: &Principal<'_>) -> Result<Pair, GatewayError> {
+        let iat = self.issue_time(who.name).await?;
         let sid = random_id().map_err(internal)?;
         let session_exp = iat + self.policy.refresh_ttl.as_secs();
-        let access = self.issue_access(user, &sid, iat, session_exp)?;
+        let access = self.issue_access(who, &sid, iat, session_exp)?;
+        let refresh_roles = who.via.map(|_| who.roles);
         let refresh = self
             .tokens
-            .issue(TokenType::Refresh, &user.name, &sid, None, iat, session_exp)
+            .issue_via(
+                TokenType::Refresh,
+                who.name,
+                &sid,
+                refresh_roles,
+                who.via,
+                iat,
+                session_exp,
+            )
             .map_err(internal)?;
         self.store
             .start_session(
-                &user.name,
+                who.name,
                 &sid,
                 refresh.claims.jti(),
                 self.policy.revocation_ttl(),
@@ -406,18 +534,19 @@ impl Sessions {
 
     fn issue_access(
         &self,
-        user: &User,
+        who: &Principal<'_>,
         sid: &str,
         iat: u64,
         session_exp: u64,
     ) -> Result<Issued, GatewayError> {
         let exp = (iat + self.policy.access_ttl.as_secs()).min(session_exp);
         self.tokens
-            .issue(
+            .issue_via(
                 TokenType::Access,
-                &user.name,
+                who.name,
                 sid,
-                Some(&user.roles),
+                Some(who.roles),
+                who.via,
                 iat,
                 exp,
             )
@@ -432,16 +561,49 @@ impl Sessions {
 
     /// Issues the next pair of a session, enforcing one-time use of refresh tokens.
     async fn rotate(&self, claims: &Claims, presented: &str) -> Result<Pair, GatewayError> {
-        let user = self
-            .users
-            .get(claims.sub())
-            .await
-            .map_err(|e| self.store_down(e))?
-            .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?;
-        let iat = self.issue_time(&user.name).await?;
+        let user = match claims.idp() {
+            None => Some(
+                self.users
+                    .get(claims.sub())
+                    .await
+                    .map_err(|e| self.store_down(e))?
+                    .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?,
+            ),
+            Some(idp) => {
+                match self.policy.providers.get(idp) {
+                    // The provider was removed from the configuration: its sessions end.
+                    None => return Err(GatewayError::InvalidToken(TokenError::SessionUnknown)),
+                    Some(crate::config::OidcUsers::Known) => {
+                        self.users
+                            .get(claims.sub())
+                            .await
+                            .map_err(|e| self.store_down(e))?
+                            .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?;
+                    }
+                    Some(crate::config::OidcUsers::Any) => {}
+                }
+                None
+            }
+        };
+        let who = match &user {
+            Some(u) => Principal {
+                name: &u.name,
+                roles: &u.roles,
+                via: None,
+            },
+            None => Principal {
+                name: claims.sub(),
+                roles: claims.roles().unwrap_or(&[]),
+                via: claims.idp().map(|idp| Via {
+                    idp,
+                    amr: claims.amr(),
+                }),
+            },
+        };
+        let iat = self.issue_time(who.name).await?;
         // Absolute session lifetime: the new refresh token ends when the first one did.
         let session_exp = claims.exp;
-        let access = self.issue_access(&user, claims.sid(), iat, session_exp)?;
+        let access = self.issue_access(&who, claims.sid(), iat, session_exp)?;
         if !self.policy.rotate_refresh {
             return Ok(Pair {
                 csrf: self.csrf_for(claims.sid()),
@@ -453,11 +615,12 @@ impl Sessions {
         }
         let refresh = self
             .tokens
-            .issue(
+            .issue_via(
                 TokenType::Refresh,
-                &user.name,
+                who.name,
                 claims.sid(),
-                None,
+                who.via.map(|_| who.roles),
+                who.via,
                 iat,
                 session_exp,
             )
@@ -496,6 +659,7 @@ impl Sessions {
             Rotation::Replay(current) => current,
             Rotation::Reused => {
                 tracing::warn!(user = %claims.sub(), "refresh token reuse: session revoked");
+                crate::audit!("refresh_reuse", user = %claims.sub(), sid = %claims.sid());
                 return Err(GatewayError::InvalidToken(TokenError::RefreshReused));
             }
             Rotation::Unknown => {
@@ -548,6 +712,41 @@ impl Sessions {
             tracing::info!(user = %user.name, "registered");
         }
         Ok(created.then_some(user))
+    }
+}
+
+/// One password check of a user counter in flight; counted down when dropped (also when the
+/// request is cancelled).
+struct InFlight<'a> {
+    map: &'a std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    key: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(map: &'a std::sync::Mutex<std::collections::HashMap<String, u32>>, key: &str) -> Self {
+        *map.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_insert(0) += 1;
+        InFlight {
+            map,
+            key: key.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
     }
 }
 

@@ -31,6 +31,7 @@ fn sessions(rotate_refresh: bool) -> Sessions {
     let users = UserStore::File {
         path: "unused.toml".into(),
         users: HashMap::from([(user.name.clone(), user)]),
+        keys: HashMap::new(),
     };
     let policy = SessionPolicy {
         access_ttl: cfg.access_ttl,
@@ -42,6 +43,7 @@ fn sessions(rotate_refresh: bool) -> Sessions {
         max_failures_per_ip: 100,
         failure_window: Duration::from_secs(60),
         on_store_error: OnStoreError::Deny,
+        providers: HashMap::new(),
     };
     Sessions::new(
         Tokens::new(&cfg, Arc::new(keys)),

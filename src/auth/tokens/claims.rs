@@ -38,6 +38,25 @@ impl Claims {
         }
     }
 
+    /// The claims of a machine credential (an API key, a Basic pair): no token behind them.
+    pub fn machine(sub: &str, sid: &str, roles: Vec<String>, exp: Option<u64>) -> Claims {
+        let grants = Grants::new(GrantsKey {
+            roles: Some(&roles),
+            idp: None,
+            amr: None,
+        });
+        let user = Arc::new(Principal::new(sub, Arc::new(grants)));
+        let now = crate::clock::now_secs();
+        Claims::new(
+            user,
+            now,
+            exp.unwrap_or(u64::MAX),
+            sid,
+            "",
+            TokenType::Access,
+        )
+    }
+
     /// The user name (`sub`).
     pub fn sub(&self) -> &str {
         self.user.sub.as_str()
