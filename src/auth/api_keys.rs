@@ -116,7 +116,7 @@ impl Auth {
             Machine::Basic { user, password } if looks_like_key(&password) => {
                 let id = self.authenticate_key(&password, judged).await?;
                 // The user part must name the key (its user or its name).
-                let named = id.key.as_deref() == Some(user.as_str()) || id.claims.sub == user;
+                let named = id.key.as_deref() == Some(user.as_str()) || id.claims.sub() == user;
                 if named {
                     Ok(id)
                 } else {
@@ -182,7 +182,7 @@ impl Auth {
         let claims = Claims::machine(k.subject(), &sid, k.roles.clone(), k.expires);
         self.sessions().note_key_use(&k.name).await;
         Ok(Identity {
-            claims: Arc::new(claims),
+            claims,
             via_cookie: false,
             key: Some(Arc::from(k.name.as_str())),
         })
@@ -294,7 +294,7 @@ impl Auth {
 
 fn basic_identity(user: &str, sid: &str, roles: Vec<String>) -> Identity {
     Identity {
-        claims: Arc::new(Claims::machine(user, sid, roles, None)),
+        claims: Claims::machine(user, sid, roles, None),
         via_cookie: false,
         key: None,
     }

@@ -126,7 +126,7 @@ pub async fn submit(
             "login_ok",
             user = %creds.username,
             ip = %ctx.client_ip,
-            sid = %pair.access.claims.sid,
+            sid = %pair.access.claims.sid(),
             method = "password",
             user_agent = %ua
         ),

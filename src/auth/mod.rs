@@ -30,7 +30,7 @@ use tokens::{Claims, Tokens};
 /// The authenticated caller of one request.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub claims: Arc<Claims>,
+    pub claims: Claims,
     /// The token came from the `authgate_access` cookie (so unsafe methods need CSRF).
     pub via_cookie: bool,
     /// An API key's name (`X-Auth-Key` for the upstream).
@@ -39,7 +39,7 @@ pub struct Identity {
 
 impl Identity {
     pub fn roles(&self) -> &[String] {
-        self.claims.roles.as_deref().unwrap_or(&[])
+        self.claims.roles().unwrap_or(&[])
     }
 }
 

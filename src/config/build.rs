@@ -391,7 +391,13 @@ fn build_tokens(rep: &mut Reporter, base: &Path, raw: &raw::RawTokens) -> Option
         leeway: raw.leeway.map_or(Duration::from_secs(30), |d| d.0),
         rotate_refresh: raw.rotate_refresh.unwrap_or(true),
         refresh_reuse_grace: raw.refresh_reuse_grace.map_or(Duration::ZERO, |d| d.0),
-        cache_capacity: positive(rep, &raw.cache_capacity, "tokens.cache_capacity", 10_000, 1),
+        cache_capacity: positive(
+            rep,
+            &raw.cache_capacity,
+            "tokens.cache_capacity",
+            100_000,
+            1,
+        ),
         previous: previous_keys(rep, base, raw, algorithm),
         secret_files: raw
             .secret_file

@@ -81,7 +81,7 @@ fn own_addresses(targets: &[crate::config::UpstreamTarget]) -> OwnAddresses {
 struct Outcome<'g> {
     route: Option<&'static str>,
     upstream: Option<&'g str>,
-    user: Option<Arc<Claims>>,
+    user: Option<Claims>,
     /// A browser's page load: refusals are HTML pages (or the login redirect), not JSON.
     navigation: bool,
     /// Over TLS (directly or per a trusted proxy): the error page's headers.
@@ -313,7 +313,7 @@ impl Gateway {
         if routed.route.csrf == CsrfMode::Origin || routed.upgrade.is_some() {
             return Ok(req.map(Body::Incoming));
         }
-        let expected = self.auth.sessions().csrf_for(&id.claims.sid);
+        let expected = self.auth.sessions().csrf_for(id.claims.sid());
         csrf::check(req, &expected, self.auth.body_limits()).await
     }
 
@@ -524,7 +524,7 @@ impl Gateway {
             request_id,
             traceparent: None,
             policy: &self.header_policy,
-            identity: identity.map(|id| id.claims.identity_values().clone()),
+            identity: identity.map(|id| id.claims.identity_values().map(|v| v.cloned())),
             key_name: identity
                 .and_then(|id| id.key.as_deref())
                 .and_then(|k| HeaderValue::from_str(k).ok()),
@@ -823,7 +823,7 @@ impl Handler for Gateway {
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             upstream = out.upstream.unwrap_or("-"),
-            user = out.user.as_ref().map_or("-", |c| c.sub.as_str()),
+            user = out.user.as_ref().map_or("-", |c| c.sub()),
             reason = reason.unwrap_or("-"),
         );
         resp

@@ -212,7 +212,7 @@ impl Gateway {
                 || upgrade
                 || csrf::matches(
                     csrf::header_value(headers),
-                    &sessions.csrf_for(&identity.claims.sid),
+                    &sessions.csrf_for(identity.claims.sid()),
                 );
             if !(origin_ok && token_ok) {
                 self.metrics.auth(AuthOutcome::csrf);

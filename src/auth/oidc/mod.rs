@@ -258,9 +258,9 @@ async fn callback(auth: &Auth, p: &Provider, headers: &HeaderMap, ctx: &Ctx<'_>)
             metrics.login_by(LoginMethod::oidc, LoginOutcome::ok);
             crate::audit!(
                 "oidc_login_ok",
-                user = %pair.access.claims.sub,
+                user = %pair.access.claims.sub(),
                 provider = %p.cfg.name,
-                sid = %pair.access.claims.sid,
+                sid = %pair.access.claims.sid(),
                 ip = %ctx.client_ip,
                 user_agent = %crate::audit::user_agent(headers)
             );
@@ -426,7 +426,7 @@ async fn finish(
         )
     })?;
     // For back-channel logout: the provider's session and user -> this session.
-    let member = format!("{}\t{}", who.name, pair.access.claims.sid);
+    let member = format!("{}\t{}", who.name, pair.access.claims.sid());
     let ttl = sessions.policy().revocation_ttl();
     let store = sessions.store();
     let psub = claims

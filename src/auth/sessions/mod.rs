@@ -244,12 +244,12 @@ impl Sessions {
     }
 
     /// Signature, claims, type, then one revocation round trip.
-    pub async fn verify(&self, token: &str, want: TokenType) -> Result<Arc<Claims>, GatewayError> {
+    pub async fn verify(&self, token: &str, want: TokenType) -> Result<Claims, GatewayError> {
         let claims = self
             .tokens
             .verify(token, want)
             .map_err(GatewayError::InvalidToken)?;
-        self.check_revocation(&claims.sid, &claims.sub, claims.iat)
+        self.check_revocation(claims.sid(), claims.sub(), claims.iat)
             .await?;
         Ok(claims)
     }
@@ -500,7 +500,7 @@ impl Sessions {
             .start_session(
                 who.name,
                 &sid,
-                &refresh.claims.jti,
+                refresh.claims.jti(),
                 self.policy.revocation_ttl(),
             )
             .await
@@ -561,10 +561,10 @@ impl Sessions {
 
     /// Issues the next pair of a session, enforcing one-time use of refresh tokens.
     async fn rotate(&self, claims: &Claims, presented: &str) -> Result<Pair, GatewayError> {
-        let user = match &claims.idp {
+        let user = match claims.idp() {
             None => Some(
                 self.users
-                    .get(&claims.sub)
+                    .get(claims.sub())
                     .await
                     .map_err(|e| self.store_down(e))?
                     .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?,
@@ -575,7 +575,7 @@ impl Sessions {
                     None => return Err(GatewayError::InvalidToken(TokenError::SessionUnknown)),
                     Some(crate::config::OidcUsers::Known) => {
                         self.users
-                            .get(&claims.sub)
+                            .get(claims.sub())
                             .await
                             .map_err(|e| self.store_down(e))?
                             .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?;
@@ -592,21 +592,21 @@ impl Sessions {
                 via: None,
             },
             None => Principal {
-                name: &claims.sub,
-                roles: claims.roles.as_deref().unwrap_or(&[]),
-                via: claims.idp.as_deref().map(|idp| Via {
+                name: claims.sub(),
+                roles: claims.roles().unwrap_or(&[]),
+                via: claims.idp().map(|idp| Via {
                     idp,
-                    amr: claims.amr.as_deref(),
+                    amr: claims.amr(),
                 }),
             },
         };
         let iat = self.issue_time(who.name).await?;
         // Absolute session lifetime: the new refresh token ends when the first one did.
         let session_exp = claims.exp;
-        let access = self.issue_access(&who, &claims.sid, iat, session_exp)?;
+        let access = self.issue_access(&who, claims.sid(), iat, session_exp)?;
         if !self.policy.rotate_refresh {
             return Ok(Pair {
-                csrf: self.csrf_for(&claims.sid),
+                csrf: self.csrf_for(claims.sid()),
                 access,
                 refresh: presented.to_owned(),
                 refresh_is_new: false,
@@ -618,7 +618,7 @@ impl Sessions {
             .issue_via(
                 TokenType::Refresh,
                 who.name,
-                &claims.sid,
+                claims.sid(),
                 who.via.map(|_| who.roles),
                 who.via,
                 iat,
@@ -627,7 +627,7 @@ impl Sessions {
             .map_err(internal)?;
         let refresh = self.spend(claims, refresh).await?;
         Ok(Pair {
-            csrf: self.csrf_for(&claims.sid),
+            csrf: self.csrf_for(claims.sid()),
             access,
             refresh,
             refresh_is_new: true,
@@ -641,10 +641,10 @@ impl Sessions {
         let session_exp = claims.exp;
         let left = Duration::from_secs(session_exp.saturating_sub(now_secs()));
         let request = RotateRequest {
-            sub: &claims.sub,
-            sid: &claims.sid,
-            presented_jti: &claims.jti,
-            new_jti: &next.claims.jti,
+            sub: claims.sub(),
+            sid: claims.sid(),
+            presented_jti: claims.jti(),
+            new_jti: next.claims.jti(),
             new_token: &next.token,
             grace: self.policy.reuse_grace,
             ttl: left + self.policy.leeway + Duration::from_secs(1),
@@ -658,8 +658,8 @@ impl Sessions {
             Rotation::Rotated => next.token,
             Rotation::Replay(current) => current,
             Rotation::Reused => {
-                tracing::warn!(user = %claims.sub, "refresh token reuse: session revoked");
-                crate::audit!("refresh_reuse", user = %claims.sub, sid = %claims.sid);
+                tracing::warn!(user = %claims.sub(), "refresh token reuse: session revoked");
+                crate::audit!("refresh_reuse", user = %claims.sub(), sid = %claims.sid());
                 return Err(GatewayError::InvalidToken(TokenError::RefreshReused));
             }
             Rotation::Unknown => {
@@ -674,19 +674,19 @@ impl Sessions {
         let ttl = self.policy.revocation_ttl();
         if all {
             self.store
-                .revoke_user(&claims.sub, now_secs(), ttl)
+                .revoke_user(claims.sub(), now_secs(), ttl)
                 .await
                 .map(|_| ())
         } else {
             self.store
-                .revoke_session(&claims.sub, &claims.sid, ttl)
+                .revoke_session(claims.sub(), claims.sid(), ttl)
                 .await
         }
         .map_err(|e| self.store_down(e))?;
         // A cookie refresh shared with other requests must not outlive the session.
         self.sharing
-            .forget(&claims.sub, (!all).then_some(claims.sid.as_str()));
-        tracing::info!(user = %claims.sub, all, "logout");
+            .forget(claims.sub(), (!all).then_some(claims.sid()));
+        tracing::info!(user = %claims.sub(), all, "logout");
         Ok(())
     }
 
