@@ -5,6 +5,9 @@ Every process listens on 127.0.0.1 only, gets one worker, and is stopped by pid 
 """
 import base64, json, os, re, shutil, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mint  # noqa: E402
+
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
 DURATION = int(os.environ.get("DURATION", "10"))
 CONNS = int(os.environ.get("CONNECTIONS", "64"))
@@ -54,7 +57,7 @@ def write(name, text):
 
 def request(url, token=None, method="GET", body=None):
     req = urllib.request.Request(url, method=method, data=body)
-    if token: req.add_header("Authorization", f"Bearer {token}")
+    if token: req.add_header("Authorization", auth_value(token))
     if body: req.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(req, timeout=5) as r: return r.status, r.read()
@@ -85,9 +88,14 @@ def children(pid):
     return out
 
 
+def auth_value(token):
+    # A token, an API key (both Bearer), or a whole "Basic ..." value.
+    return token if token.startswith("Basic ") else f"Bearer {token}"
+
+
 def wrk(url, token, script=None, conns=None):
     args = ["wrk", f"-t{THREADS}", f"-c{conns or CONNS}", f"-d{DURATION}s", "--latency", url]
-    if token: args[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    if token: args[1:1] = ["-H", f"Authorization: {auth_value(token)}"]
     if script: args[1:1] = ["-s", script]
     out = subprocess.run(args, capture_output=True, text=True, timeout=DURATION + 30).stdout
     reqs = int(re.search(r"(\d+) requests in", out).group(1))
@@ -127,6 +135,62 @@ def rss_probe(up):
     for c in conns:
         c.close()
     return idle / 1024, loaded / 1024
+
+
+# Many users: distinct valid tokens cycled by wrk (rows named "..., 20k tokens"), compared
+# with the one-token row of the same configuration. MANY_TOKENS="20000 200000" by default:
+# the first fits the default cache (100k), the second does not (every request a miss).
+MANY_BASE = "authgate protected EdDSA memory"
+MANY_TOKENS = [int(n) for n in os.environ.get("MANY_TOKENS", "20000 200000").split()]
+CYCLE_LUA = """
+-- Cycles through the tokens in TOKENS, one per request; each wrk thread starts at its own
+-- part of the list (so that two threads do not ask for the same token back to back). The
+-- requests are formatted once in init: per request, the script only picks one.
+local reqs, i, n = {}, 0, 0
+function setup(thread) thread:set("part", n); n = n + 1 end
+function init(args)
+  for line in io.lines("TOKENS") do
+    reqs[#reqs + 1] = wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. line })
+  end
+  i = math.floor(#reqs * (part or 0) / THREADS)
+end
+function request()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+"""
+
+
+def many_users(up, hosts, pids):
+    """A gateway per many-users row (the EdDSA memory configuration, default cache), so that
+    one row's tokens do not evict another's; its tokens signed with its own key (mint.py).
+    Returns {row name: wrk script}."""
+    only = os.environ.get("ROWS")
+    rows = {f"{MANY_BASE}, {n // 1000}k tokens": n for n in MANY_TOKENS}
+    rows = {name: n for name, n in rows.items() if not only or re.search(only, name)}
+    if not rows:
+        return {}
+    try:
+        import cryptography  # noqa: F401  (EdDSA signing in mint.py)
+    except ImportError:
+        print("python3-cryptography missing: the many-users rows are skipped", file=sys.stderr)
+        return {}
+    scripts = {}
+    for name, n in rows.items():
+        gp, ap = port(), port()
+        cfg = write(f"authgate-many-{n}.toml", f"""
+[server]\nlisten = "127.0.0.1:{gp}"\nworkers = 1\n[log]\nformat = "json"\n[admin]\nlisten = "127.0.0.1:{ap}"
+[tokens]\nalgorithm = "EdDSA"\nsigning_key_file = "ed-{n}.pem"\ngenerate_missing_key = true\n[revocation]\nbackend = "memory"\n[users]\nfile = "users.toml"
+[[upstreams]]\nname = "u"\nurl = "http://127.0.0.1:{up}"\n
+[[routes]]\npath = "/**"\nupstream = "u"\nauth = "required"\n""")
+        p = spawn([AUTHGATE, "serve", "--config", cfg], env={**os.environ, "RUST_LOG": "warn"}); wait_port(gp)
+        time.sleep(1)  # tokens from before the revocation store's epoch (whole seconds) are refused
+        toks = mint.mint("EdDSA", os.path.join(work, f"ed-{n}.pem"), n, kid=mint.kid_of(f"http://127.0.0.1:{gp}"))
+        path = write(f"tokens-{n}.txt", "\n".join(toks) + "\n")
+        scripts[name] = write(f"tokens-{n}.lua", CYCLE_LUA.replace("TOKENS", path).replace("THREADS", str(THREADS)))
+        hosts[name] = (f"http://127.0.0.1:{gp}/x", toks[0], True); pids[name] = [p.pid]
+        print(f"{name}: {n:,} tokens minted", file=sys.stderr)
+    return scripts
 
 
 def logins(hosts, pids):
@@ -180,6 +244,7 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
         [AUTHGATE, "hash-password"], input="bench-password\n", capture_output=True, text=True, check=True).stdout.strip())
     write("secret", SECRET)
     tokens = {}
+    api_key = None
     for alg in ("HS256", "EdDSA"):
         for backend in ("memory", "redis", "redis-mirror"):
             gp, ap = port(), port()
@@ -195,7 +260,12 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
 [login]\nmax_failures_per_ip = 1000000\nmax_failures_per_user = 1000000\n
 [[upstreams]]\nname = "u"\nurl = "http://127.0.0.1:{up}"\n
 [[routes]]\npath = "/public/**"\nupstream = "u"\nauth = "public"\n
+[[routes]]\npath = "/key/**"\nupstream = "u"\napi_keys = true\n
+[[routes]]\npath = "/basic/**"\nupstream = "u"\nbasic = true\n
 [[routes]]\npath = "/**"\nupstream = "u"\nauth = "required"\n""")
+            if not api_key:
+                api_key = subprocess.run([AUTHGATE, "keys", "create", "--name", "bench", "--roles", "user", "--config", cfg],
+                                         capture_output=True, text=True, check=True).stdout.strip()
             p = spawn([AUTHGATE, "serve", "--config", cfg], env={**os.environ, "RUST_LOG": "warn"}); wait_port(gp)
             st, body = request(f"http://127.0.0.1:{gp}/auth/login", method="POST", body=json.dumps({"username": "bench", "password": "bench-password"}).encode())
             assert st == 200, body
@@ -204,6 +274,13 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
             hosts[name] = (f"http://127.0.0.1:{gp}/x", tok, True); pids[name] = [p.pid]
             if alg == "HS256" and backend == "memory":
                 hosts["authgate public"] = (f"http://127.0.0.1:{gp}/public/x", None, None); pids["authgate public"] = [p.pid]
+                # Machine clients: an API key (should match a cached token) and HTTP Basic with
+                # a cached verification (within 1.2x of a token route).
+                hosts["authgate api key memory"] = (f"http://127.0.0.1:{gp}/key/x", api_key, True); pids["authgate api key memory"] = [p.pid]
+                basic = "Basic " + base64.b64encode(b"bench:bench-password").decode()
+                hosts["authgate basic (cached) memory"] = (f"http://127.0.0.1:{gp}/basic/x", basic, True); pids["authgate basic (cached) memory"] = [p.pid]
+
+    scripts = many_users(up, hosts, pids)
 
     # The public route to an HTTPS upstream (private CA) and to two hosts (round robin).
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -334,6 +411,8 @@ server {{ listen 127.0.0.1:{fa}; proxy_http_version 1.1; proxy_set_header Connec
     only = os.environ.get("ROWS")
     if only:
         keep = {"upstream direct", "nginx proxy_pass", "authgate protected HS256 memory"}
+        if scripts:
+            keep.add(MANY_BASE)
         hosts = {n: v for n, v in hosts.items() if n in keep or re.search(only, n)}
 
     # Correctness gate per row: a valid token gets 200, a tampered one 401.
@@ -346,12 +425,17 @@ server {{ listen 127.0.0.1:{fa}; proxy_http_version 1.1; proxy_set_header Connec
             assert st == 401, f"{name}: tampered token got {st}"
 
     memory = rss_probe(up)
+    for name, script in scripts.items():
+        if name in hosts:  # one pass first: the rows measure a warm cache, not its filling
+            subprocess.run(["wrk", f"-t{THREADS}", f"-c{CONNS}", "-d3s", "-s", script, hosts[name][0]],
+                           capture_output=True, timeout=60)
     results = {n: [] for n in hosts}
     for r in range(ROUNDS):
         order = list(hosts) if r % 2 == 0 else list(reversed(hosts))
         for name in order:
             url, tok, _ = hosts[name]
-            t0 = cpu_ticks(pids[name]); res = wrk(url, tok); t1 = cpu_ticks(pids[name])
+            script = scripts.get(name)
+            t0 = cpu_ticks(pids[name]); res = wrk(url, None if script else tok, script); t1 = cpu_ticks(pids[name])
             res["cpu_us"] = (t1 - t0) * 1e6 / TICK / max(res["reqs"], 1)
             assert res["errors"] == 0, f"{name}: {res['errors']} non-2xx responses"
             results[name].append(res)
@@ -365,6 +449,10 @@ server {{ listen 127.0.0.1:{fa}; proxy_http_version 1.1; proxy_set_header Connec
         rss = peak_rss_kib(pids[name]) / 1024 if pids[name] else 0
         rps = med(name, "rps")
         print(f"| {name} | {rps:,.0f} | {med(name, 'p50'):.2f} | {med(name, 'p99'):.2f} | {med(name, 'cpu_us'):.1f} | {rss:.1f} | {rps / base_ngx:.2f}x | {rps / base_up:.2f}x |")
+    if MANY_BASE in hosts:
+        for name in scripts:
+            if name in hosts:
+                print(f"{name}: {med(name, 'rps') / med(MANY_BASE, 'rps'):.2f}x the one-token row ({MANY_BASE})")
     logins(hosts, pids)
     print(f"\nauthgate RSS: idle {memory[0]:.1f} MiB; with 1,000 open keep-alive connections {memory[1]:.1f} MiB")
     print("(peak RSS above includes one argon2id login per gateway: m = 19 MiB)")

@@ -5,6 +5,9 @@
 #   bench/run.sh                 # defaults: ROUNDS=2 DURATION=10 CONNECTIONS=64
 #   ROUNDS=3 DURATION=5 bench/run.sh
 #   ROWS='auth_request|ext_authz' bench/run.sh   # those rows (a regex) and the baselines
+#   ROWS='tokens' bench/run.sh    # many users: 20k and 200k distinct tokens (MANY_TOKENS) cycled by
+#                                 # wrk, each beside the one-token EdDSA row; RSS of the cache alone:
+#                                 # bench/cache_memory.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()

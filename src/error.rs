@@ -45,8 +45,14 @@ pub enum GatewayError {
     GatewayTimeout,
     #[error("{0}")]
     Unavailable(&'static str),
+    /// Checks of the same account are in flight: retry in a second (429, `Retry-After: 1`).
+    #[error("{0}")]
+    Busy(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A 401 on a `basic = true` route: the inner error, with a Basic challenge.
+    #[error("{0}")]
+    BasicChallenge(Box<GatewayError>),
 }
 
 impl GatewayError {
@@ -73,7 +79,9 @@ impl GatewayError {
             BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
             GatewayTimeout => (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout"),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
+            BasicChallenge(inner) => inner.status_and_code(),
         }
     }
 
@@ -82,6 +90,7 @@ impl GatewayError {
         match self {
             GatewayError::BadGateway(_) => "the upstream could not be reached".to_owned(),
             GatewayError::Internal(_) => "internal error".to_owned(),
+            GatewayError::BasicChallenge(inner) => inner.description(),
             other => other.to_string(),
         }
     }
@@ -98,6 +107,12 @@ impl GatewayError {
             HeaderValue::from_static("no-store"),
         );
         match &self {
+            GatewayError::BasicChallenge(_) => {
+                h.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"authgate\", charset=\"UTF-8\""),
+                );
+            }
             GatewayError::MissingToken => {
                 h.insert(
                     WWW_AUTHENTICATE,
@@ -116,7 +131,7 @@ impl GatewayError {
                     HeaderValue::from(retry_after.max(&1).to_owned()),
                 );
             }
-            GatewayError::Unavailable(_) => {
+            GatewayError::Unavailable(_) | GatewayError::Busy(_) => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             GatewayError::LoginRedirect { next } => {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admin_sessions;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod certs;
@@ -14,6 +15,7 @@ pub mod gateway;
 pub mod ids;
 pub mod limits;
 pub mod metrics;
+mod metrics_process;
 pub mod origin;
 pub mod path;
 pub mod reload;

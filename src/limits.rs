@@ -29,6 +29,22 @@ pub fn hash_threads_for(cpus: usize, limit: Option<u64>, hash_memory: u64) -> us
     cpus.min(by_memory).max(1)
 }
 
+/// A warning when `threads` hashing threads at `each` bytes could hold more than the memory
+/// `limit` (the cgroup's): a login burst would get the process killed.
+pub fn hash_memory_warning(threads: usize, each: u64, limit: Option<u64>) -> Option<String> {
+    let limit = limit?;
+    let each = each.max(HASH_MEMORY);
+    let total = each.saturating_mul(threads as u64);
+    (total > limit).then(|| {
+        format!(
+            "login.max_concurrent_hashes = {threads} threads x {} MiB (the costliest stored hash) = {} MiB, over the memory limit of {} MiB: a burst of logins can exhaust it. Lower max_concurrent_hashes (0 picks a safe number), or raise the limit",
+            each >> 20,
+            total >> 20,
+            limit >> 20
+        )
+    })
+}
+
 /// The memory limit of this process's cgroup (v2 `memory.max`, else v1
 /// `memory.limit_in_bytes`), or None when unlimited or unknown.
 pub fn memory_limit() -> Option<u64> {
@@ -50,6 +66,13 @@ pub fn parse_limit(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_many_hashing_threads_for_the_limit_is_a_warning() {
+        assert!(hash_memory_warning(8, HASH_MEMORY, Some(128 << 20)).is_some());
+        assert!(hash_memory_warning(2, HASH_MEMORY, Some(128 << 20)).is_none());
+        assert!(hash_memory_warning(8, HASH_MEMORY, None).is_none());
+    }
 
     /// Users hashed elsewhere with 64 MiB: a 128 MiB sidecar gets one thread, not three.
     #[test]

@@ -23,6 +23,8 @@ const VERSION: &str = concat!(
     ")"
 );
 
+mod keys_cli;
+
 #[derive(Parser)]
 #[command(name = "authgate", version = VERSION, about = "Reverse-proxy auth gateway")]
 struct Cli {
@@ -81,6 +83,13 @@ enum Command {
         config: ConfigArg,
         #[command(subcommand)]
         action: UsersAction,
+    },
+    /// API keys for machine clients (routes with api_keys = true)
+    Keys {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: keys_cli::KeysAction,
     },
     /// Lift a login lockout of a client address (its failure counter; Redis store)
     Unlock {
@@ -185,6 +194,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Keygen { alg, out } => keygen(&alg, out.as_deref()),
         Command::Users { config, action } => users(&config.config, action),
         Command::Revoke { config, user } => revoke(&config.config, &user),
+        Command::Keys { config, action } => {
+            let config = load(&config.config)?;
+            runtime()?.block_on(keys_cli::run(&config, action))
+        }
         Command::Unlock { config, ip } => unlock_ip(&config.config, ip),
         Command::Sessions { config, action } => sessions(&config.config, action),
         Command::Explain {
@@ -227,7 +240,7 @@ fn load(path: &Path) -> Result<Config> {
 
 fn serve(path: &Path) -> Result<ExitCode> {
     let config = load(path)?;
-    authgate::telemetry::init(config.log.format);
+    authgate::telemetry::init_with(config.log.format, &config.log.audit);
     // One worker (the sidecar case): a current-thread runtime skips work-stealing overhead;
     // argon2 still runs on the blocking pool, off this thread.
     let mut rt = if config.server.workers == 1 {
@@ -325,11 +338,23 @@ fn check_config_into(path: &Path, connect: bool, out: &mut String) -> Result<Exi
     if let UsersBackend::File(_) = &config.users.backend {
         let store = Store::Memory(authgate::store::MemoryStore::new());
         match UserStore::open(&config.users, &store, config.login.max_hash_memory) {
-            Ok(u) => outln!(
-                out,
-                "users: {} in the file",
-                u.snapshot().map_or(0, |m| m.len())
-            ),
+            Ok(u) => {
+                outln!(
+                    out,
+                    "users: {} in the file",
+                    u.snapshot().map_or(0, |m| m.len())
+                );
+                let threads = config.login.max_concurrent_hashes;
+                if threads > 0 {
+                    if let Some(w) = authgate::limits::hash_memory_warning(
+                        threads,
+                        u.costliest().memory_bytes(),
+                        authgate::limits::memory_limit(),
+                    ) {
+                        eprintln!("warning: {}: {w}", path.display());
+                    }
+                }
+            }
             Err(e) => {
                 eprintln!("error: {}: {e}", path.display());
                 return Ok(ExitCode::from(2));

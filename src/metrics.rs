@@ -78,6 +78,8 @@ pub enum LoginOutcome {
     throttled,
     unavailable,
     error,
+    /// Checks of the same account were in flight: answered 429 with `Retry-After: 1`.
+    busy,
     /// OIDC: the provider answered an error (`access_denied`...), or the user it named may
     /// not sign in here (domain, name, `users = "known"`).
     refused,
@@ -93,6 +95,8 @@ pub enum LoginOutcome {
 pub enum LoginMethod {
     password,
     oidc,
+    /// HTTP Basic on a `basic = true` route (a verification, not a session).
+    basic,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -149,8 +153,17 @@ pub struct UpstreamLabels {
     pub kind: UpstreamErrorKind,
 }
 
+/// `authgate_build_info` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub commit: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// `authgate_config_last_reload_success_timestamp_seconds`.
+    last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub requests: Family<RequestLabels, Counter>,
     /// By route.
     pub latency: Latencies<RouteLabel>,
@@ -186,7 +199,30 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("authgate");
+        // The root: `process_*` (unprefixed, as every Prometheus client names them); the
+        // gateway's own metrics under `authgate_`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(crate::metrics_process::ProcessCollector));
+        let registry = root.sub_registry_with_prefix("authgate");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: option_env!("AUTHGATE_COMMIT").unwrap_or("unknown"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The running build: always 1, its version and commit as labels",
+            build_info,
+        );
+        let last_reload = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        last_reload.set(crate::clock::now_secs() as f64);
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded (start, or the last successful reload)",
+            last_reload.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: Latencies<RouteLabel> = Family::new_with_constructor(latency_buckets);
         let auth_decisions = Family::<AuthLabels, Counter>::default();
@@ -280,7 +316,8 @@ impl Metrics {
             buffer_overflows.clone(),
         );
         Metrics {
-            registry,
+            registry: root,
+            last_reload,
             mirror_undecodable,
             buffer_overflows,
             requests,
@@ -317,6 +354,9 @@ impl Metrics {
     }
 
     pub fn reload(&self, result: ReloadResult) {
+        if result == ReloadResult::ok {
+            self.last_reload.set(crate::clock::now_secs() as f64);
+        }
         self.config_reloads
             .get_or_create(&ReloadLabels { result })
             .inc();

@@ -155,11 +155,13 @@ impl Reloader {
                 self.take_over(p).await;
                 self.metrics.reload(ReloadResult::ok);
                 tracing::info!(why, config = %self.path.display(), "configuration reloaded");
+                crate::audit!("reload_ok", why, config = %self.path.display());
                 true
             }
             Err(e) => {
                 self.metrics.reload(ReloadResult::error);
                 tracing::error!(why, config = %self.path.display(), error = %e, "reload failed; keeping the running configuration");
+                crate::audit!("reload_failed", why, config = %self.path.display(), error = %e);
                 false
             }
         }
@@ -221,10 +223,13 @@ impl Reloader {
         let sessions = p.gateway.auth().sessions();
         for user in &p.cut_off {
             match sessions.end_all(user).await {
-                Ok(()) => tracing::warn!(
-                    user = %user,
-                    "user removed, or roles or password changed: their sessions are ended"
-                ),
+                Ok(()) => {
+                    tracing::warn!(
+                        user = %user,
+                        "user removed, or roles or password changed: their sessions are ended"
+                    );
+                    crate::audit!("users_changed", user = %user);
+                }
                 Err(e) => tracing::error!(
                     user = %user,
                     error = %e,

@@ -174,6 +174,10 @@ pub struct Route {
     pub cookie_rewrite: bool,
     /// App cookies a logout through the gateway also expires.
     pub logout_clear_cookies: Vec<String>,
+    /// API keys (`Authorization: Bearer agk_...`, `X-API-Key`) open this route.
+    pub api_keys: bool,
+    /// HTTP Basic (`user:password`, or `user:agk_...`) opens this route.
+    pub basic: bool,
 }
 
 impl Route {
@@ -452,6 +456,8 @@ mod tests {
             redirect_rewrite: true,
             cookie_rewrite: true,
             logout_clear_cookies: Vec::new(),
+            api_keys: false,
+            basic: false,
         }
     }
 

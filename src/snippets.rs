@@ -104,11 +104,14 @@ location / {{
     auth_request_set $authgate_user $upstream_http_{u};
     auth_request_set $authgate_roles $upstream_http_{r};
     auth_request_set $authgate_redirect $upstream_http_x_auth_redirect;
+    auth_request_set $authgate_key $upstream_http_x_auth_key;
     error_page 401 = @authgate_401;
     # Set from authgate's answer only: a client's own copy is overwritten (empty on public routes).
     proxy_set_header {user} $authgate_user;
     proxy_set_header {roles} $authgate_roles;
+    proxy_set_header X-Auth-Key $authgate_key;   # the API key's name, on api_keys routes
     proxy_set_header Authorization "";
+    proxy_set_header X-API-Key "";
     proxy_set_header X-Forwarded-For $remote_addr;
     proxy_pass http://your_app;
 }}
@@ -151,6 +154,7 @@ http:
         authResponseHeaders:             # replaced on the request (removed when absent)
           - "{user}"
           - "{roles}"
+          - "X-Auth-Key"
     authgate-nobody:
       ipAllowList:
         sourceRange: ["255.255.255.255/32"]
@@ -158,6 +162,7 @@ http:
       headers:
         customRequestHeaders:            # "" removes the header
           Authorization: ""              # the app gets the identity, not the token
+          X-API-Key: ""
           # Traefik passes `_` spellings, which apps that fold header names (CGI, PHP,
           # WSGI) read as the identity: every mix of `-` and `_` (any case: Go folds it).
 {clean}  routers:
@@ -208,11 +213,13 @@ example.com {{
 			request_header -X-Original-Method
 			request_header -{user}
 			request_header -{roles}
+			request_header -X-Auth-Key
 			forward_auth {authgate} {{
 				uri /auth/verify
-				copy_headers {user} {roles}
+				copy_headers {user} {roles} X-Auth-Key
 			}}
 			request_header -Authorization
+			request_header -X-API-Key
 			reverse_proxy your-app:8080
 		}}
 	}}
@@ -266,7 +273,7 @@ static_resources:
                     disabled: true
               - match: {{ prefix: "/" }}
                 route: {{ cluster: app }}
-                request_headers_to_remove: ["authorization"]
+                request_headers_to_remove: ["authorization", "x-api-key"]
           http_filters:
           - name: envoy.filters.http.ext_authz
             typed_config:
@@ -280,6 +287,7 @@ static_resources:
                   allowed_headers:
                     patterns:
                     - {{ exact: authorization }}
+                    - {{ exact: x-api-key }}         # API keys (api_keys routes)
                     - {{ exact: cookie }}
                     - {{ exact: x-csrf-token }}
                     - {{ exact: origin }}            # the CSRF origin rule (§10)
@@ -291,7 +299,7 @@ static_resources:
                     - {{ exact: x-forwarded-proto }}
                 authorization_response:
                   allowed_upstream_headers:        # copied onto the request (over a client's)
-                    patterns: [{{ exact: {u} }}, {{ exact: {r} }}]
+                    patterns: [{{ exact: {u} }}, {{ exact: {r} }}, {{ exact: x-auth-key }}]
                   allowed_client_headers:          # to the client on refusals
                     patterns:
                     - {{ exact: location }}

@@ -1,24 +1,85 @@
 //! Logging: JSON or pretty, level from RUST_LOG (default info). The code never logs headers,
 //! bodies, tokens or passwords; `Debug` of keys and claims is redacted at the type.
+//!
+//! The audit trail (`crate::audit`, target `audit`) goes with the other logs by default, or
+//! as JSON lines to stdout or a file of its own (`log.audit`), or nowhere.
 
-use crate::config::LogFormat;
-use tracing_subscriber::EnvFilter;
+use crate::config::{AuditSink, LogFormat};
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 pub fn init(format: LogFormat) {
+    init_with(format, &AuditSink::Log);
+}
+
+/// Logs, and the audit trail where `audit` says.
+pub fn init_with(format: LogFormat, audit: &AuditSink) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    // A second init (tests, embedding) keeps the first subscriber.
-    let _ = match format {
-        // The request's span (its `request_id`) on each line, not the whole span stack.
-        LogFormat::Json => builder
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let keep_audit = *audit == AuditSink::Log;
+    let not_audit = filter_fn(move |m| keep_audit || m.target() != crate::audit::TARGET);
+    // The request's span (its `request_id`) on each line, not the whole span stack.
+    let main = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+            .with_writer(std::io::stderr)
+            .with_filter(not_audit)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(not_audit)
+            .boxed(),
     };
+    let only_audit = || filter_fn(|m| m.target() == crate::audit::TARGET);
+    let audit_layer = match audit {
+        AuditSink::Stdout => Some(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_writer(std::io::stdout)
+                .with_filter(only_audit())
+                .boxed(),
+        ),
+        AuditSink::File(path) => {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                Ok(file) => Some(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(true)
+                        .with_span_list(false)
+                        .with_ansi(false)
+                        .with_writer(std::sync::Mutex::new(file))
+                        .with_filter(only_audit())
+                        .boxed(),
+                ),
+                Err(e) => {
+                    eprintln!(
+                        "cannot open the audit file {}: {e}; audit events go to the log",
+                        path.display()
+                    );
+                    None
+                }
+            }
+        }
+        AuditSink::Log | AuditSink::Off => None,
+    };
+    // A second init (tests, embedding) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(main)
+        .with(audit_layer)
+        .try_init();
 }

@@ -1309,3 +1309,56 @@ fn check_config_validates_identity_providers() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("oidc corp"));
 }
+
+/// The audit trail: one JSON line per security event, in its own file with `log.audit`,
+/// with the client and the session and never a password or token.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_trail_records_logins_lockouts_and_logouts() {
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let text = fx.config(up.addr, HS256, MEMORY, "", "").replace(
+        "[log]\nformat = \"pretty\"",
+        "[log]\nformat = \"pretty\"\naudit = \"audit.log\"",
+    );
+    let cfg = fx.write("authgate.toml", &text);
+    let (_running, public, _admin) = spawn_gateway(&cfg);
+    let addr: std::net::SocketAddr = public.parse().unwrap();
+    let pair = login_pair(addr, "alice", "alice-password").await;
+    for _ in 0..4 {
+        let req = post("/auth/login")
+            .header("content-type", "application/json")
+            .header("user-agent", "audit-test/1.0")
+            .body(json_body(
+                serde_json::json!({"username": "root", "password": "wrong-password"}),
+            ))
+            .unwrap();
+        send(addr, req).await;
+    }
+    let (status, ..) = post_with_token(addr, "/auth/logout?all=true", &pair.access).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let events = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(fx.path("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let want = ["login_ok", "login_failed", "lockout", "logout_all"];
+    let found = eventually(Duration::from_secs(5), || async {
+        let ev = events();
+        want.iter().all(|w| ev.iter().any(|e| e["event"] == *w))
+    })
+    .await;
+    let ev = events();
+    assert!(found, "{ev:#?}");
+    let ok = ev.iter().find(|e| e["event"] == "login_ok").unwrap();
+    assert_eq!(ok["user"], "alice");
+    assert_eq!(ok["ip"], "127.0.0.1");
+    assert!(ok["sid"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(ok["target"], "audit");
+    let failed = ev.iter().find(|e| e["event"] == "login_failed").unwrap();
+    assert_eq!(failed["user"], "root");
+    assert_eq!(failed["user_agent"], "audit-test/1.0");
+    let all = std::fs::read_to_string(fx.path("audit.log")).unwrap();
+    assert!(!all.contains("wrong-password") && !all.contains(&pair.access));
+}

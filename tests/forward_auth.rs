@@ -15,6 +15,7 @@ async fn judge_only() -> Running {
     TestGateway::new()
         .server(JUDGE)
         .route("path = \"/web/**\"\nupstream = \"app\"\non_unauthenticated = \"redirect\"")
+        .route("path = \"/api/**\"\nupstream = \"app\"\napi_keys = true")
         .start()
         .await
 }
@@ -570,6 +571,51 @@ async fn through_a_real(name: &'static str) {
         );
     }
     identity_spellings_never_reach_the_app(name, &front, &gw, &bearer).await;
+    // An API key through the proxy: the app gets its name from authgate's answer, never the
+    // key, and never a client's claim of a key name.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args([
+            "keys", "create", "--name", "ci", "--roles", "deploy", "--config",
+        ])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(gw.app.reload().await);
+    let req = get("/api/x")
+        .header("x-api-key", &key)
+        .header("x-auth-key", "root-key")
+        .body(empty())
+        .unwrap();
+    let (s, _, body) = front.send(req).await;
+    assert_eq!(s, StatusCode::OK, "{name}: {body}");
+    let seen = gw.up.last();
+    assert_eq!(seen.headers.get("x-auth-user").unwrap(), "ci", "{name}");
+    assert_eq!(seen.headers.get("x-auth-key").unwrap(), "ci", "{name}");
+    assert!(
+        seen.headers.get("x-api-key").is_none(),
+        "{name}: the key reached the app"
+    );
+    let req = get("/app/x")
+        .header("authorization", &bearer)
+        .header("x-auth-key", "root-key")
+        .body(empty())
+        .unwrap();
+    assert_eq!(front.send(req).await.0, StatusCode::OK, "{name}");
+    assert!(
+        gw.up
+            .last()
+            .headers
+            .get("x-auth-key")
+            .is_none_or(|v| v.is_empty()),
+        "{name}: a client's x-auth-key reached the app"
+    );
+    // Not on a route without api_keys.
+    let req = get("/app/x")
+        .header("x-api-key", &key)
+        .body(empty())
+        .unwrap();
+    assert_eq!(front.send(req).await.0, StatusCode::UNAUTHORIZED, "{name}");
     // A missing role: 403; a browser route: to the login page.
     let req = get("/admin/x")
         .header("authorization", &bearer)

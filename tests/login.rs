@@ -400,3 +400,36 @@ async fn a_hash_over_the_memory_cap_is_refused_at_start_naming_the_user() {
     let t = login(app.public_addr, "cffi", "cffi-password").await;
     assert!(t["access_token"].is_string(), "{t}");
 }
+
+/// Parallel correct logins of one account are never "too many failed attempts": checks in
+/// flight are not failures. Some may hear "busy, retry in a second" (429, Retry-After: 1).
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_correct_logins_are_never_locked_out() {
+    let (_fx, _up, app) = gateway(MEMORY, HS256).await;
+    let addr = app.public_addr;
+    let tries = (0..12).map(|_| async move {
+        let req = post("/auth/login")
+            .header("content-type", "application/json")
+            .body(json_body(
+                serde_json::json!({"username": "alice", "password": "alice-password"}),
+            ))
+            .unwrap();
+        send(addr, req).await
+    });
+    let answers = futures_util::future::join_all(tries).await;
+    let mut ok = 0;
+    for (status, headers, body) in &answers {
+        match *status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert!(body.contains("\"busy\""), "{body}");
+                assert_eq!(headers["retry-after"], "1");
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {}
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(ok >= 1, "{answers:?}");
+    // And the account is not locked afterwards.
+    login(addr, "alice", "alice-password").await;
+}

@@ -337,6 +337,29 @@ async fn metrics_speak_prometheus_text_unless_asked_for_openmetrics() {
         );
     }
     assert_eq!(typed.get("authgate_requests_total"), Some(&"counter"));
+    // The standard process metrics, the build, and when the configuration was loaded.
+    assert_eq!(typed.get("process_cpu_seconds_total"), Some(&"counter"));
+    for g in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "authgate_build_info",
+        "authgate_config_last_reload_success_timestamp_seconds",
+    ] {
+        assert_eq!(typed.get(g), Some(&"gauge"), "{g}:\n{text}");
+    }
+    let rss: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rss > 1e6, "{rss}");
+    assert!(text.contains(&format!(
+        "authgate_build_info{{version=\"{}\"",
+        env!("CARGO_PKG_VERSION")
+    )));
     let req = get("/metrics")
         .header("accept", "application/openmetrics-text; version=1.0.0")
         .body(empty())
@@ -431,9 +454,17 @@ async fn metric_families_by_outcome_route_operation_and_upstream() {
         );
         assert!(n >= at_least, "{outcome}: {n}");
     }
-    assert!(sample("authgate_logins_total", "outcome=\"ok\"") >= 2.0);
+    assert!(
+        sample(
+            "authgate_logins_total",
+            "method=\"password\",outcome=\"ok\""
+        ) >= 2.0
+    );
     assert_eq!(
-        sample("authgate_logins_total", "outcome=\"invalid_credentials\""),
+        sample(
+            "authgate_logins_total",
+            "method=\"password\",outcome=\"invalid_credentials\""
+        ),
         1.0
     );
     assert!(sample("authgate_token_cache_lookups_total", "result=\"hit\"") >= 1.0);

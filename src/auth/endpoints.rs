@@ -171,14 +171,12 @@ async fn refresh(
     };
     if from_cookie && super::logout::origin_rule(auth, &headers, &ctx).is_err() {
         // Cross-site by the origin rule: only the session's CSRF token lets it through.
-        let sid = auth
+        let refresh = auth
             .sessions()
             .tokens()
             .verify(&token, super::tokens::TokenType::Refresh)
-            .map_err(GatewayError::InvalidToken)?
-            .sid
-            .clone();
-        let expected = auth.sessions().csrf_for(&sid);
+            .map_err(GatewayError::InvalidToken)?;
+        let expected = auth.sessions().csrf_for(refresh.sid());
         if !super::csrf::matches(super::csrf::header_value(&headers), &expected) {
             return Err(GatewayError::Csrf);
         }
@@ -204,12 +202,12 @@ async fn me(
     secure: bool,
 ) -> Result<Response<Body>, GatewayError> {
     let id = auth.authenticate(headers, secure).await?;
-    let mut body = serde_json::json!({ "sub": id.claims.sub, "roles": id.roles(), "exp": id.claims.exp, "sid": id.claims.sid });
-    if let Some(idp) = &id.claims.idp {
-        body["idp"] = serde_json::Value::from(idp.as_str());
+    let mut body = serde_json::json!({ "sub": id.claims.sub(), "roles": id.roles(), "exp": id.claims.exp, "sid": id.claims.sid() });
+    if let Some(idp) = id.claims.idp() {
+        body["idp"] = serde_json::Value::from(idp);
     }
-    if let Some(amr) = &id.claims.amr {
-        body["amr"] = serde_json::Value::from(amr.clone());
+    if let Some(amr) = id.claims.amr() {
+        body["amr"] = serde_json::Value::from(amr.to_vec());
     }
     Ok(json(StatusCode::OK, body))
 }

@@ -127,6 +127,31 @@ pub async fn submit(
                 .and_then(|v| v.to_str().ok()),
         )
         .await;
+    let ua = crate::audit::user_agent(&headers);
+    match &result {
+        Ok(pair) => crate::audit!(
+            "login_ok",
+            user = %creds.username,
+            ip = %ctx.client_ip,
+            sid = %pair.access.claims.sid(),
+            method = "password",
+            user_agent = %ua
+        ),
+        Err(GatewayError::InvalidCredentials) => crate::audit!(
+            "login_failed",
+            user = %creds.username,
+            ip = %ctx.client_ip,
+            user_agent = %ua
+        ),
+        Err(GatewayError::TooManyAttempts { retry_after }) => crate::audit!(
+            "lockout",
+            user = %creds.username,
+            ip = %ctx.client_ip,
+            retry_after,
+            user_agent = %ua
+        ),
+        Err(_) => {}
+    }
     if !form {
         return result.map(|pair| token_response(&pair));
     }
@@ -141,11 +166,11 @@ pub async fn submit(
             cookies::set_session(resp.headers_mut(), &pair.cookies(), ctx.secure);
             Ok(resp)
         }
-        Err(e @ (GatewayError::InvalidCredentials | GatewayError::TooManyAttempts { .. }))
-            if wants_html(&headers) =>
-        {
-            Ok(failed_page(auth, &creds.username, next, e, ctx.secure))
-        }
+        Err(
+            e @ (GatewayError::InvalidCredentials
+            | GatewayError::TooManyAttempts { .. }
+            | GatewayError::Busy(_)),
+        ) if wants_html(&headers) => Ok(failed_page(auth, &creds.username, next, e, ctx.secure)),
         Err(e) => Err(e),
     }
 }
@@ -166,6 +191,11 @@ fn failed_page(
                 pages::wait_in_words(retry_after)
             ),
             Some(retry_after.max(1)),
+        ),
+        GatewayError::Busy(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Signing in is busy for this account. Try again in a second.".to_owned(),
+            Some(1),
         ),
         _ => (
             StatusCode::UNAUTHORIZED,

@@ -32,7 +32,7 @@ pub async fn page(
     ctx: &Ctx<'_>,
 ) -> Result<Response<Body>, GatewayError> {
     let csrf = match auth.authenticate(headers, ctx.secure).await {
-        Ok(id) => Some(auth.sessions().csrf_for(&id.claims.sid)),
+        Ok(id) => Some(auth.sessions().csrf_for(id.claims.sid())),
         Err(_) => None,
     };
     Ok(pages::logout(
@@ -54,7 +54,7 @@ pub async fn submit(
     if identity.via_cookie {
         // The session's token, or a request the origin rule admits (§10): an app's own
         // "sign out" button carries no token of ours.
-        let expected = auth.sessions().csrf_for(&identity.claims.sid);
+        let expected = auth.sessions().csrf_for(identity.claims.sid());
         let given = super::csrf::header_value(&headers)
             .map(str::to_owned)
             .or_else(|| form.then(|| field(&body, "csrf_token")).flatten());
@@ -69,11 +69,15 @@ pub async fn submit(
             .or(field_of(ctx.query, "all").as_deref()),
     )?;
     auth.sessions().logout(&identity.claims, all).await?;
+    if all {
+        crate::audit!("logout_all", user = %identity.claims.sub(), sid = %identity.claims.sid(), ip = %ctx.client_ip);
+    } else {
+        crate::audit!("logout", user = %identity.claims.sub(), sid = %identity.claims.sid(), ip = %ctx.client_ip);
+    }
     // A session a provider started may continue to the provider's own logout.
     let at_provider = identity
         .claims
-        .idp
-        .as_deref()
+        .idp()
         .and_then(|idp| super::oidc::end_session_url(auth, idp, ctx));
     let mut resp = if form {
         see_other(

@@ -2,6 +2,7 @@
 //! signature, claims, type and revocation), the session lifecycle (`sessions`), and the
 //! `/auth/*` endpoints that speak HTTP around it.
 
+pub mod api_keys;
 pub mod cookies;
 pub mod csrf;
 pub mod endpoints;
@@ -30,14 +31,16 @@ use tokens::{Claims, Tokens};
 /// The authenticated caller of one request.
 #[derive(Debug, Clone)]
 pub struct Identity {
-    pub claims: Arc<Claims>,
+    pub claims: Claims,
     /// The token came from the `authgate_access` cookie (so unsafe methods need CSRF).
     pub via_cookie: bool,
+    /// An API key's name (`X-Auth-Key` for the upstream).
+    pub key: Option<Arc<str>>,
 }
 
 impl Identity {
     pub fn roles(&self) -> &[String] {
-        self.claims.roles.as_deref().unwrap_or(&[])
+        self.claims.roles().unwrap_or(&[])
     }
 }
 
@@ -53,6 +56,10 @@ pub enum AuthError {
 /// The sessions service plus the settings of the gateway's own endpoints.
 pub struct Auth {
     sessions: Sessions,
+    /// Verified API keys and Basic pairs (`api_keys`).
+    machines: api_keys::MachineCache,
+    /// Keys the Basic cache's entries (random per process: the cache is per process).
+    basic_key: aws_lc_rs::hmac::Key,
     /// `[[login.oidc]]` providers.
     oidc: oidc::Oidc,
     /// `login.password`: the password form and `POST /auth/login`.
@@ -142,8 +149,12 @@ impl Auth {
             SessionPolicy::new(config),
             metrics,
         )?;
+        let seed =
+            crate::ids::random_bytes::<32>().map_err(|_| AuthError::Hasher(HashError::Failed))?;
         Ok(Auth {
             sessions,
+            machines: api_keys::MachineCache::default(),
+            basic_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &seed),
             oidc,
             password: config.login.password,
             registration: config.users.registration,

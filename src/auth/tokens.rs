@@ -2,14 +2,20 @@
 //! algorithm, requires and checks iss, aud, exp, nbf (with leeway), and checks the `type`
 //! claim itself, since jsonwebtoken does not.
 
+mod cache;
+mod claims;
+mod intern;
+
 use super::keys::KeySet;
 use crate::clock::now_secs;
 use crate::config::TokensConfig;
 use crate::ids::{random_id, RngError};
+use cache::VerifiedCache;
+pub use claims::Claims;
+use claims::{Grants, GrantsKey, Principal};
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -47,52 +53,32 @@ pub struct Via<'a> {
     pub amr: Option<&'a [String]>,
 }
 
-/// Claims of a verified token. Strict types: a claim of the wrong JSON type fails the token.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-pub struct Claims {
-    pub sub: String,
-    pub iat: u64,
-    pub exp: u64,
-    pub jti: String,
-    pub sid: String,
+/// Claims as a token carries them. Strict types: a claim of the wrong JSON type fails the
+/// token.
+#[derive(Deserialize)]
+struct TokenClaims {
+    sub: String,
+    iat: u64,
+    exp: u64,
+    jti: String,
+    sid: String,
     #[serde(rename = "type")]
-    pub typ: TokenType,
+    typ: TokenType,
     #[serde(default)]
-    pub roles: Option<Vec<String>>,
-    /// The identity provider that signed the session in (absent: the password form).
+    roles: Option<Vec<String>>,
     #[serde(default)]
-    pub idp: Option<String>,
-    /// Authentication methods (RFC 8176 values) as the provider reported them.
+    idp: Option<String>,
     #[serde(default)]
-    pub amr: Option<Vec<String>>,
-    /// `sub` and the joined roles as header values, made on first use and shared by every
-    /// request the (cached) token authenticates.
-    #[serde(skip)]
-    identity_values: std::sync::OnceLock<[Option<http::HeaderValue>; 2]>,
+    amr: Option<Vec<String>>,
 }
 
-impl Claims {
-    /// The values of the identity headers (subject, roles) for the upstream; `None` for a
-    /// value that is not header-safe (never issued so, see `Tokens::issue`).
-    pub fn identity_values(&self) -> &[Option<http::HeaderValue>; 2] {
-        self.identity_values.get_or_init(|| {
-            let roles = self.roles.as_deref().unwrap_or(&[]).join(",");
-            [
-                http::HeaderValue::from_str(&self.sub).ok(),
-                http::HeaderValue::try_from(roles).ok(),
-            ]
-        })
-    }
-}
-
-impl std::fmt::Debug for Claims {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // jti and sid identify live sessions: keep them out of logs.
-        f.debug_struct("Claims")
-            .field("sub", &self.sub)
-            .field("typ", &self.typ)
-            .field("exp", &self.exp)
-            .finish_non_exhaustive()
+impl TokenClaims {
+    fn grants(&self) -> GrantsKey<'_> {
+        GrantsKey {
+            roles: self.roles.as_deref(),
+            idp: self.idp.as_deref(),
+            amr: self.amr.as_deref(),
+        }
     }
 }
 
@@ -142,133 +128,7 @@ pub const MAX_TOKEN_LEN: usize = 8192;
 #[derive(Debug, Clone)]
 pub struct Issued {
     pub token: String,
-    pub claims: Arc<Claims>,
-}
-
-/// The hasher of the verified-token cache (`VerifiedCache`): the tail of the token's
-/// signature, 16 base64url characters, ~96 bits that only the signer chooses. SipHash over the
-/// whole token was a third of a cached check. Flooding one bucket is not possible: only
-/// tokens whose signature verified are inserted, and a lookup still compares the whole token.
-#[derive(Default)]
-struct SignatureTail(u64);
-
-impl std::hash::Hasher for SignatureTail {
-    fn write(&mut self, bytes: &[u8]) {
-        let tail = &bytes[bytes.len().saturating_sub(16)..];
-        let mut buf = [0u8; 16];
-        buf[16 - tail.len()..].copy_from_slice(tail);
-        let (a, b) = buf.split_at(8);
-        let a = u64::from_le_bytes(a.try_into().unwrap_or_default());
-        let b = u64::from_le_bytes(b.try_into().unwrap_or_default());
-        self.0 = (self.0.rotate_left(5) ^ a ^ b.rotate_left(29) ^ bytes.len() as u64)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// One cached verification: the claims, and whether it was used since the eviction hand
-/// last passed it (CLOCK's reference bit).
-struct CacheEntry {
-    claims: Arc<Claims>,
-    used: std::sync::atomic::AtomicBool,
-}
-
-/// A shard: the entries, and their keys in a ring the eviction hand walks (the keys are
-/// shared, not copied).
-#[derive(Default)]
-struct CacheShard {
-    map: HashMap<Arc<str>, CacheEntry, std::hash::BuildHasherDefault<SignatureTail>>,
-    ring: std::collections::VecDeque<Arc<str>>,
-}
-
-impl CacheShard {
-    /// Makes room for one entry: the hand drops the first entry that is expired or unused
-    /// since it last passed (giving used ones a second chance). O(1) amortized; a scan over
-    /// the whole shard on every insert made a gateway with more active users than the cache
-    /// holds a third as fast.
-    fn evict_one(&mut self, now: u64) {
-        use std::sync::atomic::Ordering;
-        // Every entry is passed at most twice: the second time its bit is clear.
-        for _ in 0..=2 * self.ring.len() {
-            let Some(key) = self.ring.pop_front() else {
-                return;
-            };
-            let Some(entry) = self.map.get(&key) else {
-                continue;
-            };
-            if entry.claims.exp >= now && entry.used.swap(false, Ordering::Relaxed) {
-                self.ring.push_back(key);
-                continue;
-            }
-            self.map.remove(&key);
-            return;
-        }
-    }
-}
-
-/// Verified tokens, so that a token's signature is checked once, not on every request.
-/// Keyed by the whole token; an entry is used only until the token's `exp` (+ leeway). Type
-/// and revocation are still checked on every request. Bounded: a full shard evicts by CLOCK
-/// (expired or not used since the hand last passed), one entry per insert.
-struct VerifiedCache {
-    shards: Vec<RwLock<CacheShard>>,
-    per_shard: usize,
-}
-
-const CACHE_SHARDS: usize = 16;
-
-impl VerifiedCache {
-    fn new(capacity: usize) -> Self {
-        VerifiedCache {
-            shards: (0..CACHE_SHARDS)
-                .map(|_| RwLock::new(CacheShard::default()))
-                .collect(),
-            per_shard: capacity.div_ceil(CACHE_SHARDS).max(1),
-        }
-    }
-
-    fn shard(&self, token: &str) -> &RwLock<CacheShard> {
-        // The signature's last bytes are as good as random; no hashing needed to pick a shard.
-        let b = token.as_bytes();
-        let i = b
-            .len()
-            .checked_sub(2)
-            .map_or(0, |i| usize::from(b[i]) ^ usize::from(b[i + 1]));
-        &self.shards[i % CACHE_SHARDS]
-    }
-
-    fn get(&self, token: &str) -> Option<Arc<Claims>> {
-        let shard = self.shard(token).read().unwrap_or_else(|p| p.into_inner());
-        let entry = shard.map.get(token)?;
-        // A relaxed store under the read lock: hits never take the write lock.
-        if !entry.used.load(std::sync::atomic::Ordering::Relaxed) {
-            entry.used.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        Some(entry.claims.clone())
-    }
-
-    fn insert(&self, token: &str, claims: Arc<Claims>, now: u64) {
-        let mut shard = self.shard(token).write().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = shard.map.get_mut(token) {
-            entry.claims = claims;
-            return;
-        }
-        while shard.map.len() >= self.per_shard && !shard.ring.is_empty() {
-            shard.evict_one(now);
-        }
-        let key: Arc<str> = Arc::from(token);
-        shard.ring.push_back(key.clone());
-        shard.map.insert(
-            key,
-            CacheEntry {
-                claims,
-                used: std::sync::atomic::AtomicBool::new(false),
-            },
-        );
-    }
+    pub claims: Claims,
 }
 
 /// Signs and verifies the gateway's tokens with its key set.
@@ -379,31 +239,27 @@ impl Tokens {
             amr: via.and_then(|v| v.amr),
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.keys.encoding)?;
-        let claims = Claims {
-            sub: sub.to_owned(),
-            iat,
-            exp,
-            jti,
-            sid: sid.to_owned(),
-            typ,
-            roles: roles.map(<[String]>::to_vec),
-            idp: via.map(|v| v.idp.to_owned()),
-            amr: via.and_then(|v| v.amr.map(<[String]>::to_vec)),
-            identity_values: std::sync::OnceLock::new(),
-        };
+        // Not interned: the cache interns when the token comes back.
+        let grants = Grants::new(GrantsKey {
+            roles,
+            idp: via.map(|v| v.idp),
+            amr: via.and_then(|v| v.amr),
+        });
+        let user = Arc::new(Principal::new(sub, Arc::new(grants)));
         Ok(Issued {
             token,
-            claims: Arc::new(claims),
+            claims: Claims::new(user, iat, exp, sid, &jti, typ),
         })
     }
 
     /// Verifies signature and claims and that the token is of type `want`.
-    pub fn verify(&self, token: &str, want: TokenType) -> Result<Arc<Claims>, TokenError> {
+    pub fn verify(&self, token: &str, want: TokenType) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_LEN || token.is_empty() {
             return Err(TokenError::Invalid);
         }
         let now = now_secs();
-        let cached = self.cache.get(token);
+        let key = cache::key_of(token);
+        let cached = self.cache.get(&key);
         let [hits, misses] = &self.cache_lookups;
         if cached.is_some() {
             hits.inc();
@@ -414,22 +270,24 @@ impl Tokens {
             Some(c) if c.exp.saturating_add(self.leeway) >= now => c,
             Some(_) => return Err(TokenError::Expired),
             None => {
-                let c = Arc::new(self.verify_uncached(token)?);
-                self.cache.insert(token, c.clone(), now);
+                let t = self.verify_uncached(token)?;
+                let user = self.cache.principal(&t.sub, t.grants());
+                let c = Claims::new(user, t.iat, t.exp, &t.sid, &t.jti, t.typ);
+                self.cache.insert(key, c.clone(), now);
                 c
             }
         };
         if claims.typ != want {
             return Err(TokenError::WrongType);
         }
-        if want == TokenType::Access && claims.roles.is_none() {
+        if want == TokenType::Access && claims.roles().is_none() {
             return Err(TokenError::Invalid);
         }
         Ok(claims)
     }
 
     /// Signature and registered claims, without the cache.
-    fn verify_uncached(&self, token: &str) -> Result<Claims, TokenError> {
+    fn verify_uncached(&self, token: &str) -> Result<TokenClaims, TokenError> {
         // The key is chosen by kid (current or a previous one); a kid naming no key we have is
         // refused outright; none at all means the current key.
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
@@ -442,13 +300,12 @@ impl Tokens {
             .keys
             .decoding_for(header.kid.as_deref())
             .ok_or(TokenError::Invalid)?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
-                match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                    _ => TokenError::Invalid,
-                }
-            })?;
+        let data = jsonwebtoken::decode::<TokenClaims>(token, key, &self.validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            },
+        )?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.jti.is_empty() || claims.sid.is_empty() {
             return Err(TokenError::Invalid);
@@ -499,14 +356,18 @@ mod tests {
             );
         }
         // A cached token past its exp is refused without re-verifying.
-        let stale = Arc::new(Claims {
-            exp: now - 1,
-            ..(*t
-                .verify(&access.token, TokenType::Access)
-                .unwrap_or_else(|e| panic!("{e}")))
-            .clone()
-        });
-        t.cache.insert("stale.token.x", stale, now);
+        let c = t
+            .verify(&access.token, TokenType::Access)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stale = Claims::new(
+            c.clone().into_principal(),
+            c.iat,
+            now - 1,
+            c.sid(),
+            c.jti(),
+            c.typ,
+        );
+        t.cache.insert(cache::key_of("stale.token.x"), stale, now);
         assert_eq!(
             t.verify("stale.token.x", TokenType::Access).err(),
             Some(TokenError::Expired)
@@ -518,87 +379,81 @@ mod tests {
         assert!(t.verify(&tampered, TokenType::Access).is_err());
     }
 
-    fn cached_claims(sub: &str) -> Arc<Claims> {
-        Arc::new(Claims {
-            sub: sub.into(),
-            iat: 0,
-            exp: u64::MAX,
-            jti: "j".into(),
-            sid: "s".into(),
-            typ: TokenType::Access,
-            roles: None,
-            idp: None,
-            amr: None,
-            identity_values: Default::default(),
-        })
-    }
-
+    /// Issued claims and the same token's verified (interned, cached) claims agree, on a miss
+    /// and on a hit, also for the rare claims.
     #[test]
-    fn the_cache_stays_bounded() {
-        let cache = VerifiedCache::new(32);
-        let claims = cached_claims("u");
-        for i in 0..10_000 {
-            cache.insert(&format!("token-{i}"), claims.clone(), 0);
-        }
-        let total: usize = cache
-            .shards
-            .iter()
-            .map(|s| s.read().map_or(0, |m| m.map.len()))
-            .sum();
-        assert!(total <= 32 + CACHE_SHARDS, "{total}");
-        // Eviction drops single entries, never a whole shard: the newest token is still there.
-        assert!(cache.get("token-9999").is_some());
-    }
-
-    /// CLOCK: an entry used since the hand last passed survives one more round; an unused
-    /// one goes first; an expired one goes whatever its bit.
-    #[test]
-    fn eviction_order_gives_used_entries_a_second_chance() {
-        let mut shard = CacheShard::default();
-        let claims = |exp: u64| {
-            let mut c = (*cached_claims("u")).clone();
-            c.exp = exp;
-            Arc::new(c)
+    fn verified_claims_are_the_issued_ones() {
+        let t = tokens();
+        let now = now_secs();
+        let roles = vec!["a".to_owned(), "b".to_owned()];
+        let amr = vec!["pwd".to_owned(), "otp".to_owned()];
+        let via = Via {
+            idp: "corp",
+            amr: Some(&amr),
         };
-        for (k, exp) in [("a", 100), ("b", 100), ("c", 100)] {
-            let key: Arc<str> = Arc::from(k);
-            shard.ring.push_back(key.clone());
-            shard.map.insert(
-                key,
-                CacheEntry {
-                    claims: claims(exp),
-                    used: std::sync::atomic::AtomicBool::new(k == "a"),
-                },
+        let issued = t
+            .issue_via(
+                TokenType::Access,
+                "u",
+                "sid-1",
+                Some(&roles),
+                Some(via),
+                now,
+                now + 60,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..2 {
+            let c = t
+                .verify(&issued.token, TokenType::Access)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c, issued.claims);
+            assert_eq!(
+                (c.sub(), c.sid(), c.jti()),
+                ("u", "sid-1", issued.claims.jti())
+            );
+            assert_eq!((c.idp(), c.amr()), (Some("corp"), Some(&amr[..])));
+            assert_eq!(c.roles(), Some(&roles[..]));
+            let [sub, roles] = c
+                .identity_values()
+                .map(|v| v.map(|v| v.as_bytes().to_vec()));
+            assert_eq!(
+                (sub.as_deref(), roles.as_deref()),
+                (Some(&b"u"[..]), Some(&b"a,b"[..]))
             );
         }
-        shard.evict_one(50);
-        assert!(shard.map.contains_key("a") && !shard.map.contains_key("b"));
-        shard.evict_one(50);
-        assert!(shard.map.contains_key("a") && !shard.map.contains_key("c"));
-        // Past its exp, "a" goes although it was used.
-        if let Some(e) = shard.map.get("a") {
-            e.used.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        shard.evict_one(1000);
-        assert!(shard.map.is_empty() && shard.ring.is_empty());
+        let refresh = t
+            .issue(TokenType::Refresh, "u", "sid-1", None, now, now + 60)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = t
+            .verify(&refresh.token, TokenType::Refresh)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((c.roles(), c.idp(), c.amr()), (None, None, None));
+        assert_eq!(c, refresh.claims);
     }
 
+    /// Two tokens of one user share one principal in the cache.
     #[test]
-    fn tokens_sharing_a_signature_tail_are_still_told_apart() {
-        let cache = VerifiedCache::new(64);
-        let claims = cached_claims;
-        let tail = ".sig-sig-sig-sig-sig";
-        cache.insert(&format!("aaa{tail}"), claims("a"), 0);
-        cache.insert(&format!("bbb{tail}"), claims("b"), 0);
-        assert_eq!(
-            cache.get(&format!("aaa{tail}")).map(|c| c.sub.clone()),
-            Some("a".into())
-        );
-        assert_eq!(
-            cache.get(&format!("bbb{tail}")).map(|c| c.sub.clone()),
-            Some("b".into())
-        );
-        assert!(cache.get(&format!("ccc{tail}")).is_none());
-        assert!(cache.get("").is_none());
+    fn tokens_of_one_user_share_their_principal() {
+        let t = tokens();
+        let now = now_secs();
+        let roles = vec!["r".to_owned()];
+        let verified: Vec<Claims> = (0..3)
+            .map(|i| {
+                let issued = t
+                    .issue(
+                        TokenType::Access,
+                        "u",
+                        &format!("s{i}"),
+                        Some(&roles),
+                        now,
+                        now + 60,
+                    )
+                    .unwrap_or_else(|e| panic!("{e}"));
+                t.verify(&issued.token, TokenType::Access)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        let [a, b, c] = [0, 1, 2].map(|i| verified[i].clone().into_principal());
+        assert!(Arc::ptr_eq(&a, &b) && Arc::ptr_eq(&b, &c));
     }
 }

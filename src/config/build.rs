@@ -85,7 +85,7 @@ fn admin_token_file(rep: &mut Reporter, base: &Path, v: &Option<Spanned<Text>>) 
 
 pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<Config> {
     let server = build_server(rep, base, &raw.server);
-    let log = build_log(rep, &raw.log);
+    let log = build_log(rep, base, &raw.log);
     let admin = AdminConfig {
         listen: parse_addr(rep, &raw.admin.listen, "admin.listen", "127.0.0.1:9901"),
         ready_requires_store: raw.admin.ready_requires_store.unwrap_or(true),
@@ -341,10 +341,26 @@ pub(super) fn one_of<T: Copy>(
     default
 }
 
-fn build_log(rep: &mut Reporter, raw: &raw::RawLog) -> LogConfig {
+fn build_log(rep: &mut Reporter, base: &Path, raw: &raw::RawLog) -> LogConfig {
     let choices = [("json", LogFormat::Json), ("pretty", LogFormat::Pretty)];
+    let audit = match raw.audit.as_ref().map(|a| a.get_ref().0.as_str()) {
+        None | Some("log") => super::AuditSink::Log,
+        Some("stdout") => super::AuditSink::Stdout,
+        Some("off") => super::AuditSink::Off,
+        Some("") => {
+            rep.error(
+                raw.audit.as_ref().and_then(span),
+                "log.audit",
+                "is empty",
+                Some("use \"log\", \"stdout\", \"off\" or a file path".to_owned()),
+            );
+            super::AuditSink::Log
+        }
+        Some(path) => super::AuditSink::File(resolve(base, path)),
+    };
     LogConfig {
         format: one_of(rep, &raw.format, "log.format", LogFormat::Json, &choices),
+        audit,
     }
 }
 
@@ -398,7 +414,13 @@ fn build_tokens(rep: &mut Reporter, base: &Path, raw: &raw::RawTokens) -> Option
         leeway: raw.leeway.map_or(Duration::from_secs(30), |d| d.0),
         rotate_refresh: raw.rotate_refresh.unwrap_or(true),
         refresh_reuse_grace: raw.refresh_reuse_grace.map_or(Duration::ZERO, |d| d.0),
-        cache_capacity: positive(rep, &raw.cache_capacity, "tokens.cache_capacity", 10_000, 1),
+        cache_capacity: positive(
+            rep,
+            &raw.cache_capacity,
+            "tokens.cache_capacity",
+            100_000,
+            1,
+        ),
         previous: previous_keys(rep, base, raw, algorithm),
         secret_files: raw
             .secret_file

@@ -112,6 +112,16 @@ fn build_route(
         .as_ref()
         .map(|ms| parse_methods(rep, ms, &key("methods")));
     let (strip_prefix, host_header, cache_control) = forwarding(rep, r, &key)?;
+    for (flag, name) in [(&r.api_keys, "api_keys"), (&r.basic, "basic")] {
+        if auth == AuthMode::Public && flag.as_ref().is_some_and(|f| *f.get_ref()) {
+            rep.error(
+                flag.as_ref().and_then(span),
+                key(name),
+                format!("{name} on a public route is never used (anyone gets in)"),
+                Some(format!("set auth = \"required\" or remove {name}")),
+            );
+        }
+    }
     if auth == AuthMode::Public && !r.roles.is_empty() {
         rep.error(
             span(&r.path),
@@ -153,6 +163,8 @@ fn build_route(
             .enumerate()
             .filter_map(|(j, c)| cookie_name(rep, c, &key(&format!("logout_clear_cookies[{j}]"))))
             .collect(),
+        api_keys: r.api_keys.as_ref().is_some_and(|f| *f.get_ref()),
+        basic: r.basic.as_ref().is_some_and(|f| *f.get_ref()),
         csrf: one_of(
             rep,
             &r.csrf,

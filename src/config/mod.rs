@@ -104,6 +104,20 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     pub format: LogFormat,
+    /// Where the audit trail (target `audit`: one JSON line per security event) goes.
+    pub audit: AuditSink,
+}
+
+/// `log.audit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditSink {
+    /// With the other logs (stderr, in `log.format`), target `audit` (the default).
+    Log,
+    /// JSON lines on stdout.
+    Stdout,
+    /// JSON lines appended to this file.
+    File(PathBuf),
+    Off,
 }
 
 #[derive(Debug, Clone)]

@@ -112,6 +112,8 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub format: Option<Spanned<Text>>,
+    /// "log" (default), "stdout", "off", or a file path.
+    pub audit: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -275,4 +277,6 @@ pub struct RawRoute {
     pub cookie_rewrite: Option<bool>,
     #[serde(default)]
     pub logout_clear_cookies: Vec<Spanned<Text>>,
+    pub api_keys: Option<Spanned<bool>>,
+    pub basic: Option<Spanned<bool>>,
 }

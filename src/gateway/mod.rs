@@ -81,7 +81,7 @@ fn own_addresses(targets: &[crate::config::UpstreamTarget]) -> OwnAddresses {
 struct Outcome<'g> {
     route: Option<&'static str>,
     upstream: Option<&'g str>,
-    user: Option<Arc<Claims>>,
+    user: Option<Claims>,
     /// A browser's page load: refusals are HTML pages (or the login redirect), not JSON.
     navigation: bool,
     /// Over TLS (directly or per a trusted proxy): the error page's headers.
@@ -192,9 +192,15 @@ impl Gateway {
         let (identity, set_cookies) = match routed.route.auth {
             AuthMode::Public => (None, None),
             AuthMode::Required => {
-                let (id, cookies) =
-                    Box::pin(self.authorize(routed.route, &req, &path, secure, out.navigation))
-                        .await?;
+                let (id, cookies) = Box::pin(self.authorize(
+                    routed.route,
+                    &req,
+                    &path,
+                    secure,
+                    out.navigation,
+                    routed.client_ip,
+                ))
+                .await?;
                 (Some(id), cookies)
             }
         };
@@ -307,7 +313,7 @@ impl Gateway {
         if routed.route.csrf == CsrfMode::Origin || routed.upgrade.is_some() {
             return Ok(req.map(Body::Incoming));
         }
-        let expected = self.auth.sessions().csrf_for(&id.claims.sid);
+        let expected = self.auth.sessions().csrf_for(id.claims.sid());
         csrf::check(req, &expected, self.auth.body_limits()).await
     }
 
@@ -424,8 +430,25 @@ impl Gateway {
         path: &NormalizedPath<'_>,
         secure: bool,
         navigation: bool,
+        client_ip: IpAddr,
     ) -> Result<(Identity, Option<HeaderMap>), GatewayError> {
         let headers = req.headers();
+        // An API key or Basic pair, where the route takes them (rarely: a flag check first).
+        if route.api_keys || route.basic {
+            if let Some(m) = crate::auth::api_keys::presented(headers, route) {
+                let result = self
+                    .auth
+                    .authenticate_machine(m, &path.judged, client_ip)
+                    .await;
+                return match result {
+                    Ok(id) => self.check_roles(route, id).map(|id| (id, None)),
+                    Err(e) => {
+                        self.count_refusal(&e);
+                        Err(challenge(route, e))
+                    }
+                };
+            }
+        }
         let result = match self.auth.authenticate(headers, secure).await {
             Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
                 if !headers.contains_key(header::AUTHORIZATION)
@@ -456,13 +479,18 @@ impl Gateway {
                 };
                 return Err(GatewayError::LoginRedirect { next });
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(challenge(route, e)),
         };
+        self.check_roles(route, identity)
+            .map(|id| (id, set_cookies))
+    }
+
+    fn check_roles(&self, route: &Route, identity: Identity) -> Result<Identity, GatewayError> {
         if !route.roles.is_empty() && !identity.roles().iter().any(|r| route.roles.contains(r)) {
             self.metrics.auth(AuthOutcome::forbidden);
             return Err(GatewayError::InsufficientRole);
         }
-        Ok((identity, set_cookies))
+        Ok(identity)
     }
 
     /// Counts a refused judgment by outcome (errors that are no judgment, such as the store
@@ -496,7 +524,10 @@ impl Gateway {
             request_id,
             traceparent: None,
             policy: &self.header_policy,
-            identity: identity.map(|id| id.claims.identity_values().clone()),
+            identity: identity.map(|id| id.claims.identity_values().map(|v| v.cloned())),
+            key_name: identity
+                .and_then(|id| id.key.as_deref())
+                .and_then(|k| HeaderValue::from_str(k).ok()),
             target: routed.target,
             upgrade: routed.upgrade,
             tunnel_guard: None,
@@ -552,6 +583,21 @@ fn refusal_reason(e: &GatewayError) -> &'static str {
         GatewayError::BadGateway(m) if m.starts_with("connect") => "upstream_unreachable",
         GatewayError::BadGateway(_) => "upstream_closed",
         other => other.status_and_code().1,
+    }
+}
+
+/// A 401 on a `basic = true` route carries a Basic challenge (clients that only speak Basic
+/// ask for credentials on it).
+fn challenge(route: &Route, e: GatewayError) -> GatewayError {
+    match e {
+        GatewayError::MissingToken
+        | GatewayError::InvalidCredentials
+        | GatewayError::InvalidToken(_)
+            if route.basic =>
+        {
+            GatewayError::BasicChallenge(Box::new(e))
+        }
+        e => e,
     }
 }
 
@@ -777,7 +823,7 @@ impl Handler for Gateway {
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             upstream = out.upstream.unwrap_or("-"),
-            user = out.user.as_ref().map_or("-", |c| c.sub.as_str()),
+            user = out.user.as_ref().map_or("-", |c| c.sub()),
             reason = reason.unwrap_or("-"),
         );
         resp

@@ -21,7 +21,7 @@ pub type Guard = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The guard of a tunnel opened by `claims` (from a cookie when `via_cookie`).
 pub fn guard(
     auth: Arc<Auth>,
-    claims: Arc<Claims>,
+    claims: Claims,
     headers: &HeaderMap,
     via_cookie: bool,
     secure: bool,
@@ -32,13 +32,13 @@ pub fn guard(
         .then(|| cookies::get(headers, cookies::names(secure).refresh))
         .flatten()
         .and_then(|t| auth.sessions().tokens().verify(t, TokenType::Refresh).ok())
-        .filter(|r| r.sid == claims.sid)
+        .filter(|r| r.sid() == claims.sid())
         .map(|r| r.exp);
     let end = claims.exp.max(refresh_end.unwrap_or(0));
     Box::pin(watch(auth, claims, end, every))
 }
 
-async fn watch(auth: Arc<Auth>, claims: Arc<Claims>, end: u64, every: Duration) {
+async fn watch(auth: Arc<Auth>, claims: Claims, end: u64, every: Duration) {
     let mut heard = events::subscribe();
     loop {
         let left = Duration::from_secs(end.saturating_sub(now_secs()));
@@ -46,23 +46,23 @@ async fn watch(auth: Arc<Auth>, claims: Arc<Claims>, end: u64, every: Duration) 
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             event = heard.recv() => match event {
-                Ok(e) if !e.concerns(&claims.sid, &claims.sub) => continue,
+                Ok(e) if !e.concerns(claims.sid(), claims.sub()) => continue,
                 // Ours, or we fell behind (`Lagged`) or the bus is gone: look at the store.
                 _ => {}
             }
         }
         if now_secs() >= end {
-            tracing::info!(user = %claims.sub, "session expired: closing its tunnel");
+            tracing::info!(user = %claims.sub(), "session expired: closing its tunnel");
             return;
         }
         // (The store being down is no reason: a blip must not cut every socket; look again
         // next time.)
         if let Err(GatewayError::InvalidToken(why)) = auth
             .sessions()
-            .check_revocation(&claims.sid, &claims.sub, claims.iat)
+            .check_revocation(claims.sid(), claims.sub(), claims.iat)
             .await
         {
-            tracing::info!(user = %claims.sub, reason = %why, "session ended: closing its tunnel");
+            tracing::info!(user = %claims.sub(), reason = %why, "session ended: closing its tunnel");
             return;
         }
     }

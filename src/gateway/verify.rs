@@ -120,7 +120,8 @@ impl Gateway {
         };
         let secure =
             conn.tls || super::forwarded::https_via_proxy(conn.peer.ip(), req.headers(), trusted);
-        match self.judge(&orig, req.headers(), secure).await {
+        let client_ip = self.client_ip(conn.peer.ip(), req.headers());
+        match self.judge(&orig, req.headers(), secure, client_ip).await {
             Ok(identity) => self.allowed(caller, identity.as_ref()),
             Err(Refusal::Redirect(to)) if caller == Caller::Forwarded => {
                 match self.absolute(&orig, secure, to) {
@@ -138,6 +139,7 @@ impl Gateway {
         orig: &Original,
         headers: &HeaderMap,
         secure: bool,
+        client_ip: std::net::IpAddr,
     ) -> Result<Option<Identity>, Refusal> {
         let (raw_path, query) = match orig.uri.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -156,7 +158,18 @@ impl Gateway {
             return Ok(None);
         }
         let sessions = self.auth.sessions();
-        let authenticated = self.auth.authenticate(headers, secure).await;
+        // An API key or Basic pair where the route takes them, as when proxying.
+        let machine = (route.api_keys || route.basic)
+            .then(|| crate::auth::api_keys::presented(headers, route))
+            .flatten();
+        let authenticated = match machine {
+            Some(m) => {
+                self.auth
+                    .authenticate_machine(m, &path.judged, client_ip)
+                    .await
+            }
+            None => self.auth.authenticate(headers, secure).await,
+        };
         if let Err(e) = &authenticated {
             self.count_refusal(e);
         }
@@ -199,7 +212,7 @@ impl Gateway {
                 || upgrade
                 || csrf::matches(
                     csrf::header_value(headers),
-                    &sessions.csrf_for(&identity.claims.sid),
+                    &sessions.csrf_for(identity.claims.sid()),
                 );
             if !(origin_ok && token_ok) {
                 self.metrics.auth(AuthOutcome::csrf);
@@ -269,6 +282,14 @@ impl Gateway {
         let mut unset: Vec<&str> = Vec::new();
         match identity {
             Some(id) => {
+                if let Some(k) = id
+                    .key
+                    .as_deref()
+                    .and_then(|k| HeaderValue::from_str(k).ok())
+                {
+                    resp.headers_mut()
+                        .insert(HeaderName::from_static("x-auth-key"), k);
+                }
                 for (name, value) in names.iter().zip(id.claims.identity_values()) {
                     match value {
                         Some(v) => {
@@ -279,6 +300,10 @@ impl Gateway {
                 }
             }
             None => unset.extend(names.iter().map(HeaderName::as_str)),
+        }
+        // Only authgate says which API key authenticated.
+        if identity.is_none_or(|id| id.key.is_none()) {
+            unset.push("x-auth-key");
         }
         if caller == Caller::ExtAuthz && !unset.is_empty() {
             if let Ok(v) = HeaderValue::from_str(&unset.join(",")) {

@@ -7,6 +7,7 @@
 //! knew (a restarted memory store, a Redis that lost its data) cannot tell a revoked token from
 //! a good one, so tokens issued before its epoch are refused.
 
+pub mod api_keys;
 pub mod events;
 mod file;
 mod memory;
@@ -326,6 +327,22 @@ impl Store {
         match self {
             Store::Redis(r) => r.linked(key).await,
             local => Ok(local.local().map(|m| m.linked(key)).unwrap_or_default()),
+        }
+    }
+
+    /// When API key `name` was last used (Unix seconds), for `keys list`: kept in Redis only
+    /// (a memory or file store belongs to the running process alone).
+    pub async fn note_key_use(&self, name: &str, at: u64) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(r) => r.note_key_use(name, at).await,
+            _ => Ok(()),
+        }
+    }
+
+    pub async fn key_last_used(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        match self {
+            Store::Redis(r) => r.key_last_used(name).await,
+            _ => Ok(None),
         }
     }
 

@@ -512,6 +512,22 @@ impl RedisStore {
         Ok(live)
     }
 
+    pub async fn note_key_use(&self, name: &str, at: u64) -> Result<(), StoreError> {
+        let mut c = self.conn.clone();
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(self.keys.key_used(name))
+            .arg(at)
+            .arg("EX")
+            .arg(400 * 86_400);
+        self.timed("key_used", cmd.query_async::<()>(&mut c)).await
+    }
+
+    pub async fn key_last_used(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let mut c = self.conn.clone();
+        self.timed("key_used", c.get(self.keys.key_used(name)))
+            .await
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         if let Some(m) = &self.mirror {
             m.check("", "")?;

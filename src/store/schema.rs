@@ -74,6 +74,16 @@ impl Keys {
         self.key("", "users", "all")
     }
 
+    /// The Redis user store's API keys (hash: SHA-256 -> JSON record).
+    pub fn api_keys(&self) -> String {
+        self.key("", "apikeys", "all")
+    }
+
+    /// When API key `name` was last used (Unix seconds).
+    pub fn key_used(&self, name: &str) -> String {
+        self.key(name, "keyused", name)
+    }
+
     /// A single-use mark (`Store::mark_once`): an OIDC state or a logout token's `jti`.
     pub fn once(&self, key: &str) -> String {
         self.key(key, "once", key)

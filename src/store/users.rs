@@ -1,5 +1,6 @@
 //! User accounts: a TOML file (`[[user]] name, password_hash, roles`) or Redis hashes.
 
+use super::api_keys::ApiKey;
 use super::{RedisStore, Store, StoreError};
 use crate::auth::passwords::HashCost;
 use crate::config::{UsersBackend, UsersConfig};
@@ -31,6 +32,9 @@ impl std::fmt::Debug for User {
 struct UsersFile {
     #[serde(default)]
     user: Vec<User>,
+    /// API keys (`authgate keys create`): their SHA-256, never the key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    key: Vec<ApiKey>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -119,14 +123,25 @@ pub enum UserStore {
     File {
         path: PathBuf,
         users: HashMap<String, User>,
+        /// API keys by SHA-256.
+        keys: HashMap<String, ApiKey>,
     },
     Redis(Box<RedisStore>),
 }
 
 pub fn read_file(path: &Path) -> Result<Vec<User>, UserStoreError> {
+    read_all(path).map(|f| f.user)
+}
+
+/// The API keys of a users file.
+pub fn read_keys(path: &Path) -> Result<Vec<ApiKey>, UserStoreError> {
+    read_all(path).map(|f| f.key)
+}
+
+fn read_all(path: &Path) -> Result<UsersFile, UserStoreError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(UsersFile::default()),
         Err(source) => {
             return Err(UserStoreError::Read {
                 path: path.to_path_buf(),
@@ -158,15 +173,57 @@ pub fn read_file(path: &Path) -> Result<Vec<User>, UserStoreError> {
         argon2::password_hash::phc::PasswordHash::new(&u.password_hash)
             .map_err(|e| invalid(u, format!("password_hash is not a PHC string: {e}")))?;
     }
-    Ok(file.user)
+    let mut names = std::collections::HashSet::new();
+    for k in &file.key {
+        let bad = |reason: String| UserStoreError::Invalid {
+            path: path.to_path_buf(),
+            user: format!("key {}", k.name),
+            reason,
+        };
+        validate_name(&k.name).map_err(|e| bad(e.to_string()))?;
+        if let Some(u) = &k.user {
+            validate_name(u).map_err(|e| bad(format!("user: {e}")))?;
+        }
+        for r in &k.roles {
+            validate_role(r).map_err(|e| bad(e.to_string()))?;
+        }
+        if k.sha256.len() != 43 {
+            return Err(bad("sha256 is not a base64url SHA-256".to_owned()));
+        }
+        if !names.insert(k.name.clone()) {
+            return Err(bad("appears twice".to_owned()));
+        }
+    }
+    Ok(file)
 }
 
-/// Replaces the users file by rename, so a reader never sees half a file.
+/// Replaces the users file's users (its keys kept) by rename, so a reader never sees half a
+/// file.
 pub fn write_file(path: &Path, users: &[User]) -> Result<(), UserStoreError> {
-    let text = toml::to_string_pretty(&UsersFile {
-        user: users.to_vec(),
-    })
-    .map_err(|e| UserStoreError::Parse {
+    let key = read_keys(path)?;
+    write_all(
+        path,
+        &UsersFile {
+            user: users.to_vec(),
+            key,
+        },
+    )
+}
+
+/// Replaces the users file's API keys (its users kept).
+pub fn write_keys(path: &Path, keys: &[ApiKey]) -> Result<(), UserStoreError> {
+    let user = read_file(path)?;
+    write_all(
+        path,
+        &UsersFile {
+            user,
+            key: keys.to_vec(),
+        },
+    )
+}
+
+fn write_all(path: &Path, file: &UsersFile) -> Result<(), UserStoreError> {
+    let text = toml::to_string_pretty(file).map_err(|e| UserStoreError::Parse {
         path: path.to_path_buf(),
         message: format!("cannot encode users: {e}"),
     })?;
@@ -232,14 +289,20 @@ impl UserStore {
                 if !path.exists() {
                     return Err(UserStoreError::Missing { path: path.clone() });
                 }
-                let list = read_file(path)?;
-                for u in &list {
+                let file = read_all(path)?;
+                for u in &file.user {
                     check_cost(path, u, max_hash_memory)?;
                 }
-                let users = list.into_iter().map(|u| (u.name.clone(), u)).collect();
+                let users = file.user.into_iter().map(|u| (u.name.clone(), u)).collect();
+                let keys = file
+                    .key
+                    .into_iter()
+                    .map(|k| (k.sha256.clone(), k))
+                    .collect();
                 Ok(UserStore::File {
                     path: path.clone(),
                     users,
+                    keys,
                 })
             }
             UsersBackend::Redis => store
@@ -405,6 +468,89 @@ impl UserStore {
                 Ok(out)
             }
         }
+    }
+}
+
+impl UserStore {
+    /// The API key whose SHA-256 is `sha256`.
+    pub async fn key(&self, sha256: &str) -> Result<Option<ApiKey>, StoreError> {
+        match self {
+            UserStore::File { keys, .. } => Ok(keys.get(sha256).cloned()),
+            UserStore::Redis(r) => {
+                let mut c = r.connection();
+                let json: Option<String> = r
+                    .timed("key_get", c.hget(r.keys().api_keys(), sha256))
+                    .await?;
+                Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+            }
+        }
+    }
+
+    /// Every API key (`keys list`).
+    pub async fn keys(&self) -> Result<Vec<ApiKey>, UserStoreError> {
+        let mut out = match self {
+            UserStore::File { path, .. } => read_keys(path)?,
+            UserStore::Redis(r) => {
+                let mut c = r.connection();
+                let all: HashMap<String, String> =
+                    r.timed("key_list", c.hgetall(r.keys().api_keys())).await?;
+                all.values()
+                    .filter_map(|j| serde_json::from_str(j).ok())
+                    .collect()
+            }
+        };
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Adds a key; `Ok(false)` when its name is taken.
+    pub async fn add_key(&self, key: &ApiKey) -> Result<bool, UserStoreError> {
+        if self.keys().await?.iter().any(|k| k.name == key.name) {
+            return Ok(false);
+        }
+        match self {
+            UserStore::File { path, .. } => {
+                let mut all = read_keys(path)?;
+                all.push(key.clone());
+                write_keys(path, &all)?;
+            }
+            UserStore::Redis(r) => {
+                let mut c = r.connection();
+                let json = serde_json::to_string(key).map_err(|e| UserStoreError::Parse {
+                    path: PathBuf::from("redis"),
+                    message: e.to_string(),
+                })?;
+                r.timed(
+                    "key_add",
+                    c.hset::<_, _, _, ()>(r.keys().api_keys(), &key.sha256, json),
+                )
+                .await?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Removes the key named `name`; returns it.
+    pub async fn remove_key(&self, name: &str) -> Result<Option<ApiKey>, UserStoreError> {
+        let Some(found) = self.keys().await?.into_iter().find(|k| k.name == name) else {
+            return Ok(None);
+        };
+        match self {
+            UserStore::File { path, .. } => {
+                let mut all = read_keys(path)?;
+                all.retain(|k| k.name != name);
+                write_keys(path, &all)?;
+            }
+            UserStore::Redis(r) => {
+                let mut c = r.connection();
+                r.timed(
+                    "key_remove",
+                    c.hdel::<_, _, ()>(r.keys().api_keys(), &found.sha256),
+                )
+                .await?;
+            }
+        }
+        Ok(Some(found))
     }
 }
 

@@ -35,6 +35,8 @@ pub struct HeaderPolicy {
 }
 
 const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+const X_AUTH_KEY: HeaderName = HeaderName::from_static("x-auth-key");
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// Per-request facts the header rewrite needs.
 pub struct ForwardCtx<'a> {
@@ -58,6 +60,8 @@ pub struct ForwardCtx<'a> {
     /// Values of `policy.identity_headers` for an authenticated request (a value that is not
     /// header-safe is left out).
     pub identity: Option<[Option<HeaderValue>; 2]>,
+    /// The API key's name when a key authenticated the request (`X-Auth-Key`).
+    pub key_name: Option<HeaderValue>,
     pub target: http::uri::PathAndQuery,
     pub upgrade: Option<HeaderValue>,
     /// `X-Forwarded-Prefix`: the public mount of a route that strips or maps a prefix.
@@ -217,6 +221,9 @@ fn strip_client_headers(headers: &mut HeaderMap, policy: &HeaderPolicy) {
             || *name == X_REAL_IP
             // Apps build their links from it: only the gateway says where they are mounted.
             || *name == X_FORWARDED_PREFIX
+            // Only the gateway says which key authenticated; the key itself never goes on.
+            || *name == X_AUTH_KEY
+            || *name == X_API_KEY
         {
             spoofed.push(name.clone());
         }
@@ -290,6 +297,11 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
     }
     if let Some(prefix) = ctx.forwarded_prefix.take() {
         headers.insert(X_FORWARDED_PREFIX, prefix);
+    }
+    if let Some(k) = ctx.key_name.take() {
+        headers.insert(X_AUTH_KEY, k);
+        // The key travelled as `Authorization: Bearer` or Basic: never to the upstream.
+        headers.remove(header::AUTHORIZATION);
     }
     if let Some(values) = ctx.identity.take() {
         if let (Some(password), Some(user)) = (&ctx.policy.pass_basic_auth, &values[0]) {

@@ -256,12 +256,27 @@ async fn callback(auth: &Auth, p: &Provider, headers: &HeaderMap, ctx: &Ctx<'_>)
     let mut resp = match result {
         Ok(pair) => {
             metrics.login_by(LoginMethod::oidc, LoginOutcome::ok);
+            crate::audit!(
+                "oidc_login_ok",
+                user = %pair.access.claims.sub(),
+                provider = %p.cfg.name,
+                sid = %pair.access.claims.sid(),
+                ip = %ctx.client_ip,
+                user_agent = %crate::audit::user_agent(headers)
+            );
             let mut resp = see_other(&next);
             cookies::set_session(resp.headers_mut(), &pair.cookies(), ctx.secure);
             resp
         }
         Err(f) => {
             metrics.login_by(LoginMethod::oidc, f.outcome);
+            crate::audit!(
+                "oidc_login_refused",
+                provider = %p.cfg.name,
+                outcome = ?f.outcome,
+                ip = %ctx.client_ip,
+                user_agent = %crate::audit::user_agent(headers)
+            );
             failure_page(auth, &f, &next, ctx.secure)
         }
     };
@@ -418,7 +433,7 @@ async fn finish(
         )
     })?;
     // For back-channel logout: the provider's session and user -> this session.
-    let member = format!("{}\t{}", who.name, pair.access.claims.sid);
+    let member = format!("{}\t{}", who.name, pair.access.claims.sid());
     let ttl = sessions.policy().revocation_ttl();
     let store = sessions.store();
     let psub = claims
@@ -668,6 +683,7 @@ async fn backchannel_logout(
         }
     }
     tracing::info!(provider = %p.cfg.name, sessions = ended, by_sid = target.sid.is_some(), "back-channel logout");
+    crate::audit!("backchannel_logout", provider = %p.cfg.name, sessions = ended);
     let mut resp = Response::new(empty());
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

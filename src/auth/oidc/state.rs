@@ -113,7 +113,7 @@ mod tests {
     /// RFC 7636 appendix B.
     #[test]
     fn s256_challenge_matches_the_rfc() {
-        let v = "dBjftJeZ4CVP-mJ92K9XOFd1stKHmQ7lE0vWtapsMYw";
+        let v = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         let c = URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
             &aws_lc_rs::digest::SHA256,
             v.as_bytes(),

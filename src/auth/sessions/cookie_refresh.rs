@@ -137,7 +137,7 @@ impl Sessions {
         let grace = self.policy.reuse_grace;
         match self
             .sharing
-            .join(&claims.sid, &claims.sub, &claims.jti, grace)
+            .join(claims.sid(), claims.sub(), claims.jti(), grace)
         {
             Role::Alone => self.refresh_cookie_once(token, secure).await,
             Role::Leader(cell) => {
@@ -145,7 +145,7 @@ impl Sessions {
                     .get_or_init(|| self.refresh_cookie_once(token, secure))
                     .await
                     .clone();
-                self.sharing.finish(&claims.sid, &claims.jti, grace);
+                self.sharing.finish(claims.sid(), claims.jti(), grace);
                 result
             }
             Role::Follower(cell) => {
@@ -155,7 +155,7 @@ impl Sessions {
                     .clone()?;
                 // The session may have ended since the refresh: ask the store again.
                 let c = &identity.claims;
-                self.check_revocation(&c.sid, &c.sub, c.iat).await?;
+                self.check_revocation(c.sid(), c.sub(), c.iat).await?;
                 Ok((identity, set))
             }
         }
@@ -168,6 +168,7 @@ impl Sessions {
         let identity = Identity {
             claims: pair.access.claims.clone(),
             via_cookie: true,
+            key: None,
         };
         Ok((identity, set))
     }

@@ -127,6 +127,10 @@ pub struct Sessions {
     /// `authgate_store_errors_total` (every store call that failed, on any path) and
     /// `authgate_logins_total`.
     metrics: Arc<Metrics>,
+    /// Password checks running now, by user counter (see `check_login`).
+    checks: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// When each API key's use was last written to the store.
+    key_uses: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 /// Keys of the login throttle counters (per user name, per client address).
@@ -162,7 +166,18 @@ impl Sessions {
             hasher,
             policy,
             metrics,
+            key_uses: Default::default(),
+            checks: Default::default(),
         })
+    }
+
+    fn checks_in_flight(&self, user_key: &str) -> u32 {
+        self.checks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(user_key)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The password-hashing pool (for the next config's sessions).
@@ -224,16 +239,20 @@ impl Sessions {
         let (token, via_cookie) =
             super::request_token(headers, secure).ok_or(GatewayError::MissingToken)?;
         let claims = self.verify(token, TokenType::Access).await?;
-        Ok(Identity { claims, via_cookie })
+        Ok(Identity {
+            claims,
+            via_cookie,
+            key: None,
+        })
     }
 
     /// Signature, claims, type, then one revocation round trip.
-    pub async fn verify(&self, token: &str, want: TokenType) -> Result<Arc<Claims>, GatewayError> {
+    pub async fn verify(&self, token: &str, want: TokenType) -> Result<Claims, GatewayError> {
         let claims = self
             .tokens
             .verify(token, want)
             .map_err(GatewayError::InvalidToken)?;
-        self.check_revocation(&claims.sid, &claims.sub, claims.iat)
+        self.check_revocation(claims.sid(), claims.sub(), claims.iat)
             .await?;
         Ok(claims)
     }
@@ -315,6 +334,7 @@ impl Sessions {
             Ok(_) => LoginOutcome::ok,
             Err(GatewayError::InvalidCredentials) => LoginOutcome::invalid_credentials,
             Err(GatewayError::TooManyAttempts { .. }) => LoginOutcome::throttled,
+            Err(GatewayError::Busy(_)) => LoginOutcome::busy,
             Err(GatewayError::Unavailable(_)) => LoginOutcome::unavailable,
             Err(_) => LoginOutcome::error,
         });
@@ -340,11 +360,46 @@ impl Sessions {
         };
         match self.store.reserve_attempt(attempt).await {
             Ok(Attempt::Reserved) => {}
+            // Checks of this account are running here: the counter holds them as well as
+            // failures, and they may all be right. Not "too many failed attempts" for
+            // 15 minutes, but "busy, retry in a second".
+            Ok(Attempt::Refused { .. }) if self.checks_in_flight(&user_key) > 0 => {
+                return Err(GatewayError::Busy(
+                    "sign-ins of this account are being checked; retry in a second",
+                ))
+            }
             Ok(Attempt::Refused { retry_after }) => {
                 return Err(GatewayError::TooManyAttempts { retry_after })
             }
             Err(e) => return Err(self.store_down(e)),
         }
+        let _checking = InFlight::enter(&self.checks, &user_key);
+        let user = self.check_password(username, password, client_ip).await?;
+        self.upgrade_hash(&user, password).await;
+        let (u, i) = tokio::join!(
+            self.store.clear_failures(&user_key),
+            self.store.forget_attempt(&ip_key)
+        );
+        u.and(i).map_err(|e| self.store_down(e))?;
+        let who = Principal {
+            name: &user.name,
+            roles: &user.roles,
+            via: None,
+        };
+        let pair = self.start_from(&who, from).await?;
+        tracing::info!(user = %user.name, "login");
+        Ok(pair)
+    }
+
+    /// The user whose password this is, checked with argon2 (an unknown user against the
+    /// dummy hash, in the same time); `InvalidCredentials` otherwise. No throttle here: the
+    /// caller reserved the attempt.
+    pub async fn check_password(
+        &self,
+        username: &str,
+        password: &str,
+        client_ip: IpAddr,
+    ) -> Result<User, GatewayError> {
         let user = if validate_name(username).is_ok() {
             self.users
                 .get(username)
@@ -362,24 +417,45 @@ impl Sessions {
             )
             .await
             .map_err(hash_error)?;
-        let Some(user) = user.filter(|_| ok) else {
-            tracing::info!(user = %username, ip = %client_ip, "login failed");
-            return Err(GatewayError::InvalidCredentials);
+        match user.filter(|_| ok) {
+            Some(u) => Ok(u),
+            None => {
+                tracing::info!(user = %username, ip = %client_ip, "login failed");
+                Err(GatewayError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// `issue_time` for other callers: the second a verification counts as made at.
+    pub async fn issue_time_for(&self, sub: &str) -> Result<u64, GatewayError> {
+        self.issue_time(sub).await
+    }
+
+    /// Records that API key `name` was used (at most once a minute per key and process; in
+    /// the shared store, for `keys list`).
+    pub async fn note_key_use(&self, name: &str) {
+        let due = {
+            let mut seen = self
+                .key_uses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            match seen.get(name) {
+                Some(t) if now.duration_since(*t) < Duration::from_secs(60) => false,
+                _ => {
+                    if seen.len() >= 10_000 {
+                        seen.clear();
+                    }
+                    seen.insert(name.to_owned(), now);
+                    true
+                }
+            }
         };
-        self.upgrade_hash(&user, password).await;
-        let (u, i) = tokio::join!(
-            self.store.clear_failures(&user_key),
-            self.store.forget_attempt(&ip_key)
-        );
-        u.and(i).map_err(|e| self.store_down(e))?;
-        let who = Principal {
-            name: &user.name,
-            roles: &user.roles,
-            via: None,
-        };
-        let pair = self.start_from(&who, from).await?;
-        tracing::info!(user = %user.name, "login");
-        Ok(pair)
+        if due {
+            if let Err(e) = self.store.note_key_use(name, now_secs()).await {
+                tracing::debug!(error = %e, "could not record an API key's last use");
+            }
+        }
     }
 
     /// After a successful login: a hash made with other parameters than the gateway's is
@@ -465,7 +541,7 @@ impl Sessions {
             .start_session(
                 who.name,
                 &sid,
-                &refresh.claims.jti,
+                refresh.claims.jti(),
                 self.policy.revocation_ttl(),
             )
             .await
@@ -528,15 +604,15 @@ impl Sessions {
     /// notes the refresh for the sessions page.
     async fn rotate(&self, claims: &Claims, presented: &str) -> Result<Pair, GatewayError> {
         let pair = self.next_pair(claims, presented).await?;
-        self.note_refresh(&claims.sub, &claims.sid).await;
+        self.note_refresh(claims.sub(), claims.sid()).await;
         Ok(pair)
     }
 
     async fn next_pair(&self, claims: &Claims, presented: &str) -> Result<Pair, GatewayError> {
-        let user = match &claims.idp {
+        let user = match claims.idp() {
             None => Some(
                 self.users
-                    .get(&claims.sub)
+                    .get(claims.sub())
                     .await
                     .map_err(|e| self.store_down(e))?
                     .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?,
@@ -547,7 +623,7 @@ impl Sessions {
                     None => return Err(GatewayError::InvalidToken(TokenError::SessionUnknown)),
                     Some(crate::config::OidcUsers::Known) => {
                         self.users
-                            .get(&claims.sub)
+                            .get(claims.sub())
                             .await
                             .map_err(|e| self.store_down(e))?
                             .ok_or(GatewayError::InvalidToken(TokenError::UserGone))?;
@@ -564,21 +640,21 @@ impl Sessions {
                 via: None,
             },
             None => Principal {
-                name: &claims.sub,
-                roles: claims.roles.as_deref().unwrap_or(&[]),
-                via: claims.idp.as_deref().map(|idp| Via {
+                name: claims.sub(),
+                roles: claims.roles().unwrap_or(&[]),
+                via: claims.idp().map(|idp| Via {
                     idp,
-                    amr: claims.amr.as_deref(),
+                    amr: claims.amr(),
                 }),
             },
         };
         let iat = self.issue_time(who.name).await?;
         // Absolute session lifetime: the new refresh token ends when the first one did.
         let session_exp = claims.exp;
-        let access = self.issue_access(&who, &claims.sid, iat, session_exp)?;
+        let access = self.issue_access(&who, claims.sid(), iat, session_exp)?;
         if !self.policy.rotate_refresh {
             return Ok(Pair {
-                csrf: self.csrf_for(&claims.sid),
+                csrf: self.csrf_for(claims.sid()),
                 access,
                 refresh: presented.to_owned(),
                 refresh_is_new: false,
@@ -590,7 +666,7 @@ impl Sessions {
             .issue_via(
                 TokenType::Refresh,
                 who.name,
-                &claims.sid,
+                claims.sid(),
                 who.via.map(|_| who.roles),
                 who.via,
                 iat,
@@ -599,7 +675,7 @@ impl Sessions {
             .map_err(internal)?;
         let refresh = self.spend(claims, refresh).await?;
         Ok(Pair {
-            csrf: self.csrf_for(&claims.sid),
+            csrf: self.csrf_for(claims.sid()),
             access,
             refresh,
             refresh_is_new: true,
@@ -613,10 +689,10 @@ impl Sessions {
         let session_exp = claims.exp;
         let left = Duration::from_secs(session_exp.saturating_sub(now_secs()));
         let request = RotateRequest {
-            sub: &claims.sub,
-            sid: &claims.sid,
-            presented_jti: &claims.jti,
-            new_jti: &next.claims.jti,
+            sub: claims.sub(),
+            sid: claims.sid(),
+            presented_jti: claims.jti(),
+            new_jti: next.claims.jti(),
             new_token: &next.token,
             grace: self.policy.reuse_grace,
             ttl: left + self.policy.leeway + Duration::from_secs(1),
@@ -630,7 +706,8 @@ impl Sessions {
             Rotation::Rotated => next.token,
             Rotation::Replay(current) => current,
             Rotation::Reused => {
-                tracing::warn!(user = %claims.sub, "refresh token reuse: session revoked");
+                tracing::warn!(user = %claims.sub(), "refresh token reuse: session revoked");
+                crate::audit!("refresh_reuse", user = %claims.sub(), sid = %claims.sid());
                 return Err(GatewayError::InvalidToken(TokenError::RefreshReused));
             }
             Rotation::Unknown => {
@@ -645,19 +722,19 @@ impl Sessions {
         let ttl = self.policy.revocation_ttl();
         if all {
             self.store
-                .revoke_user(&claims.sub, now_secs(), ttl)
+                .revoke_user(claims.sub(), now_secs(), ttl)
                 .await
                 .map(|_| ())
         } else {
             self.store
-                .revoke_session(&claims.sub, &claims.sid, ttl)
+                .revoke_session(claims.sub(), claims.sid(), ttl)
                 .await
         }
         .map_err(|e| self.store_down(e))?;
         // A cookie refresh shared with other requests must not outlive the session.
         self.sharing
-            .forget(&claims.sub, (!all).then_some(claims.sid.as_str()));
-        tracing::info!(user = %claims.sub, all, "logout");
+            .forget(claims.sub(), (!all).then_some(claims.sid()));
+        tracing::info!(user = %claims.sub(), all, "logout");
         Ok(())
     }
 
@@ -683,6 +760,41 @@ impl Sessions {
             tracing::info!(user = %user.name, "registered");
         }
         Ok(created.then_some(user))
+    }
+}
+
+/// One password check of a user counter in flight; counted down when dropped (also when the
+/// request is cancelled).
+struct InFlight<'a> {
+    map: &'a std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    key: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(map: &'a std::sync::Mutex<std::collections::HashMap<String, u32>>, key: &str) -> Self {
+        *map.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_insert(0) += 1;
+        InFlight {
+            map,
+            key: key.to_owned(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
     }
 }
 

@@ -1,0 +1,381 @@
+//! The verified-token cache: a token's signature is checked once, not on every request.
+//!
+//! Keyed by a digest of the whole token, never the token itself: the first 16 bytes of its
+//! SHA-256. A lookup only ever hits an entry whose token verified, so a forgery would need a
+//! second preimage of a token the gateway signed (with a `jti` of 128 random bits in it):
+//! 2^128 work for 128 bits, where collisions (2^64) do not help, since the attacker chooses
+//! neither side's text. An entry is used only until the token's `exp` (+ leeway, checked by
+//! the caller); type and revocation are checked on every request outside the cache; the
+//! cache belongs to one key set, so a reload that drops a key drops its entries with it.
+//!
+//! Bounded, with O(1) insertion and eviction: each shard is a fixed array of slots that the
+//! CLOCK hand walks (an expired entry, or one not used since the hand last passed, is
+//! replaced in place; a used one gets a second chance), and a table of slot numbers keyed by
+//! the digest. What a user's tokens share (subject, roles, header values) is interned.
+
+use super::claims::{Claims, Grants, GrantsKey, Principal};
+use super::intern::{Interner, PrincipalKey};
+use hashbrown::HashTable;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// A cache key: the first half of the token's SHA-256.
+pub(super) type TokenKey = [u8; 16];
+
+pub(super) fn key_of(token: &str) -> TokenKey {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut key = [0u8; 16];
+    for (k, d) in key.iter_mut().zip(digest.as_ref()) {
+        *k = *d;
+    }
+    key
+}
+
+/// The key is a digest already: its first 8 bytes are the table's hash, a later one picks the
+/// shard (so that a shard's keys do not share the bits its table indexes by).
+fn table_hash(key: &TokenKey) -> u64 {
+    let [a, b, c, d, e, f, g, h, ..] = *key;
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
+}
+
+const CACHE_SHARDS: usize = 16;
+
+pub(super) struct VerifiedCache {
+    shards: Box<[RwLock<CacheShard>]>,
+    per_shard: usize,
+    principals: Interner<Principal>,
+    grants: Interner<Grants>,
+}
+
+impl VerifiedCache {
+    pub(super) fn new(capacity: usize) -> Self {
+        VerifiedCache {
+            shards: (0..CACHE_SHARDS)
+                .map(|_| RwLock::new(CacheShard::default()))
+                .collect(),
+            // Slot numbers are u32.
+            per_shard: capacity.div_ceil(CACHE_SHARDS).clamp(1, u32::MAX as usize),
+            principals: Interner::new(),
+            grants: Interner::new(),
+        }
+    }
+
+    fn shard(&self, key: &TokenKey) -> &RwLock<CacheShard> {
+        &self.shards[usize::from(key[15]) % CACHE_SHARDS]
+    }
+
+    pub(super) fn get(&self, key: &TokenKey) -> Option<Claims> {
+        let shard = self.shard(key).read().unwrap_or_else(|p| p.into_inner());
+        shard.get(key)
+    }
+
+    /// The shared principal of `sub` with these grants: the one cached tokens already hold,
+    /// or a new one.
+    pub(super) fn principal(&self, sub: &str, grants: GrantsKey<'_>) -> Arc<Principal> {
+        let grants = self.grants.get_or_insert(grants, || Grants::new(grants));
+        let key = PrincipalKey {
+            sub,
+            grants: Arc::as_ptr(&grants) as usize,
+        };
+        self.principals
+            .get_or_insert(key, || Principal::new(sub, grants.clone()))
+    }
+
+    pub(super) fn insert(&self, key: TokenKey, claims: Claims, now: u64) {
+        let replaced = {
+            let mut shard = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
+            shard.insert(key, claims, now, self.per_shard)
+        };
+        if let Some(old) = replaced {
+            self.release(old);
+        }
+    }
+
+    /// Lets the interned parts of an evicted entry go when it was their last token.
+    fn release(&self, old: Claims) {
+        if let Some(principal) = self.principals.release(old.into_principal()) {
+            self.grants.release(principal.into_grants());
+        }
+    }
+}
+
+/// One cached verification.
+struct Slot {
+    key: TokenKey,
+    claims: Claims,
+}
+
+/// A shard: the slots, whether each was used since the hand last passed (CLOCK's reference
+/// bits, kept apart from the slots so that a hit writes no slot), and the index by key.
+#[derive(Default)]
+struct CacheShard {
+    index: HashTable<u32>,
+    slots: Vec<Slot>,
+    used: Vec<AtomicBool>,
+    hand: usize,
+}
+
+impl CacheShard {
+    fn find(&self, key: &TokenKey) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(table_hash(key), |&i| {
+                slots.get(i as usize).is_some_and(|s| s.key == *key)
+            })
+            .map(|&i| i as usize)
+    }
+
+    fn get(&self, key: &TokenKey) -> Option<Claims> {
+        let i = self.find(key)?;
+        // A relaxed store under the read lock: hits never take the write lock, and the load
+        // first keeps the line shared when the bit is already set.
+        if let Some(used) = self.used.get(i) {
+            if !used.load(Ordering::Relaxed) {
+                used.store(true, Ordering::Relaxed);
+            }
+        }
+        self.slots.get(i).map(|s| s.claims.clone())
+    }
+
+    /// Caches `claims` under `key`; returns the entry it replaced (the same key's, or the
+    /// one evicted to make room).
+    fn insert(
+        &mut self,
+        key: TokenKey,
+        claims: Claims,
+        now: u64,
+        capacity: usize,
+    ) -> Option<Claims> {
+        if let Some(slot) = self.find(&key).and_then(|i| self.slots.get_mut(i)) {
+            return Some(std::mem::replace(&mut slot.claims, claims));
+        }
+        let slot = Slot { key, claims };
+        let len = self.slots.len();
+        if len < capacity {
+            if len == self.slots.capacity() {
+                // Grown in steps up to exactly the capacity, never past it.
+                let more = len.max(16).min(capacity - len);
+                self.slots.reserve_exact(more);
+                self.used.reserve_exact(more);
+            }
+            self.slots.push(slot);
+            self.used.push(AtomicBool::new(false));
+            self.index_slot(len);
+            return None;
+        }
+        let i = self.victim(now);
+        let old = std::mem::replace(self.slots.get_mut(i)?, slot);
+        if let Ok(entry) = self
+            .index
+            .find_entry(table_hash(&old.key), |&j| j as usize == i)
+        {
+            entry.remove();
+        }
+        if let Some(used) = self.used.get(i) {
+            used.store(false, Ordering::Relaxed);
+        }
+        self.index_slot(i);
+        Some(old.claims)
+    }
+
+    fn index_slot(&mut self, i: usize) {
+        let CacheShard { index, slots, .. } = self;
+        let Some(slot) = slots.get(i) else {
+            return;
+        };
+        let rehash = |&j: &u32| slots.get(j as usize).map_or(0, |s| table_hash(&s.key));
+        index.insert_unique(table_hash(&slot.key), i as u32, rehash);
+    }
+
+    /// CLOCK: the first slot from the hand on that is expired or was not used since the hand
+    /// last passed, clearing the bits it passes. O(1) amortized: each pass clears what it
+    /// passes, so within two passes some slot qualifies. A scan for the best victim on every
+    /// insert made a gateway with more active users than the cache holds a third as fast.
+    fn victim(&mut self, now: u64) -> usize {
+        let n = self.slots.len().max(1);
+        for _ in 0..=2 * n {
+            let i = self.hand % n;
+            self.hand = (i + 1) % n;
+            let expired = self.slots.get(i).is_some_and(|s| s.claims.exp < now);
+            let used = self
+                .used
+                .get(i)
+                .is_some_and(|u| u.swap(false, Ordering::Relaxed));
+            if expired || !used {
+                return i;
+            }
+        }
+        self.hand
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::TokenType;
+    use super::*;
+
+    fn claims(cache: &VerifiedCache, sub: &str, sid: &str, exp: u64) -> Claims {
+        let roles = ["user".to_owned()];
+        let grants = GrantsKey {
+            roles: Some(&roles),
+            idp: None,
+            amr: None,
+        };
+        let user = cache.principal(sub, grants);
+        Claims::new(
+            user,
+            0,
+            exp,
+            sid,
+            "jti-0123456789abcdefgh",
+            TokenType::Access,
+        )
+    }
+
+    fn total(cache: &VerifiedCache) -> usize {
+        cache
+            .shards
+            .iter()
+            .map(|s| s.read().map_or(0, |m| m.slots.len()))
+            .sum()
+    }
+
+    #[test]
+    fn the_cache_stays_bounded() {
+        let cache = VerifiedCache::new(32);
+        for i in 0..10_000 {
+            let c = claims(&cache, "u", "s", u64::MAX);
+            cache.insert(key_of(&format!("token-{i}")), c, 0);
+        }
+        assert!(total(&cache) <= 32 + CACHE_SHARDS, "{}", total(&cache));
+        // Eviction replaces single entries, never a whole shard: the newest is still there.
+        assert!(cache.get(&key_of("token-9999")).is_some());
+        // One principal for one user, however many tokens came and went.
+        assert_eq!(cache.principals.len(), 1);
+    }
+
+    /// CLOCK: an entry used since the hand last passed survives one more round; an unused one
+    /// goes first; an expired one goes whatever its bit; a new entry takes the victim's slot,
+    /// the one the hand reaches last.
+    #[test]
+    fn eviction_order_gives_used_entries_a_second_chance() {
+        let cache = VerifiedCache::new(3 * CACHE_SHARDS);
+        let mut shard = CacheShard::default();
+        let k = |name: &str| {
+            let mut key = [0u8; 16];
+            key[0] = name.as_bytes()[0];
+            key
+        };
+        let insert = |shard: &mut CacheShard, name: &str, exp: u64, now: u64| {
+            shard
+                .insert(k(name), claims(&cache, name, "s", exp), now, 3)
+                .map(|c| c.sub().to_owned())
+        };
+        for name in ["a", "b", "c"] {
+            assert_eq!(insert(&mut shard, name, 100, 50), None);
+        }
+        assert!(shard.get(&k("a")).is_some());
+        // a is passed (bit cleared), b goes.
+        assert_eq!(insert(&mut shard, "d", 100, 50).as_deref(), Some("b"));
+        // c (unused) goes before a, which was passed already.
+        assert_eq!(insert(&mut shard, "e", 100, 50).as_deref(), Some("c"));
+        // Used again, and expired: it goes first all the same.
+        assert!(shard.get(&k("a")).is_some());
+        assert!(shard.get(&k("d")).is_some() && shard.get(&k("e")).is_some());
+        assert_eq!(insert(&mut shard, "f", 100, 1000).as_deref(), Some("a"));
+        // Slots f, d, e with the hand at d, both used: each gets its second chance and f
+        // goes; then d, its chance spent.
+        for n in ["d", "e"] {
+            assert!(shard.get(&k(n)).is_some());
+        }
+        assert_eq!(insert(&mut shard, "g", 100, 50).as_deref(), Some("f"));
+        assert_eq!(insert(&mut shard, "h", 100, 50).as_deref(), Some("d"));
+        for n in ["e", "g", "h"] {
+            assert!(shard.get(&k(n)).is_some(), "{n}");
+        }
+        assert!(shard.get(&k("a")).is_none() && shard.get(&k("f")).is_none());
+    }
+
+    #[test]
+    fn tokens_differing_anywhere_are_told_apart() {
+        let cache = VerifiedCache::new(64);
+        let tail = ".sig-sig-sig-sig-sig";
+        let (a, b) = (format!("aaa{tail}"), format!("bbb{tail}"));
+        cache.insert(key_of(&a), claims(&cache, "a", "s", u64::MAX), 0);
+        cache.insert(key_of(&b), claims(&cache, "b", "s", u64::MAX), 0);
+        let sub = |t: &str| cache.get(&key_of(t)).map(|c| c.sub().to_owned());
+        assert_eq!(sub(&a).as_deref(), Some("a"));
+        assert_eq!(sub(&b).as_deref(), Some("b"));
+        assert_eq!(sub(&format!("ccc{tail}")), None);
+        assert_eq!(sub(""), None);
+    }
+
+    #[test]
+    fn evicted_users_leave_the_intern_tables() {
+        let cache = VerifiedCache::new(CACHE_SHARDS);
+        for i in 0..1000 {
+            let c = claims(&cache, &format!("user-{i}"), "s", u64::MAX);
+            cache.insert(key_of(&format!("token-{i}")), c, 0);
+        }
+        assert!(
+            cache.principals.len() <= CACHE_SHARDS,
+            "{}",
+            cache.principals.len()
+        );
+        assert_eq!(cache.grants.len(), 1);
+    }
+
+    /// glibc's chunk for an allocation of `n` bytes (x86_64: 8 bytes of header, 16-byte
+    /// steps, 32 at least).
+    fn chunk(n: usize) -> usize {
+        ((n + 8 + 15) & !15).max(32)
+    }
+
+    /// Memory per cached token, pinned: the slot, its reference bit and its share of the
+    /// index (measured on a full cache at the default capacity, after eviction churn), plus
+    /// the user's share of the principal (its allocation, the subject's bytes and the
+    /// `Bytes` header shared after the first request, its intern table bucket). 100,000 tokens
+    /// fit in 16 MiB with 4 tokens per user (the last hour's 15-minute access tokens); with
+    /// one token per user it is ~263 B a token, 25 MiB (bench/cache_memory.py measures RSS).
+    #[test]
+    fn memory_per_entry_is_pinned() {
+        let capacity = 100_000;
+        let cache = VerifiedCache::new(capacity);
+        let tokens_per_user = 4;
+        for i in 0..capacity * 3 / 2 {
+            let user = format!("user-{:06}", i / tokens_per_user % (capacity / 4));
+            let c = claims(&cache, &user, "AAAAAAAAAAAAAAAAAAAAAA", u64::MAX);
+            cache.insert(key_of(&format!("token-{i}")), c, 0);
+        }
+        let (tokens, index) = cache.shards.iter().fold((0, 0), |(n, b), s| {
+            let s = s.read().unwrap_or_else(|p| p.into_inner());
+            (
+                n + s.slots.len(),
+                b + super::super::intern::table_bytes(&s.index),
+            )
+        });
+        let users = cache.principals.len();
+        assert!(
+            tokens >= capacity * 9 / 10 && tokens <= capacity,
+            "{tokens}"
+        );
+        let per_token =
+            std::mem::size_of::<Slot>() + std::mem::size_of::<AtomicBool>() + index / tokens;
+        let sub = "user-000000".len();
+        let per_user = chunk(16 + std::mem::size_of::<Principal>())
+            + chunk(sub)
+            + chunk(24)
+            + cache.principals.table_bytes() / users;
+        let total = tokens * per_token + users * per_user;
+        eprintln!(
+            "{tokens} tokens of {users} users: {per_token} B per token + {per_user} B per user \
+             = {} B per token, {:.1} MiB",
+            total / tokens,
+            total as f64 / f64::from(1 << 20)
+        );
+        assert!(per_token <= 120, "{per_token} B per token");
+        assert!(per_user <= 176, "{per_user} B per user");
+        assert!(total / tokens <= 160, "{} B per token", total / tokens);
+        assert!(total <= 16 << 20, "{total} B");
+    }
+}
