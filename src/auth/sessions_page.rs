@@ -85,10 +85,10 @@ async fn list(
         }
         Err(e) => return Err(e),
     };
-    let sessions = auth.sessions().list(&id.claims.sub()).await?;
+    let sessions = auth.sessions().list(id.claims.sub()).await?;
     if html && id.via_cookie {
-        let csrf = auth.sessions().csrf_for(&id.claims.sid());
-        let main = page_body(&auth.browser().title, &sessions, &id.claims.sid(), &csrf);
+        let csrf = auth.sessions().csrf_for(id.claims.sid());
+        let main = page_body(&auth.browser().title, &sessions, id.claims.sid(), &csrf);
         return Ok(pages::html(
             StatusCode::OK,
             "Your sessions",
@@ -98,7 +98,7 @@ async fn list(
     }
     let list: Vec<serde_json::Value> = sessions
         .iter()
-        .map(|s| session_json(s, &id.claims.sid()))
+        .map(|s| session_json(s, id.claims.sid()))
         .collect();
     Ok(json(
         StatusCode::OK,
@@ -169,7 +169,7 @@ fn csrf_or_origin(
     form_body: Option<&[u8]>,
     ctx: &Ctx<'_>,
 ) -> Result<(), GatewayError> {
-    let expected = auth.sessions().csrf_for(&id.claims.sid());
+    let expected = auth.sessions().csrf_for(id.claims.sid());
     let given = super::csrf::header_value(headers)
         .map(str::to_owned)
         .or_else(|| form_body.and_then(|b| field(b, "csrf_token")));
