@@ -109,6 +109,10 @@ async fn sign_in_at_a_real_provider_then_its_logout_ends_the_session() {
     let who = json(&body);
     assert_eq!(who["idp"], "corp");
     assert_eq!(who["sub"], "boss");
+    // The sessions page says how this session signed in.
+    let page = web.get(&format!("http://{addr}/auth/sessions")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("oidc:corp"), "{}", page.body);
 
     // A second browser signs the same user in; the provider's logout (its end-session page,
     // confirmed) sends back-channel logout tokens that end this browser's gateway session.
