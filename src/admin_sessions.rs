@@ -77,7 +77,7 @@ async fn revoke(
         (None, None) => return Err(GatewayError::NotFound),
     };
     sessions.end_session(&user, sid).await?;
-    tracing::info!(user = %user, "session revoked by an operator (admin listener)");
+    crate::audit!("session_revoked", by = "operator", user = %user, sid = %sid);
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "revoked": sid, "user": user }),

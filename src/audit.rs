@@ -6,7 +6,8 @@
 //! Events: `login_ok`, `login_failed`, `lockout` (a throttled attempt), `logout`,
 //! `logout_all`, `refresh_reuse` (the session was killed), `oidc_login_ok`, `oidc_login_refused`,
 //! `backchannel_logout`, `key_refused`, `basic_failed`, `reload_ok`, `reload_failed`,
-//! `users_changed` (cut-offs written at a reload).
+//! `users_changed` (cut-offs written at a reload), `session_revoked` (`by`: `user` from the
+//! sessions page, `operator` on the admin listener), `other_sessions_revoked`.
 
 /// The target audit events are logged on.
 pub const TARGET: &str = "audit";

@@ -138,10 +138,12 @@ async fn revoke(
             if !auth.sessions().end_own(sub, &sid).await? {
                 return Err(GatewayError::NotFound);
             }
+            crate::audit!("session_revoked", by = "user", user = %sub, sid = %sid, ip = %ctx.client_ip);
             (sid == *current, None)
         }
         Target::Others => {
             let n = auth.sessions().end_others(sub, current).await?;
+            crate::audit!("other_sessions_revoked", user = %sub, sid = %current, count = n, ip = %ctx.client_ip);
             (false, Some(serde_json::json!({ "revoked": n })))
         }
     };
