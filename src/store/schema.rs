@@ -244,4 +244,22 @@ mod tests {
         assert_eq!(k.id_of("ag:{bob}cut:bob", "cut"), Some("bob"));
         assert_eq!(k.id_of("other:cut:bob", "cut"), None);
     }
+
+    /// Cluster: a user's session records share the slot of their refresh and revocation keys
+    /// (the listing pipelines them); a sid's owner key lives in the sid's own slot.
+    #[test]
+    fn session_keys_carry_the_users_hash_tag_in_a_cluster() {
+        let k = Keys::clustered("ag:");
+        for key in [
+            k.session_index("bob"),
+            k.session_info("bob"),
+            k.refresh("bob", "s1"),
+            k.revoked_session("bob", "s1"),
+            k.cutoff("bob"),
+        ] {
+            assert!(key.starts_with("ag:{bob}"), "{key}");
+        }
+        assert_eq!(k.session_owner("s1"), "ag:{s1}sown:s1");
+        assert_eq!(Keys::new("ag:").session_info("bob"), "ag:sinfo:bob");
+    }
 }
