@@ -103,7 +103,7 @@ async fn each_caller_gets_its_own_answers() {
     let (_, h, _) = send(gw.addr, envoy("GET", "/public/x").body(empty()).unwrap()).await;
     assert_eq!(
         h.get("x-envoy-auth-headers-to-remove").unwrap(),
-        "x-auth-user,x-auth-roles"
+        "x-auth-user,x-auth-roles,x-auth-key"
     );
     // A revoked token: 401.
     assert_eq!(
