@@ -34,6 +34,7 @@ async fn idle_sockets_cannot_hold_the_gateway() {
         .start()
         .await;
     let mut idle = Vec::new();
+    let opening = Instant::now();
     for _ in 0..2000 {
         if let Ok(tcp) = tokio::net::TcpStream::connect(gw.addr).await {
             idle.push(tcp);
@@ -48,9 +49,14 @@ async fn idle_sockets_cannot_hold_the_gateway() {
         )
         .await
     };
-    // Right now the cap is full: a new client is turned away...
+    // Right now the cap is full: a new client is turned away (unless opening them took longer
+    // than idle_timeout on a busy machine: then the first ones are being closed already)...
     let first = probe().await;
-    assert!(first.starts_with("HTTP/1.1 503"), "{first}");
+    assert!(
+        first.starts_with("HTTP/1.1 503")
+            || (opening.elapsed() >= Duration::from_secs(1) && first.starts_with("HTTP/1.1 200")),
+        "{first}"
+    );
     // ...but only until the idle sockets are closed: within idle_timeout + 1 s.
     let served = eventually(Duration::from_secs(2), || async {
         probe().await.starts_with("HTTP/1.1 200")
