@@ -324,3 +324,32 @@ async fn basic_is_a_login_with_its_throttle_a_cache_and_a_challenge() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// A client that sends many requests at once with the same Basic pair costs one argon2 run:
+/// the others wait for it (without that they filled the hashing pool and heard 503).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_of_one_basic_pair_is_verified_once() {
+    let gw = TestGateway::new().route(ROUTES).start().await;
+    let addr = gw.addr;
+    let pair = basic("alice", "alice-password");
+    let burst = (0..24).map(|_| {
+        let pair = pair.clone();
+        async move {
+            get_with(addr, "/legacy/x", ("authorization", &pair))
+                .await
+                .0
+        }
+    });
+    let answers = futures_util::future::join_all(burst).await;
+    assert!(answers.iter().all(|s| *s == StatusCode::OK), "{answers:?}");
+    let (_, _, metrics) = send(gw.admin, get("/metrics").body(empty()).unwrap()).await;
+    let verified = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("authgate_logins_total")
+                && l.contains("method=\"basic\"")
+                && l.contains("outcome=\"ok\"")
+        })
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(verified.ends_with(" 1"), "{verified}");
+}

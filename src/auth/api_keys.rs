@@ -79,6 +79,8 @@ pub struct MachineCache {
     keys: Mutex<HashMap<String, (ApiKey, Instant)>>,
     /// HMAC(user:password) -> (user, roles, the hash it was verified against, when).
     basic: Mutex<HashMap<[u8; 32], BasicEntry>>,
+    /// Pairs being verified now, each behind one gate.
+    verifying: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Clone)]
@@ -197,32 +199,72 @@ impl Auth {
         if user.is_empty() || password.is_empty() || password.len() > 1024 || user.len() > 256 {
             return Err(GatewayError::InvalidCredentials);
         }
-        let sessions = self.sessions();
         let mac = aws_lc_rs::hmac::sign(&self.basic_key, format!("{user}\0{password}").as_bytes());
         let mut id = [0u8; 32];
         id.copy_from_slice(&mac.as_ref()[..32]);
-        let cached = lock(&self.machines.basic).get(&id).cloned();
-        if let Some(e) = cached.filter(|e| e.at.elapsed() < BASIC_TTL) {
-            // Only while the stored hash is still the one it was verified against.
-            let current = sessions.users().get(&e.user).await?;
-            if current.is_some_and(|u| u.password_hash == e.hash) {
-                let sid = format!("b:{}", e.user);
-                match sessions
-                    .check_revocation(&sid, &e.user, e.verified_secs)
-                    .await
-                {
-                    Ok(()) => {
-                        return Ok(basic_identity(&e.user, &sid, e.roles.clone()));
-                    }
-                    Err(GatewayError::InvalidToken(_)) => {
-                        lock(&self.machines.basic).remove(&id);
-                    }
-                    Err(other) => return Err(other),
-                }
-            } else {
-                lock(&self.machines.basic).remove(&id);
+        if let Some(hit) = self.basic_hit(&id).await? {
+            return Ok(hit);
+        }
+        // One verification per pair at a time: when an entry expires under a client sending
+        // many requests at once, the others wait for it rather than each starting argon2
+        // (which would fill the hashing pool and answer 503s).
+        let gate = lock(&self.machines.verifying)
+            .entry(id)
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone();
+        let verified = {
+            let _one = gate.lock().await;
+            match self.basic_hit(&id).await? {
+                Some(hit) => Ok(hit),
+                None => self.verify_basic_pair(user, password, client_ip, id).await,
+            }
+        };
+        {
+            let mut waiting = lock(&self.machines.verifying);
+            // The map's reference and ours: nobody else waits on this gate.
+            if Arc::strong_count(&gate) <= 2 {
+                waiting.remove(&id);
             }
         }
+        verified
+    }
+
+    /// The remembered verification of pair `id`, if it still holds: not expired, the user's
+    /// stored hash unchanged, and no cut-off since (else it is forgotten).
+    async fn basic_hit(&self, id: &[u8; 32]) -> Result<Option<Identity>, GatewayError> {
+        let sessions = self.sessions();
+        let cached = lock(&self.machines.basic).get(id).cloned();
+        let Some(e) = cached.filter(|e| e.at.elapsed() < BASIC_TTL) else {
+            return Ok(None);
+        };
+        let current = sessions.users().get(&e.user).await?;
+        if !current.is_some_and(|u| u.password_hash == e.hash) {
+            lock(&self.machines.basic).remove(id);
+            return Ok(None);
+        }
+        let sid = format!("b:{}", e.user);
+        match sessions
+            .check_revocation(&sid, &e.user, e.verified_secs)
+            .await
+        {
+            Ok(()) => Ok(Some(basic_identity(&e.user, &sid, e.roles.clone()))),
+            Err(GatewayError::InvalidToken(_)) => {
+                lock(&self.machines.basic).remove(id);
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Verifies a pair with argon2 (throttled like a login) and remembers it.
+    async fn verify_basic_pair(
+        &self,
+        user: &str,
+        password: &str,
+        client_ip: IpAddr,
+        id: [u8; 32],
+    ) -> Result<Identity, GatewayError> {
+        let sessions = self.sessions();
         let result = self.verify_basic(user, password, client_ip).await;
         sessions.metrics().login_by(
             LoginMethod::basic,
