@@ -238,7 +238,7 @@ impl Auth {
             return Ok(None);
         };
         let current = sessions.users().get(&e.user).await?;
-        if !current.is_some_and(|u| u.password_hash == e.hash) {
+        if current.is_none_or(|u| u.password_hash != e.hash) {
             lock(&self.machines.basic).remove(id);
             return Ok(None);
         }
