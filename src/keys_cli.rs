@@ -36,30 +36,7 @@ pub enum KeysAction {
 }
 
 fn date(secs: u64) -> String {
-    // Seconds since the epoch as an ISO-8601 UTC date-time, without a date crate.
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    authgate::clock::utc_text(secs)
 }
 
 pub async fn run(config: &Config, action: KeysAction) -> Result<ExitCode> {
@@ -171,8 +148,8 @@ pub async fn run(config: &Config, action: KeysAction) -> Result<ExitCode> {
 mod tests {
     #[test]
     fn dates() {
-        assert_eq!(super::date(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::date(1_764_936_000), "2025-12-05T12:00:00Z");
-        assert_eq!(super::date(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(super::date(1_764_936_000), "2025-12-05 12:00 UTC");
+        assert_eq!(super::date(951_782_400), "2000-02-29 00:00 UTC");
     }
 }
