@@ -18,6 +18,9 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 [ -f /usr/share/java/tomcat10-embed-core.jar ] || need+=(libtomcat10-embed-java)
 command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+# Node and npm run the OpenID Provider of the single sign-on tests (oidc-provider 8.x: Node >= 18).
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing from Debian's packages: ${need[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
