@@ -2,9 +2,9 @@
 //! `[[key]]` tables, or Redis). A key is printed once, at creation; only its SHA-256 is kept.
 
 use anyhow::{bail, Result};
-use authgate::config::{Config, RevocationBackend, UsersBackend};
+use authgate::config::Config;
 use authgate::store::api_keys::{self, ApiKey};
-use authgate::store::users::{validate_name, validate_role, UserStore};
+use authgate::store::users::{validate_name, validate_role};
 use authgate::store::Store;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,17 +40,7 @@ fn date(secs: u64) -> String {
 }
 
 pub async fn run(config: &Config, action: KeysAction) -> Result<ExitCode> {
-    let store = match &config.revocation.backend {
-        // The file store belongs to the running gateway (one process holds it).
-        RevocationBackend::File(_) => Store::Memory(authgate::store::MemoryStore::new()),
-        _ => Store::new(&config.revocation)?,
-    };
-    if let UsersBackend::File(p) = &config.users.backend {
-        if !p.exists() {
-            authgate::store::users::write_file(p, &[])?;
-        }
-    }
-    let users = UserStore::open(&config.users, &store, u64::MAX)?;
+    let (store, users) = crate::open_user_store(config)?;
     match action {
         KeysAction::Create {
             name,

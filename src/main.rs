@@ -651,24 +651,29 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
+/// The store and user store the management commands (`users`, `keys`) work on: the
+/// configured revocation store (the file store belongs to the running gateway: one process
+/// holds it, so an in-memory one stands in), and the user store, starting a users file that
+/// does not exist yet and never refusing one for a costly hash (serve does).
+fn open_user_store(config: &Config) -> Result<(Store, UserStore)> {
+    let store = match &config.revocation.backend {
+        RevocationBackend::File(_) => Store::Memory(authgate::store::MemoryStore::new()),
+        _ => Store::new(&config.revocation)?,
+    };
+    if let UsersBackend::File(p) = &config.users.backend {
+        if !p.exists() {
+            authgate::store::users::write_file(p, &[])?;
+        }
+    }
+    let users = UserStore::open(&config.users, &store, u64::MAX)?;
+    Ok((store, users))
+}
+
 fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
     let config = load(path)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let store = match &config.revocation.backend {
-            // The users file needs no store, and the file store belongs to the running
-            // gateway (one process holds it).
-            RevocationBackend::File(_) => Store::Memory(authgate::store::MemoryStore::new()),
-            _ => Store::new(&config.revocation)?,
-        };
-        // Managing users starts a users file that does not exist yet, and never refuses the
-        // file for a costly hash (serve does).
-        if let UsersBackend::File(p) = &config.users.backend {
-            if !p.exists() {
-                authgate::store::users::write_file(p, &[])?;
-            }
-        }
-        let users = UserStore::open(&config.users, &store, u64::MAX)?;
+        let (store, users) = open_user_store(&config)?;
         match action {
             UsersAction::Add { name, roles } => {
                 validate_name(&name)?;

@@ -117,7 +117,7 @@ pub enum IssueError {
 }
 
 /// What may travel in an identity header: visible ASCII, no comma (roles are joined by it).
-fn header_safe(s: &str) -> bool {
+pub fn header_safe(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }
 

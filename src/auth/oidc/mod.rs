@@ -545,7 +545,7 @@ struct Who {
 
 /// What may travel in an identity header: visible ASCII, no comma.
 fn header_safe(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 256 && s.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+    s.len() <= 256 && super::tokens::header_safe(s)
 }
 
 async fn identify(auth: &Auth, p: &Provider, claims: &Map<String, Value>) -> Result<Who, Failure> {
