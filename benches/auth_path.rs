@@ -187,7 +187,7 @@ fn bench_oidc(c: &mut Criterion) {
                     .start_for(&Principal {
                         name,
                         roles: &roles,
-                        via: None,
+                        via: Default::default(),
                     })
                     .await
                     .unwrap()

@@ -19,6 +19,17 @@ pub enum GatewayError {
     InvalidToken(crate::auth::tokens::TokenError),
     #[error("invalid username or password")]
     InvalidCredentials,
+    /// A second-factor code that is wrong, replayed, or a recovery code already used.
+    #[error("the code is wrong or was already used")]
+    InvalidCode,
+    /// A `second_factor = true` route, and the session did not pass one.
+    #[error("this route needs a session signed in with a second factor")]
+    SecondFactorRequired,
+    /// `login.second_factor = "required"` and the user has none: enrol in the browser.
+    #[error(
+        "a second factor must be enrolled first: sign in at /auth/login in a browser to set one up"
+    )]
+    EnrolmentRequired,
     #[error("a required role is missing")]
     InsufficientRole,
     #[error("{0}")]
@@ -66,6 +77,9 @@ impl GatewayError {
             LoginRedirect { .. } => (StatusCode::FOUND, "login_required"),
             InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
+            InvalidCode => (StatusCode::UNAUTHORIZED, "invalid_code"),
+            SecondFactorRequired => (StatusCode::UNAUTHORIZED, "insufficient_user_authentication"),
+            EnrolmentRequired => (StatusCode::FORBIDDEN, "mfa_enrollment_required"),
             InsufficientRole => (StatusCode::FORBIDDEN, "insufficient_role"),
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             Csrf => (StatusCode::FORBIDDEN, "csrf"),
@@ -123,6 +137,14 @@ impl GatewayError {
                 h.insert(
                     WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"authgate\", error=\"invalid_token\""),
+                );
+            }
+            GatewayError::SecondFactorRequired => {
+                h.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer realm=\"authgate\", error=\"insufficient_user_authentication\"",
+                    ),
                 );
             }
             GatewayError::TooManyAttempts { retry_after } => {

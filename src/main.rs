@@ -23,6 +23,7 @@ const VERSION: &str = concat!(
     ")"
 );
 
+mod factors_cli;
 mod keys_cli;
 
 #[derive(Parser)]
@@ -162,6 +163,17 @@ enum UsersAction {
     },
     /// Lift a login lockout: clear the user's failure counter (Redis store)
     Unlock {
+        name: String,
+    },
+    /// Enrol an authenticator app (TOTP) for a user and print its otpauth:// URI once
+    Totp {
+        name: String,
+        /// Remove the user's authenticator app and recovery codes instead
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Print ten new one-time recovery codes for a user (the old ones stop working)
+    RecoveryCodes {
         name: String,
     },
 }
@@ -683,6 +695,7 @@ fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
                     name: name.clone(),
                     password_hash: hash_password(pw.as_bytes())?,
                     roles,
+                    ..User::default()
                 };
                 if !users.create(&user).await? {
                     bail!("user {name:?} exists already");
@@ -713,6 +726,12 @@ fn users(path: &Path, action: UsersAction) -> Result<ExitCode> {
                 }
                 store.clear_failures(&authgate::auth::sessions::user_counter(&name)).await?;
                 println!("unlocked {name}: its failure counter is cleared");
+            }
+            UsersAction::Totp { name, reset } => {
+                factors_cli::totp_cmd(&config, &users, &name, reset).await?;
+            }
+            UsersAction::RecoveryCodes { name } => {
+                factors_cli::recovery_codes_cmd(&config, &users, &name).await?;
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -87,6 +87,10 @@ pub enum LoginOutcome {
     invalid_state,
     /// OIDC: the code exchange or the ID token failed its checks.
     invalid_token,
+    /// The password was right; a second factor must follow (or be enrolled).
+    second_factor,
+    /// A wrong, replayed or used-up second-factor code.
+    invalid_code,
 }
 
 /// How the user signed in.
@@ -97,6 +101,8 @@ pub enum LoginMethod {
     oidc,
     /// HTTP Basic on a `basic = true` route (a verification, not a session).
     basic,
+    /// The second step: a TOTP or recovery code (`POST /auth/login/totp`).
+    totp,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -178,6 +178,8 @@ pub struct Route {
     pub api_keys: bool,
     /// HTTP Basic (`user:password`, or `user:agk_...`) opens this route.
     pub basic: bool,
+    /// Only a session that passed a second factor (its `amr` names one) opens this route.
+    pub second_factor: bool,
 }
 
 impl Route {
@@ -458,6 +460,7 @@ mod tests {
             logout_clear_cookies: Vec::new(),
             api_keys: false,
             basic: false,
+            second_factor: false,
         }
     }
 

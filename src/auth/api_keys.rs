@@ -321,16 +321,19 @@ impl Auth {
                 return Err(GatewayError::TooManyAttempts { retry_after })
             }
         }
-        sessions
-            .check_password(user, password, client_ip)
-            .await
-            .inspect(|_| {
-                let store = sessions.store().clone();
-                tokio::spawn(async move {
-                    let _ = store.clear_failures(&user_key).await;
-                    let _ = store.forget_attempt(&ip_key).await;
-                });
-            })
+        let user = sessions.check_password(user, password, client_ip).await?;
+        // A password is not all a user with a second factor must give: not over Basic
+        // (an API key is what scripts of such a user use).
+        if sessions.factors().need(&user) != super::factors::Need::Nothing {
+            return Err(GatewayError::SecondFactorRequired);
+        }
+        Ok(user).inspect(|_| {
+            let store = sessions.store().clone();
+            tokio::spawn(async move {
+                let _ = store.clear_failures(&user_key).await;
+                let _ = store.forget_attempt(&ip_key).await;
+            });
+        })
     }
 }
 

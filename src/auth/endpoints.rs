@@ -46,9 +46,13 @@ pub async fn handle(
     if super::sessions_page::is_sessions_path(path) {
         return super::sessions_page::handle(auth, req, path, &ctx).await;
     }
+    if super::account::is_account_path(path) {
+        return super::account::handle(auth, req, path, &ctx).await;
+    }
     match (path, &method) {
         ("/auth/login", &Method::GET) => login::page(auth, req.headers(), &ctx).await,
         ("/auth/login", &Method::POST) => login::submit(auth, req, &ctx).await,
+        ("/auth/login/totp", &Method::POST) => super::second_step::submit(auth, req, &ctx).await,
         ("/auth/refresh", &Method::POST) => refresh(auth, req, ctx).await,
         ("/auth/refresh", &Method::GET) => {
             login::refresh_and_return(auth, req.headers(), &ctx).await
@@ -60,6 +64,7 @@ pub async fn handle(
         ("/.well-known/jwks.json", &Method::GET) => jwks(auth),
         (
             "/auth/login"
+            | "/auth/login/totp"
             | "/auth/refresh"
             | "/auth/logout"
             | "/auth/me"
@@ -132,6 +137,11 @@ pub(super) fn parse_credentials(
 /// The token JSON (without `refresh_token` when the client keeps its old one), plus the
 /// session cookies for browser logins and refreshes.
 pub(super) fn token_response(pair: &Pair) -> Response<Body> {
+    json(StatusCode::OK, token_json(pair))
+}
+
+/// The token JSON of `pair`.
+pub(super) fn token_json(pair: &Pair) -> serde_json::Value {
     let now = now_secs();
     let mut body = serde_json::json!({
         "access_token": pair.access.token,
@@ -142,7 +152,7 @@ pub(super) fn token_response(pair: &Pair) -> Response<Body> {
     if pair.refresh_is_new {
         body["refresh_token"] = serde_json::Value::from(pair.refresh.as_str());
     }
-    json(StatusCode::OK, body)
+    body
 }
 
 #[derive(Deserialize)]

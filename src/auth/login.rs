@@ -4,9 +4,10 @@
 //! the same `next`.
 
 use super::cookies::{self, safe_next};
-use super::endpoints::{parse_credentials, read_body, token_response, Ctx};
+use super::endpoints::{json, parse_credentials, read_body, token_response, Ctx};
 use super::form::field;
 use super::pages::{self, LoginPage};
+use super::sessions::LoginStep;
 use super::Auth;
 use crate::body::{empty, Body};
 use crate::error::GatewayError;
@@ -129,7 +130,13 @@ pub async fn submit(
         .await;
     let ua = crate::audit::user_agent(&headers);
     match &result {
-        Ok(pair) => crate::audit!(
+        Ok(LoginStep::Code(_) | LoginStep::Enrol(_)) => crate::audit!(
+            "password_ok_second_factor_next",
+            user = %creds.username,
+            ip = %ctx.client_ip,
+            user_agent = %ua
+        ),
+        Ok(LoginStep::Done(pair)) => crate::audit!(
             "login_ok",
             user = %creds.username,
             ip = %ctx.client_ip,
@@ -153,7 +160,18 @@ pub async fn submit(
         Err(_) => {}
     }
     if !form {
-        return result.map(|pair| token_response(&pair));
+        return match result? {
+            LoginStep::Done(pair) => Ok(token_response(&pair)),
+            LoginStep::Code(c) => Ok(json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "mfa_required": true,
+                    "mfa_token": c.mfa_token,
+                    "methods": c.methods,
+                }),
+            )),
+            LoginStep::Enrol(_) => Err(GatewayError::EnrolmentRequired),
+        };
     }
     let next = creds
         .next
@@ -161,10 +179,20 @@ pub async fn submit(
         .and_then(safe_next)
         .unwrap_or(&auth.browser().default_next);
     match result {
-        Ok(pair) => {
+        Ok(LoginStep::Done(pair)) => {
             let mut resp = see_other(next);
             cookies::set_session(resp.headers_mut(), &pair.cookies(), ctx.secure);
             Ok(resp)
+        }
+        Ok(LoginStep::Code(c)) => Ok(super::second_step::code_page(
+            auth,
+            &c.mfa_token,
+            next,
+            None,
+            ctx.secure,
+        )),
+        Ok(LoginStep::Enrol(c)) => {
+            super::account::enrol_first(auth, &c.user, &c.mfa_token, next, ctx.secure)
         }
         Err(
             e @ (GatewayError::InvalidCredentials

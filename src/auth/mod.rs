@@ -2,10 +2,12 @@
 //! signature, claims, type and revocation), the session lifecycle (`sessions`), and the
 //! `/auth/*` endpoints that speak HTTP around it.
 
+mod account;
 pub mod api_keys;
 pub mod cookies;
 pub mod csrf;
 pub mod endpoints;
+pub mod factors;
 pub mod form;
 pub mod keys;
 mod login;
@@ -13,6 +15,7 @@ mod logout;
 pub mod oidc;
 pub mod pages;
 pub mod passwords;
+mod second_step;
 pub mod sessions;
 mod sessions_page;
 pub mod tokens;
@@ -41,6 +44,33 @@ pub struct Identity {
 impl Identity {
     pub fn roles(&self) -> &[String] {
         self.claims.roles().unwrap_or(&[])
+    }
+
+    /// The session was signed in with more than a password: its `amr` names a second factor
+    /// (`otp`, `hwk`, `mfa`... as the gateway or an identity provider put it). An API key
+    /// never has.
+    pub fn passed_second_factor(&self) -> bool {
+        self.key.is_none()
+            && self.claims.amr().is_some_and(|amr| {
+                amr.iter().any(|m| {
+                    matches!(
+                        m.as_str(),
+                        "otp"
+                            | "hwk"
+                            | "swk"
+                            | "mfa"
+                            | "fido"
+                            | "sms"
+                            | "tel"
+                            | "face"
+                            | "fpt"
+                            | "iris"
+                            | "retina"
+                            | "vbm"
+                            | "sc"
+                    )
+                })
+            })
     }
 }
 
@@ -141,6 +171,7 @@ impl Auth {
     ) -> Result<Auth, AuthError> {
         let users = UserStore::open(&config.users, &store, config.login.max_hash_memory)?;
         let oidc = oidc::Oidc::new(&config.login.oidc, keys.secret_material());
+        let factors = factors::Factors::from_config(config, keys.secret_material());
         let sessions = Sessions::new(
             Tokens::new(&config.tokens, keys).count_cache_lookups(metrics.token_cache.clone()),
             store,
@@ -148,6 +179,7 @@ impl Auth {
             hasher,
             SessionPolicy::new(config),
             metrics,
+            factors,
         )?;
         let seed =
             crate::ids::random_bytes::<32>().map_err(|_| AuthError::Hasher(HashError::Failed))?;

@@ -35,7 +35,7 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-const STYLE: &str = "*{box-sizing:border-box}body{font-family:system-ui,sans-serif;max-width:24rem;margin:3rem auto;padding:0 1rem;line-height:1.4}h1{font-size:1.5rem}label{display:block;margin-top:1rem}input{display:block;width:100%;max-width:100%;padding:.6rem;font-size:1rem;margin-top:.25rem}button{margin-top:1.5rem;padding:.7rem 1.4rem;font-size:1rem;width:100%}.sso{display:block;text-align:center;padding:.7rem;border:1px solid #444;border-radius:4px;text-decoration:none;color:inherit}.or{text-align:center;margin-top:1.5rem}.alert{border:1px solid #b00;background:#fee;color:#600;padding:.6rem;margin-top:1rem}.s{border:1px solid #ccc;border-radius:4px;padding:0 .8rem .8rem;margin-top:1rem}.s h2{font-size:1rem;overflow-wrap:anywhere}";
+const STYLE: &str = "*{box-sizing:border-box}body{font-family:system-ui,sans-serif;max-width:24rem;margin:3rem auto;padding:0 1rem;line-height:1.4}h1{font-size:1.5rem}label{display:block;margin-top:1rem}input{display:block;width:100%;max-width:100%;padding:.6rem;font-size:1rem;margin-top:.25rem}button{margin-top:1.5rem;padding:.7rem 1.4rem;font-size:1rem;width:100%}.sso{display:block;text-align:center;padding:.7rem;border:1px solid #444;border-radius:4px;text-decoration:none;color:inherit}.or{text-align:center;margin-top:1.5rem}.alert{border:1px solid #b00;background:#fee;color:#600;padding:.6rem;margin-top:1rem}.s{border:1px solid #ccc;border-radius:4px;padding:0 .8rem .8rem;margin-top:1rem}.s h2{font-size:1rem;overflow-wrap:anywhere}code,.uri{overflow-wrap:anywhere}figure{margin:1rem 0}svg{max-width:100%;height:auto}";
 
 fn document(title: &str, main: &str) -> String {
     format!(

@@ -164,7 +164,7 @@ async fn revoke(
 }
 
 /// The session's CSRF value (header or form field), else the origin rule (as a logout).
-fn csrf_or_origin(
+pub(super) fn csrf_or_origin(
     auth: &Auth,
     id: &Identity,
     headers: &HeaderMap,

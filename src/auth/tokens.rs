@@ -45,11 +45,12 @@ struct IssuedClaims<'a> {
     amr: Option<&'a [String]>,
 }
 
-/// How a session was signed in, when not by the gateway's own password form: the identity
-/// provider (`[[login.oidc]]` name) and the authentication methods it reported.
-#[derive(Debug, Clone, Copy)]
+/// How a session was signed in: the identity provider (`[[login.oidc]]` name; None: the
+/// gateway's own password form) and the authentication methods used (`amr`: `pwd`, `otp`,
+/// or what the provider reported).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Via<'a> {
-    pub idp: &'a str,
+    pub idp: Option<&'a str>,
     pub amr: Option<&'a [String]>,
 }
 
@@ -203,7 +204,7 @@ impl Tokens {
         iat: u64,
         exp: u64,
     ) -> Result<Issued, IssueError> {
-        self.issue_via(typ, sub, sid, roles, None, iat, exp)
+        self.issue_via(typ, sub, sid, roles, Via::default(), iat, exp)
     }
 
     /// `issue` for a session an identity provider signed in (`idp`, `amr` claims).
@@ -214,7 +215,7 @@ impl Tokens {
         sub: &str,
         sid: &str,
         roles: Option<&[String]>,
-        via: Option<Via<'_>>,
+        via: Via<'_>,
         iat: u64,
         exp: u64,
     ) -> Result<Issued, IssueError> {
@@ -235,15 +236,15 @@ impl Tokens {
             sid,
             typ,
             roles,
-            idp: via.map(|v| v.idp),
-            amr: via.and_then(|v| v.amr),
+            idp: via.idp,
+            amr: via.amr,
         };
         let token = jsonwebtoken::encode(&self.header, &claims, &self.keys.encoding)?;
         // Not interned: the cache interns when the token comes back.
         let grants = Grants::new(GrantsKey {
             roles,
-            idp: via.map(|v| v.idp),
-            amr: via.and_then(|v| v.amr),
+            idp: via.idp,
+            amr: via.amr,
         });
         let user = Arc::new(Principal::new(sub, Arc::new(grants)));
         Ok(Issued {
@@ -388,7 +389,7 @@ mod tests {
         let roles = vec!["a".to_owned(), "b".to_owned()];
         let amr = vec!["pwd".to_owned(), "otp".to_owned()];
         let via = Via {
-            idp: "corp",
+            idp: Some("corp"),
             amr: Some(&amr),
         };
         let issued = t
@@ -397,7 +398,7 @@ mod tests {
                 "u",
                 "sid-1",
                 Some(&roles),
-                Some(via),
+                via,
                 now,
                 now + 60,
             )

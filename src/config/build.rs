@@ -120,38 +120,7 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
             Some("use users.backend = \"file\", or redis_url / sentinel".to_owned()),
         );
     }
-    let login = LoginConfig {
-        max_failures_per_user: raw.login.max_failures_per_user.unwrap_or(5),
-        max_failures_per_ip: raw.login.max_failures_per_ip.unwrap_or(50),
-        failure_window: raw
-            .login
-            .failure_window
-            .map_or(Duration::from_secs(900), |d| d.0),
-        max_concurrent_hashes: raw.login.max_concurrent_hashes.unwrap_or(0),
-        max_hash_memory: raw.login.max_hash_memory.map_or(64 << 20, |s| s.0),
-        title: raw
-            .login
-            .title
-            .as_ref()
-            .map_or_else(|| "Sign in".to_owned(), |t| t.0.clone()),
-        default_next: local_path(rep, &raw.login.default_next, "login.default_next", "/"),
-        after_logout: local_path(
-            rep,
-            &raw.login.after_logout,
-            "login.after_logout",
-            "/auth/login",
-        ),
-        password: raw.login.password.as_ref().is_none_or(|p| *p.get_ref()),
-        oidc: super::build_oidc::build_oidc(rep, base, &raw.login.oidc),
-    };
-    if !login.password && raw.login.oidc.is_empty() {
-        rep.error(
-            raw.login.password.as_ref().and_then(span),
-            "login.password",
-            "with the password form off and no [[login.oidc]] provider, no one can sign in",
-            Some("add a [[login.oidc]] provider, or remove login.password = false".to_owned()),
-        );
-    }
+    let login = super::build_login::build_login(rep, base, &raw.login, users.as_ref());
     let identity = build_identity(rep, base, &raw.identity);
     let upstreams = super::build_upstreams::build_upstreams(rep, base, &raw.upstreams);
     let forward_auth_only = raw.forward_auth.only.unwrap_or(false);
@@ -298,7 +267,12 @@ fn build_tls(rep: &mut Reporter, base: &Path, raw: &Spanned<raw::RawTls>) -> Opt
 }
 
 /// A local path (`/...`, never `//host`, a scheme or a backslash): where browsers are sent.
-fn local_path(rep: &mut Reporter, v: &Option<Spanned<Text>>, key: &str, default: &str) -> String {
+pub(super) fn local_path(
+    rep: &mut Reporter,
+    v: &Option<Spanned<Text>>,
+    key: &str,
+    default: &str,
+) -> String {
     let Some(s) = v else {
         return default.to_owned();
     };

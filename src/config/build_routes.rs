@@ -112,7 +112,11 @@ fn build_route(
         .as_ref()
         .map(|ms| parse_methods(rep, ms, &key("methods")));
     let (strip_prefix, host_header, cache_control) = forwarding(rep, r, &key)?;
-    for (flag, name) in [(&r.api_keys, "api_keys"), (&r.basic, "basic")] {
+    for (flag, name) in [
+        (&r.api_keys, "api_keys"),
+        (&r.basic, "basic"),
+        (&r.second_factor, "second_factor"),
+    ] {
         if auth == AuthMode::Public && flag.as_ref().is_some_and(|f| *f.get_ref()) {
             rep.error(
                 flag.as_ref().and_then(span),
@@ -165,6 +169,7 @@ fn build_route(
             .collect(),
         api_keys: r.api_keys.as_ref().is_some_and(|f| *f.get_ref()),
         basic: r.basic.as_ref().is_some_and(|f| *f.get_ref()),
+        second_factor: r.second_factor.as_ref().is_some_and(|f| *f.get_ref()),
         csrf: one_of(
             rep,
             &r.csrf,

@@ -3,6 +3,7 @@
 //! column, key path and a fix; all problems of a file are reported together.
 
 mod build;
+mod build_login;
 mod build_oidc;
 mod build_revocation;
 mod build_routes;
@@ -334,6 +335,23 @@ pub struct LoginConfig {
     pub password: bool,
     /// `[[login.oidc]]`: identity providers, each a button on the login page.
     pub oidc: Vec<OidcProviderConfig>,
+    /// `login.second_factor`: who must give a second factor after the password.
+    pub second_factor: SecondFactor,
+    /// `login.factor_key_file`: the secret second-factor records are encrypted under (None:
+    /// `factor.key` beside the users file; a Redis user store needs it set).
+    pub factor_key_file: Option<PathBuf>,
+}
+
+/// `login.second_factor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondFactor {
+    /// Never asked (enrolled factors are ignored, the account page offers none).
+    Off,
+    /// Users who enrolled one must give it (the default).
+    Optional,
+    /// Every password user must: one without a factor enrols right after the password and
+    /// gets no session before.
+    Required,
 }
 
 /// `users` of a provider: who it may sign in.

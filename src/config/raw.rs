@@ -198,6 +198,8 @@ pub struct RawLogin {
     pub password: Option<Spanned<bool>>,
     #[serde(default)]
     pub oidc: Vec<Spanned<RawOidc>>,
+    pub second_factor: Option<Spanned<Text>>,
+    pub factor_key_file: Option<Spanned<Text>>,
 }
 
 /// One `[[login.oidc]]` identity provider.
@@ -279,4 +281,5 @@ pub struct RawRoute {
     pub logout_clear_cookies: Vec<Spanned<Text>>,
     pub api_keys: Option<Spanned<bool>>,
     pub basic: Option<Spanned<bool>>,
+    pub second_factor: Option<Spanned<bool>>,
 }

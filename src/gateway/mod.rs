@@ -490,6 +490,10 @@ impl Gateway {
             self.metrics.auth(AuthOutcome::forbidden);
             return Err(GatewayError::InsufficientRole);
         }
+        if route.second_factor && !identity.passed_second_factor() {
+            self.metrics.auth(AuthOutcome::forbidden);
+            return Err(GatewayError::SecondFactorRequired);
+        }
         Ok(identity)
     }
 
@@ -699,16 +703,19 @@ type RewriteFn = fn(&str, &[String], &str, &crate::rewrite::Mount<'_>) -> Option
 fn error_response(e: GatewayError, navigation: bool, secure: bool) -> Response<Body> {
     let status = e.status_and_code().0;
     let page = navigation
-        && matches!(
+        && (matches!(
             status.as_u16(),
             403 | 404 | 405 | 408 | 413 | 429 | 431 | 502 | 503 | 504
-        );
+        ) || matches!(e, GatewayError::SecondFactorRequired));
     if !page {
         return e.into_response();
     }
     let sentence = match &e {
         GatewayError::Csrf => "This request came from another site, so it was refused.",
         GatewayError::InsufficientRole => "Your account may not open this page.",
+        GatewayError::SecondFactorRequired => {
+            "This page needs a sign-in with a second factor. Set one up on your account page (/auth/account), then sign in again."
+        }
         GatewayError::NotFound => "There is no page at this address.",
         GatewayError::BadGateway(_) => {
             "The application behind this gateway could not be reached. Try again shortly."
@@ -721,7 +728,10 @@ fn error_response(e: GatewayError, navigation: bool, secure: bool) -> Response<B
         GatewayError::BodyTooLarge => "What was sent is too large.",
         _ => "The request was refused.",
     };
-    let sign_in = matches!(e, GatewayError::Csrf | GatewayError::InsufficientRole);
+    let sign_in = matches!(
+        e,
+        GatewayError::Csrf | GatewayError::InsufficientRole | GatewayError::SecondFactorRequired
+    );
     let json = e.into_response();
     let mut resp = crate::auth::pages::error(status, sentence, sign_in, secure);
     for name in [header::RETRY_AFTER, header::WWW_AUTHENTICATE] {

@@ -192,6 +192,10 @@ impl Gateway {
             self.metrics.auth(AuthOutcome::forbidden);
             return Err(GatewayError::InsufficientRole.into());
         }
+        if route.second_factor && !identity.passed_second_factor() {
+            self.metrics.auth(AuthOutcome::forbidden);
+            return Err(GatewayError::SecondFactorRequired.into());
+        }
         // CSRF by the route's mode, from the original request's `Origin` and `Sec-Fetch-Site`
         // (every printed snippet passes them); a token only as the header (the proxy does
         // not show us the body). A WebSocket handshake is judged like an unsafe method.

@@ -16,6 +16,7 @@ mod redis;
 mod redis_conn;
 pub mod schema;
 mod session_info;
+mod user_factors;
 pub mod users;
 
 pub use self::file::FileStore;

@@ -9,13 +9,27 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub name: String,
     pub password_hash: String,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The TOTP secret, sealed under the factor key (`authgate users totp`, the account
+    /// page); never the secret itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
+    /// The SHA-256 (hex) of each unused recovery code.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery_codes: Vec<String>,
+}
+
+impl User {
+    /// Whether this user has a second factor to give.
+    pub fn has_factor(&self) -> bool {
+        self.totp.is_some()
+    }
 }
 
 impl std::fmt::Debug for User {
@@ -122,7 +136,9 @@ return 1
 pub enum UserStore {
     File {
         path: PathBuf,
-        users: HashMap<String, User>,
+        /// Written through by the gateway's own changes (second factors), so they count
+        /// before the watcher's reload.
+        users: std::sync::RwLock<HashMap<String, User>>,
         /// API keys by SHA-256.
         keys: HashMap<String, ApiKey>,
     },
@@ -293,7 +309,9 @@ impl UserStore {
                 for u in &file.user {
                     check_cost(path, u, max_hash_memory)?;
                 }
-                let users = file.user.into_iter().map(|u| (u.name.clone(), u)).collect();
+                let users = std::sync::RwLock::new(
+                    file.user.into_iter().map(|u| (u.name.clone(), u)).collect(),
+                );
                 let keys = file
                     .key
                     .into_iter()
@@ -317,7 +335,7 @@ impl UserStore {
     /// unknown user's dummy verification must cost. Redis users are hashed by the gateway.
     pub fn costliest(&self) -> HashCost {
         match self {
-            UserStore::File { users, .. } => users
+            UserStore::File { users, .. } => read_lock(users)
                 .values()
                 .filter_map(|u| HashCost::of(&u.password_hash))
                 .fold(HashCost::ours(), HashCost::max),
@@ -347,7 +365,7 @@ impl UserStore {
     pub fn snapshot(&self) -> Option<HashMap<String, (Vec<String>, String)>> {
         match self {
             UserStore::File { users, .. } => Some(
-                users
+                read_lock(users)
                     .iter()
                     .map(|(n, u)| (n.clone(), (u.roles.clone(), u.password_hash.clone())))
                     .collect(),
@@ -358,16 +376,27 @@ impl UserStore {
 
     pub async fn get(&self, name: &str) -> Result<Option<User>, StoreError> {
         match self {
-            UserStore::File { users, .. } => Ok(users.get(name).cloned()),
+            UserStore::File { users, .. } => Ok(read_lock(users).get(name).cloned()),
             UserStore::Redis(r) => {
                 let mut c = r.connection();
-                let (hash, roles): (Option<String>, Option<String>) = r
-                    .timed("user_get", c.hmget(r.keys().user(name), &["hash", "roles"]))
+                type Fields = (
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                    Option<String>,
+                );
+                let (hash, roles, totp, recovery): Fields = r
+                    .timed(
+                        "user_get",
+                        c.hmget(r.keys().user(name), &["hash", "roles", "totp", "recovery"]),
+                    )
                     .await?;
                 Ok(hash.map(|password_hash| User {
                     name: name.to_owned(),
                     password_hash,
                     roles: split_roles(roles.as_deref().unwrap_or("")),
+                    totp: totp.filter(|t| !t.is_empty()),
+                    recovery_codes: split_roles(recovery.as_deref().unwrap_or("")),
                 }))
             }
         }
@@ -376,13 +405,17 @@ impl UserStore {
     /// Creates a user; `Ok(false)` when the name is taken.
     pub async fn create(&self, user: &User) -> Result<bool, UserStoreError> {
         match self {
-            UserStore::File { path, .. } => {
+            UserStore::File { path, users, .. } => {
                 let mut all = read_file(path)?;
                 if all.iter().any(|u| u.name.eq_ignore_ascii_case(&user.name)) {
                     return Ok(false);
                 }
                 all.push(user.clone());
                 write_file(path, &all)?;
+                users
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(user.name.clone(), user.clone());
                 Ok(true)
             }
             UserStore::Redis(r) => {
@@ -554,7 +587,16 @@ impl UserStore {
     }
 }
 
-fn split_roles(s: &str) -> Vec<String> {
+/// The file store's users, readable even after a panic elsewhere held the lock.
+pub(super) fn read_lock(
+    users: &std::sync::RwLock<HashMap<String, User>>,
+) -> std::sync::RwLockReadGuard<'_, HashMap<String, User>> {
+    users
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(super) fn split_roles(s: &str) -> Vec<String> {
     s.split(',')
         .filter(|r| !r.is_empty())
         .map(str::to_owned)
@@ -602,7 +644,7 @@ mod tests {
         let alice = User {
             name: "alice".into(),
             password_hash: hash,
-            roles: vec![],
+            ..User::default()
         };
         write_file(&path, std::slice::from_ref(&alice)).unwrap_or_else(|e| panic!("{e}"));
         let mode = |p: &Path| {

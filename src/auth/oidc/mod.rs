@@ -413,10 +413,10 @@ async fn finish(
     let principal = Principal {
         name: &who.name,
         roles: &who.roles,
-        via: Some(Via {
-            idp: &p.cfg.name,
+        via: Via {
+            idp: Some(&p.cfg.name),
             amr: amr.as_deref(),
-        }),
+        },
     };
     let from = SignIn {
         ip: Some(ctx.client_ip),

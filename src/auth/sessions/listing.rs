@@ -36,9 +36,9 @@ pub fn clean_user_agent(ua: &str) -> String {
 
 /// How the session signed in: `password`, or `oidc:<provider>`.
 pub fn method_of(who: &Principal<'_>) -> String {
-    match &who.via {
+    match who.via.idp {
         None => "password".to_owned(),
-        Some(via) => format!("oidc:{}", via.idp),
+        Some(idp) => format!("oidc:{idp}"),
     }
 }
 

@@ -6,8 +6,10 @@
 
 mod cookie_refresh;
 mod listing;
+mod second_factor;
 
 pub use listing::{clean_user_agent, method_of, SignIn};
+pub use second_factor::{Challenged, LoginStep};
 
 use crate::auth::cookies;
 use crate::auth::csrf::CsrfKey;
@@ -52,8 +54,8 @@ pub struct SessionPolicy {
 pub struct Principal<'a> {
     pub name: &'a str,
     pub roles: &'a [String],
-    /// The identity provider that signed them in (None: the password form).
-    pub via: Option<Via<'a>>,
+    /// How they signed in: the identity provider (None: the password form) and `amr`.
+    pub via: Via<'a>,
 }
 
 impl SessionPolicy {
@@ -131,6 +133,8 @@ pub struct Sessions {
     checks: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// When each API key's use was last written to the store.
     key_uses: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Second factors: the policy, the factor key, the `mfa_token`s.
+    factors: crate::auth::factors::Factors,
 }
 
 /// Keys of the login throttle counters (per user name, per client address).
@@ -154,6 +158,7 @@ impl Sessions {
         hasher: Arc<Hasher>,
         policy: SessionPolicy,
         metrics: Arc<Metrics>,
+        factors: crate::auth::factors::Factors,
     ) -> Result<Sessions, HashError> {
         let dummy = crate::auth::passwords::dummy_hash(users.costliest())?;
         Ok(Sessions {
@@ -168,6 +173,7 @@ impl Sessions {
             metrics,
             key_uses: Default::default(),
             checks: Default::default(),
+            factors,
         })
     }
 
@@ -314,7 +320,12 @@ impl Sessions {
         password: &str,
         client_ip: IpAddr,
     ) -> Result<Pair, GatewayError> {
-        self.login_from(username, password, client_ip, None).await
+        match self.login_from(username, password, client_ip, None).await? {
+            LoginStep::Done(pair) => Ok(pair),
+            LoginStep::Code(_) | LoginStep::Enrol(_) => Err(GatewayError::Forbidden(
+                "this user must give a second factor",
+            )),
+        }
     }
 
     /// `login`, keeping the client's `User-Agent` with the session (the sessions page).
@@ -324,14 +335,15 @@ impl Sessions {
         password: &str,
         client_ip: IpAddr,
         user_agent: Option<&str>,
-    ) -> Result<Pair, GatewayError> {
+    ) -> Result<LoginStep, GatewayError> {
         let from = SignIn {
             ip: Some(client_ip),
             user_agent,
         };
         let result = self.check_login(username, password, &from).await;
         self.metrics.login(match &result {
-            Ok(_) => LoginOutcome::ok,
+            Ok(LoginStep::Done(_)) => LoginOutcome::ok,
+            Ok(_) => LoginOutcome::second_factor,
             Err(GatewayError::InvalidCredentials) => LoginOutcome::invalid_credentials,
             Err(GatewayError::TooManyAttempts { .. }) => LoginOutcome::throttled,
             Err(GatewayError::Busy(_)) => LoginOutcome::busy,
@@ -346,7 +358,7 @@ impl Sessions {
         username: &str,
         password: &str,
         from: &SignIn<'_>,
-    ) -> Result<Pair, GatewayError> {
+    ) -> Result<LoginStep, GatewayError> {
         let client_ip = from
             .ip
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
@@ -381,14 +393,7 @@ impl Sessions {
             self.store.forget_attempt(&ip_key)
         );
         u.and(i).map_err(|e| self.store_down(e))?;
-        let who = Principal {
-            name: &user.name,
-            roles: &user.roles,
-            via: None,
-        };
-        let pair = self.start_from(&who, from).await?;
-        tracing::info!(user = %user.name, "login");
-        Ok(pair)
+        self.after_password(&user, from).await
     }
 
     /// The user whose password this is, checked with argon2 (an unknown user against the
@@ -496,7 +501,7 @@ impl Sessions {
         self.start_for(&Principal {
             name: &user.name,
             roles: &user.roles,
-            via: None,
+            via: Via::default(),
         })
         .await
     }
@@ -524,7 +529,7 @@ impl Sessions {
             .map_err(|e| self.store_down(e))?;
         let session_exp = iat + self.policy.refresh_ttl.as_secs();
         let access = self.issue_access(who, &sid, iat, session_exp)?;
-        let refresh_roles = who.via.map(|_| who.roles);
+        let refresh_roles = who.via.idp.map(|_| who.roles);
         let refresh = self
             .tokens
             .issue_via(
@@ -633,19 +638,21 @@ impl Sessions {
                 None
             }
         };
+        // The session keeps how it was signed in (`amr`) for its whole life.
+        let via = Via {
+            idp: claims.idp(),
+            amr: claims.amr(),
+        };
         let who = match &user {
             Some(u) => Principal {
                 name: &u.name,
                 roles: &u.roles,
-                via: None,
+                via,
             },
             None => Principal {
                 name: claims.sub(),
                 roles: claims.roles().unwrap_or(&[]),
-                via: claims.idp().map(|idp| Via {
-                    idp,
-                    amr: claims.amr(),
-                }),
+                via,
             },
         };
         let iat = self.issue_time(who.name).await?;
@@ -667,7 +674,7 @@ impl Sessions {
                 TokenType::Refresh,
                 who.name,
                 claims.sid(),
-                who.via.map(|_| who.roles),
+                who.via.idp.map(|_| who.roles),
                 who.via,
                 iat,
                 session_exp,
@@ -750,7 +757,7 @@ impl Sessions {
         let user = User {
             name: name.to_owned(),
             password_hash: hash,
-            roles: Vec::new(),
+            ..User::default()
         };
         let created = self.users.create(&user).await.map_err(|e| {
             tracing::warn!(error = %e, "registration failed");

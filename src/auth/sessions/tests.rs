@@ -27,10 +27,11 @@ fn sessions(rotate_refresh: bool) -> Sessions {
         name: "alice".into(),
         password_hash: crate::auth::passwords::hash_password(b"pw-alice").unwrap(),
         roles: vec!["user".into()],
+        ..User::default()
     };
     let users = UserStore::File {
         path: "unused.toml".into(),
-        users: HashMap::from([(user.name.clone(), user)]),
+        users: std::sync::RwLock::new(HashMap::from([(user.name.clone(), user)])),
         keys: HashMap::new(),
     };
     let policy = SessionPolicy {
@@ -52,6 +53,12 @@ fn sessions(rotate_refresh: bool) -> Sessions {
         Arc::new(Hasher::new(1, 0).unwrap()),
         policy,
         Arc::new(Metrics::new()),
+        crate::auth::factors::Factors::new(
+            crate::config::SecondFactor::Optional,
+            None,
+            "authgate",
+            b"test",
+        ),
     )
     .unwrap()
 }
