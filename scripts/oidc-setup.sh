@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the OpenID Provider the OIDC tests sign in at (tests/oidc/provider.mjs): the npm
+# Installs the test suite's npm packages: axe-core (the accessibility checks of the browser
+# tests) and the OpenID Provider the OIDC tests sign in at (tests/oidc/provider.mjs): the npm
 # package oidc-provider, pinned to an exact 8.x (9.x needs Node 22) with its whole dependency
 # tree pinned by tests/oidc/package-lock.json, into target/oidc-provider/ (npm ci). Idempotent:
 # a marker file records the installed package.json and lock, and a second run with the same
