@@ -22,6 +22,9 @@ pub enum GatewayError {
     /// A second-factor code that is wrong, replayed, or a recovery code already used.
     #[error("the code is wrong or was already used")]
     InvalidCode,
+    /// A passkey assertion or registration that did not verify.
+    #[error("the passkey was not accepted")]
+    InvalidPasskey,
     /// A `second_factor = true` route, and the session did not pass one.
     #[error("this route needs a session signed in with a second factor")]
     SecondFactorRequired,
@@ -78,6 +81,7 @@ impl GatewayError {
             InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             InvalidCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
             InvalidCode => (StatusCode::UNAUTHORIZED, "invalid_code"),
+            InvalidPasskey => (StatusCode::UNAUTHORIZED, "invalid_passkey"),
             SecondFactorRequired => (StatusCode::UNAUTHORIZED, "insufficient_user_authentication"),
             EnrolmentRequired => (StatusCode::FORBIDDEN, "mfa_enrollment_required"),
             InsufficientRole => (StatusCode::FORBIDDEN, "insufficient_role"),

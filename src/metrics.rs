@@ -103,6 +103,8 @@ pub enum LoginMethod {
     basic,
     /// The second step: a TOTP or recovery code (`POST /auth/login/totp`).
     totp,
+    /// A passkey: the second step, or alone (`login.passwordless`).
+    passkey,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

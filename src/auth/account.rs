@@ -106,6 +106,24 @@ fn setup_page(
     message: Option<&str>,
     secure: bool,
 ) -> Response<Body> {
+    let main = setup_html(auth, s, proof, next, message, "h1");
+    let status = if message.is_some() {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    pages::html(status, "Set up an authenticator app", &main, secure)
+}
+
+/// The set-up form under a heading of level `h`.
+fn setup_html(
+    auth: &Auth,
+    s: &Setup,
+    proof: (&str, &str),
+    next: &str,
+    message: Option<&str>,
+    h: &str,
+) -> String {
     let alert = message.map_or(String::new(), |m| {
         format!("<p class=\"alert\" role=\"alert\">{}</p>\n", escape(m))
     });
@@ -114,8 +132,8 @@ fn setup_page(
     } else {
         ""
     };
-    let main = format!(
-        r#"<h1>Set up an authenticator app</h1>
+    format!(
+        r#"<{h}>Set up an authenticator app</{h}>
 <p>{intro}Scan the code with an authenticator app (or type the key into it), then enter the 6-digit code it shows.</p>
 {alert}<figure>{svg}<figcaption>QR code for {title}</figcaption></figure>
 <p>Key: <code id="totp-secret">{secret}</code></p>
@@ -135,13 +153,7 @@ fn setup_page(
         pn = escape(proof.0),
         pv = escape(proof.1),
         next = escape(next),
-    );
-    let status = if message.is_some() {
-        StatusCode::UNAUTHORIZED
-    } else {
-        StatusCode::OK
-    };
-    pages::html(status, "Set up an authenticator app", &main, secure)
+    )
 }
 
 /// Right after the password, for a user who must enrol first (`required`).
@@ -237,17 +249,12 @@ async fn show(
         return Ok(json(StatusCode::OK, body));
     }
     let csrf = auth.sessions().csrf_for(id.claims.sid());
-    if let Some(s) = &setup {
-        return Ok(setup_page(
-            auth,
-            s,
-            ("csrf_token", &csrf),
-            PAGE,
-            None,
-            ctx.secure,
-        ));
-    }
-    let how = if id.passed_second_factor() {
+    let has = |m: &str| amr.iter().any(|a| a == m);
+    let how = if id.claims.idp().is_none() && has("hwk") && has("pwd") {
+        "with a password and a passkey"
+    } else if id.claims.idp().is_none() && has("hwk") {
+        "with a passkey"
+    } else if id.passed_second_factor() && id.claims.idp().is_none() {
         "with a password and a code"
     } else if id.claims.idp().is_some() {
         "through your identity provider"
@@ -257,28 +264,45 @@ async fn show(
     let factor = match (&user, policy) {
         (None, _) => "<p>Your second factor is managed by your identity provider.</p>".to_owned(),
         (Some(_), SecondFactor::Off) => "<p>Second factors are off on this gateway.</p>".to_owned(),
+        (Some(u), _) if u.totp.is_none() && u.has_factor() && !id.passed_second_factor() => {
+            "<h2>Authenticator app</h2>\n<p>To set one up, sign out and sign in again with your passkey.</p>".to_owned()
+        }
+        (Some(_), _) if setup.is_some() => setup.as_ref().map_or_else(String::new, |s| {
+            setup_html(auth, s, ("csrf_token", &csrf), PAGE, None, "h2")
+        }),
         (Some(u), _) if id.passed_second_factor() => format!(
-            r#"<p>An authenticator app is set up. Recovery codes left: {left}.</p>
+            r#"<h2>Authenticator app</h2>
+<p>An authenticator app is set up. Recovery codes left: {left}.</p>
 <form method="post" action="/auth/account/recovery-codes"><input type="hidden" name="csrf_token" value="{csrf}"><button type="submit">Make new recovery codes</button></form>
 <form method="post" action="/auth/account/totp/remove"><input type="hidden" name="csrf_token" value="{csrf}"><button type="submit">Turn the authenticator app off</button></form>"#,
             left = u.recovery_codes.len(),
             csrf = escape(&csrf)
         ),
         (Some(u), _) => format!(
-            "<p>An authenticator app is set up. Recovery codes left: {}. To change it, sign out and sign in again with a code.</p>",
+            "<h2>Authenticator app</h2>\n<p>An authenticator app is set up. Recovery codes left: {}. To change it, sign out and sign in again with a code.</p>",
             u.recovery_codes.len()
         ),
     };
+    let passkeys = match (&user, auth.sessions().factors().webauthn()) {
+        (Some(u), Some(_)) => {
+            let have = auth.sessions().factors().passkeys_of(u).map_err(|e| {
+                tracing::error!(error = %e, "passkeys could not be read");
+                GatewayError::Unavailable("passkeys cannot be read right now")
+            })?;
+            let can_change = id.passed_second_factor() || !u.has_factor();
+            super::passkey_pages::account_section(&have, &csrf, can_change)
+        }
+        _ => String::new(),
+    };
     let main = format!(
-        "<h1>Your account</h1>\n<p>Signed in as <strong>{user}</strong>, {how}.</p>\n<h2>Second factor</h2>\n{factor}\n<p><a href=\"/auth/sessions\">Your sessions</a> · <a href=\"/auth/logout\">Sign out</a></p>",
+        "<h1>Your account</h1>\n<p>Signed in as <strong>{user}</strong>, {how}.</p>\n{factor}\n{passkeys}<p><a href=\"/auth/sessions\">Your sessions</a> · <a href=\"/auth/logout\">Sign out</a></p>",
         user = escape(sub),
     );
-    Ok(pages::html(
-        StatusCode::OK,
-        "Your account",
-        &main,
-        ctx.secure,
-    ))
+    let resp = pages::html(StatusCode::OK, "Your account", &main, ctx.secure);
+    if passkeys.contains("<script") {
+        return Ok(pages::with_script(resp));
+    }
+    Ok(resp)
 }
 
 /// A field of a form or JSON body.
@@ -383,6 +407,9 @@ async fn enrol(
         return Err(GatewayError::Conflict(
             "an authenticator app is set up already: turn it off first",
         ));
+    }
+    if user.has_factor() && !id.passed_second_factor() {
+        return Err(GatewayError::SecondFactorRequired);
     }
     match auth.sessions().enrol_totp(&sub, &pending, &code).await {
         Ok(()) => {}

@@ -46,6 +46,9 @@ pub async fn handle(
     if super::sessions_page::is_sessions_path(path) {
         return super::sessions_page::handle(auth, req, path, &ctx).await;
     }
+    if super::passkey_pages::is_passkey_path(path) {
+        return super::passkey_pages::handle(auth, req, path, &ctx).await;
+    }
     if super::account::is_account_path(path) {
         return super::account::handle(auth, req, path, &ctx).await;
     }

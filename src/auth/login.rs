@@ -69,13 +69,16 @@ pub async fn page(
         return Ok(resp);
     }
     let buttons = auth.oidc().buttons();
+    let next = next.as_deref().unwrap_or(&auth.browser().default_next);
+    let extra = super::passkey_pages::login_extra(auth, next);
     let page = LoginPage {
         title: &auth.browser().title,
-        next: next.as_deref().unwrap_or(&auth.browser().default_next),
+        next,
         username: "",
         message: None,
         providers: &buttons,
         password: auth.password_login(),
+        extra: &extra,
     };
     Ok(pages::login(&page, StatusCode::OK, ctx.secure))
 }
@@ -189,6 +192,7 @@ pub async fn submit(
             &c.mfa_token,
             next,
             None,
+            c.methods.contains(&"webauthn"),
             ctx.secure,
         )),
         Ok(LoginStep::Enrol(c)) => {
@@ -232,6 +236,7 @@ fn failed_page(
         ),
     };
     let buttons = auth.oidc().buttons();
+    let extra = super::passkey_pages::login_extra(auth, next);
     let page = LoginPage {
         title: &auth.browser().title,
         next,
@@ -239,6 +244,7 @@ fn failed_page(
         message: Some(message),
         providers: &buttons,
         password: auth.password_login(),
+        extra: &extra,
     };
     let mut resp = pages::login(&page, status, secure);
     if let Some(secs) = retry {

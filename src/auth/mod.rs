@@ -14,6 +14,7 @@ mod login;
 mod logout;
 pub mod oidc;
 pub mod pages;
+pub(crate) mod passkey_pages;
 pub mod passwords;
 mod second_step;
 pub mod sessions;

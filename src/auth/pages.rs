@@ -18,6 +18,9 @@ pub struct LoginPage<'a> {
     pub providers: &'a [(String, String)],
     /// Whether the password form is shown (`login.password`).
     pub password: bool,
+    /// HTML (escaped by its maker) after the buttons: the passkey button, which loads the
+    /// gateway's script (the page's CSP then allows it).
+    pub extra: &'a str,
 }
 
 pub fn escape(s: &str) -> String {
@@ -81,11 +84,35 @@ pub fn login(p: &LoginPage<'_>, status: StatusCode, secure: bool) -> Response<Bo
             ));
         }
     }
+    if !p.extra.is_empty() {
+        if p.password || !p.providers.is_empty() {
+            buttons.push_str("<p class=\"or\">or</p>\n");
+        }
+        buttons.push_str(p.extra);
+    }
     let main = format!(
         "<h1>{title}</h1>\n{alert}{form}\n{buttons}",
         title = escape(p.title),
     );
-    page(status, document(p.title, &main), secure)
+    let resp = page(status, document(p.title, &main), secure);
+    if p.extra.contains("<script") {
+        with_script(resp)
+    } else {
+        resp
+    }
+}
+
+/// The policy of a gateway page that loads the gateway's own script (passkeys): that script
+/// and requests to the gateway, nothing else.
+const CSP_WITH_SCRIPT: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Lets a gateway page run the gateway's own script (`/auth/assets/...`), no other.
+pub fn with_script(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP_WITH_SCRIPT),
+    );
+    resp
 }
 
 /// The sign-out confirmation: a form that POSTs the logout with the session's CSRF value, or

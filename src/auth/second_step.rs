@@ -92,6 +92,7 @@ pub async fn submit(
         .as_deref()
         .and_then(safe_next)
         .unwrap_or(&auth.browser().default_next);
+    let passkey = passkey_offered(auth, &f.mfa_token).await;
     let html = headers
         .get_all(ACCEPT)
         .iter()
@@ -112,6 +113,7 @@ pub async fn submit(
                     .to_owned(),
                 StatusCode::UNAUTHORIZED,
             )),
+            passkey,
             ctx.secure,
         )),
         Err(GatewayError::TooManyAttempts { retry_after }) if html => {
@@ -126,6 +128,7 @@ pub async fn submit(
                     ),
                     StatusCode::TOO_MANY_REQUESTS,
                 )),
+                passkey,
                 ctx.secure,
             );
             resp.headers_mut()
@@ -141,12 +144,29 @@ pub async fn submit(
     }
 }
 
+/// Whether the user `mfa_token` signs in has a passkey to use.
+async fn passkey_offered(auth: &Auth, mfa_token: &str) -> bool {
+    let factors = auth.sessions().factors();
+    let Ok(c) = factors.challenges().verify(
+        mfa_token,
+        super::factors::challenge::Purpose::Code,
+        crate::clock::now_secs(),
+    ) else {
+        return false;
+    };
+    match auth.sessions().user(&c.sub).await {
+        Ok(Some(u)) => factors.methods(&u).contains(&"webauthn"),
+        _ => false,
+    }
+}
+
 /// The page that asks for the code (`message`: what went wrong, with its status).
 pub fn code_page(
     auth: &Auth,
     mfa_token: &str,
     next: &str,
     message: Option<(String, StatusCode)>,
+    passkey: bool,
     secure: bool,
 ) -> Response<Body> {
     let (alert, status) = match message {
@@ -165,11 +185,21 @@ pub fn code_page(
 <label for="code">Code</label><input id="code" name="code" autocomplete="one-time-code" autocapitalize="none" autocorrect="off" spellcheck="false" maxlength="32" required autofocus>
 <button type="submit">Verify</button>
 </form>
-<p><a href="/auth/login?next={next_q}">Start again</a></p>"#,
+{passkey}<p><a href="/auth/login?next={next_q}">Start again</a></p>"#,
         title = escape(&auth.browser().title),
         token = escape(mfa_token),
         next = escape(next),
         next_q = escape(&crate::path::encode_component(next)),
+        passkey = if passkey {
+            super::passkey_pages::use_button(mfa_token, next)
+        } else {
+            String::new()
+        },
     );
-    pages::html(status, "Second step", &main, secure)
+    let resp = pages::html(status, "Second step", &main, secure);
+    if passkey {
+        pages::with_script(resp)
+    } else {
+        resp
+    }
 }

@@ -340,6 +340,22 @@ pub struct LoginConfig {
     /// `login.factor_key_file`: the secret second-factor records are encrypted under (None:
     /// `factor.key` beside the users file; a Redis user store needs it set).
     pub factor_key_file: Option<PathBuf>,
+    /// `login.webauthn`: passkeys (None: off).
+    pub webauthn: Option<WebauthnConfig>,
+    /// `login.passwordless`: "Sign in with a passkey" (discoverable credentials) on the login
+    /// page, with no password.
+    pub passwordless: bool,
+}
+
+/// `login.webauthn`, checked (the relying party builds with it).
+#[derive(Debug, Clone)]
+pub struct WebauthnConfig {
+    /// The domain passkeys are bound to (`example.com`).
+    pub rp_id: String,
+    /// The origins the pages are served from (`https://app.example.com`).
+    pub origins: Vec<String>,
+    /// What authenticators show.
+    pub rp_name: String,
 }
 
 /// `login.second_factor`.

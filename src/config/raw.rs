@@ -200,6 +200,17 @@ pub struct RawLogin {
     pub oidc: Vec<Spanned<RawOidc>>,
     pub second_factor: Option<Spanned<Text>>,
     pub factor_key_file: Option<Spanned<Text>>,
+    pub webauthn: Option<Spanned<RawWebauthn>>,
+    pub passwordless: Option<Spanned<bool>>,
+}
+
+/// `login.webauthn`: the relying party passkeys are made for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebauthn {
+    pub rp_id: Spanned<Text>,
+    pub origins: Spanned<Vec<Text>>,
+    pub rp_name: Option<Text>,
 }
 
 /// One `[[login.oidc]]` identity provider.

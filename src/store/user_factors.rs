@@ -93,6 +93,30 @@ impl UserStore {
         }
     }
 
+    /// Replaces user `name`'s passkeys (each sealed); `Ok(false)`: no such user.
+    pub async fn set_passkeys(
+        &self,
+        name: &str,
+        sealed: &[String],
+    ) -> Result<bool, UserStoreError> {
+        match self {
+            UserStore::File { .. } => self.edit_file_user(name, |u| u.passkeys = sealed.to_vec()),
+            UserStore::Redis(r) => {
+                if self.get(name).await?.is_none() {
+                    return Ok(false);
+                }
+                let mut c = r.connection();
+                let text = serde_json::to_string(sealed).unwrap_or_else(|_| "[]".to_owned());
+                r.timed(
+                    "user_set_passkeys",
+                    c.hset::<_, _, _, ()>(r.keys().user(name), "passkeys", text),
+                )
+                .await?;
+                Ok(true)
+            }
+        }
+    }
+
     /// Removes one recovery code (its hash) from user `name`'s list: true when it was there.
     pub async fn take_recovery_code(&self, name: &str, hash: &str) -> Result<bool, UserStoreError> {
         match self {

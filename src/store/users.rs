@@ -23,12 +23,15 @@ pub struct User {
     /// The SHA-256 (hex) of each unused recovery code.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recovery_codes: Vec<String>,
+    /// Passkeys (WebAuthn credentials), each sealed under the factor key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passkeys: Vec<String>,
 }
 
 impl User {
     /// Whether this user has a second factor to give.
     pub fn has_factor(&self) -> bool {
-        self.totp.is_some()
+        self.totp.is_some() || !self.passkeys.is_empty()
     }
 }
 
@@ -384,11 +387,15 @@ impl UserStore {
                     Option<String>,
                     Option<String>,
                     Option<String>,
+                    Option<String>,
                 );
-                let (hash, roles, totp, recovery): Fields = r
+                let (hash, roles, totp, recovery, passkeys): Fields = r
                     .timed(
                         "user_get",
-                        c.hmget(r.keys().user(name), &["hash", "roles", "totp", "recovery"]),
+                        c.hmget(
+                            r.keys().user(name),
+                            &["hash", "roles", "totp", "recovery", "passkeys"],
+                        ),
                     )
                     .await?;
                 Ok(hash.map(|password_hash| User {
@@ -397,6 +404,9 @@ impl UserStore {
                     roles: split_roles(roles.as_deref().unwrap_or("")),
                     totp: totp.filter(|t| !t.is_empty()),
                     recovery_codes: split_roles(recovery.as_deref().unwrap_or("")),
+                    passkeys: passkeys
+                        .and_then(|p| serde_json::from_str(&p).ok())
+                        .unwrap_or_default(),
                 }))
             }
         }

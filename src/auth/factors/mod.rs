@@ -5,6 +5,7 @@
 
 pub mod challenge;
 pub mod crypto;
+pub mod passkeys;
 pub mod qr;
 pub mod recovery;
 pub mod totp;
@@ -34,6 +35,10 @@ pub struct Factors {
     challenges: ChallengeKey,
     /// The issuer authenticator apps show (`login.title`).
     issuer: String,
+    /// Passkeys' relying party (`login.webauthn`; None: no passkeys).
+    webauthn: Option<webauthn_rs::Webauthn>,
+    /// `login.passwordless`.
+    passwordless: bool,
 }
 
 /// Where the factor key is: `login.factor_key_file`, else `factor.key` beside a users file.
@@ -60,12 +65,20 @@ impl Factors {
         } else {
             &config.login.title
         };
-        Factors::new(
+        let webauthn = config.login.webauthn.as_ref().and_then(|w| {
+            passkeys::relying_party(w)
+                .inspect_err(|e| tracing::error!(error = %e, "login.webauthn: passkeys are off"))
+                .ok()
+        });
+        let mut f = Factors::new(
             config.login.second_factor,
             key_path(config),
             issuer,
             signing_secret,
-        )
+        );
+        f.passwordless = config.login.passwordless && webauthn.is_some();
+        f.webauthn = webauthn;
+        f
     }
 
     pub fn new(
@@ -80,7 +93,78 @@ impl Factors {
             key: OnceLock::new(),
             challenges: ChallengeKey::derive(signing_secret),
             issuer: issuer.to_owned(),
+            webauthn: None,
+            passwordless: false,
         }
+    }
+
+    /// Passkeys' relying party, when passkeys are on.
+    pub fn webauthn(&self) -> Option<&webauthn_rs::Webauthn> {
+        self.webauthn
+            .as_ref()
+            .filter(|_| self.policy != SecondFactor::Off)
+    }
+
+    /// "Sign in with a passkey" (no password) is on.
+    pub fn passwordless(&self) -> bool {
+        self.passwordless && self.webauthn().is_some()
+    }
+
+    /// `p` sealed for `user`'s record.
+    pub fn seal_passkey(
+        &self,
+        user: &str,
+        p: &passkeys::StoredPasskey,
+    ) -> Result<String, FactorKeyError> {
+        let json = serde_json::to_vec(p).map_err(|_| FactorKeyError::Rng)?;
+        self.key(true)?
+            .seal(&passkeys::passkey_context(user), &json)
+    }
+
+    /// `user`'s passkeys (a record that does not open is an error: the operator's to fix).
+    pub fn passkeys_of(&self, user: &User) -> Result<Vec<passkeys::StoredPasskey>, FactorError> {
+        if user.passkeys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.key(false).map_err(FactorError::Key)?;
+        user.passkeys
+            .iter()
+            .map(|sealed| {
+                let json = key
+                    .open(&passkeys::passkey_context(&user.name), sealed)
+                    .map_err(FactorError::Unseal)?;
+                serde_json::from_slice(&json).map_err(|_| FactorError::Unseal(Unseal))
+            })
+            .collect()
+    }
+
+    /// A ceremony's state, sealed for the browser to hand back within `CEREMONY_SECS`.
+    pub fn seal_ceremony(
+        &self,
+        c: &passkeys::Ceremony,
+        now: u64,
+    ) -> Result<String, FactorKeyError> {
+        let exp = now + passkeys::CEREMONY_SECS;
+        let json = serde_json::to_vec(c).map_err(|_| FactorKeyError::Rng)?;
+        let sealed = self
+            .key(true)?
+            .seal(&passkeys::ceremony_context(exp), &json)?;
+        Ok(format!("{exp}.{sealed}"))
+    }
+
+    /// The ceremony a sealed state holds, if it is ours and not expired at `now`.
+    pub fn open_ceremony(&self, state: &str, now: u64) -> Option<passkeys::Ceremony> {
+        let (exp, sealed) = state.split_once('.')?;
+        let exp: u64 = exp.parse().ok()?;
+        if exp <= now {
+            return None;
+        }
+        let json = self
+            .key(false)
+            .ok()?
+            .open(&passkeys::ceremony_context(exp), sealed)
+            .ok()?;
+        serde_json::from_slice(&json).ok()
     }
 
     pub fn policy(&self) -> SecondFactor {
@@ -97,9 +181,11 @@ impl Factors {
 
     /// What `user`, whose password was right, must do next.
     pub fn need(&self, user: &User) -> Need {
+        let usable =
+            user.totp.is_some() || (!user.passkeys.is_empty() && self.webauthn().is_some());
         match self.policy {
             SecondFactor::Off => Need::Nothing,
-            _ if user.has_factor() => Need::Code,
+            _ if usable => Need::Code,
             SecondFactor::Optional => Need::Nothing,
             SecondFactor::Required => Need::Enrol,
         }
@@ -110,6 +196,9 @@ impl Factors {
         let mut m = Vec::new();
         if user.totp.is_some() {
             m.push("totp");
+        }
+        if !user.passkeys.is_empty() && self.webauthn().is_some() {
+            m.push("webauthn");
         }
         m
     }

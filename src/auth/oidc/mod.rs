@@ -120,6 +120,7 @@ pub async fn handle(
 /// The login page with a message, for a sign-in that could not finish.
 fn failure_page(auth: &Auth, f: &Failure, next: &str, secure: bool) -> Response<Body> {
     let buttons = auth.oidc().buttons();
+    let extra = crate::auth::passkey_pages::login_extra(auth, next);
     let page = LoginPage {
         title: &auth.browser().title,
         next,
@@ -127,6 +128,7 @@ fn failure_page(auth: &Auth, f: &Failure, next: &str, secure: bool) -> Response<
         message: Some(f.message.clone()),
         providers: &buttons,
         password: auth.password_login(),
+        extra: &extra,
     };
     pages::login(&page, f.status, secure)
 }

@@ -6,6 +6,7 @@
 
 mod cookie_refresh;
 mod listing;
+mod passkey_flow;
 mod second_factor;
 
 pub use listing::{clean_user_agent, method_of, SignIn};

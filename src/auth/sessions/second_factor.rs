@@ -81,6 +81,15 @@ impl Sessions {
         })
     }
 
+    pub(super) async fn start_as_pub(
+        &self,
+        user: &User,
+        amr: &[String],
+        from: &SignIn<'_>,
+    ) -> Result<Pair, GatewayError> {
+        self.start_as(user, amr, from).await
+    }
+
     async fn start_as(
         &self,
         user: &User,
