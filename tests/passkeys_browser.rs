@@ -72,6 +72,51 @@ async fn credentials(b: &Driver, id: &str) -> usize {
     v.as_array().map_or(0, Vec::len)
 }
 
+/// Keeps the body of each POST the page's script sends (in sessionStorage, which outlives
+/// the page's reload and navigation on this origin).
+async fn record_posts(b: &Driver) {
+    b.js("const f = window.fetch; window.fetch = (u, o) => { if (o && o.body) sessionStorage.setItem('rec:' + u, o.body); return f(u, o); }; return true;")
+        .await;
+}
+
+async fn recorded(b: &Driver, url: &str) -> serde_json::Value {
+    let v = b
+        .js(&format!("return sessionStorage.getItem('rec:{url}');"))
+        .await;
+    serde_json::from_str(v.as_str().unwrap()).unwrap()
+}
+
+/// `AUTHGATE_RECORD_WEBAUTHN=1`: writes a ceremony (its server state, opened with the
+/// factor key, and the browser's answer) to `tests/fixtures/webauthn/NAME.json`, which the
+/// unit tests in `src/auth/factors/passkeys.rs` verify again.
+fn record(fx: &Fixture, port: u16, name: &str, body: &serde_json::Value) {
+    if std::env::var_os("AUTHGATE_RECORD_WEBAUTHN").is_none() {
+        return;
+    }
+    let factors = authgate::auth::factors::Factors::new(
+        authgate::config::SecondFactor::Optional,
+        Some(fx.path("factor.key")),
+        "authgate",
+        b"unused",
+    );
+    let ceremony = factors
+        .open_ceremony(body["state"].as_str().unwrap(), authgate::clock::now_secs())
+        .unwrap();
+    let out = json!({
+        "rp_id": "localhost",
+        "origin": format!("http://localhost:{port}"),
+        "ceremony": ceremony,
+        "credential": body["credential"],
+    });
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webauthn");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.json")),
+        serde_json::to_string_pretty(&out).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
 async fn sign_out(b: &Driver, base: &str) {
     b.go(&format!("{base}/auth/logout")).await;
     b.click("button[type=submit]").await;
@@ -113,8 +158,12 @@ async fn passkeys_register_second_factor_and_passwordless_in_chromium() {
     b.source_when("add-passkey").await;
     accessible(&b, &axe, "the account page with passkeys").await;
     b.type_into("#passkey-name", "Laptop").await;
+    record_posts(&b).await;
     b.click("#add-passkey").await;
     let page = b.source_when("<strong>Laptop</strong>").await;
+    let sent = recorded(&b, "/auth/account/passkeys").await;
+    assert_eq!(sent["credential"]["type"], "public-key");
+    record(&fx, port, "registration", &sent);
     assert!(page.contains("id=\"passkeys\""), "{page}");
     assert_eq!(credentials(&b, &first).await, 1);
     let users = std::fs::read_to_string(fx.path("users.toml")).unwrap();
@@ -131,9 +180,12 @@ async fn passkeys_register_second_factor_and_passwordless_in_chromium() {
     b.click("#password ~ button[type=submit]").await;
     b.source_when("use-passkey").await;
     accessible(&b, &axe, "the second step with a passkey").await;
+    record_posts(&b).await;
     b.click("#use-passkey").await;
     b.url_when(|u| u.ends_with("/web/home") && !u.contains("/auth/"))
         .await;
+    let sent = recorded(&b, "/auth/login/webauthn").await;
+    record(&fx, port, "authentication", &sent);
     assert_eq!(up.last().headers.get("x-auth-user").unwrap(), "alice");
     b.go(&format!("{base}/auth/account")).await;
     b.source_when("with a password and a passkey").await;

@@ -97,6 +97,87 @@ mod tests {
         assert_ne!(user_handle("alice"), user_handle("bob"));
     }
 
+    /// A ceremony Chromium's virtual authenticator answered (recorded by
+    /// `AUTHGATE_RECORD_WEBAUTHN=1 cargo test --test passkeys_browser`): the relying party,
+    /// the server's state, the browser's answer.
+    fn recorded(text: &str) -> (Webauthn, Ceremony, serde_json::Value) {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        let rp = relying_party(&cfg(
+            v["rp_id"].as_str().unwrap_or_default(),
+            &[v["origin"].as_str().unwrap_or_default()],
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ceremony =
+            serde_json::from_value(v["ceremony"].clone()).unwrap_or_else(|e| panic!("{e}"));
+        (rp, ceremony, v["credential"].clone())
+    }
+
+    const REGISTRATION: &str = include_str!("../../../tests/fixtures/webauthn/registration.json");
+    const AUTHENTICATION: &str =
+        include_str!("../../../tests/fixtures/webauthn/authentication.json");
+
+    #[test]
+    fn a_recorded_registration_verifies_and_an_altered_one_does_not() {
+        let (rp, ceremony, credential) = recorded(REGISTRATION);
+        let Ceremony::Register { user, state } = ceremony else {
+            panic!("not a registration");
+        };
+        assert_eq!(user, "alice");
+        let answer: webauthn_rs::prelude::RegisterPublicKeyCredential =
+            serde_json::from_value(credential.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let key = rp
+            .finish_passkey_registration(&answer, &state)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                key.cred_id().as_ref()
+            ),
+            credential["id"].as_str().unwrap_or_default()
+        );
+        // Another challenge (the answer to some other ceremony) is refused.
+        let (_, other) = rp
+            .start_passkey_registration(user_handle("alice"), "alice", "alice", None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(rp.finish_passkey_registration(&answer, &other).is_err());
+        // So is the same answer for another origin.
+        let elsewhere = relying_party(&cfg("localhost", &["http://localhost:1"]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(elsewhere
+            .finish_passkey_registration(&answer, &state)
+            .is_err());
+    }
+
+    #[test]
+    fn a_recorded_assertion_verifies_and_an_altered_one_does_not() {
+        let (rp, ceremony, credential) = recorded(AUTHENTICATION);
+        let Ceremony::Second { user, state, .. } = ceremony else {
+            panic!("not a second step");
+        };
+        assert_eq!(user, "alice");
+        let answer: webauthn_rs::prelude::PublicKeyCredential =
+            serde_json::from_value(credential.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let result = rp
+            .finish_passkey_authentication(&answer, &state)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(result.user_verified());
+        // A signature with one byte changed.
+        let mut bad = credential.clone();
+        let sig = bad["response"]["signature"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let flipped = if sig.starts_with('M') {
+            sig.replacen('M', "N", 1)
+        } else {
+            format!("M{}", &sig[1..])
+        };
+        bad["response"]["signature"] = serde_json::Value::from(flipped);
+        let bad: webauthn_rs::prelude::PublicKeyCredential =
+            serde_json::from_value(bad).unwrap_or_else(|e| panic!("{e}"));
+        assert!(rp.finish_passkey_authentication(&bad, &state).is_err());
+    }
+
     /// A registration ceremony against the relying party: options that ask for a
     /// discoverable credential, and a made-up response refused.
     #[test]
