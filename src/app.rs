@@ -74,6 +74,7 @@ impl App {
             .tls
             .as_ref()
             .map(|t| ReloadableCert::new(t.loaded.clone(), &t.cert, &t.key));
+        crate::cert_expiry::record(&metrics, certs.as_deref(), &config.upstreams);
         let acceptor = match &certs {
             Some(c) => Some(tokio_rustls::TlsAcceptor::from(
                 tls::server_config(c.clone()).map_err(|e| AppError::Setup(e.to_string()))?,

@@ -7,6 +7,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod cert_expiry;
 pub mod certs;
 pub mod clock;
 pub mod config;

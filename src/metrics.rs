@@ -189,6 +189,8 @@ pub struct Metrics {
     /// `authgate_buffer_overflows_total`: bodies streamed because `server.max_buffered` was
     /// spent.
     pub buffer_overflows: Counter,
+    /// `authgate_certificate_expiry_timestamp_seconds` (see `cert_expiry`).
+    pub certificate_expiry: Family<crate::cert_expiry::CertLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -310,6 +312,12 @@ impl Metrics {
             "Messages on the revocation channel the mirror could not decode (and ignored)",
             mirror_undecodable.clone(),
         );
+        let certificate_expiry = Family::<crate::cert_expiry::CertLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When each certificate in use stops being valid: the earliest notAfter of its chain, Unix seconds",
+            certificate_expiry.clone(),
+        );
         registry.register(
             "buffer_overflows",
             "Bodies streamed instead of buffered because server.max_buffered was spent",
@@ -320,6 +328,7 @@ impl Metrics {
             last_reload,
             mirror_undecodable,
             buffer_overflows,
+            certificate_expiry,
             requests,
             latency,
             auth_decisions,

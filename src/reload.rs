@@ -238,6 +238,7 @@ impl Reloader {
             }
         }
         self.switch.current.store(Arc::new(p.gateway));
+        crate::cert_expiry::record(&self.metrics, self.certs.as_deref(), &p.config.upstreams);
         *self.running.lock().unwrap_or_else(PoisonError::into_inner) = p.config;
     }
 
@@ -291,6 +292,12 @@ pub fn watched_files(c: &Config) -> Vec<PathBuf> {
     if let Some(t) = &c.server.tls {
         files.push(t.cert.clone());
         files.push(t.key.clone());
+    }
+    // A renewed upstream client certificate is taken up (and its expiry metric moves) without
+    // a signal.
+    for c in c.upstreams.iter().filter_map(|u| u.client_cert.as_ref()) {
+        files.push(c.cert.clone());
+        files.push(c.key.clone());
     }
     files
 }

@@ -397,6 +397,8 @@ pub struct UpstreamConfig {
     pub eject_for: Duration,
     /// For `https://` hosts: roots (system or `ca_file`), client certificate, ALPN http/1.1.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The client certificate in `tls`, when there is one.
+    pub client_cert: Option<ClientCert>,
     /// The TLS server name to ask for and verify, instead of the URL's host.
     pub sni: Option<String>,
     /// A request body up to this size is read whole before an upstream connection is taken
@@ -405,6 +407,15 @@ pub struct UpstreamConfig {
     /// Up to this much of an answer is read as fast as the upstream sends it (0: streamed),
     /// so its connection is free while a slow client reads.
     pub buffer_response: u64,
+}
+
+/// An upstream's client certificate (mTLS): its files, and when it expires.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The earliest `notAfter` of its chain (Unix seconds); None if it could not be read.
+    pub not_after: Option<i64>,
 }
 
 /// One host of an upstream.
