@@ -1,6 +1,6 @@
 //! The admin listener: `/healthz` (the process runs), `/readyz` (config loaded, store answers,
 //! not shutting down) and `/metrics` (Prometheus text), and the operator's session control
-//! (`admin_sessions`). Never on the public listener.
+//! (`admin_sessions`) and lockouts (`admin_unlock`). Never on the public listener.
 
 use crate::auth::Auth;
 use crate::body::{full, Body};
@@ -18,7 +18,8 @@ pub struct Admin {
     pub shutting_down: Arc<AtomicBool>,
     /// `admin.ready_requires_store`.
     pub ready_requires_store: bool,
-    /// `admin.token_file`: what `/admin/sessions*` need (see `admin_sessions`).
+    /// `admin.token_file`: what `/admin/sessions*` and `/admin/unlock` need (see
+    /// `admin_sessions`).
     pub token_file: Option<std::path::PathBuf>,
 }
 
@@ -39,6 +40,9 @@ impl Handler for Admin {
         if crate::admin_sessions::is_sessions_path(req.uri().path()) {
             return crate::admin_sessions::handle(&self.auth, self.token_file.as_deref(), req)
                 .await;
+        }
+        if req.uri().path() == crate::admin_unlock::PATH {
+            return crate::admin_unlock::handle(&self.auth, self.token_file.as_deref(), req).await;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(

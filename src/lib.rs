@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod admin_sessions;
+pub mod admin_unlock;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -729,7 +729,7 @@ fn validate_roles(roles: &[String]) -> Result<(), anyhow::Error> {
 fn unlock_ip(path: &Path, ip: std::net::IpAddr) -> Result<ExitCode> {
     let config = load(path)?;
     if !matches!(config.revocation.backend, RevocationBackend::Redis(_)) {
-        bail!("`authgate unlock --ip` needs revocation.backend = \"redis\": the memory and file stores' counters live inside the running gateway (they reset when failure_window passes, or on restart)");
+        bail!("`authgate unlock --ip` needs revocation.backend = \"redis\": the memory and file stores' counters live inside the running gateway; ask it: POST /admin/unlock with ip=ADDR on the admin listener (with admin.token_file), or wait for failure_window");
     }
     runtime()?.block_on(async {
         let store = Store::new(&config.revocation)?;

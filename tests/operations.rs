@@ -115,3 +115,159 @@ async fn certificate_expiry_is_exported_at_start_and_follows_a_reload() {
     gw.app.begin_shutdown();
     gw.app.finished().await;
 }
+
+const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
+
+/// A gateway on `revocation` with `admin.token_file`, 3 failures per user and 4 per address
+/// allowed, and the loopback peer trusted for `X-Forwarded-For` (so a test can speak for
+/// several client addresses).
+async fn lockable(revocation: &str) -> (Fixture, Upstream, authgate::App) {
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    fx.write("admin-token", &format!("{ADMIN_TOKEN}\n"));
+    let text = fx
+        .config(
+            up.addr,
+            HS256,
+            revocation,
+            "",
+            "trusted_proxies = [\"127.0.0.1/32\"]",
+        )
+        .replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n",
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin-token\"\n",
+        )
+        .replace("max_failures_per_ip = 100", "max_failures_per_ip = 4");
+    assert!(text.contains("token_file") && text.contains("max_failures_per_ip = 4"));
+    let app = start(&fx.write("authgate.toml", &text)).await;
+    (fx, up, app)
+}
+
+async fn login_from(
+    addr: std::net::SocketAddr,
+    client: &str,
+    user: &str,
+    password: &str,
+) -> http::StatusCode {
+    let req = post("/auth/login")
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", client)
+        .body(json_body(
+            serde_json::json!({"username": user, "password": password}),
+        ))
+        .unwrap();
+    send(addr, req).await.0
+}
+
+async fn unlock(
+    admin: std::net::SocketAddr,
+    query: &str,
+    form: &str,
+    token: Option<&str>,
+) -> (http::StatusCode, serde_json::Value) {
+    let mut b = post(&format!("/admin/unlock{query}"))
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let (status, _, body) = send(admin, b.body(form.to_owned().into()).unwrap()).await;
+    (status, json(&body))
+}
+
+/// The lockouts of one store, engaged and lifted through the admin listener.
+async fn unlock_lifts_lockouts_on(revocation: &str) {
+    let (_fx, _up, app) = lockable(revocation).await;
+    let (addr, admin) = (app.public_addr, app.admin_addr);
+
+    // An address locked out by failures spread over many names.
+    for i in 0..4 {
+        let s = login_from(addr, "203.0.113.9", &format!("nobody{i}"), "wrong").await;
+        assert_eq!(s, 401, "{revocation}");
+    }
+    assert_eq!(
+        login_from(addr, "203.0.113.9", "alice", "alice-password").await,
+        429,
+        "{revocation}: the address is not locked out"
+    );
+    // Guarded like /admin/sessions, POST only, and it must name something.
+    assert_eq!(unlock(admin, "", "ip=203.0.113.9", None).await.0, 401);
+    assert_eq!(
+        unlock(admin, "", "ip=203.0.113.9", Some("wrong-token-0123456789"))
+            .await
+            .0,
+        401
+    );
+    let (s, _, _) = send(
+        admin,
+        get("/admin/unlock?ip=203.0.113.9")
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 405);
+    let (s, body) = unlock(admin, "", "", Some(ADMIN_TOKEN)).await;
+    assert_eq!(
+        (s.as_u16(), body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (s, body) = unlock(admin, "?ip=not-an-ip", "", Some(ADMIN_TOKEN)).await;
+    assert_eq!(s, 400, "{body}");
+    assert_eq!(
+        login_from(addr, "203.0.113.9", "alice", "alice-password").await,
+        429,
+        "{revocation}: refused calls unlocked something"
+    );
+    let (s, body) = unlock(admin, "", "ip=203.0.113.9", Some(ADMIN_TOKEN)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["unlocked"]["ip"], "203.0.113.9");
+    assert_eq!(
+        login_from(addr, "203.0.113.9", "alice", "alice-password").await,
+        200,
+        "{revocation}: the address is still locked out"
+    );
+
+    // A user locked out, from another address.
+    for _ in 0..3 {
+        assert_eq!(
+            login_from(addr, "198.51.100.1", "alice", "wrong").await,
+            401
+        );
+    }
+    assert_eq!(
+        login_from(addr, "198.51.100.1", "alice", "alice-password").await,
+        429,
+        "{revocation}: the user is not locked out"
+    );
+    let (s, body) = unlock(admin, "?user=alice", "", Some(ADMIN_TOKEN)).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["unlocked"], serde_json::json!({"user": "alice"}));
+    assert_eq!(
+        login_from(addr, "198.51.100.1", "alice", "alice-password").await,
+        200,
+        "{revocation}: the user is still locked out"
+    );
+    app.begin_shutdown();
+    app.finished().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_unlock_lifts_ip_and_user_lockouts_on_the_memory_store() {
+    unlock_lifts_lockouts_on(MEMORY).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_unlock_lifts_ip_and_user_lockouts_on_the_file_store() {
+    unlock_lifts_lockouts_on("backend = \"file\"\npath = \"state/revocations.redb\"").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_unlock_lifts_ip_and_user_lockouts_on_redis() {
+    let redis = Redis::start();
+    unlock_lifts_lockouts_on(&format!(
+        "backend = \"redis\"\nredis_url = \"{}\"",
+        redis.url()
+    ))
+    .await;
+    drop(redis);
+}

@@ -126,8 +126,8 @@ pub struct AdminConfig {
     /// `/readyz` fails while the revocation store is down (false: a shared-store blip does not
     /// take every replica out of its Service at once).
     pub ready_requires_store: bool,
-    /// `admin.token_file`: the bearer token `/admin/sessions*` need (read at each request,
-    /// so a rotated file applies at once). None: those endpoints answer 403.
+    /// `admin.token_file`: the bearer token `/admin/sessions*` and `/admin/unlock` need (read
+    /// at each request, so a rotated file applies at once). None: those endpoints answer 403.
     pub token_file: Option<PathBuf>,
 }
 
