@@ -5,7 +5,7 @@
 
 mod forwarded;
 mod head;
-mod request_id;
+pub(crate) mod request_id;
 mod tunnel;
 mod verify;
 
