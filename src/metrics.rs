@@ -32,8 +32,9 @@ pub enum UpstreamErrorKind {
     io,
 }
 
-/// The request-latency histogram's label: the route's label (bounded by the config), or
-/// `authgate` (own endpoints), `authgate-verify` (forward-auth) and `none` (no route).
+/// The request-latency histogram's label: the route's label (bounded by the config), or one
+/// per own endpoint (`authgate:login`, `authgate:verify`, ...: `gateway::labels`) and `none`
+/// (no route).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     pub route: Cow<'static, str>,
@@ -241,6 +242,9 @@ impl Metrics {
         let upstream_latency: Latencies<UpstreamName> =
             Family::new_with_constructor(latency_buckets);
         let config_reloads = Family::<ReloadLabels, Counter>::default();
+        for result in [ReloadResult::ok, ReloadResult::error] {
+            let _ = config_reloads.get_or_create(&ReloadLabels { result });
+        }
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
         let upstream_ejections = Family::<UpstreamName, Counter>::default();
         let open_connections = Gauge::default();
@@ -349,6 +353,47 @@ impl Metrics {
     pub fn auth(&self, outcome: AuthOutcome) {
         if let Some(c) = self.auth_counters.get(outcome as usize) {
             c.inc();
+        }
+    }
+
+    /// Creates the error and outcome series a configuration can produce, at zero, so that
+    /// `rate()` and `increase()` see the first one (a series born at 1 hides it) and an alert
+    /// on a missing series is not needed. Runs at start and at each reload.
+    pub fn present_at_zero<'a>(
+        &self,
+        upstreams: impl Iterator<Item = &'a str>,
+        oidc: bool,
+        basic: bool,
+    ) {
+        use LoginOutcome::*;
+        for upstream in upstreams {
+            for kind in [
+                UpstreamErrorKind::connect,
+                UpstreamErrorKind::timeout,
+                UpstreamErrorKind::io,
+            ] {
+                let _ = self.upstream_errors.get_or_create(&UpstreamLabels {
+                    upstream: upstream.to_owned(),
+                    kind,
+                });
+            }
+        }
+        let mut logins = vec![(
+            LoginMethod::password,
+            &[ok, invalid_credentials, throttled, busy, unavailable, error][..],
+        )];
+        if oidc {
+            let outcomes = &[ok, refused, invalid_state, invalid_token, unavailable][..];
+            logins.push((LoginMethod::oidc, outcomes));
+        }
+        if basic {
+            let outcomes = &[ok, invalid_credentials, throttled, unavailable, error][..];
+            logins.push((LoginMethod::basic, outcomes));
+        }
+        for (method, outcomes) in logins {
+            for &outcome in outcomes {
+                let _ = self.logins.get_or_create(&LoginLabels { method, outcome });
+            }
         }
     }
 

@@ -271,3 +271,89 @@ async fn admin_unlock_lifts_ip_and_user_lockouts_on_redis() {
     .await;
     drop(redis);
 }
+
+/// The value of the sample `name{labels}` exactly (labels in the order the gateway writes).
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn own_endpoints_are_labelled_each_and_error_counters_start_at_zero() {
+    let gw = TestGateway::new().start().await;
+    let metrics = scrape(gw.admin).await;
+    // Nothing has failed yet, and every error series an alert would watch is there.
+    for series in [
+        "authgate_upstream_errors_total{upstream=\"app\",kind=\"connect\"}",
+        "authgate_upstream_errors_total{upstream=\"app\",kind=\"timeout\"}",
+        "authgate_upstream_errors_total{upstream=\"app\",kind=\"io\"}",
+        "authgate_upstream_host_ejections_total{upstream=\"app\"}",
+        "authgate_logins_total{method=\"password\",outcome=\"invalid_credentials\"}",
+        "authgate_logins_total{method=\"password\",outcome=\"throttled\"}",
+        "authgate_logins_total{method=\"password\",outcome=\"unavailable\"}",
+        "authgate_config_reloads_total{result=\"error\"}",
+        "authgate_auth_decisions_total{outcome=\"invalid\"}",
+        "authgate_store_errors_total",
+    ] {
+        assert_eq!(sample(&metrics, series), Some(0.0), "{series}:\n{metrics}");
+    }
+    // OIDC and Basic are not configured: none of their series.
+    assert!(!metrics.contains("method=\"oidc\""), "{metrics}");
+
+    let pair = login_pair(gw.addr, "alice", "alice-password").await;
+    let (s, _, _) = send(
+        gw.addr,
+        post("/auth/refresh")
+            .header("authorization", format!("Bearer {}", pair.refresh))
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _, _) = get_with_token(gw.addr, "/auth/me", &pair.access).await;
+    assert_eq!(s, 200);
+    // Forward-auth from a peer that is not a trusted proxy: refused, and counted as verify.
+    let (s, _, _) = send(gw.addr, get("/auth/verify").body(empty()).unwrap()).await;
+    assert_eq!(s, 403);
+    let (s, _, _) = send(gw.addr, get("/auth/nothing-here").body(empty()).unwrap()).await;
+    assert_eq!(s, 404);
+
+    let metrics = scrape(gw.admin).await;
+    for (series, n) in [
+        (
+            "authgate_requests_total{route=\"authgate:login\",status=\"200\"}",
+            1.0,
+        ),
+        (
+            "authgate_requests_total{route=\"authgate:refresh\",status=\"200\"}",
+            1.0,
+        ),
+        (
+            "authgate_requests_total{route=\"authgate:me\",status=\"200\"}",
+            1.0,
+        ),
+        (
+            "authgate_requests_total{route=\"authgate:verify\",status=\"403\"}",
+            1.0,
+        ),
+        (
+            "authgate_requests_total{route=\"authgate:other\",status=\"404\"}",
+            1.0,
+        ),
+        (
+            "authgate_request_duration_seconds_count{route=\"authgate:login\"}",
+            1.0,
+        ),
+        (
+            "authgate_logins_total{method=\"password\",outcome=\"ok\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&metrics, series), Some(n), "{series}:\n{metrics}");
+    }
+    assert!(!metrics.contains("route=\"authgate\""), "{metrics}");
+    gw.app.begin_shutdown();
+    gw.app.finished().await;
+}

@@ -5,6 +5,7 @@
 
 mod forwarded;
 mod head;
+mod labels;
 pub(crate) mod request_id;
 mod tunnel;
 mod verify;
@@ -130,6 +131,11 @@ impl Gateway {
             .iter()
             .map(|u| metrics.upstream_latency.get_or_create(&name(u)).clone())
             .collect();
+        metrics.present_at_zero(
+            config.upstreams.iter().map(|u| u.name.as_str()),
+            !config.login.oidc.is_empty(),
+            config.routes.routes().iter().any(|r| r.basic),
+        );
         let identity = &config.identity;
         let header_policy = HeaderPolicy {
             identity_headers: [
@@ -169,7 +175,7 @@ impl Gateway {
         let server = &self.config.server;
         check_head_size(&req, server.max_header_bytes, server.max_headers)?;
         if let Some(caller) = verify::endpoint(req.uri().path()) {
-            out.route = Some("authgate-verify");
+            out.route = Some(labels::VERIFY);
             return Ok(Box::pin(self.verify(req, caller, conn)).await);
         }
         let path =
@@ -178,7 +184,7 @@ impl Gateway {
         out.secure = secure;
         out.navigation = crate::origin::is_navigation(req.method(), req.headers());
         if endpoints::is_own(&path.judged) {
-            out.route = Some("authgate");
+            out.route = Some(labels::own_endpoint(&path.judged));
             let judged = path.judged.into_owned();
             return Box::pin(self.own_endpoint(req, &judged, conn, secure)).await;
         }
