@@ -8,7 +8,9 @@
 //! `logout_all`, `refresh_reuse` (the session was killed), `oidc_login_ok`, `oidc_login_refused`,
 //! `backchannel_logout`, `key_refused`, `basic_failed`, `reload_ok`, `reload_failed`,
 //! `users_changed` (cut-offs written at a reload), `session_revoked` (`by`: `user` from the
-//! sessions page, `operator` on the admin listener), `other_sessions_revoked`.
+//! sessions page, `operator` on the admin listener), `other_sessions_revoked`, `store_down`
+//! and `store_back` (the revocation store's outages, with `failed` and `down_for_s` at the
+//! end: `outage`).
 
 /// The target audit events are logged on.
 pub const TARGET: &str = "audit";

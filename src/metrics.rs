@@ -192,6 +192,9 @@ pub struct Metrics {
     pub buffer_overflows: Counter,
     /// `authgate_certificate_expiry_timestamp_seconds` (see `cert_expiry`).
     pub certificate_expiry: Family<crate::cert_expiry::CertLabels, Gauge>,
+    /// Store and upstream outages, logged without flooding (see `outage`); here because,
+    /// like the counters, they belong to the process and outlive reloads.
+    pub outages: crate::outage::Outages,
 }
 
 impl Default for Metrics {
@@ -333,6 +336,7 @@ impl Metrics {
             mirror_undecodable,
             buffer_overflows,
             certificate_expiry,
+            outages: crate::outage::Outages::default(),
             requests,
             latency,
             auth_decisions,

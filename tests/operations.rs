@@ -357,3 +357,223 @@ async fn own_endpoints_are_labelled_each_and_error_counters_start_at_zero() {
     gw.app.begin_shutdown();
     gw.app.finished().await;
 }
+
+/// The real binary, killed when dropped (also when a test fails first).
+struct Binary(std::process::Child);
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The binary's log lines (JSON, stderr), as they arrive.
+struct Log {
+    rx: std::sync::mpsc::Receiver<String>,
+    seen: Vec<serde_json::Value>,
+}
+
+impl Log {
+    /// Waits for a line whose message contains `needle` (true), or gives up after 10 s.
+    fn wait_for(&mut self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while let Ok(line) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let hit = message(&v).contains(needle);
+            self.seen.push(v);
+            if hit {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn with_message(&self, text: &str) -> Vec<&serde_json::Value> {
+        self.seen
+            .iter()
+            .filter(|v| message(v).contains(text))
+            .collect()
+    }
+}
+
+/// The JSON format puts the message and the fields at the top level.
+fn message(v: &serde_json::Value) -> &str {
+    v["message"].as_str().unwrap_or("")
+}
+
+/// `serve` on `cfg` (JSON logs), with its public address.
+fn serve(cfg: &std::path::Path) -> (Binary, std::net::SocketAddr, Log) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .env_remove("AUTHGATE_CONFIG")
+        .env("RUST_LOG", "info")
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let binary = Binary(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Log {
+        rx,
+        seen: Vec::new(),
+    };
+    assert!(log.wait_for("public listener ready"), "{:#?}", log.seen);
+    let ready = log.with_message("public listener ready")[0];
+    let addr = ready["addr"].as_str().unwrap().parse().unwrap();
+    (binary, addr, log)
+}
+
+/// A config whose logs are JSON, with the audit trail in `audit.log` and repeated warnings
+/// at most once an hour (so a test sees only first lines and ends).
+fn outage_config(
+    fx: &Fixture,
+    upstream: std::net::SocketAddr,
+    revocation: &str,
+) -> std::path::PathBuf {
+    let text = fx
+        .config(upstream, HS256, revocation, "", "")
+        .replace(
+            "[log]\nformat = \"pretty\"",
+            "[log]\nformat = \"json\"\naudit = \"audit.log\"\nrepeat_every = \"1h\"",
+        )
+        // One host: never ejected for these few failures.
+        .replace(
+            "request_timeout = \"2s\"",
+            "request_timeout = \"2s\"\neject_after = 1000",
+        );
+    assert!(text.contains("repeat_every") && text.contains("eject_after"));
+    fx.write("authgate.toml", &text)
+}
+
+fn audit_events(fx: &Fixture, event: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(fx.path("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == event)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_outage_is_logged_once_counted_and_its_end_audited() {
+    let mut redis = Redis::start();
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let rev = format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url());
+    let (_gw, addr, mut log) = serve(&outage_config(&fx, up.addr, &rev));
+    let pair = login_pair(addr, "alice", "alice-password").await;
+    let status = |token: String| async move { get_with_token(addr, "/x", &token).await.0 };
+    assert_eq!(status(pair.access.clone()).await, 200);
+
+    redis.stop();
+    for _ in 0..5 {
+        assert_eq!(status(pair.access.clone()).await, 503);
+    }
+    redis.restart();
+    // Until the connection comes back, more 503s (more failures); then the store answers
+    // (the token predates the new, empty Redis's epoch: 401, but answered).
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            status(pair.access.clone()).await != 503
+        })
+        .await
+    );
+    assert!(
+        log.wait_for("revocation store answers again"),
+        "{:#?}",
+        log.seen
+    );
+
+    let first = log.with_message("revocation store unavailable");
+    assert_eq!(first.len(), 1, "{:#?}", log.seen);
+    assert_eq!(first[0]["level"], "WARN");
+    assert!(
+        log.with_message("still unavailable").is_empty(),
+        "{:#?}",
+        log.seen
+    );
+    let back = log.with_message("revocation store answers again")[0];
+    assert!(back["failed"].as_u64().unwrap() >= 5, "{back}");
+
+    let found = eventually(std::time::Duration::from_secs(5), || async {
+        !audit_events(&fx, "store_back").is_empty()
+    })
+    .await;
+    assert!(found);
+    assert_eq!(audit_events(&fx, "store_down").len(), 1);
+    let back = audit_events(&fx, "store_back");
+    assert_eq!(back.len(), 1);
+    assert!(back[0]["failed"].as_u64().unwrap() >= 5, "{:?}", back[0]);
+}
+
+/// A minimal upstream on `listener`: 200 "ok" to every request, one per connection.
+async fn answer_ok(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await;
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_outage_is_logged_once_and_its_end_too() {
+    // An address with nothing listening (yet).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let fx = Fixture::new();
+    let (_gw, addr, mut log) = serve(&outage_config(&fx, dead, MEMORY));
+    for _ in 0..5 {
+        let (s, _, _) = send(addr, get("/public/x").body(empty()).unwrap()).await;
+        assert_eq!(s, 502);
+    }
+    let listener = tokio::net::TcpListener::bind(dead).await.unwrap();
+    let server = tokio::spawn(answer_ok(listener));
+    let (s, _, body) = send(addr, get("/public/x").body(empty()).unwrap()).await;
+    assert_eq!((s.as_u16(), body.as_str()), (200, "ok"));
+    assert!(log.wait_for("upstream answers again"), "{:#?}", log.seen);
+
+    let failed = log.with_message("upstream request failed");
+    assert_eq!(failed.len(), 1, "{:#?}", log.seen);
+    assert_eq!(failed[0]["upstream"], "app");
+    assert!(
+        log.with_message("still failing").is_empty(),
+        "{:#?}",
+        log.seen
+    );
+    let back = log.with_message("upstream answers again")[0];
+    assert_eq!(back["failed"], 5, "{back}");
+    server.abort();
+}

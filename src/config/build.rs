@@ -361,6 +361,9 @@ fn build_log(rep: &mut Reporter, base: &Path, raw: &raw::RawLog) -> LogConfig {
     LogConfig {
         format: one_of(rep, &raw.format, "log.format", LogFormat::Json, &choices),
         audit,
+        repeat_every: raw
+            .repeat_every
+            .map_or(crate::outage::DEFAULT_EVERY, |d| d.0),
     }
 }
 

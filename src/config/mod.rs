@@ -106,6 +106,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Where the audit trail (target `audit`: one JSON line per security event) goes.
     pub audit: AuditSink,
+    /// `log.repeat_every`: a repeated warning (store or upstream down) is logged once, then
+    /// with a count at most this often (see `outage`).
+    pub repeat_every: Duration,
 }
 
 /// `log.audit`.

@@ -114,6 +114,8 @@ pub struct RawLog {
     pub format: Option<Spanned<Text>>,
     /// "log" (default), "stdout", "off", or a file path.
     pub audit: Option<Spanned<Text>>,
+    /// How often a repeated warning (store down, upstream down) is logged again, with a count.
+    pub repeat_every: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize, Default)]

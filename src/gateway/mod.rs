@@ -46,6 +46,8 @@ pub struct Gateway {
     upstreams: Vec<UpstreamClient>,
     /// `authgate_upstream_duration_seconds`, one per upstream (index as `upstreams`).
     upstream_latency: Vec<prometheus_client::metrics::histogram::Histogram>,
+    /// Each upstream's outage record (by index, like `upstreams`).
+    upstream_outages: Vec<Arc<crate::outage::Episode>>,
     header_policy: HeaderPolicy,
     request_ids: RequestIds,
     /// Per upstream (index as `upstreams`): its `host:port`s and its hosts, lower-case.
@@ -131,6 +133,12 @@ impl Gateway {
             .iter()
             .map(|u| metrics.upstream_latency.get_or_create(&name(u)).clone())
             .collect();
+        let upstream_outages = config
+            .upstreams
+            .iter()
+            .map(|u| metrics.outages.upstream(&u.name))
+            .collect();
+        metrics.outages.set_every(config.log.repeat_every);
         metrics.present_at_zero(
             config.upstreams.iter().map(|u| u.name.as_str()),
             !config.login.oidc.is_empty(),
@@ -158,6 +166,7 @@ impl Gateway {
             metrics,
             upstreams,
             upstream_latency,
+            upstream_outages,
             header_policy,
             request_ids: RequestIds::new()?,
             own_addresses,
@@ -264,8 +273,11 @@ impl Gateway {
         let sent = Instant::now();
         let mut resp = match forward(upstream, req, ctx).await {
             Ok(resp) => resp,
-            Err(e) => return Err(self.upstream_failed(upstream, e)),
+            Err(e) => return Err(self.upstream_failed(upstream, index, e)),
         };
+        if let Some(o) = self.upstream_outages.get(index) {
+            crate::outage::upstream_answered(o, &upstream.name);
+        }
         if let Some(h) = self.upstream_latency.get(index) {
             h.observe(sent.elapsed().as_secs_f64());
         }
@@ -544,17 +556,20 @@ impl Gateway {
         }
     }
 
-    /// Counts a failed exchange by upstream and kind.
-    fn upstream_failed(&self, upstream: &UpstreamClient, e: UpstreamError) -> GatewayError {
+    /// Counts a failed exchange by upstream and kind; logs it (the first of an outage, then
+    /// a count every `log.repeat_every`).
+    fn upstream_failed(
+        &self,
+        upstream: &UpstreamClient,
+        index: usize,
+        e: UpstreamError,
+    ) -> GatewayError {
         if e.is_client_fault() || e.is_client_stall() {
             return e.into();
         }
-        tracing::warn!(
-            upstream = %upstream.name,
-            kind = ?e.kind(),
-            error = %error_chain(&e),
-            "upstream request failed"
-        );
+        if let Some(o) = self.upstream_outages.get(index) {
+            crate::outage::upstream_failed(o, &upstream.name, &e.kind(), &error_chain(&e));
+        }
         self.metrics
             .upstream_errors
             .get_or_create(&UpstreamLabels {
