@@ -21,6 +21,28 @@ pub struct Admin {
     /// `admin.token_file`: what `/admin/sessions*` and `/admin/unlock` need (see
     /// `admin_sessions`).
     pub token_file: Option<std::path::PathBuf>,
+    /// What the last `/readyz` answered, to log its flips (see `Readiness`).
+    pub readiness: Readiness,
+}
+
+/// The answers of `/readyz` as they change: each flip (ready to not ready and back) is an
+/// INFO line and an audit event (`readiness_changed`, with `ready` and the reason), so an
+/// outage's effect on the Service is in the log, not only in the kubelet's events.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    /// 0: not asked yet; 1: ready; 2: not ready.
+    last: std::sync::atomic::AtomicU8,
+}
+
+impl Readiness {
+    fn answered(&self, ready: bool, reason: &str) {
+        let now = if ready { 1 } else { 2 };
+        let before = self.last.swap(now, Ordering::AcqRel);
+        if before != 0 && before != now {
+            tracing::info!(ready, reason, "readiness changed");
+            crate::audit!("readiness_changed", ready, reason);
+        }
+    }
 }
 
 fn text(
@@ -33,6 +55,44 @@ fn text(
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
+}
+
+impl Admin {
+    async fn readyz(&self) -> Response<Body> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            self.readiness.answered(false, "shutting down");
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting down\n",
+                "text/plain",
+            );
+        }
+        match self.auth.sessions().store_ready().await {
+            Ok(()) => {
+                self.readiness.answered(true, "ready");
+                text(StatusCode::OK, "ready\n", "text/plain")
+            }
+            // A shared-store blip must not take every replica out of its Service:
+            // public routes still work, protected ones fail closed on their own.
+            Err(e) if !self.ready_requires_store => {
+                self.readiness
+                    .answered(true, "ready; revocation store down");
+                text(
+                    StatusCode::OK,
+                    format!("ready (revocation store down: {e})\n"),
+                    "text/plain",
+                )
+            }
+            Err(e) => {
+                self.readiness.answered(false, "revocation store down");
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {e}\n"),
+                    "text/plain",
+                )
+            }
+        }
+    }
 }
 
 impl Handler for Admin {
@@ -53,30 +113,7 @@ impl Handler for Admin {
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
-            "/readyz" => {
-                if self.shutting_down.load(Ordering::Acquire) {
-                    return text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "shutting down\n",
-                        "text/plain",
-                    );
-                }
-                match self.auth.sessions().store_ready().await {
-                    Ok(()) => text(StatusCode::OK, "ready\n", "text/plain"),
-                    // A shared-store blip must not take every replica out of its Service:
-                    // public routes still work, protected ones fail closed on their own.
-                    Err(e) if !self.ready_requires_store => text(
-                        StatusCode::OK,
-                        format!("ready (revocation store down: {e})\n"),
-                        "text/plain",
-                    ),
-                    Err(e) => text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("not ready: {e}\n"),
-                        "text/plain",
-                    ),
-                }
-            }
+            "/readyz" => self.readyz().await,
             "/metrics" => {
                 let openmetrics = req
                     .headers()

@@ -114,6 +114,7 @@ impl App {
             shutting_down: shutting_down.clone(),
             ready_requires_store: config.admin.ready_requires_store,
             token_file: config.admin.token_file.clone(),
+            readiness: crate::admin::Readiness::default(),
         });
         let public_task = tokio::spawn(serve(public, acceptor, opts, switch, rx));
         let admin_task = tokio::spawn(serve(admin, None, admin_opts, admin_handler, admin_rx));

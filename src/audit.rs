@@ -10,7 +10,7 @@
 //! `users_changed` (cut-offs written at a reload), `session_revoked` (`by`: `user` from the
 //! sessions page, `operator` on the admin listener), `other_sessions_revoked`, `store_down`
 //! and `store_back` (the revocation store's outages, with `failed` and `down_for_s` at the
-//! end: `outage`).
+//! end: `outage`), `readiness_changed` (`/readyz` flipped, with `ready` and `reason`).
 
 /// The target audit events are logged on.
 pub const TARGET: &str = "audit";

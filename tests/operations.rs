@@ -523,6 +523,74 @@ async fn a_store_outage_is_logged_once_counted_and_its_end_audited() {
     assert!(back[0]["failed"].as_u64().unwrap() >= 5, "{:?}", back[0]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_flips_with_the_store_are_audited() {
+    let mut redis = Redis::start();
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let rev = format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url());
+    let cfg = outage_config(&fx, up.addr, &rev);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[admin]\nlisten = \"127.0.0.1:0\"\nready_requires_store = true\n",
+    );
+    assert!(text.contains("ready_requires_store = true"));
+    std::fs::write(&cfg, text).unwrap();
+    let (_gw, _addr, mut log) = serve(&cfg);
+    assert!(log.wait_for("admin listener ready"));
+    let admin: std::net::SocketAddr = log.with_message("admin listener ready")[0]["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let readyz = || async move { send(admin, get("/readyz").body(empty()).unwrap()).await.0 };
+    assert_eq!(readyz().await, 200);
+    redis.stop();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            readyz().await == 503
+        })
+        .await
+    );
+    redis.restart();
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async {
+            readyz().await == 200
+        })
+        .await
+    );
+    assert!(log.wait_for("readiness changed"));
+    assert!(log.wait_for("readiness changed"), "{:#?}", log.seen);
+    let flips: Vec<(bool, String)> = log
+        .with_message("readiness changed")
+        .iter()
+        .map(|v| {
+            (
+                v["ready"].as_bool().unwrap(),
+                v["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flips,
+        [
+            (false, "revocation store down".to_owned()),
+            (true, "ready".to_owned())
+        ]
+    );
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || async {
+            audit_events(&fx, "readiness_changed").len() == 2
+        })
+        .await
+    );
+    let audited = audit_events(&fx, "readiness_changed");
+    assert_eq!(
+        (audited[0]["ready"].as_bool(), audited[1]["ready"].as_bool()),
+        (Some(false), Some(true))
+    );
+}
+
 /// A minimal upstream on `listener`: 200 "ok" to every request, one per connection.
 async fn answer_ok(listener: tokio::net::TcpListener) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
