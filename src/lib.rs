@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 mod metrics_process;
 pub mod origin;
+pub mod otlp;
 pub mod outage;
 pub mod path;
 pub mod reload;

@@ -240,7 +240,8 @@ fn load(path: &Path) -> Result<Config> {
 
 fn serve(path: &Path) -> Result<ExitCode> {
     let config = load(path)?;
-    authgate::telemetry::init_with(config.log.format, &config.log.audit);
+    let _telemetry =
+        authgate::telemetry::init_serve(config.log.format, &config.log.audit, &config.tracing);
     // One worker (the sidecar case): a current-thread runtime skips work-stealing overhead;
     // argon2 still runs on the blocking pool, off this thread.
     let mut rt = if config.server.workers == 1 {

@@ -32,6 +32,17 @@ pub enum UpstreamErrorKind {
     io,
 }
 
+impl UpstreamErrorKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::connect => "connect",
+            UpstreamErrorKind::timeout => "timeout",
+            UpstreamErrorKind::io => "io",
+        }
+    }
+}
+
 /// The request-latency histogram's label: the route's label (bounded by the config), or one
 /// per own endpoint (`authgate:login`, `authgate:verify`, ...: `gateway::labels`) and `none`
 /// (no route).

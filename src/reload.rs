@@ -322,7 +322,7 @@ fn fingerprint(files: &[PathBuf]) -> Vec<Print> {
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.server, &new.server);
     let mut out = Vec::new();
-    let checks: [(&'static str, bool); 11] = [
+    let checks: [(&'static str, bool); 12] = [
         ("server.listen", a.listen != b.listen),
         ("server.workers", a.workers != b.workers),
         (
@@ -356,6 +356,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             "login.max_concurrent_hashes",
             old.login.max_concurrent_hashes != new.login.max_concurrent_hashes,
         ),
+        ("tracing (the span export)", old.tracing != new.tracing),
     ];
     for (name, changed) in checks {
         if changed {

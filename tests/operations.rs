@@ -409,10 +409,16 @@ fn message(v: &serde_json::Value) -> &str {
 
 /// `serve` on `cfg` (JSON logs), with its public address.
 fn serve(cfg: &std::path::Path) -> (Binary, std::net::SocketAddr, Log) {
+    serve_env(cfg, &[])
+}
+
+/// `serve` with extra environment variables.
+fn serve_env(cfg: &std::path::Path, env: &[(&str, &str)]) -> (Binary, std::net::SocketAddr, Log) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
         .env_remove("AUTHGATE_CONFIG")
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .args(["serve", "--config"])
         .arg(cfg)
         .stdout(std::process::Stdio::null())
@@ -644,4 +650,174 @@ async fn an_upstream_outage_is_logged_once_and_its_end_too() {
     let back = log.with_message("upstream answers again")[0];
     assert_eq!(back["failed"], 5, "{back}");
     server.abort();
+}
+
+/// The OTLP receiver of `tests/otlp/receiver.py` (the opentelemetry-proto package's
+/// definitions): its port, and each span it decoded as a JSON line.
+struct Receiver {
+    _process: Binary,
+    port: u16,
+    spans: std::sync::mpsc::Receiver<serde_json::Value>,
+}
+
+fn receiver() -> Receiver {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/otlp/receiver.py"
+        ))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 with opentelemetry-proto (scripts/test.sh installs it)");
+    let stdout = child.stdout.take().unwrap();
+    let process = Binary(child);
+    let mut lines = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok);
+    let first: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("the receiver did not start")).unwrap();
+    let port = u16::try_from(first["listening"].as_u64().unwrap()).unwrap();
+    let (tx, spans) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines {
+            let _ = tx.send(serde_json::from_str(&line).unwrap());
+        }
+    });
+    Receiver {
+        _process: process,
+        port,
+        spans,
+    }
+}
+
+impl Receiver {
+    /// Spans as they arrive until `done` says enough (or 20 s pass).
+    fn collect(&self, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut got = Vec::new();
+        while !done(&got) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.spans.recv_timeout(left) {
+                Ok(span) => got.push(span),
+                Err(_) => break,
+            }
+        }
+        got
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_spans_reach_an_otlp_receiver_with_their_parents() {
+    let recv = receiver();
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let text = fx
+        .config(up.addr, HS256, MEMORY, "", "")
+        .replace("format = \"pretty\"", "format = \"json\"")
+        + &format!(
+            "\n[tracing]\notlp_endpoint = \"http://127.0.0.1:{}\"\nservice_name = \"gw-under-test\"\n",
+            recv.port
+        );
+    let cfg = fx.write("authgate.toml", &text);
+    // Batches every 100 ms instead of 5 s: the test waits on the spans, not on a clock.
+    let (_gw, addr, _log) = serve_env(&cfg, &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
+    let up = &up;
+    let forwarded = |traceparent: Option<&'static str>| async move {
+        let mut b = get("/public/x");
+        if let Some(t) = traceparent {
+            b = b.header("traceparent", t);
+        }
+        assert_eq!(send(addr, b.body(empty()).unwrap()).await.0, 200);
+        up.last()
+            .headers
+            .get("traceparent")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let caller_trace = "0af7651916cd43dd8448eb211c80319c";
+    let sampled = forwarded(Some(
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ))
+    .await;
+    // The caller decided not to sample: its trace goes on, nothing is exported.
+    let unsampled_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let unsampled = forwarded(Some(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+    ))
+    .await;
+    assert!(
+        unsampled.starts_with(&format!("00-{unsampled_trace}-")),
+        "{unsampled}"
+    );
+    assert!(unsampled.ends_with("-00"), "{unsampled}");
+    assert!(
+        !unsampled.contains("00f067aa0ba902b7"),
+        "the gateway's own span is the parent: {unsampled}"
+    );
+    // No caller context: a new trace, sampled.
+    let fresh = forwarded(None).await;
+
+    let spans = recv.collect(|got| got.len() >= 4);
+    assert_eq!(spans.len(), 4, "{spans:#?}");
+    assert!(
+        spans
+            .iter()
+            .all(|s| s["service"] == "gw-under-test" && s["scope"] == "authgate"),
+        "{spans:#?}"
+    );
+    assert!(
+        !spans.iter().any(|s| s["trace_id"] == unsampled_trace),
+        "{spans:#?}"
+    );
+    let of_trace = |trace: &str| -> (serde_json::Value, serde_json::Value) {
+        let server = spans
+            .iter()
+            .find(|s| s["trace_id"] == trace && s["kind"] == 2)
+            .unwrap_or_else(|| panic!("no server span in {trace}: {spans:#?}"))
+            .clone();
+        let client = spans
+            .iter()
+            .find(|s| s["trace_id"] == trace && s["kind"] == 3)
+            .unwrap_or_else(|| panic!("no client span in {trace}: {spans:#?}"))
+            .clone();
+        (server, client)
+    };
+
+    // The caller's trace: its span is the server span's parent; the upstream's parent is the
+    // client span, under the server span.
+    let (server, client) = of_trace(caller_trace);
+    assert_eq!(server["name"], "GET /public/**");
+    assert_eq!(server["parent_span_id"], "b7ad6b7169203331");
+    let attrs = &server["attributes"];
+    assert_eq!(attrs["http.request.method"], "GET");
+    assert_eq!(attrs["http.route"], "/public/**");
+    assert_eq!(attrs["http.response.status_code"], 200);
+    assert_eq!(attrs["client.address"], "127.0.0.1");
+    assert_eq!(client["name"], "GET app");
+    assert_eq!(client["attributes"]["upstream"], "app");
+    assert_eq!(client["parent_span_id"], server["span_id"]);
+    assert_eq!(
+        sampled,
+        format!(
+            "00-{caller_trace}-{}-01",
+            client["span_id"].as_str().unwrap()
+        )
+    );
+
+    // A new trace: the server span is its root.
+    let fresh_trace = fresh.get(3..35).unwrap();
+    assert_ne!(fresh_trace, caller_trace);
+    let (server, client) = of_trace(fresh_trace);
+    assert_eq!(server["parent_span_id"], "");
+    assert_eq!(client["parent_span_id"], server["span_id"]);
+    assert_eq!(
+        fresh,
+        format!(
+            "00-{fresh_trace}-{}-01",
+            client["span_id"].as_str().unwrap()
+        )
+    );
 }

@@ -48,6 +48,17 @@ pub struct Config {
     /// slash) that every absolute URL the gateway builds starts with, instead of a host a
     /// client could choose.
     pub public_origin: Option<String>,
+    /// `[tracing]`.
+    pub tracing: TracingConfig,
+}
+
+/// `[tracing]`: request spans exported over OTLP (HTTP/protobuf), or none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TracingConfig {
+    /// The full URL spans are posted to (`.../v1/traces`); None: no export.
+    pub otlp_traces_url: Option<String>,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone)]

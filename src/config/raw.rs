@@ -68,6 +68,17 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub forward_auth: RawForwardAuth,
+    #[serde(default)]
+    pub tracing: RawTracing,
+}
+
+/// `[tracing]`: span export.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// An OTLP/HTTP collector (`http://host:4318`); spans go to `<it>/v1/traces`.
+    pub otlp_endpoint: Option<Spanned<Text>>,
+    pub service_name: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

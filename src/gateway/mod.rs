@@ -6,7 +6,7 @@
 mod forwarded;
 mod head;
 mod labels;
-pub(crate) mod request_id;
+pub mod request_id;
 mod tunnel;
 mod verify;
 
@@ -83,6 +83,8 @@ fn own_addresses(targets: &[crate::config::UpstreamTarget]) -> OwnAddresses {
 #[derive(Default)]
 struct Outcome<'g> {
     route: Option<&'static str>,
+    /// The request's exported span (`otlp`), when spans are exported.
+    trace: Option<crate::otlp::ServerSpan>,
     upstream: Option<&'g str>,
     user: Option<Claims>,
     /// A browser's page load: refusals are HTML pages (or the login redirect), not JSON.
@@ -270,8 +272,20 @@ impl Gateway {
         let mut ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
         ctx.tunnel_guard = guard;
         ctx.traceparent = traceparent;
+        // The forwarding's own span (exported only): the upstream's parent.
+        let hop = crate::otlp::ClientSpan::start(out.trace.as_ref(), req.method(), &upstream.name);
+        if let Some(t) = hop.as_ref().and_then(|h| h.traceparent(req.headers())) {
+            ctx.traceparent = Some(t);
+        }
         let sent = Instant::now();
-        let mut resp = match forward(upstream, req, ctx).await {
+        let forwarded = forward(upstream, req, ctx).await;
+        if let Some(hop) = hop {
+            hop.end(match &forwarded {
+                Ok(resp) => Ok(resp.status().as_u16()),
+                Err(e) => Err(e.kind().as_str()),
+            });
+        }
+        let mut resp = match forwarded {
             Ok(resp) => resp,
             Err(e) => return Err(self.upstream_failed(upstream, index, e)),
         };
@@ -799,6 +813,10 @@ impl Handler for Gateway {
         let mut out = Outcome::default();
         // Every line logged while serving this request carries its id (the span's field).
         let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or("-"));
+        if crate::otlp::exporting() {
+            let client = self.client_ip(conn.peer.ip(), req.headers());
+            out.trace = crate::otlp::ServerSpan::start(&method, req.headers(), client);
+        }
         let processed = self
             .process(req, &conn, &request_id, &mut out)
             .instrument(span.clone())
@@ -818,6 +836,9 @@ impl Handler for Gateway {
         let status = resp.status().as_u16();
         let elapsed = start.elapsed();
         let route = out.route.unwrap_or("none");
+        if let Some(trace) = out.trace.take() {
+            trace.end(&method, route, status);
+        }
         self.metrics
             .latency
             .get_or_create(&RouteLabel {
