@@ -1,4 +1,4 @@
-"""An OTLP/HTTP trace receiver for tests/otlp.rs.
+"""An OTLP/HTTP trace receiver for tests/telemetry.rs.
 
 Each POST /v1/traces (application/x-protobuf) is decoded with the OpenTelemetry project's
 own protobuf definitions (the opentelemetry-proto package) and every span in it printed as
