@@ -26,6 +26,26 @@ hadolint --failure-threshold warning Dockerfile
 
 kubectl kustomize deploy/k8s >"$tmp/base.yaml"
 kubectl kustomize deploy/k8s/overlays/classic >"$tmp/classic.yaml"
+# The optional components, listed as an overlay of a user's would list them.
+mkdir -p "$tmp/components"
+k8s=$(realpath --relative-to="$tmp/components" deploy/k8s)   # kustomize refuses absolute paths
+cat >"$tmp/components/kustomization.yaml" <<EOF
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: ["$k8s/base"]
+components: ["$k8s/components/servicemonitor", "$k8s/components/hpa"]
+EOF
+kubectl kustomize "$tmp/components" >"$tmp/components.yaml"
+# kubernetes-validate knows no CRDs: everything but the ServiceMonitor is validated strictly.
+python3 -c '
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d["kind"] != "ServiceMonitor"]
+yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
+' "$tmp/components.yaml" "$tmp/components-core.yaml"
+for v in 1.29 1.31; do
+  echo "-- kubernetes-validate --strict -k $v (base + components)"
+  kubernetes-validate --strict --quiet -k "$v" "$tmp/components-core.yaml"
+done
 for render in base classic; do
   for v in 1.29 1.31; do
     echo "-- kubernetes-validate --strict -k $v ($render)"
@@ -46,11 +66,17 @@ tmp = pathlib.Path(sys.argv[1])
 admin_src = open("src/admin.rs").read()
 cfg_text = open("deploy/k8s/base/authgate.toml").read()
 grace = int(re.search(r'shutdown_grace = "(\d+)s"', cfg_text).group(1))
+def listen_host(section):
+    m = re.search(r'\[' + section + r'\][^\[]*?\nlisten = "([^"]+):(\d+)"', cfg_text)
+    return m.group(1), int(m.group(2))
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
 def check(render):
     docs = list(yaml.safe_load_all(open(tmp / f"{render}.yaml")))
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ConfigMap", "Deployment", "NetworkPolicy", "Service"], kinds
+    assert kinds == ["ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Service", "Service"], kinds
     dep = next(d for d in docs if d["kind"] == "Deployment")
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
     spec = dep["spec"]["template"]["spec"]
     every = spec.get("initContainers", []) + spec["containers"]
     gw = next(c for c in every if c["name"] == "authgate")
@@ -65,6 +91,16 @@ def check(render):
         assert gw[probe]["httpGet"]["port"] == "admin"
     ports = {p["name"]: p["containerPort"] for p in gw["ports"]}
     assert f':{ports["https"]}"' in cfg_text and f':{ports["admin"]}"' in cfg_text, "container ports differ from the config's listeners"
+    # Probes and binds agree: the kubelet probes the pod IP, so a probed listener must not
+    # be bound to loopback (authgate's admin, from its config; the app, from what the
+    # manifest tells it).
+    host, port = listen_host("admin")
+    assert port == ports["admin"] and host in ("0.0.0.0", "[::]", "::"), f"admin.listen {host}:{port} is not reachable by the kubelet's probes"
+    app_probed = [p for p in ("readinessProbe", "livenessProbe", "startupProbe") if p in app and ("tcpSocket" in app[p] or "httpGet" in app[p])]
+    dep_src = open("deploy/k8s/base/deployment.yaml").read()
+    if app_probed:
+        assert not re.search(r"(bound|bind|binds|listens?) (to |on )?(127\.0\.0\.1|localhost)", dep_src, re.I), \
+            "the manifest tells the app to bind loopback but probes it on the pod IP"
     sc = gw["securityContext"]
     assert sc["runAsUser"] == 65532 and sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"]
     assert not sc["allowPrivilegeEscalation"] and sc["capabilities"]["drop"] == ["ALL"]
@@ -83,20 +119,77 @@ def check(render):
     np = next(d for d in docs if d["kind"] == "NetworkPolicy")
     admitted = sorted(p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"])
     assert admitted == sorted([ports["https"], ports["admin"]]), admitted
-    svc = next(d for d in docs if d["kind"] == "Service")
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    svc = services["legacy-app"]
     assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["https"]
+    # The metrics Service: headless (every pod scraped), the admin port only, these pods.
+    msvc = services["legacy-app-metrics"]
+    assert msvc["spec"].get("clusterIP") == "None", "metrics Service not headless"
+    assert [(p["name"], p["targetPort"]) for p in msvc["spec"]["ports"]] == [("metrics", "admin")], msvc["spec"]["ports"]
+    assert selects(msvc["spec"]["selector"], pod_labels)
+    assert '"/metrics"' in admin_src
+    # Disruptions: a budget over these pods that never allows all of them to go at once.
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert selects(pdb["spec"]["selector"]["matchLabels"], pod_labels), "PDB selects other pods"
+    replicas = dep["spec"].get("replicas", 1)
+    if "maxUnavailable" in pdb["spec"]:
+        assert 0 < pdb["spec"]["maxUnavailable"] < replicas, (pdb["spec"], replicas)
+    else:
+        assert 0 < pdb["spec"]["minAvailable"] < replicas, (pdb["spec"], replicas)
+    # Spread: replicas over nodes (and zones), counting only these pods.
+    keys = {}
+    for t in spec.get("topologySpreadConstraints", []):
+        assert selects(t["labelSelector"]["matchLabels"], pod_labels), t
+        keys[t["topologyKey"]] = t
+    assert "kubernetes.io/hostname" in keys and "topology.kubernetes.io/zone" in keys, keys
+    volumes = {v["name"]: v for v in spec["volumes"]}
     # Every volume authgate mounts is a Secret or the ConfigMap, mounted read-only, except
     # `state`: a size-limited emptyDir for revocation.backend = "file" (kept over container
     # restarts).
-    volumes = {v["name"]: v for v in spec["volumes"]}
     for m in gw["volumeMounts"]:
         if m["name"] == "state":
             assert "emptyDir" in volumes["state"] and volumes["state"]["emptyDir"].get("sizeLimit"), volumes["state"]
             continue
         assert m.get("readOnly"), m
+    # The app runs read-only as 65532: a writable, size-limited emptyDir at /tmp.
+    tmp_mount = next((m for m in app.get("volumeMounts", []) if m["mountPath"] == "/tmp"), None)
+    assert tmp_mount and not tmp_mount.get("readOnly"), "the app has no writable /tmp"
+    assert volumes[tmp_mount["name"]].get("emptyDir", {}).get("sizeLimit"), volumes[tmp_mount["name"]]
+    # Secrets: required where authgate cannot work without them, optional where the feature is.
+    optional = {v["secret"]["secretName"]: v["secret"].get("optional", False) for v in volumes.values() if "secret" in v}
+    assert optional == {"authgate-keys": False, "authgate-users": False, "authgate-tls": True, "authgate-redis": True}, optional
     print(f"{render}: {', '.join(kinds)} OK")
 for render in ("base", "classic"):
     check(render)
+# The components: the ServiceMonitor scrapes the metrics Service; the HPA drives the
+# Deployment, which then carries no `replicas` of its own, and never goes below two.
+docs = list(yaml.safe_load_all(open(tmp / "components.yaml")))
+by_kind = {}
+for d in docs:
+    by_kind.setdefault(d["kind"], []).append(d)
+sm = by_kind["ServiceMonitor"][0]
+msvc = next(d for d in by_kind["Service"] if d["metadata"]["name"] == "legacy-app-metrics")
+assert selects(sm["spec"]["selector"]["matchLabels"], msvc["metadata"]["labels"]), "ServiceMonitor selects no metrics Service"
+assert [(e["port"], e["path"]) for e in sm["spec"]["endpoints"]] == [("metrics", "/metrics")]
+hpa = by_kind["HorizontalPodAutoscaler"][0]
+dep = by_kind["Deployment"][0]
+assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": dep["metadata"]["name"]}
+assert "replicas" not in dep["spec"], "with the HPA, the Deployment must not set replicas"
+assert hpa["spec"]["minReplicas"] >= 2 and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+print("components (ServiceMonitor, HPA): OK")
+# The docs around them: the classic overlay states one minimum version, the one its fields
+# need (preStop.sleep: 1.30); the base explains the ConfigMap's hash suffix vs live reload;
+# README's users update works on a read-only Secret volume.
+classic = open("deploy/k8s/overlays/classic/kustomization.yaml").read()
+assert "sleep:" in classic and ">= 1.30" in classic and not re.search(r"\(< ?1\.29\)", classic), "classic overlay: contradictory versions"
+base_k = open("deploy/k8s/base/kustomization.yaml").read()
+assert "disableNameSuffixHash" in base_k and "live reload" in base_k.lower()
+readme = open("README.md").read()
+assert "against the mounted file" not in readme, "README still says to write to the read-only Secret volume"
+assert "--dry-run=client -o yaml | kubectl apply -f -" in readme
+assert "disableNameSuffixHash" in readme
+for part in ("components/servicemonitor", "components/hpa"):
+    assert part in readme, f"README does not mention {part}"
 docker = open("Dockerfile").read()
 assert "USER 65532:65532" in docker and "HEALTHCHECK" in docker and "target/release/authgate" in docker
 PY

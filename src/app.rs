@@ -74,6 +74,7 @@ impl App {
             .tls
             .as_ref()
             .map(|t| ReloadableCert::new(t.loaded.clone(), &t.cert, &t.key));
+        crate::cert_expiry::record(&metrics, certs.as_deref(), &config.upstreams);
         let acceptor = match &certs {
             Some(c) => Some(tokio_rustls::TlsAcceptor::from(
                 tls::server_config(c.clone()).map_err(|e| AppError::Setup(e.to_string()))?,
@@ -113,6 +114,7 @@ impl App {
             shutting_down: shutting_down.clone(),
             ready_requires_store: config.admin.ready_requires_store,
             token_file: config.admin.token_file.clone(),
+            readiness: crate::admin::Readiness::default(),
         });
         let public_task = tokio::spawn(serve(public, acceptor, opts, switch, rx));
         let admin_task = tokio::spawn(serve(admin, None, admin_opts, admin_handler, admin_rx));

@@ -3,11 +3,14 @@
 //! where: `user`, `ip` (the client, behind trusted proxies), `sid`, `user_agent`, `method`.
 //! Never a token, a password or a key.
 //!
-//! Events: `login_ok`, `login_failed`, `lockout` (a throttled attempt), `logout`,
+//! Events: `login_ok`, `login_failed`, `lockout` (a throttled attempt), `lockout_cleared`
+//! (`by = "operator"`: `POST /admin/unlock`, with `user` or `ip`), `logout`,
 //! `logout_all`, `refresh_reuse` (the session was killed), `oidc_login_ok`, `oidc_login_refused`,
 //! `backchannel_logout`, `key_refused`, `basic_failed`, `reload_ok`, `reload_failed`,
 //! `users_changed` (cut-offs written at a reload), `session_revoked` (`by`: `user` from the
-//! sessions page, `operator` on the admin listener), `other_sessions_revoked`.
+//! sessions page, `operator` on the admin listener), `other_sessions_revoked`, `store_down`
+//! and `store_back` (the revocation store's outages, with `failed` and `down_for_s` at the
+//! end: `outage`), `readiness_changed` (`/readyz` flipped, with `ready` and `reason`).
 
 /// The target audit events are logged on.
 pub const TARGET: &str = "audit";

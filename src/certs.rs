@@ -90,6 +90,23 @@ pub struct ClientIdentity {
     key: PrivateKeyDer<'static>,
 }
 
+impl ClientIdentity {
+    /// When the chain stops being valid: see `not_after`.
+    pub fn not_after(&self) -> Option<i64> {
+        not_after(&self.chain)
+    }
+}
+
+/// The earliest `notAfter` of a chain (Unix seconds): the moment it stops being accepted, by
+/// its leaf or an intermediate that ends sooner. None when no certificate in it parses.
+pub fn not_after(chain: &[CertificateDer<'_>]) -> Option<i64> {
+    chain
+        .iter()
+        .filter_map(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())
+        .map(|(_, c)| c.validity().not_after.timestamp())
+        .min()
+}
+
 pub fn load_client_identity(cert: &Path, key: &Path) -> Result<ClientIdentity, TlsError> {
     // Checked to belong together the same way a server certificate is.
     load_certified_key(cert, key)?;
@@ -124,4 +141,32 @@ pub fn client_config(
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn der_until(y: i32) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        params.not_after = rcgen::date_time_ymd(y, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+        params
+            .self_signed(&key)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .der()
+            .clone()
+    }
+
+    #[test]
+    fn a_chain_expires_with_its_earliest_certificate() {
+        let leaf = der_until(2031);
+        let intermediate = der_until(2029);
+        let t = |y| rcgen::date_time_ymd(y, 1, 1).unix_timestamp();
+        assert_eq!(not_after(std::slice::from_ref(&leaf)), Some(t(2031)));
+        assert_eq!(not_after(&[leaf, intermediate]), Some(t(2029)));
+        assert_eq!(not_after(&[CertificateDer::from(vec![1, 2, 3])]), None);
+        assert_eq!(not_after(&[]), None);
+    }
 }

@@ -3,10 +3,12 @@
 
 pub mod admin;
 pub mod admin_sessions;
+pub mod admin_unlock;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod cert_expiry;
 pub mod certs;
 pub mod clock;
 pub mod config;
@@ -17,6 +19,8 @@ pub mod limits;
 pub mod metrics;
 mod metrics_process;
 pub mod origin;
+pub mod otlp;
+pub mod outage;
 pub mod path;
 pub mod reload;
 pub mod rewrite;

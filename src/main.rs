@@ -252,7 +252,8 @@ fn load(path: &Path) -> Result<Config> {
 
 fn serve(path: &Path) -> Result<ExitCode> {
     let config = load(path)?;
-    authgate::telemetry::init_with(config.log.format, &config.log.audit);
+    let _telemetry =
+        authgate::telemetry::init_serve(config.log.format, &config.log.audit, &config.tracing);
     // One worker (the sidecar case): a current-thread runtime skips work-stealing overhead;
     // argon2 still runs on the blocking pool, off this thread.
     let mut rt = if config.server.workers == 1 {
@@ -748,7 +749,7 @@ fn validate_roles(roles: &[String]) -> Result<(), anyhow::Error> {
 fn unlock_ip(path: &Path, ip: std::net::IpAddr) -> Result<ExitCode> {
     let config = load(path)?;
     if !matches!(config.revocation.backend, RevocationBackend::Redis(_)) {
-        bail!("`authgate unlock --ip` needs revocation.backend = \"redis\": the memory and file stores' counters live inside the running gateway (they reset when failure_window passes, or on restart)");
+        bail!("`authgate unlock --ip` needs revocation.backend = \"redis\": the memory and file stores' counters live inside the running gateway; ask it: POST /admin/unlock with ip=ADDR on the admin listener (with admin.token_file), or wait for failure_window");
     }
     runtime()?.block_on(async {
         let store = Store::new(&config.revocation)?;

@@ -32,8 +32,20 @@ pub enum UpstreamErrorKind {
     io,
 }
 
-/// The request-latency histogram's label: the route's label (bounded by the config), or
-/// `authgate` (own endpoints), `authgate-verify` (forward-auth) and `none` (no route).
+impl UpstreamErrorKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::connect => "connect",
+            UpstreamErrorKind::timeout => "timeout",
+            UpstreamErrorKind::io => "io",
+        }
+    }
+}
+
+/// The request-latency histogram's label: the route's label (bounded by the config), or one
+/// per own endpoint (`authgate:login`, `authgate:verify`, ...: `gateway::labels`) and `none`
+/// (no route).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     pub route: Cow<'static, str>,
@@ -197,6 +209,11 @@ pub struct Metrics {
     /// `authgate_buffer_overflows_total`: bodies streamed because `server.max_buffered` was
     /// spent.
     pub buffer_overflows: Counter,
+    /// `authgate_certificate_expiry_timestamp_seconds` (see `cert_expiry`).
+    pub certificate_expiry: Family<crate::cert_expiry::CertLabels, Gauge>,
+    /// Store and upstream outages, logged without flooding (see `outage`); here because,
+    /// like the counters, they belong to the process and outlive reloads.
+    pub outages: crate::outage::Outages,
 }
 
 impl Default for Metrics {
@@ -247,6 +264,9 @@ impl Metrics {
         let upstream_latency: Latencies<UpstreamName> =
             Family::new_with_constructor(latency_buckets);
         let config_reloads = Family::<ReloadLabels, Counter>::default();
+        for result in [ReloadResult::ok, ReloadResult::error] {
+            let _ = config_reloads.get_or_create(&ReloadLabels { result });
+        }
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
         let upstream_ejections = Family::<UpstreamName, Counter>::default();
         let open_connections = Gauge::default();
@@ -318,6 +338,12 @@ impl Metrics {
             "Messages on the revocation channel the mirror could not decode (and ignored)",
             mirror_undecodable.clone(),
         );
+        let certificate_expiry = Family::<crate::cert_expiry::CertLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When each certificate in use stops being valid: the earliest notAfter of its chain, Unix seconds",
+            certificate_expiry.clone(),
+        );
         registry.register(
             "buffer_overflows",
             "Bodies streamed instead of buffered because server.max_buffered was spent",
@@ -328,6 +354,8 @@ impl Metrics {
             last_reload,
             mirror_undecodable,
             buffer_overflows,
+            certificate_expiry,
+            outages: crate::outage::Outages::default(),
             requests,
             latency,
             auth_decisions,
@@ -348,6 +376,47 @@ impl Metrics {
     pub fn auth(&self, outcome: AuthOutcome) {
         if let Some(c) = self.auth_counters.get(outcome as usize) {
             c.inc();
+        }
+    }
+
+    /// Creates the error and outcome series a configuration can produce, at zero, so that
+    /// `rate()` and `increase()` see the first one (a series born at 1 hides it) and an alert
+    /// on a missing series is not needed. Runs at start and at each reload.
+    pub fn present_at_zero<'a>(
+        &self,
+        upstreams: impl Iterator<Item = &'a str>,
+        oidc: bool,
+        basic: bool,
+    ) {
+        use LoginOutcome::*;
+        for upstream in upstreams {
+            for kind in [
+                UpstreamErrorKind::connect,
+                UpstreamErrorKind::timeout,
+                UpstreamErrorKind::io,
+            ] {
+                let _ = self.upstream_errors.get_or_create(&UpstreamLabels {
+                    upstream: upstream.to_owned(),
+                    kind,
+                });
+            }
+        }
+        let mut logins = vec![(
+            LoginMethod::password,
+            &[ok, invalid_credentials, throttled, busy, unavailable, error][..],
+        )];
+        if oidc {
+            let outcomes = &[ok, refused, invalid_state, invalid_token, unavailable][..];
+            logins.push((LoginMethod::oidc, outcomes));
+        }
+        if basic {
+            let outcomes = &[ok, invalid_credentials, throttled, unavailable, error][..];
+            logins.push((LoginMethod::basic, outcomes));
+        }
+        for (method, outcomes) in logins {
+            for &outcome in outcomes {
+                let _ = self.logins.get_or_create(&LoginLabels { method, outcome });
+            }
         }
     }
 

@@ -238,6 +238,7 @@ impl Reloader {
             }
         }
         self.switch.current.store(Arc::new(p.gateway));
+        crate::cert_expiry::record(&self.metrics, self.certs.as_deref(), &p.config.upstreams);
         *self.running.lock().unwrap_or_else(PoisonError::into_inner) = p.config;
     }
 
@@ -292,6 +293,12 @@ pub fn watched_files(c: &Config) -> Vec<PathBuf> {
         files.push(t.cert.clone());
         files.push(t.key.clone());
     }
+    // A renewed upstream client certificate is taken up (and its expiry metric moves) without
+    // a signal.
+    for c in c.upstreams.iter().filter_map(|u| u.client_cert.as_ref()) {
+        files.push(c.cert.clone());
+        files.push(c.key.clone());
+    }
     files
 }
 
@@ -315,7 +322,7 @@ fn fingerprint(files: &[PathBuf]) -> Vec<Print> {
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.server, &new.server);
     let mut out = Vec::new();
-    let checks: [(&'static str, bool); 11] = [
+    let checks: [(&'static str, bool); 12] = [
         ("server.listen", a.listen != b.listen),
         ("server.workers", a.workers != b.workers),
         (
@@ -349,6 +356,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             "login.max_concurrent_hashes",
             old.login.max_concurrent_hashes != new.login.max_concurrent_hashes,
         ),
+        ("tracing (the span export)", old.tracing != new.tracing),
     ];
     for (name, changed) in checks {
         if changed {

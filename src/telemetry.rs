@@ -2,9 +2,10 @@
 //! bodies, tokens or passwords; `Debug` of keys and claims is redacted at the type.
 //!
 //! The audit trail (`crate::audit`, target `audit`) goes with the other logs by default, or
-//! as JSON lines to stdout or a file of its own (`log.audit`), or nowhere.
+//! as JSON lines to stdout or a file of its own (`log.audit`), or nowhere. Request spans go
+//! to an OTLP collector when `[tracing] otlp_endpoint` names one (`otlp`).
 
-use crate::config::{AuditSink, LogFormat};
+use crate::config::{AuditSink, LogFormat, TracingConfig};
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -16,6 +17,46 @@ pub fn init(format: LogFormat) {
 
 /// Logs, and the audit trail where `audit` says.
 pub fn init_with(format: LogFormat, audit: &AuditSink) {
+    drop(init_serve(format, audit, &TracingConfig::default()));
+}
+
+/// What `serve` keeps while it runs: the span exporter, flushed when dropped.
+#[must_use = "dropping it stops the span export"]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            // The batch still queued goes out (bounded by the exporter's timeout).
+            if let Err(e) = p.shutdown() {
+                tracing::warn!(error = %e, "span export: the last batch was not sent");
+            }
+        }
+    }
+}
+
+/// Logs and the audit trail, and the spans of `[tracing]` when it names a collector.
+pub fn init_serve(format: LogFormat, audit: &AuditSink, tracing_cfg: &TracingConfig) -> Telemetry {
+    init_layers(format, audit);
+    let provider = match &tracing_cfg.otlp_traces_url {
+        Some(url) => match crate::otlp::start(url, &tracing_cfg.service_name) {
+            Ok(provider) => {
+                tracing::info!(url = %url, "request spans are exported (OTLP)");
+                Some(provider)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "span export is off: the OTLP exporter cannot be built");
+                None
+            }
+        },
+        None => None,
+    };
+    Telemetry { provider }
+}
+
+fn init_layers(format: LogFormat, audit: &AuditSink) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let keep_audit = *audit == AuditSink::Log;

@@ -284,10 +284,13 @@ async fn a_malformed_chunked_body_is_400() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("invalid_request"), "{answer}");
     let (_, _, metrics) = send(gw.admin, get("/metrics").body(empty()).unwrap()).await;
-    assert!(
-        !metrics.contains("authgate_upstream_errors_total{"),
-        "{metrics}"
-    );
+    // Present at zero, and still zero: the client's fault is no upstream error.
+    let errors: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("authgate_upstream_errors_total{"))
+        .collect();
+    assert_eq!(errors.len(), 3, "{metrics}");
+    assert!(errors.iter().all(|l| l.ends_with(" 0")), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -381,21 +384,27 @@ async fn a_route_table_that_leaks_methods_does_not_load() {
     assert_eq!(head.index, 0);
 }
 
-/// W3C trace context: a client's valid `traceparent` reaches the upstream as it is; without
-/// one (or with an invalid one) the upstream gets a new trace.
+/// W3C trace context: a client's valid `traceparent` (and `tracestate`) reaches the upstream
+/// as it is; without one (or with an invalid one) the upstream gets a new trace and no
+/// `tracestate`; a higher version goes on as 00 with the caller's ids and sampled bit.
 #[tokio::test(flavor = "multi_thread")]
 async fn traceparent_is_propagated_or_started() {
     let gw = TestGateway::new().start().await;
     let mine = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let req = get("/public/x")
         .header("traceparent", mine)
+        .header("tracestate", "vendor=abc")
         .body(empty())
         .unwrap();
     assert_eq!(send(gw.addr, req).await.0, StatusCode::OK);
     assert_eq!(gw.up.last().headers.get("traceparent").unwrap(), mine);
+    assert_eq!(
+        gw.up.last().headers.get("tracestate").unwrap(),
+        "vendor=abc"
+    );
     let mut seen = Vec::new();
     for bad in [None, Some("00-zz-yy-01")] {
-        let mut b = get("/public/x");
+        let mut b = get("/public/x").header("tracestate", "vendor=abc");
         if let Some(v) = bad {
             b = b.header("traceparent", v);
         }
@@ -410,7 +419,25 @@ async fn traceparent_is_propagated_or_started() {
             (parts[0], parts[1].len(), parts[2].len(), parts[3]),
             ("00", 32, 16, "01")
         );
+        // A new trace: the client's tracestate described another one (or none).
+        assert!(gw.up.last().headers.get("tracestate").is_none(), "{t:?}");
         seen.push(t);
     }
     assert_ne!(seen[0], seen[1]);
+    // A newer version: the caller's trace and its decision not to sample go on, as 00.
+    let req = get("/public/x")
+        .header(
+            "traceparent",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-future",
+        )
+        .header("tracestate", "vendor=abc")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(gw.addr, req).await.0, StatusCode::OK);
+    let up = gw.up.last();
+    assert_eq!(
+        up.headers.get("traceparent").unwrap(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+    );
+    assert_eq!(up.headers.get("tracestate").unwrap(), "vendor=abc");
 }

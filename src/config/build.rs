@@ -148,7 +148,42 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
         routes: routes?,
         forward_auth_only,
         public_origin,
+        tracing: build_tracing(rep, &raw.tracing),
     })
+}
+
+/// `[tracing]`: an `http(s)://host:port[/path]` collector; spans go to `<path>/v1/traces`
+/// unless the path already names it.
+fn build_tracing(rep: &mut Reporter, raw: &raw::RawTracing) -> super::TracingConfig {
+    let service_name = raw
+        .service_name
+        .as_ref()
+        .map_or_else(|| "authgate".to_owned(), |s| s.get_ref().0.clone());
+    let url = raw.otlp_endpoint.as_ref().and_then(|e| {
+        let text = e.get_ref().0.trim_end_matches('/');
+        let ok = text
+            .parse::<http::Uri>()
+            .ok()
+            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+            .filter(|u| u.query().is_none());
+        match ok {
+            Some(_) if text.ends_with("/v1/traces") => Some(text.to_owned()),
+            Some(_) => Some(format!("{text}/v1/traces")),
+            None => {
+                rep.error(
+                    span(e),
+                    "tracing.otlp_endpoint",
+                    format!("{:?} is not an http:// or https:// URL", e.get_ref().0),
+                    Some("an OTLP/HTTP collector, e.g. \"http://127.0.0.1:4318\"".to_owned()),
+                );
+                None
+            }
+        }
+    });
+    super::TracingConfig {
+        otlp_traces_url: url,
+        service_name,
+    }
 }
 
 /// An origin, `scheme://host[:port]` (http or https, no user, path, query or fragment),
@@ -335,6 +370,9 @@ fn build_log(rep: &mut Reporter, base: &Path, raw: &raw::RawLog) -> LogConfig {
     LogConfig {
         format: one_of(rep, &raw.format, "log.format", LogFormat::Json, &choices),
         audit,
+        repeat_every: raw
+            .repeat_every
+            .map_or(crate::outage::DEFAULT_EVERY, |d| d.0),
     }
 }
 

@@ -4,7 +4,7 @@
 use super::build::{one_of, span};
 use super::error::Reporter;
 use super::raw::{self, Text};
-use super::{Balance, UpstreamConfig, UpstreamTarget};
+use super::{Balance, ClientCert, UpstreamConfig, UpstreamTarget};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -43,10 +43,13 @@ pub(super) fn build_upstreams(
                 ("least_requests", Balance::LeastRequests),
             ],
         );
-        let tls = if targets.iter().any(|t| t.https) {
-            client_tls(rep, base, up, &key)
+        let (tls, client_cert) = if targets.iter().any(|t| t.https) {
+            match client_tls(rep, base, up, &key) {
+                Some((tls, cert)) => (Some(tls), cert),
+                None => (None, None),
+            }
         } else {
-            None
+            (None, None)
         };
         out.push(UpstreamConfig {
             name,
@@ -57,6 +60,7 @@ pub(super) fn build_upstreams(
             eject_after: up.eject_after.as_ref().map_or(3, |n| *n.get_ref()).max(1),
             eject_for: up.eject_for.map_or(Duration::from_secs(10), |d| d.0),
             tls,
+            client_cert,
             sni: up.sni.as_ref().map(|s| s.get_ref().0.clone()),
             buffer_request_body: up.buffer_request_body.map_or(1 << 20, |s| s.0),
             buffer_response: up.buffer_response.map_or(1 << 20, |s| s.0),
@@ -146,13 +150,14 @@ fn parse_target(url: &str) -> Result<UpstreamTarget, String> {
 }
 
 /// rustls client settings for `https://` hosts: the system's roots or `ca_file`, and a
-/// client certificate when both `client_cert` and `client_key` are given.
+/// client certificate when both `client_cert` and `client_key` are given (with its files and
+/// expiry, for reload and the expiry metric).
 fn client_tls(
     rep: &mut Reporter,
     base: &Path,
     up: &raw::RawUpstream,
     key: &dyn Fn(&str) -> String,
-) -> Option<Arc<rustls::ClientConfig>> {
+) -> Option<(Arc<rustls::ClientConfig>, Option<ClientCert>)> {
     let path = |s: &Spanned<Text>| base.join(&s.get_ref().0);
     let roots = match &up.ca_file {
         Some(ca) => crate::certs::load_roots(&path(ca))
@@ -160,13 +165,20 @@ fn client_tls(
             .ok()?,
         None => crate::certs::system_roots(),
     };
+    let mut loaded = None;
     let identity = match (&up.client_cert, &up.client_key) {
         (None, None) => None,
-        (Some(cert), Some(k)) => Some(
-            crate::certs::load_client_identity(&path(cert), &path(k))
+        (Some(cert), Some(k)) => {
+            let id = crate::certs::load_client_identity(&path(cert), &path(k))
                 .map_err(|e| rep.error(span(cert), key("client_cert"), e.to_string(), None))
-                .ok()?,
-        ),
+                .ok()?;
+            loaded = Some(ClientCert {
+                cert: path(cert),
+                key: path(k),
+                not_after: id.not_after(),
+            });
+            Some(id)
+        }
         (c, k) => {
             let at = c.as_ref().or(k.as_ref()).and_then(span);
             rep.error(
@@ -181,4 +193,5 @@ fn client_tls(
     crate::certs::client_config(roots, identity)
         .map_err(|e| rep.error(None, key("url"), e.to_string(), None))
         .ok()
+        .map(|tls| (tls, loaded))
 }

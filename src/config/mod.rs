@@ -49,6 +49,17 @@ pub struct Config {
     /// slash) that every absolute URL the gateway builds starts with, instead of a host a
     /// client could choose.
     pub public_origin: Option<String>,
+    /// `[tracing]`.
+    pub tracing: TracingConfig,
+}
+
+/// `[tracing]`: request spans exported over OTLP (HTTP/protobuf), or none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TracingConfig {
+    /// The full URL spans are posted to (`.../v1/traces`); None: no export.
+    pub otlp_traces_url: Option<String>,
+    /// `service.name` of the exported resource.
+    pub service_name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +118,9 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// Where the audit trail (target `audit`: one JSON line per security event) goes.
     pub audit: AuditSink,
+    /// `log.repeat_every`: a repeated warning (store or upstream down) is logged once, then
+    /// with a count at most this often (see `outage`).
+    pub repeat_every: Duration,
 }
 
 /// `log.audit`.
@@ -127,8 +141,8 @@ pub struct AdminConfig {
     /// `/readyz` fails while the revocation store is down (false: a shared-store blip does not
     /// take every replica out of its Service at once).
     pub ready_requires_store: bool,
-    /// `admin.token_file`: the bearer token `/admin/sessions*` need (read at each request,
-    /// so a rotated file applies at once). None: those endpoints answer 403.
+    /// `admin.token_file`: the bearer token `/admin/sessions*` and `/admin/unlock` need (read
+    /// at each request, so a rotated file applies at once). None: those endpoints answer 403.
     pub token_file: Option<PathBuf>,
 }
 
@@ -431,6 +445,8 @@ pub struct UpstreamConfig {
     pub eject_for: Duration,
     /// For `https://` hosts: roots (system or `ca_file`), client certificate, ALPN http/1.1.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The client certificate in `tls`, when there is one.
+    pub client_cert: Option<ClientCert>,
     /// The TLS server name to ask for and verify, instead of the URL's host.
     pub sni: Option<String>,
     /// A request body up to this size is read whole before an upstream connection is taken
@@ -439,6 +455,15 @@ pub struct UpstreamConfig {
     /// Up to this much of an answer is read as fast as the upstream sends it (0: streamed),
     /// so its connection is free while a slow client reads.
     pub buffer_response: u64,
+}
+
+/// An upstream's client certificate (mTLS): its files, and when it expires.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The earliest `notAfter` of its chain (Unix seconds); None if it could not be read.
+    pub not_after: Option<i64>,
 }
 
 /// One host of an upstream.

@@ -68,6 +68,17 @@ pub struct RawConfig {
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default)]
     pub forward_auth: RawForwardAuth,
+    #[serde(default)]
+    pub tracing: RawTracing,
+}
+
+/// `[tracing]`: span export.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// An OTLP/HTTP collector (`http://host:4318`); spans go to `<it>/v1/traces`.
+    pub otlp_endpoint: Option<Spanned<Text>>,
+    pub service_name: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -114,6 +125,8 @@ pub struct RawLog {
     pub format: Option<Spanned<Text>>,
     /// "log" (default), "stdout", "off", or a file path.
     pub audit: Option<Spanned<Text>>,
+    /// How often a repeated warning (store down, upstream down) is logged again, with a count.
+    pub repeat_every: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize, Default)]

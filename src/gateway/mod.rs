@@ -5,7 +5,8 @@
 
 mod forwarded;
 mod head;
-mod request_id;
+mod labels;
+pub mod request_id;
 mod tunnel;
 mod verify;
 
@@ -45,6 +46,8 @@ pub struct Gateway {
     upstreams: Vec<UpstreamClient>,
     /// `authgate_upstream_duration_seconds`, one per upstream (index as `upstreams`).
     upstream_latency: Vec<prometheus_client::metrics::histogram::Histogram>,
+    /// Each upstream's outage record (by index, like `upstreams`).
+    upstream_outages: Vec<Arc<crate::outage::Episode>>,
     header_policy: HeaderPolicy,
     request_ids: RequestIds,
     /// Per upstream (index as `upstreams`): its `host:port`s and its hosts, lower-case.
@@ -80,6 +83,8 @@ fn own_addresses(targets: &[crate::config::UpstreamTarget]) -> OwnAddresses {
 #[derive(Default)]
 struct Outcome<'g> {
     route: Option<&'static str>,
+    /// The request's exported span (`otlp`), when spans are exported.
+    trace: Option<crate::otlp::ServerSpan>,
     upstream: Option<&'g str>,
     user: Option<Claims>,
     /// A browser's page load: refusals are HTML pages (or the login redirect), not JSON.
@@ -130,6 +135,17 @@ impl Gateway {
             .iter()
             .map(|u| metrics.upstream_latency.get_or_create(&name(u)).clone())
             .collect();
+        let upstream_outages = config
+            .upstreams
+            .iter()
+            .map(|u| metrics.outages.upstream(&u.name))
+            .collect();
+        metrics.outages.set_every(config.log.repeat_every);
+        metrics.present_at_zero(
+            config.upstreams.iter().map(|u| u.name.as_str()),
+            !config.login.oidc.is_empty(),
+            config.routes.routes().iter().any(|r| r.basic),
+        );
         let identity = &config.identity;
         let header_policy = HeaderPolicy {
             identity_headers: [
@@ -152,6 +168,7 @@ impl Gateway {
             metrics,
             upstreams,
             upstream_latency,
+            upstream_outages,
             header_policy,
             request_ids: RequestIds::new()?,
             own_addresses,
@@ -169,7 +186,7 @@ impl Gateway {
         let server = &self.config.server;
         check_head_size(&req, server.max_header_bytes, server.max_headers)?;
         if let Some(caller) = verify::endpoint(req.uri().path()) {
-            out.route = Some("authgate-verify");
+            out.route = Some(labels::VERIFY);
             return Ok(Box::pin(self.verify(req, caller, conn)).await);
         }
         let path =
@@ -178,7 +195,7 @@ impl Gateway {
         out.secure = secure;
         out.navigation = crate::origin::is_navigation(req.method(), req.headers());
         if endpoints::is_own(&path.judged) {
-            out.route = Some("authgate");
+            out.route = Some(labels::own_endpoint(&path.judged));
             let judged = path.judged.into_owned();
             return Box::pin(self.own_endpoint(req, &judged, conn, secure)).await;
         }
@@ -255,11 +272,26 @@ impl Gateway {
         let mut ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
         ctx.tunnel_guard = guard;
         ctx.traceparent = traceparent;
+        // The forwarding's own span (exported only): the upstream's parent.
+        let hop = crate::otlp::ClientSpan::start(out.trace.as_ref(), req.method(), &upstream.name);
+        if let Some(t) = hop.as_ref().and_then(|h| h.traceparent(req.headers())) {
+            ctx.traceparent = Some(t);
+        }
         let sent = Instant::now();
-        let mut resp = match forward(upstream, req, ctx).await {
+        let forwarded = forward(upstream, req, ctx).await;
+        if let Some(hop) = hop {
+            hop.end(match &forwarded {
+                Ok(resp) => Ok(resp.status().as_u16()),
+                Err(e) => Err(e.kind().as_str()),
+            });
+        }
+        let mut resp = match forwarded {
             Ok(resp) => resp,
-            Err(e) => return Err(self.upstream_failed(upstream, e)),
+            Err(e) => return Err(self.upstream_failed(upstream, index, e)),
         };
+        if let Some(o) = self.upstream_outages.get(index) {
+            crate::outage::upstream_answered(o, &upstream.name);
+        }
         if let Some(h) = self.upstream_latency.get(index) {
             h.observe(sent.elapsed().as_secs_f64());
         }
@@ -542,17 +574,20 @@ impl Gateway {
         }
     }
 
-    /// Counts a failed exchange by upstream and kind.
-    fn upstream_failed(&self, upstream: &UpstreamClient, e: UpstreamError) -> GatewayError {
+    /// Counts a failed exchange by upstream and kind; logs it (the first of an outage, then
+    /// a count every `log.repeat_every`).
+    fn upstream_failed(
+        &self,
+        upstream: &UpstreamClient,
+        index: usize,
+        e: UpstreamError,
+    ) -> GatewayError {
         if e.is_client_fault() || e.is_client_stall() {
             return e.into();
         }
-        tracing::warn!(
-            upstream = %upstream.name,
-            kind = ?e.kind(),
-            error = %error_chain(&e),
-            "upstream request failed"
-        );
+        if let Some(o) = self.upstream_outages.get(index) {
+            crate::outage::upstream_failed(o, &upstream.name, &e.kind(), &error_chain(&e));
+        }
         self.metrics
             .upstream_errors
             .get_or_create(&UpstreamLabels {
@@ -788,6 +823,10 @@ impl Handler for Gateway {
         let mut out = Outcome::default();
         // Every line logged while serving this request carries its id (the span's field).
         let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or("-"));
+        if crate::otlp::exporting() {
+            let client = self.client_ip(conn.peer.ip(), req.headers());
+            out.trace = crate::otlp::ServerSpan::start(&method, req.headers(), client);
+        }
         let processed = self
             .process(req, &conn, &request_id, &mut out)
             .instrument(span.clone())
@@ -807,6 +846,9 @@ impl Handler for Gateway {
         let status = resp.status().as_u16();
         let elapsed = start.elapsed();
         let route = out.route.unwrap_or("none");
+        if let Some(trace) = out.trace.take() {
+            trace.end(&method, route, status);
+        }
         self.metrics
             .latency
             .get_or_create(&RouteLabel {

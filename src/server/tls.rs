@@ -27,6 +27,14 @@ impl ReloadableCert {
         })
     }
 
+    /// The certificate file served, and when its chain expires (Unix seconds).
+    pub fn expiry(&self) -> (&Path, Option<i64>) {
+        (
+            &self.cert_path,
+            crate::certs::not_after(&self.current.load().cert),
+        )
+    }
+
     /// Re-reads the files; on any error the old certificate stays in service.
     pub fn reload(&self) -> Result<(), TlsError> {
         let ck = load_certified_key(&self.cert_path, &self.key_path)?;

@@ -53,9 +53,9 @@ pub struct ForwardCtx<'a> {
     /// `host_header = "upstream"`: the host the request goes to (set per attempt).
     pub upstream_host: bool,
     pub request_id: &'a HeaderValue,
-    /// A new W3C `traceparent` (the client sent none, or an invalid one); None: the client's
-    /// goes on.
-    pub traceparent: Option<HeaderValue>,
+    /// A W3C `traceparent` instead of the client's (it sent none, an invalid one, or one of a
+    /// higher version); None: the client's goes on.
+    pub traceparent: Option<crate::gateway::request_id::Traceparent>,
     pub policy: &'a HeaderPolicy,
     /// Values of `policy.identity_headers` for an authenticated request (a value that is not
     /// header-safe is left out).
@@ -293,7 +293,11 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
         ctx.request_id.clone(),
     );
     if let Some(t) = ctx.traceparent.take() {
-        headers.insert(HeaderName::from_static("traceparent"), t);
+        if t.new_trace {
+            // It described the client's trace (or nothing valid), not this new one.
+            headers.remove(HeaderName::from_static("tracestate"));
+        }
+        headers.insert(HeaderName::from_static("traceparent"), t.value);
     }
     if let Some(prefix) = ctx.forwarded_prefix.take() {
         headers.insert(X_FORWARDED_PREFIX, prefix);

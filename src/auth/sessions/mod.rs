@@ -22,6 +22,7 @@ use crate::config::{Config, OnStoreError};
 use crate::error::GatewayError;
 use crate::ids::random_id;
 use crate::metrics::{LoginOutcome, Metrics};
+use crate::outage::WhileDown;
 use crate::store::users::{validate_name, User, UserStore};
 use crate::store::{
     Attempt, AttemptRequest, Refusal, RevocationState, RotateRequest, Rotation, Store, StoreError,
@@ -272,7 +273,10 @@ impl Sessions {
         iat: u64,
     ) -> Result<(), GatewayError> {
         let state = match self.store.check(sid, sub).await {
-            Ok(state) => state,
+            Ok(state) => {
+                self.metrics.outages.store_answered();
+                state
+            }
             Err(e) => self.store_failed(e).map(|()| RevocationState::default())?,
         };
         match state.refusal(iat) {
@@ -284,30 +288,40 @@ impl Sessions {
 
     /// Readiness: does the store answer? (A failure is counted.)
     pub async fn store_ready(&self) -> Result<(), StoreError> {
-        self.store.ping().await.inspect_err(|_| {
-            self.metrics.store_errors.inc();
-        })
+        match self.store.ping().await {
+            Ok(()) => {
+                self.metrics.outages.store_answered();
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.store_errors.inc();
+                self.metrics.outages.store_failed(&e, self.while_down());
+                Err(e)
+            }
+        }
     }
 
-    /// A store call that must succeed failed: counted, logged, 503.
+    fn while_down(&self) -> WhileDown {
+        match self.policy.on_store_error {
+            OnStoreError::Deny => WhileDown::FailClosed,
+            OnStoreError::Allow => WhileDown::Allowing,
+        }
+    }
+
+    /// A store call that must succeed failed: counted, logged (see `outage`), 503.
     fn store_down(&self, e: StoreError) -> GatewayError {
         self.metrics.store_errors.inc();
-        tracing::warn!(error = %e, "store unavailable");
+        self.metrics.outages.store_failed(&e, self.while_down());
         e.into()
     }
 
     /// Applies `on_store_error` to a failed revocation check.
     fn store_failed(&self, e: StoreError) -> Result<(), GatewayError> {
         self.metrics.store_errors.inc();
+        self.metrics.outages.store_failed(&e, self.while_down());
         match self.policy.on_store_error {
-            OnStoreError::Deny => {
-                tracing::warn!(error = %e, "revocation store unavailable; denying (on_store_error = deny)");
-                Err(e.into())
-            }
-            OnStoreError::Allow => {
-                tracing::error!(error = %e, "revocation store unavailable; ALLOWING without revocation check (on_store_error = allow)");
-                Ok(())
-            }
+            OnStoreError::Deny => Err(e.into()),
+            OnStoreError::Allow => Ok(()),
         }
     }
 
