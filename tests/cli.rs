@@ -736,8 +736,20 @@ async fn a_burst_of_32_concurrent_logins_stays_under_64_mib() {
         .map(|i| format!("[[user]]\nname = \"u{i}\"\npassword_hash = \"{hash}\"\nroles = []\n\n"))
         .collect();
     fx.write("users.toml", &users);
-    let cfg = fx.write("burst.toml", &format!("{}{}", &text[..start], &text[end..]));
-    let (running, public, _admin) = spawn_gateway(&cfg);
+    let cfg = fx.write(
+        "burst.toml",
+        &format!(
+            "{}[login]\nhash_memory_idle = \"1s\"\n{}",
+            &text[..start],
+            &text[end..]
+        ),
+    );
+    // As the image runs it (Dockerfile: GLIBC_TUNABLES).
+    let mut cmd = bin();
+    cmd.args(["serve", "--config"])
+        .arg(&cfg)
+        .env("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=4194304");
+    let (running, public, _admin, _log) = spawn_command_with_log(cmd);
     let addr: std::net::SocketAddr = public.parse().unwrap();
     let pid = running.0.as_ref().unwrap().id();
     let kib = |field: &str| -> u64 {
@@ -765,6 +777,24 @@ async fn a_burst_of_32_concurrent_logins_stays_under_64_mib() {
         );
         assert!(peak < 64 * 1024, "peak RSS {peak} KiB after a login burst");
     }
+    // Idle for login.hash_memory_idle, the hashing threads give their argon2 memory back.
+    let after = kib("VmRSS:");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut now = after;
+    while now > idle + 6 * 1024 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        now = kib("VmRSS:");
+    }
+    eprintln!(
+        "login burst: RSS {:.1} MiB after it, {:.1} MiB once idle (idle before {:.1} MiB)",
+        after as f64 / 1024.0,
+        now as f64 / 1024.0,
+        idle as f64 / 1024.0
+    );
+    assert!(
+        now <= idle + 6 * 1024,
+        "the hashing threads kept their memory: RSS {now} KiB, idle before {idle} KiB"
+    );
 }
 
 /// Every line logged while serving a request carries its request id, and a 502 says why.

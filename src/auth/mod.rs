@@ -158,7 +158,11 @@ impl Auth {
         let largest = UserStore::open(&config.users, &store, config.login.max_hash_memory)?
             .costliest()
             .memory_bytes();
-        let hasher = Arc::new(Hasher::new(config.login.max_concurrent_hashes, largest)?);
+        let hasher = Arc::new(Hasher::with_release(
+            config.login.max_concurrent_hashes,
+            largest,
+            config.login.hash_memory_idle,
+        )?);
         Self::with_hasher(config, keys, store, metrics, hasher)
     }
 

@@ -148,15 +148,86 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// that under contention proxied requests win the cores and logins wait; a short bounded queue
 /// in front, and beyond it callers get 503 at once instead of piling up.
 pub struct Hasher {
-    jobs: std::sync::mpsc::SyncSender<Job>,
+    queue: Arc<Queue>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
+
+/// The jobs waiting for a hashing thread. Threads wait on the condition variable (not on a
+/// lock held by one of them), so each can time out alone and give its memory back.
+struct Queue {
+    state: std::sync::Mutex<QueueState>,
+    ready: std::sync::Condvar,
+    capacity: usize,
+    /// A thread idle this long frees its argon2 memory (a sidecar's memory is sized to idle,
+    /// not to the last login burst).
+    release_after: std::time::Duration,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: std::collections::VecDeque<Job>,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The next job; None when the pool is closing. Frees this thread's argon2 memory once
+    /// it has been idle for `release_after`.
+    fn next(&self, idle_since: &mut Option<std::time::Instant>) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            match idle_since {
+                Some(since) if since.elapsed() >= self.release_after => {
+                    BLOCKS.with(|cell| *cell.borrow_mut() = Vec::new());
+                    *idle_since = None;
+                    tracing::debug!("a password hashing thread gave its memory back");
+                }
+                _ => {}
+            }
+            let wait = idle_since.map_or(std::time::Duration::from_secs(3600), |since| {
+                self.release_after.saturating_sub(since.elapsed())
+            });
+            state = self
+                .ready
+                .wait_timeout(state, wait)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        self.queue.lock().closed = true;
+        self.queue.ready.notify_all();
+    }
+}
 
 impl Hasher {
     /// `concurrency` threads (0: as many as the CPUs and the memory limit allow, each
     /// holding `hash_memory` bytes once used: the costliest stored hash's).
     pub fn new(concurrency: usize, hash_memory: u64) -> Result<Self, HashError> {
+        Self::with_release(concurrency, hash_memory, std::time::Duration::from_secs(60))
+    }
+
+    /// `new`, each thread giving its argon2 memory back after `release_after` idle.
+    pub fn with_release(
+        concurrency: usize,
+        hash_memory: u64,
+        release_after: std::time::Duration,
+    ) -> Result<Self, HashError> {
         let n = if concurrency == 0 {
             crate::limits::default_hash_threads(hash_memory)
         } else {
@@ -168,8 +239,12 @@ impl Hasher {
             hash_memory_mib = hash_memory >> 20,
             "password hashing threads (each holds hash_memory once used)"
         );
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(n * 16);
-        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let queue = Arc::new(Queue {
+            state: Default::default(),
+            ready: std::sync::Condvar::new(),
+            capacity: n * 16,
+            release_after,
+        });
         for i in 0..n {
             let queue = queue.clone();
             std::thread::Builder::new()
@@ -179,20 +254,19 @@ impl Hasher {
                     let _ = thread_priority::set_current_thread_priority(
                         thread_priority::ThreadPriority::Min,
                     );
-                    loop {
-                        let job = match queue.lock() {
-                            Ok(q) => q.recv(),
-                            Err(_) => return,
-                        };
-                        match job {
-                            Ok(job) => job(),
-                            Err(_) => return, // the Hasher is gone
+                    let mut idle_since = None;
+                    // None: the Hasher is gone.
+                    while let Some(job) = queue.next(&mut idle_since) {
+                        job();
+                        // Memory to give back once idle (a job that used none has none).
+                        if BLOCKS.with(|cell| !cell.borrow().is_empty()) {
+                            idle_since = Some(std::time::Instant::now());
                         }
                     }
                 })
                 .map_err(|e| HashError::Start(Arc::new(e)))?;
         }
-        Ok(Hasher { jobs })
+        Ok(Hasher { queue })
     }
 
     /// Verifies `password` against `phc`, or against `dummy` when there is no user. An
@@ -234,14 +308,19 @@ impl Hasher {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<tokio::sync::oneshot::Receiver<T>, HashError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
-            .try_send(Box::new(move || {
+        {
+            let mut state = self.queue.lock();
+            if state.closed {
+                return Err(HashError::Failed);
+            }
+            if state.jobs.len() >= self.queue.capacity {
+                return Err(HashError::Busy);
+            }
+            state.jobs.push_back(Box::new(move || {
                 let _ = tx.send(work());
-            }))
-            .map_err(|e| match e {
-                std::sync::mpsc::TrySendError::Full(_) => HashError::Busy,
-                std::sync::mpsc::TrySendError::Disconnected(_) => HashError::Failed,
-            })?;
+            }));
+        }
+        self.queue.ready.notify_one();
         Ok(rx)
     }
 }

@@ -45,6 +45,9 @@ pub(super) fn build_login(
         failure_window: raw.failure_window.map_or(Duration::from_secs(900), |d| d.0),
         max_concurrent_hashes: raw.max_concurrent_hashes.unwrap_or(0),
         max_hash_memory: raw.max_hash_memory.map_or(64 << 20, |s| s.0),
+        hash_memory_idle: raw
+            .hash_memory_idle
+            .map_or(Duration::from_secs(60), |d| d.0),
         title: raw
             .title
             .as_ref()

@@ -339,6 +339,8 @@ pub struct LoginConfig {
     pub max_concurrent_hashes: usize,
     /// A stored hash needing more argon2 memory than this (bytes) is refused at load.
     pub max_hash_memory: u64,
+    /// A hashing thread idle this long gives its argon2 memory back.
+    pub hash_memory_idle: Duration,
     /// What the login page says it signs in to.
     pub title: String,
     /// Where a form login without `next` (or a signed-in visit to the login page) goes.

@@ -215,6 +215,7 @@ pub struct RawLogin {
     pub factor_key_file: Option<Spanned<Text>>,
     pub webauthn: Option<Spanned<RawWebauthn>>,
     pub passwordless: Option<Spanned<bool>>,
+    pub hash_memory_idle: Option<Dur>,
 }
 
 /// `login.webauthn`: the relying party passkeys are made for.
