@@ -814,6 +814,11 @@ async fn log_lines_carry_the_request_id_and_a_502_its_cause() {
     let addr: std::net::SocketAddr = public.parse().unwrap();
     let req = get("/public/x")
         .header("x-request-id", "trace-me-123")
+        .header("user-agent", "probe/1.0")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .body(empty())
         .unwrap();
     let (s, h, _) = send(addr, req).await;
@@ -830,6 +835,18 @@ async fn log_lines_carry_the_request_id_and_a_502_its_cause() {
     assert!(log.wait_for("upstream_unreachable"), "{:?}", log.seen);
     let access: serde_json::Value = serde_json::from_str(log.seen.last().unwrap()).unwrap();
     assert_eq!(access["reason"], "upstream_unreachable", "{access}");
+    // Who asked, for which host, with what, in which trace, and how much came back.
+    assert_eq!(access["client_ip"], "127.0.0.1", "{access}");
+    assert_eq!(access["host"], "gw.test", "{access}");
+    assert_eq!(access["user_agent"], "probe/1.0", "{access}");
+    assert_eq!(
+        access["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "{access}"
+    );
+    assert!(
+        access["bytes"].as_str().unwrap().parse::<u64>().unwrap() > 0,
+        "{access}"
+    );
     // A failed login, logged inside the request, carries it too.
     let req = post("/auth/login")
         .header("content-type", "application/json")

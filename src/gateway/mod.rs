@@ -91,6 +91,9 @@ struct Outcome<'g> {
     navigation: bool,
     /// Over TLS (directly or per a trusted proxy): the error page's headers.
     secure: bool,
+    /// The `traceparent` the upstream was sent, when the gateway made it (the access line's
+    /// trace id; None: the client's own went on).
+    traceparent: Option<HeaderValue>,
 }
 
 /// What routing decided for a request that goes upstream.
@@ -277,6 +280,7 @@ impl Gateway {
         if let Some(t) = hop.as_ref().and_then(|h| h.traceparent(req.headers())) {
             ctx.traceparent = Some(t);
         }
+        out.traceparent = ctx.traceparent.as_ref().map(|t| t.value.clone());
         let sent = Instant::now();
         let forwarded = forward(upstream, req, ctx).await;
         if let Some(hop) = hop {
@@ -809,17 +813,45 @@ fn cookie_cache_control(h: &mut HeaderMap, policy: CacheControl) {
     }
 }
 
+/// The request as the access line shows it.
+#[derive(Default)]
+struct AccessFacts {
+    path: String,
+    host: String,
+    user_agent: String,
+    client_ip: String,
+    traceparent: Option<HeaderValue>,
+}
+
+impl AccessFacts {
+    fn of(req: &Request<Incoming>, client_ip: IpAddr) -> AccessFacts {
+        let text = |name: http::header::HeaderName| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect::<String>())
+        };
+        AccessFacts {
+            path: req.uri().path().to_owned(),
+            host: text(http::header::HOST)
+                .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                .unwrap_or_else(|| "-".to_owned()),
+            user_agent: text(http::header::USER_AGENT).unwrap_or_else(|| "-".to_owned()),
+            client_ip: client_ip.to_string(),
+            traceparent: req.headers().get("traceparent").cloned(),
+        }
+    }
+}
+
 impl Handler for Gateway {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
         let start = Instant::now();
         let request_id = self.request_ids.for_request(req.headers());
         let method = req.method().clone();
         let access_log = tracing::enabled!(target: "access", tracing::Level::INFO);
-        let raw_path = if access_log {
-            req.uri().path().to_owned()
-        } else {
-            String::new()
-        };
+        // What the access line says of the request (read only when it is written).
+        let seen = access_log
+            .then(|| AccessFacts::of(&req, self.client_ip(conn.peer.ip(), req.headers())));
         let mut out = Outcome::default();
         // Every line logged while serving this request carries its id (the span's field).
         let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or("-"));
@@ -865,18 +897,35 @@ impl Handler for Gateway {
         if !access_log {
             return resp;
         }
+        let seen = seen.unwrap_or_default();
+        let trace_id = out
+            .traceparent
+            .as_ref()
+            .or(seen.traceparent.as_ref())
+            .and_then(|t| t.to_str().ok())
+            .and_then(|t| t.split('-').nth(1))
+            .unwrap_or("-");
+        // The body's length when known now (a streamed answer's is not).
+        let bytes = http_body::Body::size_hint(resp.body())
+            .exact()
+            .map_or_else(|| "-".to_owned(), |n| n.to_string());
         tracing::info!(
             target: "access",
             request_id = request_id.to_str().unwrap_or("-"),
             peer = %conn.peer,
+            client_ip = %seen.client_ip,
+            host = %seen.host,
             method = %method,
-            path = %raw_path,
+            path = %seen.path,
             route = %route,
             status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             upstream = out.upstream.unwrap_or("-"),
             user = out.user.as_ref().map_or("-", |c| c.sub()),
             reason = reason.unwrap_or("-"),
+            bytes = %bytes,
+            user_agent = %seen.user_agent,
+            trace_id,
         );
         resp
     }
