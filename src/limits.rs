@@ -29,6 +29,23 @@ pub fn hash_threads_for(cpus: usize, limit: Option<u64>, hash_memory: u64) -> us
     cpus.min(by_memory).max(1)
 }
 
+/// What one open client connection may hold, at most, in the gateway (buffers, TLS state,
+/// the request being served): the budget `max_connections` is sized by.
+pub const CONNECTION_MEMORY: u64 = 32 * 1024;
+
+/// The default `server.max_connections`: 10,000, but no more than a quarter of the cgroup
+/// memory limit holds at `CONNECTION_MEMORY` each (a 128 MiB sidecar: 1,024).
+pub fn default_max_connections() -> usize {
+    max_connections_for(memory_limit())
+}
+
+pub fn max_connections_for(limit: Option<u64>) -> usize {
+    let by_memory = limit.map_or(usize::MAX, |l| {
+        usize::try_from(l / 4 / CONNECTION_MEMORY).unwrap_or(usize::MAX)
+    });
+    by_memory.clamp(64, 10_000)
+}
+
 /// A warning when `threads` hashing threads at `each` bytes could hold more than the memory
 /// `limit` (the cgroup's): a login burst would get the process killed.
 pub fn hash_memory_warning(threads: usize, each: u64, limit: Option<u64>) -> Option<String> {
@@ -66,6 +83,14 @@ pub fn parse_limit(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_connections_fit_the_memory_limit() {
+        assert_eq!(max_connections_for(None), 10_000);
+        assert_eq!(max_connections_for(Some(128 << 20)), 1024);
+        assert_eq!(max_connections_for(Some(16 << 30)), 10_000);
+        assert_eq!(max_connections_for(Some(1 << 20)), 64, "a floor");
+    }
 
     #[test]
     fn too_many_hashing_threads_for_the_limit_is_a_warning() {

@@ -270,7 +270,7 @@ fn build_server(rep: &mut Reporter, base: &Path, raw: &raw::RawServer) -> Server
             rep,
             &raw.max_connections,
             "server.max_connections",
-            10_000,
+            crate::limits::default_max_connections(),
             1,
         ),
         max_body_bytes: positive(
