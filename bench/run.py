@@ -55,12 +55,16 @@ def write(name, text):
     path = os.path.join(work, name); open(path, "w").write(text); return path
 
 
+TLS_CONTEXT = None  # the bench CA, once made (the TLS rows' correctness gate)
+CLOSE_LUA = 'wrk.headers["Connection"] = "close"\n'  # a new connection (and TLS handshake) per request
+
+
 def request(url, token=None, method="GET", body=None):
     req = urllib.request.Request(url, method=method, data=body)
     if token: req.add_header("Authorization", auth_value(token))
     if body: req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=5) as r: return r.status, r.read()
+        with urllib.request.urlopen(req, timeout=5, context=TLS_CONTEXT if url.startswith("https") else None) as r: return r.status, r.read()
     except urllib.error.HTTPError as e: return e.code, e.read()
 
 
@@ -296,6 +300,31 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
     spawn(["nginx", "-c", nginx_conf(f"""server {{ listen 127.0.0.1:{ups} ssl; ssl_certificate {work}/up.pem; ssl_certificate_key {work}/up.key;
   keepalive_requests 100000; location / {{ return 200 "ok\\n"; }} }}
 server {{ listen 127.0.0.1:{up2}; location / {{ return 200 "ok\\n"; }} }}""")]); wait_port(ups); wait_port(up2)
+    # Over TLS (TLS 1.3, the same P-256 certificate for both): nginx proxy_pass and authgate's
+    # public route, on keep-alive connections and with a new connection per request.
+    global TLS_CONTEXT
+    import ssl
+    TLS_CONTEXT = ssl.create_default_context(cafile=f"{work}/ca.pem")
+    ngx_tls = port()
+    ntls = spawn(["nginx", "-c", nginx_conf(f"""upstream u {{ server 127.0.0.1:{up}; keepalive 64; }}
+server {{ listen 127.0.0.1:{ngx_tls} ssl; ssl_certificate {work}/up.pem; ssl_certificate_key {work}/up.key;
+  ssl_protocols TLSv1.3; keepalive_requests 100000;
+  location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")]); wait_port(ngx_tls)
+    gp, ap = port(), port()
+    cfg = write("authgate-tls.toml", f"""
+[server]\nlisten = "127.0.0.1:{gp}"\nworkers = 1\ntls = {{ cert = "{work}/up.pem", key = "{work}/up.key" }}\n[log]\nformat = "json"\n[admin]\nlisten = "127.0.0.1:{ap}"
+[tokens]\nalgorithm = "HS256"\nsecret_file = "secret"\n[revocation]\nbackend = "memory"\n[users]\nfile = "users.toml"
+[[upstreams]]\nname = "u"\nurl = "http://127.0.0.1:{up}"\n
+[[routes]]\npath = "/**"\nupstream = "u"\nauth = "public"\n""")
+    tp = spawn([AUTHGATE, "serve", "--config", cfg], env={**os.environ, "RUST_LOG": "warn"}); wait_port(gp)
+    close = write("close.lua", CLOSE_LUA)
+    ngx_tls_pids = children(ntls.pid)
+    for suffix, script in (("", None), (", new connection each", close)):
+        hosts[f"nginx proxy_pass TLS{suffix}"] = (f"https://localhost:{ngx_tls}/x", None, None); pids[f"nginx proxy_pass TLS{suffix}"] = ngx_tls_pids
+        hosts[f"authgate public TLS{suffix}"] = (f"https://localhost:{gp}/x", None, None); pids[f"authgate public TLS{suffix}"] = [tp.pid]
+        if script:
+            scripts[f"nginx proxy_pass TLS{suffix}"] = script
+            scripts[f"authgate public TLS{suffix}"] = script
     for label, upstream in (("https upstream", f'url = "https://localhost:{ups}"\nca_file = "{work}/ca.pem"'),
                             ("two hosts", f'urls = ["http://127.0.0.1:{up}", "http://127.0.0.1:{up2}"]')):
         gp, ap = port(), port()
@@ -451,10 +480,17 @@ server {{ listen 127.0.0.1:{fa}; proxy_http_version 1.1; proxy_set_header Connec
         print(f"| {name} | {rps:,.0f} | {med(name, 'p50'):.2f} | {med(name, 'p99'):.2f} | {med(name, 'cpu_us'):.1f} | {rss:.1f} | {rps / base_ngx:.2f}x | {rps / base_up:.2f}x |")
     if MANY_BASE in hosts:
         for name in scripts:
-            if name in hosts:
+            if name in hosts and "tokens" in name:
                 print(f"{name}: {med(name, 'rps') / med(MANY_BASE, 'rps'):.2f}x the one-token row ({MANY_BASE})")
     logins(hosts, pids)
-    print(f"\nauthgate RSS: idle {memory[0]:.1f} MiB; with 1,000 open keep-alive connections {memory[1]:.1f} MiB")
+    print(f"\nauthgate RSS: idle {memory[0]:.1f} MiB; with 1,000 open keep-alive connections {memory[1]:.1f} MiB"
+          f" ({(memory[1] - memory[0]) * 1024 / 1000:.1f} KiB a connection)")
+    for suffix in ("", ", new connection each"):
+        a, n = f"authgate public TLS{suffix}", f"nginx proxy_pass TLS{suffix}"
+        if a in hosts and n in hosts:
+            print(f"TLS{suffix or ', keep-alive'}: authgate {med(a, 'rps') / med(n, 'rps'):.2f}x nginx's rate at "
+                  f"{med(a, 'cpu_us'):.1f} vs {med(n, 'cpu_us'):.1f} us CPU/request ({med(a, 'cpu_us') / max(med(n, 'cpu_us'), 0.01):.2f}x)")
+
     print("(peak RSS above includes one argon2id login per gateway: m = 19 MiB)")
 
 

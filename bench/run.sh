@@ -5,6 +5,7 @@
 #   bench/run.sh                 # defaults: ROUNDS=2 DURATION=10 CONNECTIONS=64
 #   ROUNDS=3 DURATION=5 bench/run.sh
 #   ROWS='auth_request|ext_authz' bench/run.sh   # those rows (a regex) and the baselines
+#   ROWS=TLS bench/run.sh        # TLS 1.3 rows: keep-alive and a new connection per request, beside nginx
 #   ROWS='tokens' bench/run.sh    # many users: 20k and 200k distinct tokens (MANY_TOKENS) cycled by
 #                                 # wrk, each beside the one-token EdDSA row; RSS of the cache alone:
 #                                 # bench/cache_memory.py

@@ -129,7 +129,12 @@ pub fn did_you_mean(message: &str) -> Option<String> {
     if best.0 <= 3 && best.0 < unknown.len() {
         Some(format!("did you mean `{}`?", best.1))
     } else {
-        Some(format!("valid keys here: {}", candidates.join(", ")))
+        // Not a typo: perhaps a key of a later release (configs load forward, not back).
+        Some(format!(
+            "valid keys here: {}. If this config was written for a newer authgate, `{unknown}` may be a key it introduced: this is {} (CHANGELOG.md lists each release's keys)",
+            candidates.join(", "),
+            env!("CARGO_PKG_VERSION")
+        ))
     }
 }
 
@@ -168,6 +173,8 @@ mod tests {
             Some("did you mean `access_ttl`?")
         );
         let far = "unknown field `zzzzzzzz`, expected `issuer` or `audience`";
-        assert!(did_you_mean(far).is_some_and(|h| h.starts_with("valid keys")));
+        let hint = did_you_mean(far).unwrap_or_default();
+        assert!(hint.starts_with("valid keys"), "{hint}");
+        assert!(hint.contains("newer authgate") && hint.contains(env!("CARGO_PKG_VERSION")));
     }
 }

@@ -243,11 +243,13 @@ async fn serve_io<I, H>(
         let handler = handler.clone();
         let info = info.clone();
         let in_flight = activity.request();
-        async move {
+        // Boxed: the connection holds a pointer, not the whole request state machine (many
+        // KiB), for as long as it stays open, idle included.
+        Box::pin(async move {
             let resp = handler.handle(req, info).await;
             drop(in_flight);
             Ok::<_, Infallible>(resp)
-        }
+        })
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
