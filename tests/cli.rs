@@ -1371,7 +1371,8 @@ async fn the_audit_trail_records_logins_lockouts_and_logouts() {
     let (_running, public, _admin) = spawn_gateway(&cfg);
     let addr: std::net::SocketAddr = public.parse().unwrap();
     let pair = login_pair(addr, "alice", "alice-password").await;
-    for _ in 0..4 {
+    // Three wrong passwords, then eleven attempts refused by the lockout (a spray's shape).
+    for _ in 0..14 {
         let req = post("/auth/login")
             .header("content-type", "application/json")
             .header("user-agent", "audit-test/1.0")
@@ -1403,6 +1404,8 @@ async fn the_audit_trail_records_logins_lockouts_and_logouts() {
     assert_eq!(ok["ip"], "127.0.0.1");
     assert!(ok["sid"].as_str().is_some_and(|s| !s.is_empty()));
     assert_eq!(ok["target"], "audit");
+    let lockouts = ev.iter().filter(|e| e["event"] == "lockout").count();
+    assert_eq!(lockouts, 1, "one lockout line, the rest counted: {ev:#?}");
     let failed = ev.iter().find(|e| e["event"] == "login_failed").unwrap();
     assert_eq!(failed["user"], "root");
     assert_eq!(failed["user_agent"], "audit-test/1.0");

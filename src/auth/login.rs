@@ -153,13 +153,26 @@ pub async fn submit(
             ip = %ctx.client_ip,
             user_agent = %ua
         ),
-        Err(GatewayError::TooManyAttempts { retry_after }) => crate::audit!(
-            "lockout",
-            user = %creds.username,
-            ip = %ctx.client_ip,
-            retry_after,
-            user_agent = %ua
-        ),
+        Err(GatewayError::TooManyAttempts { retry_after }) => {
+            let key = format!("{}\n{}", creds.username, ctx.client_ip);
+            match auth.lockouts().occurred(&key) {
+                crate::audit::Say::First => crate::audit!(
+                    "lockout",
+                    user = %creds.username,
+                    ip = %ctx.client_ip,
+                    retry_after,
+                    user_agent = %ua
+                ),
+                crate::audit::Say::Count(refused) => crate::audit!(
+                    "lockout_repeated",
+                    user = %creds.username,
+                    ip = %ctx.client_ip,
+                    refused,
+                    retry_after
+                ),
+                crate::audit::Say::Quiet => {}
+            }
+        }
         Err(_) => {}
     }
     if !form {

@@ -98,6 +98,8 @@ pub struct Auth {
     registration: bool,
     body_limits: form::BodyLimits,
     browser: Browser,
+    /// Lockout audit lines under a spray: the first per user and address, then a count.
+    lockouts: crate::audit::Repeats,
 }
 
 /// What the sign-in and sign-out pages need (`[login]`).
@@ -192,6 +194,7 @@ impl Auth {
             sessions,
             machines: api_keys::MachineCache::default(),
             basic_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &seed),
+            lockouts: crate::audit::Repeats::new(config.log.repeat_every),
             oidc,
             password: config.login.password,
             registration: config.users.registration,
@@ -231,6 +234,11 @@ impl Auth {
     /// Whether `POST /auth/register` is open.
     pub fn registration(&self) -> bool {
         self.registration
+    }
+
+    /// The lockout audit lines' limiter.
+    pub fn lockouts(&self) -> &crate::audit::Repeats {
+        &self.lockouts
     }
 
     /// Body limits of the gateway's own endpoints and of CSRF form checks.
