@@ -406,11 +406,44 @@ fn check_config_into(path: &Path, connect: bool, out: &mut String) -> Result<Exi
                 }
             }
         }
+        // The span collector: a warning only (serve starts without it; spans are dropped).
+        if let Some(url) = &config.tracing.otlp_traces_url {
+            match reach_url(url) {
+                Ok(()) => outln!(out, "otlp: reachable ({url})"),
+                Err(e) => eprintln!(
+                    "warning: {}: otlp {url}: {e} (the gateway starts without it; spans are dropped until it answers)",
+                    path.display()
+                ),
+            }
+        }
         if unreachable {
             return Ok(ExitCode::from(2));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A TCP connection to an `http://` URL's host and port, within 3 s.
+fn reach_url(url: &str) -> Result<()> {
+    let uri: http::Uri = url.parse()?;
+    let host = uri.host().context("no host")?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))?;
+    let mut last = anyhow::anyhow!("{host} has no address");
+    for a in addrs {
+        match std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(3)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = anyhow::anyhow!("cannot connect to {a}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// `[[login.oidc]]` as `check-config` and `explain` show them.

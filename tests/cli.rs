@@ -1357,6 +1357,45 @@ fn check_config_validates_identity_providers() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("oidc corp"));
 }
 
+/// `check-config --connect` reaches the span collector too: reachable is said, unreachable is
+/// a warning (the gateway starts without it), not a failure.
+#[test]
+fn check_config_connect_reaches_the_otlp_collector() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for (port, reachable) in [
+        (collector.local_addr().unwrap().port(), true),
+        (dead.port(), false),
+    ] {
+        let text = fx.config(up, HS256, MEMORY, "", "")
+            + &format!("\n[tracing]\notlp_endpoint = \"http://127.0.0.1:{port}\"\n");
+        let path = fx.write("otlp.toml", &text);
+        let out = bin()
+            .args(["check-config", "--connect", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+        if reachable {
+            assert!(stdout.contains("otlp: reachable"), "{stdout}");
+        } else {
+            assert!(
+                stderr.contains("warning") && stderr.contains("otlp"),
+                "{stderr}"
+            );
+        }
+    }
+}
+
 /// The audit trail: one JSON line per security event, in its own file with `log.audit`,
 /// with the client and the session and never a password or token.
 #[tokio::test(flavor = "multi_thread")]
