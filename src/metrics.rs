@@ -150,6 +150,25 @@ pub enum ReloadResult {
     error,
 }
 
+/// What happened to a session (`authgate_session_events_total{event}`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SessionEvent {
+    /// A refresh issued the next pair.
+    refresh,
+    /// One session ended (logout, the sessions page, the admin listener).
+    logout,
+    /// Every session of a user ended (`logout?all`).
+    logout_all,
+    /// A spent refresh token came back: the session was killed.
+    refresh_reuse,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabels {
+    pub event: SessionEvent,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub result: ReloadResult,
@@ -214,6 +233,18 @@ pub struct Metrics {
     /// Store and upstream outages, logged without flooding (see `outage`); here because,
     /// like the counters, they belong to the process and outlive reloads.
     pub outages: crate::outage::Outages,
+    /// `authgate_session_events_total{event}`.
+    pub sessions: Family<SessionLabels, Counter>,
+    /// The password-hashing pool: jobs waiting, threads busy, jobs refused (queue full).
+    pub hash_pool: HashPool,
+}
+
+/// The password-hashing pool's gauges (shared with the pool itself).
+#[derive(Clone, Debug, Default)]
+pub struct HashPool {
+    pub queued: Gauge,
+    pub busy: Gauge,
+    pub refused: Counter,
 }
 
 impl Default for Metrics {
@@ -344,6 +375,36 @@ impl Metrics {
             "When each certificate in use stops being valid: the earliest notAfter of its chain, Unix seconds",
             certificate_expiry.clone(),
         );
+        let sessions = Family::<SessionLabels, Counter>::default();
+        registry.register(
+            "session_events",
+            "Session events: refresh, logout, logout_all, refresh_reuse (a spent refresh token came back; the session was killed)",
+            sessions.clone(),
+        );
+        for event in [
+            SessionEvent::refresh,
+            SessionEvent::logout,
+            SessionEvent::logout_all,
+            SessionEvent::refresh_reuse,
+        ] {
+            let _ = sessions.get_or_create(&SessionLabels { event });
+        }
+        let hash_pool = HashPool::default();
+        registry.register(
+            "password_hash_queue",
+            "Password checks waiting for a hashing thread",
+            hash_pool.queued.clone(),
+        );
+        registry.register(
+            "password_hash_threads_busy",
+            "Hashing threads computing argon2 now (saturated when it equals their number)",
+            hash_pool.busy.clone(),
+        );
+        registry.register(
+            "password_hash_refused",
+            "Password checks refused because the hashing queue was full (answered 503)",
+            hash_pool.refused.clone(),
+        );
         registry.register(
             "buffer_overflows",
             "Bodies streamed instead of buffered because server.max_buffered was spent",
@@ -356,6 +417,8 @@ impl Metrics {
             buffer_overflows,
             certificate_expiry,
             outages: crate::outage::Outages::default(),
+            sessions,
+            hash_pool,
             requests,
             latency,
             auth_decisions,
@@ -370,6 +433,11 @@ impl Metrics {
             open_connections,
             store_errors,
         }
+    }
+
+    /// Counts one session event.
+    pub fn session(&self, event: SessionEvent) {
+        self.sessions.get_or_create(&SessionLabels { event }).inc();
     }
 
     /// Counts one auth decision.

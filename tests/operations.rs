@@ -359,3 +359,74 @@ async fn own_endpoints_are_labelled_each_and_error_counters_start_at_zero() {
     gw.app.begin_shutdown();
     gw.app.finished().await;
 }
+
+/// The value of a counter or gauge line `name{labels}` (or `name` alone).
+fn value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(f64::NAN, |v| v.parse().unwrap())
+}
+
+/// Session events and the hashing pool are counted: present at zero, then one refresh, one
+/// reuse (the session killed), one logout and one logout-everywhere; the pool's gauges are
+/// back at rest after the logins.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_events_and_the_hashing_pool_are_counted() {
+    let gw = TestGateway::new().start().await;
+    let before = scrape(gw.admin).await;
+    for event in ["refresh", "logout", "logout_all", "refresh_reuse"] {
+        let s = format!("authgate_session_events_total{{event=\"{event}\"}}");
+        assert_eq!(value(&before, &s), 0.0, "{s} at zero: {before}");
+    }
+    let refresh = |token: String| {
+        let addr = gw.addr;
+        async move {
+            let req = post("/auth/refresh")
+                .header("content-type", "application/json")
+                .body(json_body(serde_json::json!({ "refresh_token": token })))
+                .unwrap();
+            send(addr, req).await.0
+        }
+    };
+    let a = login_pair(gw.addr, "alice", "alice-password").await;
+    assert_eq!(refresh(a.refresh.clone()).await, 200);
+    // The spent refresh token again: reuse, the session is killed.
+    assert_eq!(refresh(a.refresh.clone()).await, 401);
+    let b = login_pair(gw.addr, "alice", "alice-password").await;
+    assert_eq!(
+        post_with_token(gw.addr, "/auth/logout", &b.access).await.0,
+        204
+    );
+    let c = login_pair(gw.addr, "alice", "alice-password").await;
+    assert_eq!(
+        post_with_token(gw.addr, "/auth/logout?all=true", &c.access)
+            .await
+            .0,
+        204
+    );
+    let after = scrape(gw.admin).await;
+    for (event, n) in [
+        ("refresh", 1.0),
+        ("refresh_reuse", 1.0),
+        ("logout", 1.0),
+        ("logout_all", 1.0),
+    ] {
+        let s = format!("authgate_session_events_total{{event=\"{event}\"}}");
+        assert_eq!(value(&after, &s), n, "{s}: {after}");
+    }
+    assert_eq!(
+        value(&after, "authgate_password_hash_refused_total"),
+        0.0,
+        "{after}"
+    );
+    // A hashing thread (nice 19) steps its gauges a moment after its answer went out.
+    let rest = eventually(std::time::Duration::from_secs(10), || async {
+        let m = scrape(gw.admin).await;
+        value(&m, "authgate_password_hash_queue") == 0.0
+            && value(&m, "authgate_password_hash_threads_busy") == 0.0
+    })
+    .await;
+    assert!(rest, "{}", scrape(gw.admin).await);
+}

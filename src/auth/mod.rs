@@ -165,6 +165,7 @@ impl Auth {
             largest,
             config.login.hash_memory_idle,
         )?);
+        hasher.report_to(&metrics.hash_pool);
         Self::with_hasher(config, keys, store, metrics, hasher)
     }
 

@@ -162,6 +162,8 @@ struct Queue {
     /// A thread idle this long frees its argon2 memory (a sidecar's memory is sized to idle,
     /// not to the last login burst).
     release_after: std::time::Duration,
+    /// `authgate_password_hash_*`: waiting, busy, refused.
+    gauges: std::sync::OnceLock<crate::metrics::HashPool>,
 }
 
 #[derive(Default)]
@@ -244,6 +246,7 @@ impl Hasher {
             ready: std::sync::Condvar::new(),
             capacity: n * 16,
             release_after,
+            gauges: std::sync::OnceLock::new(),
         });
         for i in 0..n {
             let queue = queue.clone();
@@ -257,7 +260,15 @@ impl Hasher {
                     let mut idle_since = None;
                     // None: the Hasher is gone.
                     while let Some(job) = queue.next(&mut idle_since) {
+                        let gauges = queue.gauges.get();
+                        if let Some(g) = gauges {
+                            g.queued.dec();
+                            g.busy.inc();
+                        }
                         job();
+                        if let Some(g) = gauges {
+                            g.busy.dec();
+                        }
                         // Memory to give back once idle (a job that used none has none).
                         if BLOCKS.with(|cell| !cell.borrow().is_empty()) {
                             idle_since = Some(std::time::Instant::now());
@@ -290,6 +301,12 @@ impl Hasher {
         .await
     }
 
+    /// Reports the pool's queue and saturation to these gauges (once per process: the pool
+    /// outlives reloads, and so do the metrics).
+    pub fn report_to(&self, gauges: &crate::metrics::HashPool) {
+        let _ = self.queue.gauges.set(gauges.clone());
+    }
+
     pub async fn hash(&self, password: &str) -> Result<String, HashError> {
         let password = password.to_owned();
         self.run(move || hash_password(password.as_bytes())).await?
@@ -314,7 +331,13 @@ impl Hasher {
                 return Err(HashError::Failed);
             }
             if state.jobs.len() >= self.queue.capacity {
+                if let Some(g) = self.queue.gauges.get() {
+                    g.refused.inc();
+                }
                 return Err(HashError::Busy);
+            }
+            if let Some(g) = self.queue.gauges.get() {
+                g.queued.inc();
             }
             state.jobs.push_back(Box::new(move || {
                 let _ = tx.send(work());

@@ -624,6 +624,7 @@ impl Sessions {
     /// notes the refresh for the sessions page.
     async fn rotate(&self, claims: &Claims, presented: &str) -> Result<Pair, GatewayError> {
         let pair = self.next_pair(claims, presented).await?;
+        self.metrics.session(crate::metrics::SessionEvent::refresh);
         self.note_refresh(claims.sub(), claims.sid()).await;
         Ok(pair)
     }
@@ -730,6 +731,8 @@ impl Sessions {
             Rotation::Reused => {
                 tracing::warn!(user = %claims.sub(), "refresh token reuse: session revoked");
                 crate::audit!("refresh_reuse", user = %claims.sub(), sid = %claims.sid());
+                self.metrics
+                    .session(crate::metrics::SessionEvent::refresh_reuse);
                 return Err(GatewayError::InvalidToken(TokenError::RefreshReused));
             }
             Rotation::Unknown => {
@@ -756,6 +759,11 @@ impl Sessions {
         // A cookie refresh shared with other requests must not outlive the session.
         self.sharing
             .forget(claims.sub(), (!all).then_some(claims.sid()));
+        self.metrics.session(if all {
+            crate::metrics::SessionEvent::logout_all
+        } else {
+            crate::metrics::SessionEvent::logout
+        });
         tracing::info!(user = %claims.sub(), all, "logout");
         Ok(())
     }
