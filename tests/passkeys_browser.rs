@@ -9,6 +9,7 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
+use support::factors::{axe_source, no_axe_violations};
 use support::webdriver::Driver;
 use support::*;
 
@@ -18,33 +19,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn axe_source() -> String {
-    let dir = std::env::var_os("AUTHGATE_OIDC_PROVIDER_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/oidc-provider")
-        });
-    let path = dir.join("node_modules/axe-core/axe.min.js");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}: run ./scripts/test.sh (scripts/oidc-setup.sh installs axe-core)",
-            path.display()
-        )
-    })
-}
-
-async fn accessible(b: &Driver, axe: &str, what: &str) {
-    b.js(&format!("{axe}\nreturn true;")).await;
-    let v = b
-        .script(
-            "const done = arguments[arguments.length - 1];\
-             axe.run(document).then(r => done(r.violations.map(v => v.id + ': ' + v.help + ' @ ' + \
-             v.nodes.map(n => n.target.join(' ')).join(', ')))).catch(e => done(['axe failed: ' + e]));",
-        )
-        .await;
-    assert_eq!(v, json!([]), "axe-core on {what}");
 }
 
 /// A virtual platform authenticator that keeps discoverable credentials and verifies the
@@ -156,7 +130,7 @@ async fn passkeys_register_second_factor_and_passwordless_in_chromium() {
     b.type_into("#password", "alice-password").await;
     b.click("#password ~ button[type=submit]").await;
     b.source_when("add-passkey").await;
-    accessible(&b, &axe, "the account page with passkeys").await;
+    no_axe_violations(&b, &axe, "the account page with passkeys").await;
     b.type_into("#passkey-name", "Laptop").await;
     record_posts(&b).await;
     b.click("#add-passkey").await;
@@ -179,7 +153,7 @@ async fn passkeys_register_second_factor_and_passwordless_in_chromium() {
     b.type_into("#password", "alice-password").await;
     b.click("#password ~ button[type=submit]").await;
     b.source_when("use-passkey").await;
-    accessible(&b, &axe, "the second step with a passkey").await;
+    no_axe_violations(&b, &axe, "the second step with a passkey").await;
     record_posts(&b).await;
     b.click("#use-passkey").await;
     b.url_when(|u| u.ends_with("/web/home") && !u.contains("/auth/"))
@@ -204,7 +178,7 @@ async fn passkeys_register_second_factor_and_passwordless_in_chromium() {
     sign_out(&b, &base).await;
     b.go(&format!("{base}/auth/login?next=/web/home")).await;
     b.source_when("passkey-sign-in").await;
-    accessible(&b, &axe, "the login page with the passkey button").await;
+    no_axe_violations(&b, &axe, "the login page with the passkey button").await;
     b.click("#passkey-sign-in").await;
     b.url_when(|u| u.ends_with("/web/home") && !u.contains("/auth/"))
         .await;

@@ -13,6 +13,7 @@ use http::StatusCode;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
+use support::factors::{base32, totp_at};
 use support::*;
 
 fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
@@ -28,28 +29,6 @@ fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// RFC 4648 base32 (no padding), as otpauth URIs carry secrets.
-fn base32(text: &str) -> Vec<u8> {
-    let mut bits = 0u64;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in text.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a',
-            b'2'..=b'7' => c - b'2' + 26,
-            _ => panic!("not base32: {text}"),
-        };
-        bits = (bits << 5) | u64::from(v);
-        n += 5;
-        if n >= 8 {
-            n -= 8;
-            out.push((bits >> n) as u8);
-        }
-    }
-    out
 }
 
 /// The secret of an `otpauth://totp/...?secret=...` URI.
@@ -69,19 +48,6 @@ fn secret_of(uri: &str) -> Vec<u8> {
         }
     }
     base32(s)
-}
-
-/// RFC 6238 TOTP (HMAC-SHA-1, 6 digits, 30 s) at `t`.
-pub fn totp_at(secret: &[u8], t: u64) -> String {
-    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret);
-    let mac = aws_lc_rs::hmac::sign(&key, &(t / 30).to_be_bytes());
-    let h = mac.as_ref();
-    let off = usize::from(h[19] & 0xf);
-    let bin = (u32::from(h[off] & 0x7f) << 24)
-        | (u32::from(h[off + 1]) << 16)
-        | (u32::from(h[off + 2]) << 8)
-        | u32::from(h[off + 3]);
-    format!("{:06}", bin % 1_000_000)
 }
 
 async fn stop(app: authgate::app::App) {

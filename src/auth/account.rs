@@ -343,12 +343,7 @@ async fn enrol(
         if form {
             super::login::same_origin(&headers, ctx)?;
         }
-        let from = SignIn {
-            ip: Some(ctx.client_ip),
-            user_agent: headers
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok()),
-        };
+        let from = SignIn::of(ctx.client_ip, &headers);
         let started = auth
             .sessions()
             .enrol_and_start(&mfa_token, &pending, &code, &from)

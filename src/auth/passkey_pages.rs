@@ -225,12 +225,7 @@ async fn login(
     let (headers, body) = read_body(req, auth.body_limits()).await?;
     same_origin(&headers, ctx)?;
     let b: LoginBody = parse(&body, "{\"state\", \"credential\"}")?;
-    let from = SignIn {
-        ip: Some(ctx.client_ip),
-        user_agent: headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok()),
-    };
+    let from = SignIn::of(ctx.client_ip, &headers);
     let result = auth
         .sessions()
         .passkey_login(&b.state, &b.credential, &from)

@@ -57,12 +57,7 @@ pub async fn submit(
     if form {
         same_origin(&headers, ctx)?;
     }
-    let from = SignIn {
-        ip: Some(ctx.client_ip),
-        user_agent: headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok()),
-    };
+    let from = SignIn::of(ctx.client_ip, &headers);
     let result = auth
         .sessions()
         .complete_code(&f.mfa_token, &f.code, &from)

@@ -420,12 +420,7 @@ async fn finish(
             amr: amr.as_deref(),
         },
     };
-    let from = SignIn {
-        ip: Some(ctx.client_ip),
-        user_agent: headers
-            .get(::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok()),
-    };
+    let from = SignIn::of(ctx.client_ip, headers);
     let pair = sessions.start_from(&principal, &from).await.map_err(|e| {
         tracing::warn!(error = %e, "sign-in: the session could not start");
         Failure::new(

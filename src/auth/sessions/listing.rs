@@ -16,6 +16,18 @@ pub struct SignIn<'a> {
     pub user_agent: Option<&'a str>,
 }
 
+impl<'a> SignIn<'a> {
+    /// A sign-in from `ip` with the request's `User-Agent`.
+    pub fn of(ip: IpAddr, headers: &'a http::HeaderMap) -> SignIn<'a> {
+        SignIn {
+            ip: Some(ip),
+            user_agent: headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        }
+    }
+}
+
 /// How much of a user agent is kept.
 const MAX_USER_AGENT: usize = 200;
 

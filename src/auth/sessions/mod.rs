@@ -379,28 +379,7 @@ impl Sessions {
             .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let user_key = user_counter(username);
         let ip_key = ip_counter(client_ip);
-        let p = &self.policy;
-        let attempt = AttemptRequest {
-            counters: [&user_key, &ip_key],
-            limits: [p.max_failures_per_user, p.max_failures_per_ip],
-            window: p.failure_window,
-        };
-        match self.store.reserve_attempt(attempt).await {
-            Ok(Attempt::Reserved) => {}
-            // Checks of this account are running here: the counter holds them as well as
-            // failures, and they may all be right. Not "too many failed attempts" for
-            // 15 minutes, but "busy, retry in a second".
-            Ok(Attempt::Refused { .. }) if self.checks_in_flight(&user_key) > 0 => {
-                return Err(GatewayError::Busy(
-                    "sign-ins of this account are being checked; retry in a second",
-                ))
-            }
-            Ok(Attempt::Refused { retry_after }) => {
-                return Err(GatewayError::TooManyAttempts { retry_after })
-            }
-            Err(e) => return Err(self.store_down(e)),
-        }
-        let _checking = InFlight::enter(&self.checks, &user_key);
+        let _checking = self.reserve_attempt(&user_key, &ip_key).await?;
         let user = self.check_password(username, password, client_ip).await?;
         self.upgrade_hash(&user, password).await;
         let (u, i) = tokio::join!(
@@ -409,6 +388,51 @@ impl Sessions {
         );
         u.and(i).map_err(|e| self.store_down(e))?;
         self.after_password(&user, from).await
+    }
+
+    /// Counts a sign-in check of `user_key` from `ip_key` against the throttle before it is
+    /// made (a right answer takes it back); the guard marks the check as in flight.
+    async fn reserve_attempt(
+        &self,
+        user_key: &str,
+        ip_key: &str,
+    ) -> Result<InFlight<'_>, GatewayError> {
+        let p = &self.policy;
+        let attempt = AttemptRequest {
+            counters: [user_key, ip_key],
+            limits: [p.max_failures_per_user, p.max_failures_per_ip],
+            window: p.failure_window,
+        };
+        match self.store.reserve_attempt(attempt).await {
+            Ok(Attempt::Reserved) => Ok(InFlight::enter(&self.checks, user_key)),
+            // Checks of this account are running here: the counter holds them as well as
+            // failures, and they may all be right. Not "too many failed attempts" for
+            // 15 minutes, but "busy, retry in a second".
+            Ok(Attempt::Refused { .. }) if self.checks_in_flight(user_key) > 0 => Err(
+                GatewayError::Busy("sign-ins of this account are being checked; retry in a second"),
+            ),
+            Ok(Attempt::Refused { retry_after }) => {
+                Err(GatewayError::TooManyAttempts { retry_after })
+            }
+            Err(e) => Err(self.store_down(e)),
+        }
+    }
+
+    /// Spends the `mfa_token` whose id is `jti` (on every replica); an error if it was spent.
+    async fn spend_challenge(&self, jti: &str) -> Result<(), GatewayError> {
+        let fresh = self
+            .store
+            .mark_once(
+                &format!("mfa:{jti}"),
+                Duration::from_secs(crate::auth::factors::challenge::TTL_SECS + 60),
+            )
+            .await
+            .map_err(|e| self.store_down(e))?;
+        if fresh {
+            Ok(())
+        } else {
+            Err(GatewayError::InvalidToken(TokenError::Invalid))
+        }
     }
 
     /// The user whose password this is, checked with argon2 (an unknown user against the

@@ -3,7 +3,7 @@
 //! state goes to the browser sealed and comes back once (spent in the revocation store).
 
 use super::{Pair, Sessions, SignIn};
-use crate::auth::factors::challenge::{Purpose, TTL_SECS};
+use crate::auth::factors::challenge::Purpose;
 use crate::auth::factors::passkeys::{user_handle, Ceremony, StoredPasskey};
 use crate::auth::factors::FactorError;
 use crate::auth::tokens::TokenError;
@@ -313,14 +313,7 @@ impl Sessions {
         };
         if let Some(jti) = jti {
             // The mfa_token is spent with its first passkey, as with its first code.
-            let fresh = self
-                .store
-                .mark_once(&format!("mfa:{jti}"), Duration::from_secs(TTL_SECS + 60))
-                .await
-                .map_err(|e| self.store_down(e))?;
-            if !fresh {
-                return Err(GatewayError::InvalidToken(TokenError::Invalid));
-            }
+            self.spend_challenge(&jti).await?;
         }
         // The authenticator's counter moves on with each use (a clone stays behind).
         let mut changed = false;

@@ -2,15 +2,14 @@
 //! to give, or a first factor to enrol), the code check (TOTP once per step, recovery codes
 //! once ever, under the password's throttle), and the factor changes of the account page.
 
-use super::{InFlight, Pair, Principal, Sessions, SignIn};
-use crate::auth::factors::challenge::{Purpose, TTL_SECS};
+use super::{Pair, Principal, Sessions, SignIn};
+use crate::auth::factors::challenge::Purpose;
 use crate::auth::factors::{recovery, totp, FactorError, Factors, Need};
 use crate::auth::tokens::{TokenError, Via};
 use crate::clock::now_secs;
 use crate::error::GatewayError;
 use crate::metrics::{LoginMethod, LoginOutcome};
 use crate::store::users::User;
-use crate::store::{Attempt, AttemptRequest};
 use std::time::Duration;
 
 /// How long a used TOTP step is remembered: past the last moment its code is accepted.
@@ -146,25 +145,7 @@ impl Sessions {
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let user_key = super::user_counter(&challenge.sub);
         let ip_key = super::ip_counter(client_ip);
-        let p = &self.policy;
-        let attempt = AttemptRequest {
-            counters: [&user_key, &ip_key],
-            limits: [p.max_failures_per_user, p.max_failures_per_ip],
-            window: p.failure_window,
-        };
-        match self.store.reserve_attempt(attempt).await {
-            Ok(Attempt::Reserved) => {}
-            Ok(Attempt::Refused { .. }) if self.checks_in_flight(&user_key) > 0 => {
-                return Err(GatewayError::Busy(
-                    "sign-ins of this account are being checked; retry in a second",
-                ))
-            }
-            Ok(Attempt::Refused { retry_after }) => {
-                return Err(GatewayError::TooManyAttempts { retry_after })
-            }
-            Err(e) => return Err(self.store_down(e)),
-        }
-        let _checking = InFlight::enter(&self.checks, &user_key);
+        let _checking = self.reserve_attempt(&user_key, &ip_key).await?;
         let user = self
             .users
             .get(&challenge.sub)
@@ -176,17 +157,7 @@ impl Sessions {
             return Err(GatewayError::InvalidCode);
         };
         // The token is spent with its first right code (on every replica).
-        let fresh = self
-            .store
-            .mark_once(
-                &format!("mfa:{}", challenge.jti),
-                Duration::from_secs(TTL_SECS + 60),
-            )
-            .await
-            .map_err(|e| self.store_down(e))?;
-        if !fresh {
-            return Err(GatewayError::InvalidToken(TokenError::Invalid));
-        }
+        self.spend_challenge(&challenge.jti).await?;
         let (u, i) = tokio::join!(
             self.store.clear_failures(&user_key),
             self.store.forget_attempt(&ip_key)
@@ -291,17 +262,7 @@ impl Sessions {
             .verify(mfa_token, Purpose::Enrol, now_secs())
             .map_err(GatewayError::InvalidToken)?;
         self.enrol_totp(&challenge.sub, pending, code).await?;
-        let fresh = self
-            .store
-            .mark_once(
-                &format!("mfa:{}", challenge.jti),
-                Duration::from_secs(TTL_SECS + 60),
-            )
-            .await
-            .map_err(|e| self.store_down(e))?;
-        if !fresh {
-            return Err(GatewayError::InvalidToken(TokenError::Invalid));
-        }
+        self.spend_challenge(&challenge.jti).await?;
         let user = self
             .users
             .get(&challenge.sub)
