@@ -134,8 +134,13 @@ def rss_probe(up):
         conns.append(c)
     for c in conns:
         c.recv(4096)
-    time.sleep(0.5)
+    # Idle: a keep-alive connection quiet for a tick (500 ms) is parked, its buffers freed.
+    time.sleep(2)
     loaded = rss_now_kib(p.pid)
+    # Parked connections still serve: a second request on each of the first hundred.
+    for c in conns[:100]:
+        c.sendall(b"GET /x HTTP/1.1\r\nHost: b\r\n\r\n")
+        assert c.recv(4096).startswith(b"HTTP/1.1 200"), "a parked connection did not answer"
     for c in conns:
         c.close()
     return idle / 1024, loaded / 1024

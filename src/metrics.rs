@@ -222,6 +222,7 @@ pub struct Metrics {
     /// Hosts taken out of rotation after failed connects, by upstream.
     pub upstream_ejections: Family<UpstreamName, Counter>,
     pub open_connections: Gauge,
+    pub idle_connections: Gauge,
     pub store_errors: Counter,
     /// Messages on the revocation channel that the mirror could not decode.
     pub mirror_undecodable: Counter,
@@ -301,6 +302,7 @@ impl Metrics {
         let upstream_errors = Family::<UpstreamLabels, Counter>::default();
         let upstream_ejections = Family::<UpstreamName, Counter>::default();
         let open_connections = Gauge::default();
+        let idle_connections = Gauge::default();
         let store_errors = Counter::default();
         let mirror_undecodable = Counter::default();
         let buffer_overflows = Counter::default();
@@ -358,6 +360,11 @@ impl Metrics {
             "open_connections",
             "Open client connections on the public listener",
             open_connections.clone(),
+        );
+        registry.register(
+            "idle_connections",
+            "Of the open client connections, those idle between keep-alive requests (parked: their HTTP buffers freed)",
+            idle_connections.clone(),
         );
         registry.register(
             "store_errors",
@@ -431,6 +438,7 @@ impl Metrics {
             upstream_errors,
             upstream_ejections,
             open_connections,
+            idle_connections,
             store_errors,
         }
     }

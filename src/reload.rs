@@ -54,6 +54,10 @@ impl Handler for Switch {
     fn connections_changed(&self, delta: i64) {
         self.metrics.open_connections.inc_by(delta);
     }
+
+    fn connections_parked(&self, delta: i64) {
+        self.metrics.idle_connections.inc_by(delta);
+    }
 }
 
 /// Why a reload was refused.

@@ -132,3 +132,96 @@ async fn keep_alive_lives_to_idle_timeout_and_a_slow_head_is_cut() {
         "a trickling head was not cut: {closed:?}"
     );
 }
+
+/// Reads from `tcp` until `want` has appeared `times` times (or 10 s pass); returns it all.
+async fn read_until(tcp: &mut tokio::net::TcpStream, want: &str, times: usize) -> String {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    let read = async {
+        while String::from_utf8_lossy(&got).matches(want).count() < times {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("no complete answer within 10 s");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+async fn idle_connections(admin: std::net::SocketAddr) -> u64 {
+    let (_, _, metrics) = send(admin, get("/metrics").body(empty()).unwrap()).await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("authgate_idle_connections "))
+        .map_or(u64::MAX, |n| n.trim().parse().unwrap())
+}
+
+/// Memory per idle connection (issue 24): a keep-alive connection quiet for a tick is parked
+/// (hyper's buffers freed, counted in `authgate_idle_connections`), and whatever comes next
+/// is served on the same socket with no byte lost: a head longer than the wake-up read and
+/// split in two writes, then a request with a body pipelined with another.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_connections_are_parked_and_resume_intact() {
+    let gw = TestGateway::new().start().await;
+    let parked = |n: u64| {
+        let admin = gw.admin;
+        async move {
+            eventually(Duration::from_secs(5), || async {
+                idle_connections(admin).await == n
+            })
+            .await
+        }
+    };
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(b"GET /public/a HTTP/1.1\r\nhost: gw.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_until(&mut tcp, "upstream ok 0", 1)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(
+        parked(1).await,
+        "a quiet keep-alive connection was not parked"
+    );
+
+    let head = format!(
+        "GET /public/b HTTP/1.1\r\nhost: gw.test\r\nx-filler: {}\r\n\r\n",
+        "f".repeat(300)
+    );
+    tcp.write_all(&head.as_bytes()[..100]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tcp.write_all(&head.as_bytes()[100..]).await.unwrap();
+    assert!(read_until(&mut tcp, "upstream ok 0", 1)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(parked(1).await, "a resumed connection was not parked again");
+
+    tcp.write_all(
+        b"POST /public/c HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 5\r\n\r\nhello\
+          GET /public/d HTTP/1.1\r\nhost: gw.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let both = read_until(&mut tcp, "HTTP/1.1 200", 2).await;
+    let both = if both.contains("upstream ok 0") {
+        both
+    } else {
+        both + &read_until(&mut tcp, "upstream ok 0", 1).await
+    };
+    assert!(both.contains("upstream ok 5"), "{both}");
+    let seen: Vec<_> = gw
+        .up
+        .requests()
+        .into_iter()
+        .map(|s| (s.uri, s.body_len))
+        .collect();
+    let paths: Vec<_> = seen
+        .iter()
+        .map(|(u, n)| (u.rsplit('/').next().unwrap_or(""), *n))
+        .collect();
+    assert_eq!(paths, [("a", 0), ("b", 0), ("c", 5), ("d", 0)]);
+    drop(tcp);
+    assert!(parked(0).await, "a closed connection still counted as idle");
+}

@@ -933,4 +933,8 @@ impl Handler for Gateway {
     fn connections_changed(&self, delta: i64) {
         self.metrics.open_connections.inc_by(delta);
     }
+
+    fn connections_parked(&self, delta: i64) {
+        self.metrics.idle_connections.inc_by(delta);
+    }
 }

@@ -1,20 +1,15 @@
 //! The accept loop: a bounded number of connections, TLS handshakes and request headers under
-//! a deadline, hyper-util's auto (HTTP/1.1 + HTTP/2) server, and a graceful drain on shutdown.
+//! a deadline, then `conn` serves each; a graceful drain on shutdown.
 
-use super::idle::{Activity, IdleIo};
+use super::conn::{self, Shared};
+use super::idle::Activity;
 use crate::body::Body;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -52,6 +47,10 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Called when a connection opens (+1) or closes (-1).
     fn connections_changed(&self, _delta: i64) {}
+
+    /// Called when an idle keep-alive connection is parked (+1) and when it wakes or
+    /// closes (-1).
+    fn connections_parked(&self, _delta: i64) {}
 }
 
 #[derive(Debug, Clone)]
@@ -68,28 +67,6 @@ pub struct ServeOptions {
     pub shutdown_grace: Duration,
 }
 
-fn http_builder(opts: &ServeOptions) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Ours (the idle watchdog): hyper's also ran between keep-alive requests.
-        .header_read_timeout(None)
-        .max_headers(opts.max_headers)
-        .max_buf_size(opts.max_buf_size.max(8192))
-        .writev(false);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(opts.max_header_list_size)
-        .max_concurrent_streams(256)
-        .max_pending_accept_reset_streams(64)
-        // No PINGs: they would count as activity and keep an idle connection open forever;
-        // the idle timeout ends idle (and dead) HTTP/2 connections instead.
-        .keep_alive_interval(None);
-    builder
-}
-
 /// Serves `listener` until `shutdown` turns true, then stops accepting and waits up to
 /// `shutdown_grace` for in-flight requests.
 pub async fn serve<H: Handler>(
@@ -99,9 +76,10 @@ pub async fn serve<H: Handler>(
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver: `closed()` is the drain.
+    let (stop, stopped) = watch::channel(false);
     let permits = Arc::new(Semaphore::new(opts.max_connections));
-    let builder = Arc::new(http_builder(&opts));
+    let shared = Arc::new(Shared::new(handler, &opts));
     loop {
         let accepted = tokio::select! {
             res = listener.accept() => res,
@@ -124,27 +102,19 @@ pub async fn serve<H: Handler>(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        // The idle clock runs from accept: a socket that never sends a byte is idle too.
-        let activity = Activity::new();
         let conn = Conn {
             peer,
-            handler: handler.clone(),
-            builder: builder.clone(),
-            watcher: graceful.watcher(),
+            shared: shared.clone(),
             handshake_deadline: opts.header_read_timeout,
-            activity: activity.clone(),
+            stop: stopped.clone(),
         };
-        let (done, ended) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(conn.run(tcp, tls.clone(), (permit, done)));
-        let limits = super::idle::Limits {
-            idle: opts.idle_timeout,
-            head: Some(opts.header_read_timeout),
-        };
-        tokio::spawn(activity.watch(limits, task.abort_handle(), ended));
+        tokio::spawn(conn.run(tcp, tls.clone(), permit));
     }
     drop(listener);
+    drop(stopped);
+    let _ = stop.send(true);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = stop.closed() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(opts.shutdown_grace) => {
             tracing::warn!(grace = ?opts.shutdown_grace, "shutdown grace expired with requests in flight");
         }
@@ -154,11 +124,9 @@ pub async fn serve<H: Handler>(
 /// One accepted connection, served on its own task.
 struct Conn<H> {
     peer: SocketAddr,
-    handler: Arc<H>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
+    shared: Arc<Shared<H>>,
     handshake_deadline: Duration,
-    activity: Arc<Activity>,
+    stop: watch::Receiver<bool>,
 }
 
 /// Counts an open connection until dropped (also when its task is aborted).
@@ -172,38 +140,33 @@ impl<H: Handler> Drop for Open<H> {
 
 impl<H: Handler> Conn<H> {
     /// TLS handshake (bounded) if any, then HTTP until the connection ends; the permit (a slot
-    /// under `max_connections`) and the watchdog's `done` sender are held for as long (both
-    /// drop when the task ends or is aborted).
+    /// under `max_connections`) is held for as long.
     async fn run(
         self,
         tcp: tokio::net::TcpStream,
         tls: Option<TlsAcceptor>,
-        _held: (
-            tokio::sync::OwnedSemaphorePermit,
-            tokio::sync::oneshot::Sender<()>,
-        ),
+        _permit: tokio::sync::OwnedSemaphorePermit,
     ) {
         let Conn {
             peer,
-            handler,
-            builder,
-            watcher,
+            shared,
             handshake_deadline,
-            activity,
+            stop,
         } = self;
-        handler.connections_changed(1);
-        let _open = Open(handler.clone());
-        let tcp = IdleIo::new(tcp, activity.clone());
+        shared.handler.connections_changed(1);
+        let _open = Open(shared.handler.clone());
+        // The idle clock runs from accept: a socket that never sends a byte is idle too.
+        let activity = Activity::new();
         match tls {
             None => {
                 let info = ConnInfo::new(peer, false);
-                serve_io(tcp, info, &builder, handler.clone(), watcher, activity).await;
+                conn::serve(tcp, info, &shared, activity, stop).await;
             }
             Some(acceptor) => {
                 match tokio::time::timeout(handshake_deadline, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let info = ConnInfo::new(peer, true);
-                        serve_io(stream, info, &builder, handler.clone(), watcher, activity).await;
+                        conn::serve(stream, info, &shared, activity, stop).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -225,34 +188,4 @@ async fn refuse_overloaded(mut tcp: tokio::net::TcpStream) {
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.write_all(response.as_bytes())).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), tcp.shutdown()).await;
-}
-
-async fn serve_io<I, H>(
-    io: I,
-    info: ConnInfo,
-    builder: &auto::Builder<TokioExecutor>,
-    handler: Arc<H>,
-    watcher: hyper_util::server::graceful::Watcher,
-    activity: Arc<Activity>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Handler,
-{
-    let peer = info.peer;
-    let svc = service_fn(move |req| {
-        let handler = handler.clone();
-        let info = info.clone();
-        let in_flight = activity.request();
-        // Boxed: the connection holds a pointer, not the whole request state machine (many
-        // KiB), for as long as it stays open, idle included.
-        Box::pin(async move {
-            let resp = handler.handle(req, info).await;
-            drop(in_flight);
-            Ok::<_, Infallible>(resp)
-        })
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
 }

@@ -1,5 +1,6 @@
 //! Accepting connections: TCP, optional TLS, HTTP/1.1 and HTTP/2, limits, graceful drain.
 
+mod conn;
 mod idle;
 pub mod listener;
 pub mod tls;
