@@ -4,6 +4,7 @@
 
 mod cache;
 mod claims;
+mod entry;
 mod intern;
 
 use super::keys::KeySet;
@@ -341,13 +342,18 @@ mod tests {
         Tokens::new(&cfg, Arc::new(keys))
     }
 
+    /// A session id as the gateway makes them: the cache packs only those.
+    fn sid() -> String {
+        random_id().unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[test]
     fn cached_tokens_still_get_type_and_expiry_checks() {
         let t = tokens();
         let now = now_secs();
         let roles = vec!["r".to_owned()];
         let access = t
-            .issue(TokenType::Access, "u", "s", Some(&roles), now, now + 60)
+            .issue(TokenType::Access, "u", &sid(), Some(&roles), now, now + 60)
             .unwrap_or_else(|e| panic!("{e}"));
         for _ in 0..2 {
             assert!(t.verify(&access.token, TokenType::Access).is_ok());
@@ -392,11 +398,12 @@ mod tests {
             idp: Some("corp"),
             amr: Some(&amr),
         };
+        let sid = sid();
         let issued = t
             .issue_via(
                 TokenType::Access,
                 "u",
-                "sid-1",
+                &sid,
                 Some(&roles),
                 via,
                 now,
@@ -410,7 +417,7 @@ mod tests {
             assert_eq!(c, issued.claims);
             assert_eq!(
                 (c.sub(), c.sid(), c.jti()),
-                ("u", "sid-1", issued.claims.jti())
+                ("u", sid.as_str(), issued.claims.jti())
             );
             assert_eq!((c.idp(), c.amr()), (Some("corp"), Some(&amr[..])));
             assert_eq!(c.roles(), Some(&roles[..]));
@@ -422,8 +429,10 @@ mod tests {
                 (Some(&b"u"[..]), Some(&b"a,b"[..]))
             );
         }
+        // The second time came from the cache.
+        assert_eq!(t.cache_lookups[0].get(), 1);
         let refresh = t
-            .issue(TokenType::Refresh, "u", "sid-1", None, now, now + 60)
+            .issue(TokenType::Refresh, "u", &sid, None, now, now + 60)
             .unwrap_or_else(|e| panic!("{e}"));
         let c = t
             .verify(&refresh.token, TokenType::Refresh)
@@ -439,16 +448,9 @@ mod tests {
         let now = now_secs();
         let roles = vec!["r".to_owned()];
         let verified: Vec<Claims> = (0..3)
-            .map(|i| {
+            .map(|_| {
                 let issued = t
-                    .issue(
-                        TokenType::Access,
-                        "u",
-                        &format!("s{i}"),
-                        Some(&roles),
-                        now,
-                        now + 60,
-                    )
+                    .issue(TokenType::Access, "u", &sid(), Some(&roles), now, now + 60)
                     .unwrap_or_else(|e| panic!("{e}"));
                 t.verify(&issued.token, TokenType::Access)
                     .unwrap_or_else(|e| panic!("{e}"))

@@ -564,7 +564,7 @@ impl Gateway {
             request_id,
             traceparent: None,
             policy: &self.header_policy,
-            identity: identity.map(|id| id.claims.identity_values().map(|v| v.cloned())),
+            identity: identity.map(|id| id.claims.identity_values()),
             key_name: identity
                 .and_then(|id| id.key.as_deref())
                 .and_then(|k| HeaderValue::from_str(k).ok()),

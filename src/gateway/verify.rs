@@ -297,7 +297,7 @@ impl Gateway {
                 for (name, value) in names.iter().zip(id.claims.identity_values()) {
                     match value {
                         Some(v) => {
-                            resp.headers_mut().insert(name.clone(), v.clone());
+                            resp.headers_mut().insert(name.clone(), v);
                         }
                         None => unset.push(name.as_str()),
                     }

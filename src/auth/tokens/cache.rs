@@ -11,12 +11,15 @@
 //! Bounded, with O(1) insertion and eviction: each shard is a fixed array of slots that the
 //! CLOCK hand walks (an expired entry, or one not used since the hand last passed, is
 //! replaced in place; a used one gets a second chance), and a table of slot numbers keyed by
-//! the digest. What a user's tokens share (subject, roles, header values) is interned.
+//! the digest. A slot is 64 bytes (the key and a packed `Entry`); what a user's tokens share
+//! (subject, roles, the roles' header value) is interned, and freed with its last token.
 
 use super::claims::{Claims, Grants, GrantsKey, Principal};
+use super::entry::Entry;
 use super::intern::{Interner, PrincipalKey};
+use super::TokenType;
 use hashbrown::HashTable;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// A cache key: the first half of the token's SHA-256.
@@ -81,37 +84,48 @@ impl VerifiedCache {
             .get_or_insert(key, || Principal::new(sub, grants.clone()))
     }
 
+    /// Caches `claims` (whose principal came from `principal`) under `key`; claims that do
+    /// not pack exactly are not cached.
     pub(super) fn insert(&self, key: TokenKey, claims: Claims, now: u64) {
+        let (entry, typ) = match Entry::pack(claims) {
+            Ok(packed) => packed,
+            Err(claims) => return self.release(claims.into_principal()),
+        };
         let replaced = {
             let mut shard = self.shard(&key).write().unwrap_or_else(|p| p.into_inner());
-            shard.insert(key, claims, now, self.per_shard)
+            shard.insert(key, entry, typ, now, self.per_shard)
         };
         if let Some(old) = replaced {
-            self.release(old);
+            self.release(old.into_user());
         }
     }
 
-    /// Lets the interned parts of an evicted entry go when it was their last token.
-    fn release(&self, old: Claims) {
-        if let Some(principal) = self.principals.release(old.into_principal()) {
+    /// Lets a user's interned record (and its grants) go when this was its last token.
+    fn release(&self, user: Arc<Principal>) {
+        if let Some(principal) = self.principals.release(user) {
             self.grants.release(principal.into_grants());
         }
     }
 }
 
-/// One cached verification.
+/// One cached verification: 64 bytes.
 struct Slot {
     key: TokenKey,
-    claims: Claims,
+    entry: Entry,
 }
 
-/// A shard: the slots, whether each was used since the hand last passed (CLOCK's reference
-/// bits, kept apart from the slots so that a hit writes no slot), and the index by key.
+/// A slot's flag byte: CLOCK's reference bit (set when used since the hand last passed)...
+const USED: u8 = 1;
+/// ...and the token's type, which fits no padding in the slot.
+const REFRESH: u8 = 2;
+
+/// A shard: the slots, their flag bytes (kept apart from the slots so that a hit writes no
+/// slot), and the index by key.
 #[derive(Default)]
 struct CacheShard {
     index: HashTable<u32>,
     slots: Vec<Slot>,
-    used: Vec<AtomicBool>,
+    flags: Vec<AtomicU8>,
     hand: usize,
 }
 
@@ -127,39 +141,52 @@ impl CacheShard {
 
     fn get(&self, key: &TokenKey) -> Option<Claims> {
         let i = self.find(key)?;
+        let flags = self.flags.get(i)?;
         // A relaxed store under the read lock: hits never take the write lock, and the load
-        // first keeps the line shared when the bit is already set.
-        if let Some(used) = self.used.get(i) {
-            if !used.load(Ordering::Relaxed) {
-                used.store(true, Ordering::Relaxed);
-            }
+        // first keeps the line shared when the bit is already set. The type bit changes only
+        // under the write lock.
+        let seen = flags.load(Ordering::Relaxed);
+        if seen & USED == 0 {
+            flags.store(seen | USED, Ordering::Relaxed);
         }
-        self.slots.get(i).map(|s| s.claims.clone())
+        let typ = if seen & REFRESH != 0 {
+            TokenType::Refresh
+        } else {
+            TokenType::Access
+        };
+        self.slots.get(i)?.entry.unpack(typ)
     }
 
-    /// Caches `claims` under `key`; returns the entry it replaced (the same key's, or the
+    /// Caches `entry` under `key`; returns the entry it replaced (the same key's, or the
     /// one evicted to make room).
     fn insert(
         &mut self,
         key: TokenKey,
-        claims: Claims,
+        entry: Entry,
+        typ: TokenType,
         now: u64,
         capacity: usize,
-    ) -> Option<Claims> {
-        if let Some(slot) = self.find(&key).and_then(|i| self.slots.get_mut(i)) {
-            return Some(std::mem::replace(&mut slot.claims, claims));
+    ) -> Option<Entry> {
+        let flags = match typ {
+            TokenType::Access => 0,
+            TokenType::Refresh => REFRESH,
+        };
+        if let Some(i) = self.find(&key) {
+            let (slot, old_flags) = (self.slots.get_mut(i)?, self.flags.get(i)?);
+            old_flags.store(flags, Ordering::Relaxed);
+            return Some(std::mem::replace(&mut slot.entry, entry));
         }
-        let slot = Slot { key, claims };
+        let slot = Slot { key, entry };
         let len = self.slots.len();
         if len < capacity {
             if len == self.slots.capacity() {
                 // Grown in steps up to exactly the capacity, never past it.
                 let more = len.max(16).min(capacity - len);
                 self.slots.reserve_exact(more);
-                self.used.reserve_exact(more);
+                self.flags.reserve_exact(more);
             }
             self.slots.push(slot);
-            self.used.push(AtomicBool::new(false));
+            self.flags.push(AtomicU8::new(flags));
             self.index_slot(len);
             return None;
         }
@@ -171,11 +198,11 @@ impl CacheShard {
         {
             entry.remove();
         }
-        if let Some(used) = self.used.get(i) {
-            used.store(false, Ordering::Relaxed);
+        if let Some(f) = self.flags.get(i) {
+            f.store(flags, Ordering::Relaxed);
         }
         self.index_slot(i);
-        Some(old.claims)
+        Some(old.entry)
     }
 
     fn index_slot(&mut self, i: usize) {
@@ -196,11 +223,11 @@ impl CacheShard {
         for _ in 0..=2 * n {
             let i = self.hand % n;
             self.hand = (i + 1) % n;
-            let expired = self.slots.get(i).is_some_and(|s| s.claims.exp < now);
+            let expired = self.slots.get(i).is_some_and(|s| s.entry.exp() < now);
             let used = self
-                .used
+                .flags
                 .get(i)
-                .is_some_and(|u| u.swap(false, Ordering::Relaxed));
+                .is_some_and(|f| f.fetch_and(!USED, Ordering::Relaxed) & USED != 0);
             if expired || !used {
                 return i;
             }
@@ -211,10 +238,14 @@ impl CacheShard {
 
 #[cfg(test)]
 mod tests {
-    use super::super::TokenType;
     use super::*;
 
-    fn claims(cache: &VerifiedCache, sub: &str, sid: &str, exp: u64) -> Claims {
+    /// An id as the gateway makes them (22 base64url characters), so that entries pack.
+    const ID: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+    /// The latest `exp` an entry holds.
+    const FOREVER: u64 = u32::MAX as u64;
+
+    fn claims(cache: &VerifiedCache, sub: &str, exp: u64) -> Claims {
         let roles = ["user".to_owned()];
         let grants = GrantsKey {
             roles: Some(&roles),
@@ -222,14 +253,7 @@ mod tests {
             amr: None,
         };
         let user = cache.principal(sub, grants);
-        Claims::new(
-            user,
-            0,
-            exp,
-            sid,
-            "jti-0123456789abcdefgh",
-            TokenType::Access,
-        )
+        Claims::new(user, 0, exp, ID, ID, TokenType::Access)
     }
 
     fn total(cache: &VerifiedCache) -> usize {
@@ -244,7 +268,7 @@ mod tests {
     fn the_cache_stays_bounded() {
         let cache = VerifiedCache::new(32);
         for i in 0..10_000 {
-            let c = claims(&cache, "u", "s", u64::MAX);
+            let c = claims(&cache, "u", FOREVER);
             cache.insert(key_of(&format!("token-{i}")), c, 0);
         }
         assert!(total(&cache) <= 32 + CACHE_SHARDS, "{}", total(&cache));
@@ -252,6 +276,38 @@ mod tests {
         assert!(cache.get(&key_of("token-9999")).is_some());
         // One principal for one user, however many tokens came and went.
         assert_eq!(cache.principals.len(), 1);
+    }
+
+    /// A token whose claims do not pack is verified every time, and leaves no user behind.
+    #[test]
+    fn claims_that_do_not_pack_are_not_cached() {
+        let cache = VerifiedCache::new(64);
+        let c = claims(&cache, "u", u64::MAX);
+        cache.insert(key_of("t"), c, 0);
+        assert!(cache.get(&key_of("t")).is_none());
+        assert_eq!((total(&cache), cache.principals.len()), (0, 0));
+    }
+
+    /// The type travels in the flag byte: a refresh token comes back a refresh token, also
+    /// after its reference bit was set and cleared.
+    #[test]
+    fn cached_claims_keep_their_type() {
+        let cache = VerifiedCache::new(CACHE_SHARDS);
+        for (name, typ) in [("a", TokenType::Access), ("r", TokenType::Refresh)] {
+            let c = claims(&cache, name, FOREVER);
+            let c = Claims::new(c.into_principal(), 7, FOREVER, ID, ID, typ);
+            cache.insert(key_of(name), c.clone(), 0);
+            for _ in 0..2 {
+                assert_eq!(cache.get(&key_of(name)), Some(c.clone()));
+            }
+            let mut shard = cache
+                .shard(&key_of(name))
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            shard.victim(0);
+            drop(shard);
+            assert_eq!(cache.get(&key_of(name)).map(|c| c.typ), Some(typ));
+        }
     }
 
     /// CLOCK: an entry used since the hand last passed survives one more round; an unused one
@@ -267,9 +323,12 @@ mod tests {
             key
         };
         let insert = |shard: &mut CacheShard, name: &str, exp: u64, now: u64| {
+            let Ok((entry, typ)) = Entry::pack(claims(&cache, name, exp)) else {
+                panic!("does not pack");
+            };
             shard
-                .insert(k(name), claims(&cache, name, "s", exp), now, 3)
-                .map(|c| c.sub().to_owned())
+                .insert(k(name), entry, typ, now, 3)
+                .map(|e| e.into_user().sub().to_owned())
         };
         for name in ["a", "b", "c"] {
             assert_eq!(insert(&mut shard, name, 100, 50), None);
@@ -301,8 +360,8 @@ mod tests {
         let cache = VerifiedCache::new(64);
         let tail = ".sig-sig-sig-sig-sig";
         let (a, b) = (format!("aaa{tail}"), format!("bbb{tail}"));
-        cache.insert(key_of(&a), claims(&cache, "a", "s", u64::MAX), 0);
-        cache.insert(key_of(&b), claims(&cache, "b", "s", u64::MAX), 0);
+        cache.insert(key_of(&a), claims(&cache, "a", FOREVER), 0);
+        cache.insert(key_of(&b), claims(&cache, "b", FOREVER), 0);
         let sub = |t: &str| cache.get(&key_of(t)).map(|c| c.sub().to_owned());
         assert_eq!(sub(&a).as_deref(), Some("a"));
         assert_eq!(sub(&b).as_deref(), Some("b"));
@@ -314,7 +373,7 @@ mod tests {
     fn evicted_users_leave_the_intern_tables() {
         let cache = VerifiedCache::new(CACHE_SHARDS);
         for i in 0..1000 {
-            let c = claims(&cache, &format!("user-{i}"), "s", u64::MAX);
+            let c = claims(&cache, &format!("user-{i}"), FOREVER);
             cache.insert(key_of(&format!("token-{i}")), c, 0);
         }
         assert!(
@@ -331,21 +390,19 @@ mod tests {
         ((n + 8 + 15) & !15).max(32)
     }
 
-    /// Memory per cached token, pinned: the slot, its reference bit and its share of the
-    /// index (measured on a full cache at the default capacity, after eviction churn), plus
-    /// the user's share of the principal (its allocation, the subject's bytes and the
-    /// `Bytes` header shared after the first request, its intern table bucket). 100,000 tokens
-    /// fit in 16 MiB with 4 tokens per user (the last hour's 15-minute access tokens); with
-    /// one token per user it is ~263 B a token, 25 MiB (bench/cache_memory.py measures RSS).
-    #[test]
-    fn memory_per_entry_is_pinned() {
+    /// Bytes per cached token and per user, and in all, of a full cache at the default
+    /// capacity after eviction churn, with `tokens_per_user` tokens of each user.
+    fn measure(tokens_per_user: usize) -> (usize, usize, usize) {
         let capacity = 100_000;
         let cache = VerifiedCache::new(capacity);
-        let tokens_per_user = 4;
+        let users = capacity / tokens_per_user;
         for i in 0..capacity * 3 / 2 {
-            let user = format!("user-{:06}", i / tokens_per_user % (capacity / 4));
-            let c = claims(&cache, &user, "AAAAAAAAAAAAAAAAAAAAAA", u64::MAX);
-            cache.insert(key_of(&format!("token-{i}")), c, 0);
+            let user = format!("user-{:06}", i / tokens_per_user % users);
+            cache.insert(
+                key_of(&format!("token-{i}")),
+                claims(&cache, &user, FOREVER),
+                0,
+            );
         }
         let (tokens, index) = cache.shards.iter().fold((0, 0), |(n, b), s| {
             let s = s.read().unwrap_or_else(|p| p.into_inner());
@@ -360,12 +417,10 @@ mod tests {
             "{tokens}"
         );
         let per_token =
-            std::mem::size_of::<Slot>() + std::mem::size_of::<AtomicBool>() + index / tokens;
-        let sub = "user-000000".len();
-        let per_user = chunk(16 + std::mem::size_of::<Principal>())
-            + chunk(sub)
-            + chunk(24)
-            + cache.principals.table_bytes() / users;
+            std::mem::size_of::<Slot>() + std::mem::size_of::<AtomicU8>() + index / tokens;
+        // The subject ("user-000000") is inline in the principal's one allocation.
+        let per_user =
+            chunk(16 + std::mem::size_of::<Principal>()) + cache.principals.table_bytes() / users;
         let total = tokens * per_token + users * per_user;
         eprintln!(
             "{tokens} tokens of {users} users: {per_token} B per token + {per_user} B per user \
@@ -373,9 +428,23 @@ mod tests {
             total / tokens,
             total as f64 / f64::from(1 << 20)
         );
-        assert!(per_token <= 120, "{per_token} B per token");
-        assert!(per_user <= 176, "{per_user} B per user");
-        assert!(total / tokens <= 160, "{} B per token", total / tokens);
-        assert!(total <= 16 << 20, "{total} B");
+        (per_token, per_user, total)
+    }
+
+    /// Memory per cached token, pinned: the slot, its flag byte and its share of the index
+    /// (~76 B), plus the user's share of the principal (its one allocation and its intern
+    /// table bucket, ~75 B). 100,000 tokens take ~9 MiB with 4 tokens per user (the last
+    /// hour's 15-minute access tokens) and ~14.4 MiB with one token per user (150 B a token;
+    /// it was 263 B with a `HeaderValue` per user and 8-byte times and 22-byte ids inline).
+    /// bench/cache_memory.py measures the RSS.
+    #[test]
+    fn memory_per_entry_is_pinned() {
+        assert_eq!(std::mem::size_of::<Slot>(), 64);
+        for (tokens_per_user, most) in [(4, 10), (1, 15)] {
+            let (per_token, per_user, total) = measure(tokens_per_user);
+            assert!(per_token <= 80, "{per_token} B per token");
+            assert!(per_user <= 80, "{per_user} B per user");
+            assert!(total <= most << 20, "{total} B");
+        }
     }
 }
