@@ -36,6 +36,8 @@ pub(super) struct Shared<H> {
     pub h1: http1::Builder,
     pub h2: http2::Builder<TokioExecutor>,
     pub limits: Limits,
+    /// Connections parked or closed, for the allocator's trim.
+    pub released: Arc<super::trim::Released>,
 }
 
 impl<H> Shared<H> {
@@ -63,6 +65,7 @@ impl<H> Shared<H> {
                 idle: opts.idle_timeout,
                 head: Some(opts.header_read_timeout),
             },
+            released: Arc::default(),
         }
     }
 }
@@ -106,9 +109,10 @@ pub(super) async fn serve<I, H>(
     };
     match sniff(&mut io, &mut clock, &activity, &mut stop).await {
         Some(true) => {
-            let conn = shared.h2.serve_connection(TokioIo::new(io), svc);
+            // Boxed: an HTTP/2 connection is large, and most connections are not.
+            let conn = Box::pin(shared.h2.serve_connection(TokioIo::new(io), svc));
             drive_h2(conn, &mut clock, &activity, &stop, |c| {
-                c.graceful_shutdown()
+                c.get_mut().as_mut().graceful_shutdown()
             })
             .await;
         }
@@ -137,6 +141,7 @@ pub(super) async fn serve<I, H>(
                     io = parts.io.into_inner();
                     io.unread(parts.read_buf);
                     tracing::trace!(%peer, "connection parked");
+                    shared.released.one();
                     if !io.has_unread() {
                         let _parked = Parked::new(&*shared.handler);
                         if !wake(&mut io, &clock, &mut stop).await {
@@ -321,14 +326,14 @@ async fn drive_h2<C>(
     stop: &watch::Receiver<bool>,
     graceful: impl Fn(Pin<&mut C>),
 ) where
-    C: Future<Output = hyper::Result<()>>,
+    C: Future<Output = hyper::Result<()>> + Unpin,
 {
-    let mut conn = Box::pin(conn);
+    let mut conn = conn;
     let mut ticker = Box::pin(tokio::time::sleep(clock.tick));
     let mut stopping = false;
     loop {
         let polled = poll_fn(|cx| {
-            if let Poll::Ready(done) = conn.as_mut().poll(cx) {
+            if let Poll::Ready(done) = Pin::new(&mut conn).poll(cx) {
                 return Poll::Ready(Some(done));
             }
             ticker.as_mut().poll(cx).map(|()| None)
@@ -345,7 +350,7 @@ async fn drive_h2<C>(
             .reset(tokio::time::Instant::now() + clock.tick);
         if !stopping && *stop.borrow() {
             stopping = true;
-            graceful(conn.as_mut());
+            graceful(Pin::new(&mut conn));
             continue;
         }
         if let Verdict::Expired(why) = clock.tick(activity) {

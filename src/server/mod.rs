@@ -4,5 +4,6 @@ mod conn;
 mod idle;
 pub mod listener;
 pub mod tls;
+mod trim;
 
 pub use listener::{serve, ConnInfo, Handler, ServeOptions};
