@@ -174,6 +174,59 @@ pub struct ReloadLabels {
     pub result: ReloadResult,
 }
 
+/// The statuses whose `authgate_requests_total` series a [`RouteSeries`] keeps at hand.
+const COMMON_STATUSES: [u16; 16] = [
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504,
+];
+
+/// One route label's request series (`authgate_requests_total` by the common statuses,
+/// `authgate_request_duration_seconds`), each taken from its family once, on first use:
+/// counting a request then costs no label hashing and no family lock. Series appear when
+/// first counted, as with the families themselves.
+pub struct RouteSeries {
+    route: &'static str,
+    latency: std::sync::OnceLock<Histogram>,
+    by_status: [std::sync::OnceLock<Counter>; COMMON_STATUSES.len()],
+}
+
+impl RouteSeries {
+    pub fn new(route: &'static str) -> RouteSeries {
+        RouteSeries {
+            route,
+            latency: std::sync::OnceLock::new(),
+            by_status: Default::default(),
+        }
+    }
+
+    /// Counts one answered request of this route.
+    pub fn count(&self, metrics: &Metrics, status: u16, seconds: f64) {
+        self.latency
+            .get_or_init(|| {
+                metrics
+                    .latency
+                    .get_or_create(&RouteLabel {
+                        route: Cow::Borrowed(self.route),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
+        let labels = || RequestLabels {
+            route: Cow::Borrowed(self.route),
+            status,
+        };
+        match COMMON_STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .and_then(|i| self.by_status.get(i))
+        {
+            Some(slot) => slot
+                .get_or_init(|| metrics.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => metrics.requests.get_or_create(&labels()).inc(),
+        };
+    }
+}
+
 /// A latency histogram family (100 us to 13 s, doubling).
 pub type Latencies<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -555,5 +608,42 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A route's series are the families' own: counted through `RouteSeries` (a common status
+    /// and a rare one) or through the family, they add up in one series, and none appears
+    /// before it is counted.
+    #[test]
+    fn route_series_count_into_the_families() {
+        let m = Metrics::new();
+        let s = RouteSeries::new("/api/**");
+        assert!(!m.render_text().contains("route=\"/api/**\""));
+        s.count(&m, 200, 0.001);
+        s.count(&m, 200, 0.002);
+        s.count(&m, 418, 0.001);
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: Cow::Borrowed("/api/**"),
+                status: 200,
+            })
+            .inc();
+        let text = m.render_text();
+        let value = |metric: &str, labels: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(metric) && l.contains("route=\"/api/**\"") && l.contains(labels)
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .unwrap_or_else(|| panic!("no {metric} {labels} in {text}"))
+                .to_owned()
+        };
+        assert_eq!(value("authgate_requests_total", "status=\"200\""), "3");
+        assert_eq!(value("authgate_requests_total", "status=\"418\""), "1");
+        assert_eq!(value("authgate_request_duration_seconds_count", ""), "3");
     }
 }

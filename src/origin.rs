@@ -11,13 +11,28 @@ use http::{HeaderMap, Method};
 /// shown HTML error pages; fetch/XHR, WebSocket handshakes and other methods get JSON.
 pub fn is_navigation(method: &Method, headers: &HeaderMap) -> bool {
     // Names, not strings: a `&str` lookup parses the name on every call (every request).
-    const SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
-    match headers.get(&SEC_FETCH_MODE) {
+    navigation_of(
+        method,
+        headers.get(&SEC_FETCH_MODE),
+        headers.get(http::header::ACCEPT),
+    )
+}
+
+/// `Sec-Fetch-Mode`.
+pub const SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
+
+/// [`is_navigation`] from the request's (first) `Sec-Fetch-Mode` and `Accept`, found by the
+/// caller (the request path finds them in its one pass over the headers).
+pub fn navigation_of(
+    method: &Method,
+    sec_fetch_mode: Option<&http::HeaderValue>,
+    accept: Option<&http::HeaderValue>,
+) -> bool {
+    match sec_fetch_mode {
         Some(mode) => mode.as_bytes().eq_ignore_ascii_case(b"navigate"),
         None => {
             (*method == Method::GET || *method == Method::HEAD)
-                && headers
-                    .get(http::header::ACCEPT)
+                && accept
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.to_ascii_lowercase().contains("text/html"))
         }

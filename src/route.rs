@@ -279,11 +279,22 @@ impl Route {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// Some route is limited to a host (else the request's host is never looked at).
+    judges_hosts: bool,
 }
 
 impl RouteTable {
     pub fn new(routes: Vec<Route>) -> Self {
-        Self { routes }
+        let judges_hosts = routes.iter().any(|r| r.host.is_some());
+        Self {
+            routes,
+            judges_hosts,
+        }
+    }
+
+    /// True when some route is limited to a host: only then does `lookup` need one.
+    pub fn judges_hosts(&self) -> bool {
+        self.judges_hosts
     }
 
     pub fn routes(&self) -> &[Route] {

@@ -385,8 +385,9 @@ async fn a_route_table_that_leaks_methods_does_not_load() {
 }
 
 /// W3C trace context: a client's valid `traceparent` (and `tracestate`) reaches the upstream
-/// as it is; without one (or with an invalid one) the upstream gets a new trace and no
-/// `tracestate`; a higher version goes on as 00 with the caller's ids and sampled bit.
+/// as it is; with an invalid one the upstream gets a new trace and no `tracestate`; without
+/// one (no spans exported here) it gets no trace context at all; a higher version goes on as
+/// 00 with the caller's ids and sampled bit.
 #[tokio::test(flavor = "multi_thread")]
 async fn traceparent_is_propagated_or_started() {
     let gw = TestGateway::new().start().await;
@@ -402,12 +403,20 @@ async fn traceparent_is_propagated_or_started() {
         gw.up.last().headers.get("tracestate").unwrap(),
         "vendor=abc"
     );
+    // None sent, and no spans exported: nobody would read a trace the gateway started, so it
+    // starts none; a lone tracestate describes nothing and goes too.
+    let b = get("/public/x").header("tracestate", "vendor=abc");
+    assert_eq!(
+        send(gw.addr, b.body(empty()).unwrap()).await.0,
+        StatusCode::OK
+    );
+    assert!(gw.up.last().headers.get("traceparent").is_none());
+    assert!(gw.up.last().headers.get("tracestate").is_none());
     let mut seen = Vec::new();
-    for bad in [None, Some("00-zz-yy-01")] {
-        let mut b = get("/public/x").header("tracestate", "vendor=abc");
-        if let Some(v) = bad {
-            b = b.header("traceparent", v);
-        }
+    for bad in ["00-zz-yy-01", "garbage"] {
+        let b = get("/public/x")
+            .header("tracestate", "vendor=abc")
+            .header("traceparent", bad);
         assert_eq!(
             send(gw.addr, b.body(empty()).unwrap()).await.0,
             StatusCode::OK

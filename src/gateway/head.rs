@@ -184,43 +184,63 @@ fn websocket_requested(headers: &HeaderMap) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Ambiguous framing is refused even if the parser let it through: the upstream must never
-/// see a body boundary that differs from ours.
-pub fn check_framing(headers: &HeaderMap) -> Result<(), GatewayError> {
-    let te = headers.contains_key(header::TRANSFER_ENCODING);
-    let cls: Vec<&HeaderValue> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    if te && !cls.is_empty() {
+/// What the request path needs to know of the head, found in [`check_head`]'s one pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HeadFacts {
+    /// A browser's page load (`origin::is_navigation`).
+    pub navigation: bool,
+    /// An `Upgrade` header is present.
+    pub upgrade: bool,
+    /// A `traceparent` header is present.
+    pub traceparent: bool,
+}
+
+/// The head's size and count under the limits, and no ambiguous framing (refused even if
+/// the parser let it through: the upstream must never see a body boundary that differs from
+/// ours). One pass over the headers, no lookup by name; it also gathers [`HeadFacts`].
+pub fn check_head<B>(
+    req: &Request<B>,
+    max: usize,
+    max_headers: usize,
+) -> Result<HeadFacts, GatewayError> {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = req.method().as_str().len() + target + 12;
+    let mut headers = 0;
+    let (mut te, mut cls, mut cl_list) = (false, 0usize, false);
+    let (mut fetch_mode, mut accept) = (None, None);
+    let mut facts = HeadFacts::default();
+    for (k, v) in req.headers() {
+        headers += k.as_str().len() + v.len() + 4;
+        if *k == header::CONTENT_LENGTH {
+            cls += 1;
+            cl_list |= v.as_bytes().contains(&b',');
+        } else if *k == header::TRANSFER_ENCODING {
+            te = true;
+        } else if *k == header::ACCEPT {
+            accept = accept.or(Some(v));
+        } else if *k == header::UPGRADE {
+            facts.upgrade = true;
+        } else if *k == crate::origin::SEC_FETCH_MODE {
+            fetch_mode = fetch_mode.or(Some(v));
+        } else if *k == super::request_id::TRACEPARENT {
+            facts.traceparent = true;
+        }
+    }
+    if te && cls > 0 {
         return Err(GatewayError::BadRequest(
             "both Transfer-Encoding and Content-Length".to_owned(),
         ));
     }
-    if cls.len() > 1 || cls.first().is_some_and(|v| v.as_bytes().contains(&b',')) {
+    if cls > 1 || cl_list {
         return Err(GatewayError::BadRequest(
             "more than one Content-Length".to_owned(),
         ));
     }
-    Ok(())
-}
-
-pub fn check_head_size<B>(
-    req: &Request<B>,
-    max: usize,
-    max_headers: usize,
-) -> Result<(), GatewayError> {
-    if req.headers().len() > max_headers {
+    if req.headers().len() > max_headers || line + headers > max {
         return Err(GatewayError::HeadersTooLarge);
     }
-    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
-    let line = req.method().as_str().len() + target + 12;
-    let headers: usize = req
-        .headers()
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
-    if line + headers > max {
-        return Err(GatewayError::HeadersTooLarge);
-    }
-    Ok(())
+    facts.navigation = crate::origin::navigation_of(req.method(), fetch_mode, accept);
+    Ok(facts)
 }
 
 #[cfg(test)]
@@ -308,6 +328,50 @@ mod tests {
         ] {
             assert_eq!(host(bad), None, "{bad:?}");
         }
+    }
+
+    fn facts(method: &str, headers: &[(&str, &str)]) -> Result<HeadFacts, GatewayError> {
+        let mut b = Request::builder().method(method).uri("/x");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        check_head(&b.body(()).unwrap_or_default(), 8192, 100)
+    }
+
+    /// The one pass finds what the lookups by name used to: navigation as
+    /// `origin::is_navigation` judges it, an upgrade, a traceparent; and it refuses
+    /// ambiguous framing and oversized heads.
+    #[test]
+    fn one_pass_over_the_head() {
+        let ok = |m, h| facts(m, h).unwrap_or_else(|e| panic!("{h:?}: {e}"));
+        assert_eq!(ok("GET", &[("host", "a")]), HeadFacts::default());
+        assert!(ok("GET", &[("sec-fetch-mode", "navigate")]).navigation);
+        assert!(
+            !ok(
+                "GET",
+                &[("sec-fetch-mode", "cors"), ("accept", "text/html")]
+            )
+            .navigation
+        );
+        assert!(ok("GET", &[("accept", "Text/HTML,*/*")]).navigation);
+        assert!(!ok("POST", &[("accept", "text/html")]).navigation);
+        assert!(ok("GET", &[("upgrade", "websocket")]).upgrade);
+        assert!(ok("GET", &[("traceparent", "x")]).traceparent);
+        for bad in [
+            &[("content-length", "1"), ("transfer-encoding", "chunked")][..],
+            &[("content-length", "1"), ("content-length", "1")][..],
+            &[("content-length", "1, 1")][..],
+        ] {
+            assert!(
+                matches!(facts("POST", bad), Err(GatewayError::BadRequest(_))),
+                "{bad:?}"
+            );
+        }
+        let big = "x".repeat(9000);
+        assert!(matches!(
+            facts("GET", &[("x-big", big.as_str())]),
+            Err(GatewayError::HeadersTooLarge)
+        ));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::body::Body;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::metrics::{
-    AuthOutcome, Metrics, RequestLabels, RouteLabel, UpstreamLabels, UpstreamName,
+    AuthOutcome, Metrics, RequestLabels, RouteLabel, RouteSeries, UpstreamLabels, UpstreamName,
 };
 use crate::path::{normalize, NormalizedPath};
 use crate::route::{
@@ -26,7 +26,7 @@ use crate::route::{
 };
 use crate::server::{ConnInfo, Handler};
 use crate::upstream::{forward, ForwardCtx, HeaderPolicy, UpstreamClient, UpstreamError};
-use head::{check_framing, check_head_size, forward_target, request_host_of, upgrade_protocol};
+use head::{check_head, forward_target, request_host_of, upgrade_protocol};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode};
@@ -52,6 +52,10 @@ pub struct Gateway {
     request_ids: RequestIds,
     /// Per upstream (index as `upstreams`): its `host:port`s and its hosts, lower-case.
     own_addresses: Vec<OwnAddresses>,
+    /// Each route's request series, by `Route::index`.
+    route_series: Vec<Option<RouteSeries>>,
+    /// Forward-auth checks' request series (`authgate:verify`).
+    verify_series: RouteSeries,
 }
 
 /// An upstream's own addresses, as it may name itself in `Location` and `Set-Cookie`.
@@ -83,6 +87,8 @@ fn own_addresses(targets: &[crate::config::UpstreamTarget]) -> OwnAddresses {
 #[derive(Default)]
 struct Outcome<'g> {
     route: Option<&'static str>,
+    /// The route's request series, when it has one at hand (routes and forward-auth).
+    series: Option<&'g RouteSeries>,
     /// The request's exported span (`otlp`), when spans are exported.
     trace: Option<crate::otlp::ServerSpan>,
     upstream: Option<&'g str>,
@@ -165,6 +171,17 @@ impl Gateway {
             .iter()
             .map(|u| own_addresses(&u.targets))
             .collect();
+        let routes = config.routes.routes();
+        let mut route_series: Vec<Option<RouteSeries>> = Vec::new();
+        route_series.resize_with(
+            routes.iter().map(|r| r.index + 1).max().unwrap_or(0),
+            || None,
+        );
+        for r in routes {
+            if let Some(slot) = route_series.get_mut(r.index) {
+                *slot = Some(RouteSeries::new(r.name));
+            }
+        }
         Ok(Gateway {
             config,
             auth,
@@ -175,6 +192,8 @@ impl Gateway {
             header_policy,
             request_ids: RequestIds::new()?,
             own_addresses,
+            route_series,
+            verify_series: RouteSeries::new(labels::VERIFY),
         })
     }
 
@@ -185,18 +204,18 @@ impl Gateway {
         request_id: &HeaderValue,
         out: &mut Outcome<'g>,
     ) -> Result<Response<Body>, GatewayError> {
-        check_framing(req.headers())?;
         let server = &self.config.server;
-        check_head_size(&req, server.max_header_bytes, server.max_headers)?;
+        let head = check_head(&req, server.max_header_bytes, server.max_headers)?;
         if let Some(caller) = verify::endpoint(req.uri().path()) {
             out.route = Some(labels::VERIFY);
+            out.series = Some(&self.verify_series);
             return Ok(Box::pin(self.verify(req, caller, conn)).await);
         }
         let path =
             normalize(req.uri().path()).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let secure = conn.tls || self.https_via_proxy(conn, req.headers());
         out.secure = secure;
-        out.navigation = crate::origin::is_navigation(req.method(), req.headers());
+        out.navigation = head.navigation;
         if endpoints::is_own(&path.judged) {
             out.route = Some(labels::own_endpoint(&path.judged));
             let judged = path.judged.into_owned();
@@ -206,9 +225,13 @@ impl Gateway {
             // Judge-only: nothing is proxied.
             return Err(GatewayError::NotFound);
         }
-        let mut routed = self.route(&req, &path, conn.peer.ip())?;
+        let mut routed = self.route(&req, &path, conn.peer.ip(), head.upgrade)?;
         routed.secure = secure;
         out.route = Some(routed.route.name);
+        out.series = self
+            .route_series
+            .get(routed.route.index)
+            .and_then(Option::as_ref);
         let (identity, set_cookies) = match routed.route.auth {
             AuthMode::Public => (None, None),
             AuthMode::Required => {
@@ -225,7 +248,11 @@ impl Gateway {
             }
         };
         out.user = identity.as_ref().map(|i| i.claims.clone());
-        let traceparent = self.request_ids.traceparent_for(req.headers());
+        // A new trace only when someone reads it (spans exported) or the client's is invalid.
+        let exporting = crate::otlp::exporting();
+        let traceparent = (head.traceparent || exporting)
+            .then(|| self.request_ids.traceparent_for(req.headers(), exporting))
+            .flatten();
         let cache_control = routed.route.cache_control;
         let via_cookie = identity.as_ref().is_some_and(|id| id.via_cookie);
         let guard = match (&identity, &routed.upgrade) {
@@ -381,7 +408,12 @@ impl Gateway {
         host: Option<&HeaderValue>,
         path: &NormalizedPath<'_>,
     ) -> Result<&Route, GatewayError> {
-        let judged_host = host.and_then(|h| h.to_str().ok()).map(request_host);
+        // The host's text only where a route asks for one.
+        let judged_host = if self.config.routes.judges_hosts() {
+            host.and_then(|h| h.to_str().ok()).map(request_host)
+        } else {
+            None
+        };
         self.config
             .routes
             .lookup(method, judged_host, &path.judged)
@@ -428,6 +460,7 @@ impl Gateway {
         req: &Request<Incoming>,
         path: &NormalizedPath<'_>,
         peer: IpAddr,
+        upgrade: bool,
     ) -> Result<Routed<'g>, GatewayError> {
         let host = request_host_of(req)?;
         let route = self.lookup(req.method(), host.as_ref(), path)?;
@@ -441,7 +474,11 @@ impl Gateway {
                 GatewayError::BadRequest("the request target cannot be forwarded".to_owned())
             })?;
         }
-        let upgrade = upgrade_protocol(req.headers())?;
+        let upgrade = if upgrade {
+            upgrade_protocol(req.headers())?
+        } else {
+            None
+        };
         if upgrade.is_some() && !route.websocket {
             return Err(GatewayError::BadRequest(
                 "protocol upgrades are not allowed on this route".to_owned(),
@@ -838,7 +875,7 @@ impl AccessFacts {
                 .unwrap_or_else(|| "-".to_owned()),
             user_agent: text(http::header::USER_AGENT).unwrap_or_else(|| "-".to_owned()),
             client_ip: client_ip.to_string(),
-            traceparent: req.headers().get("traceparent").cloned(),
+            traceparent: req.headers().get(request_id::TRACEPARENT).cloned(),
         }
     }
 }
@@ -881,19 +918,24 @@ impl Handler for Gateway {
         if let Some(trace) = out.trace.take() {
             trace.end(&method, route, status);
         }
-        self.metrics
-            .latency
-            .get_or_create(&RouteLabel {
-                route: std::borrow::Cow::Borrowed(route),
-            })
-            .observe(elapsed.as_secs_f64());
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                route: std::borrow::Cow::Borrowed(route),
-                status,
-            })
-            .inc();
+        match out.series {
+            Some(series) => series.count(&self.metrics, status, elapsed.as_secs_f64()),
+            None => {
+                self.metrics
+                    .latency
+                    .get_or_create(&RouteLabel {
+                        route: std::borrow::Cow::Borrowed(route),
+                    })
+                    .observe(elapsed.as_secs_f64());
+                self.metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        route: std::borrow::Cow::Borrowed(route),
+                        status,
+                    })
+                    .inc();
+            }
+        }
         if !access_log {
             return resp;
         }

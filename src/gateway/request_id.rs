@@ -1,9 +1,12 @@
 //! Request ids: kept from the client when sane, else a per-process random prefix and a
 //! counter (unique, cheap: no RNG call per request). And the W3C trace context the upstream
 //! gets: the caller's `traceparent` when valid; one of a higher version re-written as
-//! version 00 with the caller's ids and sampled flag; else a new trace whose ids are random
-//! (16 bytes of trace id, 8 of span id, from a per-thread ChaCha seeded by the system RNG:
-//! unguessable and never repeating, without a system call per request).
+//! version 00 with the caller's ids and sampled flag; else (an invalid one, or none while spans
+//! are exported) a new trace whose ids are random (16 bytes of trace id, 8 of span id, from a
+//! per-thread ChaCha seeded by the system RNG: unguessable and never repeating, without a
+//! system call per request). A request without one, while no spans are exported, gets none:
+//! nobody would read that trace, and making it cost every request an RNG draw and two
+//! allocations.
 
 use crate::ids::{random_id, RngError};
 use http::{HeaderMap, HeaderValue};
@@ -11,6 +14,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
 pub struct RequestIds {
     prefix: String,
@@ -27,7 +34,7 @@ impl RequestIds {
 
     /// The client's `X-Request-Id` when it is short printable ASCII, else a new one.
     pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
-        if let Some(id) = headers.get("x-request-id").filter(|v| {
+        if let Some(id) = headers.get(X_REQUEST_ID).filter(|v| {
             !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic)
         }) {
             return id.clone();
@@ -39,10 +46,15 @@ impl RequestIds {
     }
 
     /// The `traceparent` the upstream gets instead of the client's: None when the client's
-    /// is a valid version 00 one (it goes on as it is).
-    pub fn traceparent_for(&self, headers: &HeaderMap) -> Option<Traceparent> {
-        let mut given = headers.get_all("traceparent").iter();
-        if let (Some(v), None) = (given.next(), given.next()) {
+    /// is a valid version 00 one (it goes on as it is), or when it sent none and `start` is
+    /// false (no spans are exported: nothing is added).
+    pub fn traceparent_for(&self, headers: &HeaderMap, start: bool) -> Option<Traceparent> {
+        let mut given = headers.get_all(TRACEPARENT).iter();
+        let first = given.next();
+        if first.is_none() && !start {
+            return None;
+        }
+        if let (Some(v), None) = (first, given.next()) {
             if valid_traceparent(v.as_bytes()) {
                 return None;
             }
@@ -178,7 +190,7 @@ mod tests {
     }
 
     fn made(ids: &RequestIds, h: &HeaderMap) -> Traceparent {
-        ids.traceparent_for(h)
+        ids.traceparent_for(h, true)
             .unwrap_or_else(|| panic!("{h:?}: kept"))
     }
 
@@ -192,7 +204,7 @@ mod tests {
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
         ] {
             h.insert("traceparent", HeaderValue::from_static(mine));
-            assert_eq!(ids.traceparent_for(&h), None);
+            assert_eq!(ids.traceparent_for(&h, true), None);
         }
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
@@ -212,6 +224,22 @@ mod tests {
                 "{bad}: {t:?}"
             );
         }
+    }
+
+    #[test]
+    fn without_span_export_a_trace_is_started_only_for_an_invalid_one() {
+        let ids = RequestIds::new().unwrap_or_else(|e| panic!("{e}"));
+        let mut h = HeaderMap::new();
+        assert_eq!(ids.traceparent_for(&h, false), None);
+        assert!(made(&ids, &h).new_trace);
+        h.insert(TRACEPARENT, HeaderValue::from_static("garbage"));
+        let t = ids
+            .traceparent_for(&h, false)
+            .unwrap_or_else(|| panic!("an invalid one is replaced"));
+        assert!(
+            t.new_trace && valid_traceparent(t.value.as_bytes()),
+            "{t:?}"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The request head the upstream receives: hop-by-hop headers out, spoofable identity headers
 //! out, our own cookies out, identity and X-Forwarded-* in.
 
+use crate::gateway::request_id::{TRACEPARENT, TRACESTATE};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
@@ -53,8 +54,8 @@ pub struct ForwardCtx<'a> {
     /// `host_header = "upstream"`: the host the request goes to (set per attempt).
     pub upstream_host: bool,
     pub request_id: &'a HeaderValue,
-    /// A W3C `traceparent` instead of the client's (it sent none, an invalid one, or one of a
-    /// higher version); None: the client's goes on.
+    /// A W3C `traceparent` instead of the client's (it sent an invalid one or one of a higher
+    /// version, or none while spans are exported); None: the client's goes on, or none.
     pub traceparent: Option<crate::gateway::request_id::Traceparent>,
     pub policy: &'a HeaderPolicy,
     /// Values of `policy.identity_headers` for an authenticated request (a value that is not
@@ -205,16 +206,23 @@ fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
 
 /// Removes what the client may not send on: hop-by-hop headers, anything named like an
 /// identity header, `Authorization` (unless forwarded by policy) and the gateway's cookies.
-fn strip_client_headers(headers: &mut HeaderMap, policy: &HeaderPolicy) {
+/// True when the client sent a `tracestate` without a `traceparent` (then it describes no
+/// trace and goes too, unless the gateway starts one).
+fn strip_client_headers(headers: &mut HeaderMap, policy: &HeaderPolicy) -> bool {
     strip_hop_by_hop(headers);
     // One pass over the names finds what must go; a clean request costs no lookup.
     let mut spoofed: Vec<HeaderName> = Vec::new();
     let (mut cookie, mut authorization) = (false, false);
+    let (mut traceparent, mut tracestate) = (false, false);
     for name in headers.keys() {
         if *name == header::COOKIE {
             cookie = true;
         } else if *name == header::AUTHORIZATION {
             authorization = true;
+        } else if *name == TRACEPARENT {
+            traceparent = true;
+        } else if *name == TRACESTATE {
+            tracestate = true;
         } else if is_identity_like(name.as_str(), policy)
             // Only the gateway says who the client is.
             || *name == header::FORWARDED
@@ -248,24 +256,28 @@ fn strip_client_headers(headers: &mut HeaderMap, policy: &HeaderPolicy) {
             }
         }
     }
+    tracestate && !traceparent
 }
 
 /// The request head the upstream receives.
 pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>) {
-    strip_client_headers(headers, ctx.policy);
-    let xff_name = HeaderName::from_static("x-forwarded-for");
-    let prior: Vec<&str> = headers
-        .get_all(&xff_name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let xff = if prior.is_empty() {
-        Some(ctx.peer_value.clone())
-    } else {
-        HeaderValue::try_from(format!("{}, {}", prior.join(", "), ctx.peer_ip)).ok()
-    };
-    if let Some(v) = xff {
-        headers.insert(xff_name, v);
+    let orphan_tracestate = strip_client_headers(headers, ctx.policy);
+    // One lookup: the usual request has no X-Forwarded-For, and gets the peer.
+    match headers.entry(HeaderName::from_static("x-forwarded-for")) {
+        header::Entry::Vacant(e) => {
+            e.insert(ctx.peer_value.clone());
+        }
+        header::Entry::Occupied(mut e) => {
+            let prior: Vec<&str> = e.iter().filter_map(|v| v.to_str().ok()).collect();
+            let xff = if prior.is_empty() {
+                Some(ctx.peer_value.clone())
+            } else {
+                HeaderValue::try_from(format!("{}, {}", prior.join(", "), ctx.peer_ip)).ok()
+            };
+            if let Some(v) = xff {
+                e.insert(v);
+            }
+        }
     }
     let real_ip = if ctx.client_ip == ctx.peer_ip {
         Some(ctx.peer_value.clone())
@@ -292,12 +304,19 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
         HeaderName::from_static("x-request-id"),
         ctx.request_id.clone(),
     );
-    if let Some(t) = ctx.traceparent.take() {
-        if t.new_trace {
-            // It described the client's trace (or nothing valid), not this new one.
-            headers.remove(HeaderName::from_static("tracestate"));
+    match ctx.traceparent.take() {
+        Some(t) => {
+            if t.new_trace {
+                // It described the client's trace (or nothing valid), not this new one.
+                headers.remove(TRACESTATE);
+            }
+            headers.insert(TRACEPARENT, t.value);
         }
-        headers.insert(HeaderName::from_static("traceparent"), t.value);
+        // No trace at all: a vendor's state of nothing.
+        None if orphan_tracestate => {
+            headers.remove(TRACESTATE);
+        }
+        None => {}
     }
     if let Some(prefix) = ctx.forwarded_prefix.take() {
         headers.insert(X_FORWARDED_PREFIX, prefix);

@@ -202,6 +202,8 @@ pub async fn forward(
     req.extensions_mut().clear();
     *req.uri_mut() = Uri::from(ctx.target.clone());
     *req.version_mut() = Version::HTTP_11;
+    // The rewrite sets `Host` from these; only without them is the client's own looked for.
+    let host_set = ctx.host.is_some() || ctx.host_override.is_some();
     let headers = req.headers_mut();
     rewrite_request_headers(headers, &mut ctx);
     let upstream_host = ctx.upstream_host;
@@ -209,7 +211,7 @@ pub async fn forward(
         let (mut resp, tx, pool) = if up.hosts.len() == 1 {
             // One host (the common case): sent from here, one future fewer to move around.
             let host = up.hosts.get(0);
-            if upstream_host || !req.headers().contains_key(header::HOST) {
+            if upstream_host || (!host_set && !req.headers().contains_key(header::HOST)) {
                 req.headers_mut().insert(header::HOST, host.host.clone());
             }
             match host.pool.send(req).await {
