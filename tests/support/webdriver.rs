@@ -87,31 +87,44 @@ impl Driver {
         let tmp = dirs.path().join("tmp");
         let profile = dirs.path().join("profile");
         std::fs::create_dir_all(&tmp).unwrap();
-        let mut cmd = std::process::Command::new("chromedriver");
-        cmd.arg("--port=0").env("TMPDIR", &tmp);
-        let mut proc = Proc::spawn(&new_tag("chromedriver"), "chromedriver", cmd, dirs.path());
-        // Its banner names the port.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
-            proc.assert_running();
-            let log = std::fs::read_to_string(proc.log_path()).unwrap_or_default();
-            if let Some(p) = log
-                .split("started successfully on port ")
-                .nth(1)
-                .and_then(|p| {
-                    p.split(|c: char| !c.is_ascii_digit())
-                        .next()
-                        .and_then(|p| p.parse::<u16>().ok())
-                })
-            {
-                break p;
+        // `--port=0`: chromedriver takes a port for IPv6, then the same number for IPv4, and
+        // exits when another process holds that one ("IPv4 port not available"), which a
+        // busy test run makes likely enough to see. Then it is started again.
+        let mut attempt = 0;
+        let (proc, port) = loop {
+            attempt += 1;
+            let mut cmd = std::process::Command::new("chromedriver");
+            cmd.arg("--port=0").env("TMPDIR", &tmp);
+            let mut proc = Proc::spawn(&new_tag("chromedriver"), "chromedriver", cmd, dirs.path());
+            // Its banner names the port.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let port = loop {
+                if proc.exited() && attempt < 5 && proc.log_tail().contains("port not available") {
+                    break None;
+                }
+                proc.assert_running();
+                let log = std::fs::read_to_string(proc.log_path()).unwrap_or_default();
+                if let Some(p) = log
+                    .split("started successfully on port ")
+                    .nth(1)
+                    .and_then(|p| {
+                        p.split(|c: char| !c.is_ascii_digit())
+                            .next()
+                            .and_then(|p| p.parse::<u16>().ok())
+                    })
+                {
+                    break Some(p);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "chromedriver did not say its port within 30 s: {}",
+                    proc.log_tail()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            if let Some(port) = port {
+                break (proc, port);
             }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not say its port within 30 s: {}",
-                proc.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
