@@ -924,6 +924,13 @@ fn redis_topology_config_errors() {
     }
 }
 
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// Regression (red team, high): 3,000 requests with distinct 60 KB junk refresh cookies to a
 /// protected route took RSS from 8 to 181 MiB (each cookie was kept 30 s before it was
 /// verified). Nothing is kept for a token that does not verify: RSS stays near idle.
@@ -935,11 +942,7 @@ async fn junk_refresh_cookies_do_not_grow_memory() {
     let (running, public, _admin) = spawn_gateway(&cfg);
     let addr: std::net::SocketAddr = public.parse().unwrap();
     let pid = running.0.as_ref().unwrap().id();
-    let rss = || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
+    let rss = || rss_kib(pid);
     // Warm up (connections, buffers), then measure.
     let junk = "j".repeat(60 * 1024);
     let one = |i: usize| {
@@ -1465,11 +1468,7 @@ async fn idle_keep_alive_connections_hold_little_memory() {
     let (running, public, _admin) = spawn_gateway(&cfg);
     let addr: std::net::SocketAddr = public.parse().unwrap();
     let pid = running.0.as_ref().unwrap().id();
-    let rss = || -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    };
+    let rss = || rss_kib(pid);
     const N: u64 = 2000;
     let idle = rss();
     let mut conns = Vec::new();

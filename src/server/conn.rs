@@ -253,6 +253,37 @@ enum H1 {
     Closing,
 }
 
+/// Drives `conn` until it ends (true; an error is logged) or `ticker` fires (false; it is
+/// set again `tick` from now).
+async fn until_done_or_tick<C>(
+    conn: &mut C,
+    ticker: &mut Pin<Box<tokio::time::Sleep>>,
+    tick: Duration,
+) -> bool
+where
+    C: Future<Output = hyper::Result<()>> + Unpin,
+{
+    let polled = poll_fn(|cx| {
+        if let Poll::Ready(done) = Pin::new(&mut *conn).poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        ticker.as_mut().poll(cx).map(|()| None)
+    })
+    .await;
+    match polled {
+        Some(done) => {
+            if let Err(e) = done {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            true
+        }
+        None => {
+            ticker.as_mut().reset(tokio::time::Instant::now() + tick);
+            false
+        }
+    }
+}
+
 /// Drives an HTTP/1.1 connection, looking at its clock every tick.
 async fn drive_h1<C>(
     conn: &mut C,
@@ -268,22 +299,9 @@ where
     let mut stopping = false;
     let mut closing = false;
     loop {
-        let polled = poll_fn(|cx| {
-            if let Poll::Ready(done) = Pin::new(&mut *conn).poll(cx) {
-                return Poll::Ready(Some(done));
-            }
-            ticker.as_mut().poll(cx).map(|()| None)
-        })
-        .await;
-        if let Some(done) = polled {
-            if let Err(e) = done {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+        if until_done_or_tick(&mut *conn, &mut ticker, clock.tick).await {
             return if closing { H1::Closing } else { H1::Ended };
         }
-        ticker
-            .as_mut()
-            .reset(tokio::time::Instant::now() + clock.tick);
         if !stopping && *stop.borrow() {
             stopping = true;
             graceful(Pin::new(&mut *conn));
@@ -332,22 +350,9 @@ async fn drive_h2<C>(
     let mut ticker = Box::pin(tokio::time::sleep(clock.tick));
     let mut stopping = false;
     loop {
-        let polled = poll_fn(|cx| {
-            if let Poll::Ready(done) = Pin::new(&mut conn).poll(cx) {
-                return Poll::Ready(Some(done));
-            }
-            ticker.as_mut().poll(cx).map(|()| None)
-        })
-        .await;
-        if let Some(done) = polled {
-            if let Err(e) = done {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+        if until_done_or_tick(&mut conn, &mut ticker, clock.tick).await {
             return;
         }
-        ticker
-            .as_mut()
-            .reset(tokio::time::Instant::now() + clock.tick);
         if !stopping && *stop.borrow() {
             stopping = true;
             graceful(Pin::new(&mut conn));
