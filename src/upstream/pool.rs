@@ -331,6 +331,67 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
+    /// The upstream closes a keep-alive connection while it sits idle in the pool (its own
+    /// idle timeout), without saying so in the response. The request after it goes out on a
+    /// new connection, never as an error, and no byte of it reaches the closed one.
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_not_written_to_and_the_request_goes_on_a_new_one() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<(usize, Vec<u8>)>();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                n += 1;
+                let seen_tx = seen_tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let got = tcp.read(&mut buf).await.unwrap_or(0);
+                    let _ = seen_tx.send((n, buf[..got].to_vec()));
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    // Idle for a moment, then closed: whatever comes later is recorded.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = tcp.shutdown().await;
+                    let mut rest = Vec::new();
+                    let _ = tcp.read_to_end(&mut rest).await;
+                    if !rest.is_empty() {
+                        let _ = seen_tx.send((n, rest));
+                    }
+                });
+            }
+        });
+        let pool = Pool::new(addr, Duration::from_secs(2));
+        for i in 0..3 {
+            let (resp, tx) = pool.send(get("/again")).await.unwrap_or_else(|e| {
+                panic!("request {i} failed instead of going out on a new connection: {e}")
+            });
+            assert_eq!(resp.status(), 200);
+            let body = resp.into_body().collect().await.unwrap();
+            assert_eq!(&body.to_bytes()[..], b"ok");
+            pool.put(tx);
+            assert_eq!(pool.idle_len(), 1, "kept: nothing said it would close");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        drop(pool);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut requests = Vec::new();
+        while let Ok((conn, bytes)) = seen.try_recv() {
+            requests.push((conn, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+        assert_eq!(
+            requests.len(),
+            3,
+            "one request per connection: {requests:?}"
+        );
+        for (k, (conn, text)) in requests.iter().enumerate() {
+            assert_eq!(*conn, k + 1);
+            assert!(text.starts_with("GET /again HTTP/1.1\r\n"), "{text:?}");
+        }
+    }
+
     #[tokio::test]
     async fn nothing_listening_is_a_connect_error() {
         let port = {
