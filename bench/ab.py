@@ -4,8 +4,12 @@
 table is bench/run.sh.
 
     ROUNDS=5 DURATION=5 bench/ab.py path/to/authgate-A path/to/authgate-B
+    WORKERS=2 bench/ab.py A B     # both gateways and the nginx proxy with 2 workers (the
+                                  # upstream nginx keeps 1)
 """
 import json, os, statistics, sys
+
+WORKERS = int(os.environ.get("WORKERS", "1"))
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (shares its process handling, wrk parsing and cleanup)
@@ -15,7 +19,7 @@ from run import port, spawn, wait_port, write, request, wrk, cpu_ticks, TICK  # 
 def gateway(binary, label, up):
     gp, ap = port(), port()
     cfg = write(f"ab-{label}.toml", f"""
-[server]\nlisten = "127.0.0.1:{gp}"\nworkers = 1\n[log]\nformat = "json"\n[admin]\nlisten = "127.0.0.1:{ap}"
+[server]\nlisten = "127.0.0.1:{gp}"\nworkers = {WORKERS}\n[log]\nformat = "json"\n[admin]\nlisten = "127.0.0.1:{ap}"
 [tokens]\nalgorithm = "HS256"\nsecret_file = "secret"\n[revocation]\nbackend = "memory"\n[users]\nfile = "users.toml"
 [[upstreams]]\nname = "u"\nurl = "http://127.0.0.1:{up}"\n
 [[routes]]\npath = "/public/**"\nupstream = "u"\nauth = "public"\n
@@ -31,13 +35,13 @@ def gateway(binary, label, up):
 
 def main(a, b):
     up, ngx = port(), port()
-    conf = lambda body: write(f"nginx-{port()}.conf", f"""
-worker_processes 1; pid {run.work}/nginx-{port()}.pid; error_log /dev/null; daemon off;
+    conf = lambda body, workers=1: write(f"nginx-{port()}.conf", f"""
+worker_processes {workers}; pid {run.work}/nginx-{port()}.pid; error_log /dev/null; daemon off;
 events {{ worker_connections 4096; }}
 http {{ access_log off; {body} }}""")
     spawn(["nginx", "-c", conf(f'server {{ listen 127.0.0.1:{up}; location / {{ return 200 "ok\\n"; }} }}')]); wait_port(up)
     n = spawn(["nginx", "-c", conf(f"""upstream u {{ server 127.0.0.1:{up}; keepalive 64; }}
-server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""")]); wait_port(ngx)
+server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; }} }}""", WORKERS)]); wait_port(ngx)
     write("secret", run.SECRET)
     import subprocess
     h = subprocess.run([a, "hash-password"], input="bench-password\n", capture_output=True, text=True, check=True).stdout.strip()

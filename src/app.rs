@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::reload::{Reloader, Switch, WATCH_EVERY};
+use crate::server::cores::{reuseport_listener, Cores};
 use crate::server::tls::{self, ReloadableCert};
 use crate::server::{serve, ServeOptions};
 use crate::store::Store;
@@ -17,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ pub struct App {
     /// The task watching the config's files (stopped with the app).
     watcher: JoinHandle<()>,
     public_task: JoinHandle<()>,
+    /// The workers other than this runtime (`server.workers`).
+    cores: Cores,
     admin_task: JoinHandle<()>,
 }
 
@@ -50,6 +53,25 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| AppError::Bind { addr, source })
+}
+
+/// The public listener: shared by port with the other workers when there are any.
+async fn bind_public(addr: SocketAddr, workers: usize) -> Result<TcpListener, AppError> {
+    if workers == 1 {
+        return bind(addr).await;
+    }
+    reuseport_listener(addr)
+        .and_then(TcpListener::from_std)
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+/// Per-core runtimes to run: `server.workers`, or one per core the process may use (its
+/// cgroup's CPU quota counts) when 0.
+pub fn workers(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 impl App {
@@ -81,7 +103,8 @@ impl App {
             )),
             None => None,
         };
-        let public = bind(config.server.listen).await?;
+        let workers = workers(config.server.workers);
+        let public = bind_public(config.server.listen, workers).await?;
         let admin = bind(config.admin.listen).await?;
         let public_addr = public
             .local_addr()
@@ -116,9 +139,28 @@ impl App {
             token_file: config.admin.token_file.clone(),
             readiness: crate::admin::Readiness::default(),
         });
-        let public_task = tokio::spawn(serve(public, acceptor, opts, switch, rx));
-        let admin_task = tokio::spawn(serve(admin, None, admin_opts, admin_handler, admin_rx));
-        tracing::info!(addr = %public_addr, tls = certs.is_some(), "public listener ready");
+        let permits = Arc::new(Semaphore::new(opts.max_connections));
+        let cores = Cores::start(
+            workers,
+            public_addr,
+            acceptor.clone(),
+            &opts,
+            &switch,
+            &rx,
+            &permits,
+        )
+        .map_err(|e| AppError::Setup(format!("cannot start the workers: {e}")))?;
+        let public_task = tokio::spawn(serve(public, acceptor, opts, switch, rx, permits));
+        let admin_permits = Arc::new(Semaphore::new(admin_opts.max_connections));
+        let admin_task = tokio::spawn(serve(
+            admin,
+            None,
+            admin_opts,
+            admin_handler,
+            admin_rx,
+            admin_permits,
+        ));
+        tracing::info!(addr = %public_addr, tls = certs.is_some(), workers, "public listener ready");
         tracing::info!(addr = %admin_addr, "admin listener ready");
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -142,6 +184,7 @@ impl App {
             reloader,
             watcher,
             public_task,
+            cores,
             admin_task,
         })
     }
@@ -161,6 +204,7 @@ impl App {
     /// Waits until the public listener has drained (or its grace ran out), then closes admin.
     pub async fn finished(self) {
         let _ = self.public_task.await;
+        self.cores.join().await;
         self.watcher.abort();
         let _ = self.admin_shutdown.send(true);
         let _ = self.admin_task.await;

@@ -30,6 +30,7 @@ pub mod snippets;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
+pub mod worker;
 
 pub use app::App;
 pub use config::Config;

@@ -254,18 +254,10 @@ fn serve(path: &Path) -> Result<ExitCode> {
     let config = load(path)?;
     let _telemetry =
         authgate::telemetry::init_serve(config.log.format, &config.log.audit, &config.tracing);
-    // One worker (the sidecar case): a current-thread runtime skips work-stealing overhead;
-    // argon2 still runs on the blocking pool, off this thread.
-    let mut rt = if config.server.workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        if config.server.workers > 0 {
-            b.worker_threads(config.server.workers);
-        }
-        b
-    };
-    let rt = rt
+    // Per-core runtimes (`server::cores`): this thread runs worker 0, a current-thread
+    // runtime (no work-stealing), with the admin listener and the background tasks; the app
+    // starts the others. argon2 runs on its own pool, off these threads.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;

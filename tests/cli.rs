@@ -1501,3 +1501,81 @@ async fn idle_keep_alive_connections_hold_little_memory() {
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     }
 }
+
+/// Sum of the run time (ns, from `schedstat`) of each of the process's threads whose name
+/// starts with `prefix`, by thread name.
+fn thread_run_ns(pid: u32, prefix: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let name = name.trim().to_owned();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let ns: u64 = stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        *out.entry(name).or_default() += ns;
+    }
+    out
+}
+
+/// `workers = 3`: two more threads, each a runtime of its own accepting on the same port
+/// (`SO_REUSEPORT`); the kernel spreads new connections over the three, so each core thread
+/// does a share of the work. `max_connections` stays one limit for the process.
+#[tokio::test]
+async fn workers_each_serve_a_share_of_the_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let fx = Fixture::new();
+    let cfg = fx.write(
+        "workers.toml",
+        &fx.config(up.addr, HS256, MEMORY, "", "workers = 3"),
+    );
+    let (running, public, _admin) = spawn_gateway(&cfg);
+    let addr: std::net::SocketAddr = public.parse().unwrap();
+    let pid = running.0.as_ref().unwrap().id();
+    let before = thread_run_ns(pid, "authgate-core-");
+    assert_eq!(
+        before.keys().cloned().collect::<Vec<_>>(),
+        ["authgate-core-1", "authgate-core-2"]
+    );
+    let mut buf = vec![0u8; 4096];
+    let mut conns = Vec::new();
+    for _ in 0..60 {
+        conns.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    for _ in 0..20 {
+        for tcp in &mut conns {
+            tcp.write_all(b"GET /public/x HTTP/1.1\r\nhost: gw.test\r\n\r\n")
+                .await
+                .unwrap();
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        }
+    }
+    let after = thread_run_ns(pid, "authgate-core-");
+    let all = thread_run_ns(pid, "authgate");
+    let worked: Vec<u64> = after
+        .iter()
+        .map(|(name, ns)| ns - before.get(name).copied().unwrap_or(0))
+        .collect();
+    let total: u64 = worked.iter().sum();
+    eprintln!("run time of the core threads while serving: {worked:?} ns; all threads: {all:?}");
+    assert!(
+        total > 0,
+        "no run time read from /proc/{pid}/task/*/schedstat"
+    );
+    // 60 connections hashed over three listeners: each gets about 20 (fewer than 6 on one
+    // has a probability under 1e-5).
+    for ns in &worked {
+        assert!(*ns * 10 >= total / 2, "a core thread idle: {worked:?}");
+    }
+}

@@ -68,17 +68,18 @@ pub struct ServeOptions {
 }
 
 /// Serves `listener` until `shutdown` turns true, then stops accepting and waits up to
-/// `shutdown_grace` for in-flight requests.
+/// `shutdown_grace` for in-flight requests. Every open connection holds one of `permits`
+/// (`max_connections`, shared by the listeners of all workers).
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     opts: ServeOptions,
     handler: Arc<H>,
     mut shutdown: watch::Receiver<bool>,
+    permits: Arc<Semaphore>,
 ) {
     // Every connection holds a receiver: `closed()` is the drain.
     let (stop, stopped) = watch::channel(false);
-    let permits = Arc::new(Semaphore::new(opts.max_connections));
     let shared = Arc::new(Shared::new(handler, &opts));
     tokio::spawn(super::trim::run(shared.released.clone(), stopped.clone()));
     loop {

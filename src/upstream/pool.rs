@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// Idle connections kept per upstream; more are closed when given back.
+/// Idle connections kept per upstream and worker; more are closed when given back.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -41,8 +41,14 @@ pub struct Pool {
     connect_timeout: Duration,
     /// For an `https://` host: the client settings and the name to verify.
     tls: Option<(TlsConnector, ServerName<'static>)>,
-    idle: Mutex<VecDeque<Idle>>,
+    /// Idle connections, a stack per worker (`crate::worker`): a connection is driven by a
+    /// task on the runtime that opened it, so it is best reused from there (no wake-ups
+    /// across threads).
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
 }
+
+/// Idle stacks per pool; workers beyond this share them (index modulo).
+const STACKS: usize = 16;
 
 /// A request that could not be sent, and the request itself when it never left (a connect
 /// failure): it may be tried on another host.
@@ -93,12 +99,14 @@ impl Pool {
             target,
             connect_timeout,
             tls,
-            idle: Mutex::new(VecDeque::new()),
+            idle: (0..STACKS).map(|_| Mutex::new(VecDeque::new())).collect(),
         }
     }
 
+    /// This worker's idle stack.
     fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        let stack = &self.idle[crate::worker::index() % STACKS];
+        stack.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The most recently used idle connection that is still open.
