@@ -67,7 +67,7 @@ async fn bind_public(addr: SocketAddr, workers: usize) -> Result<TcpListener, Ap
 
 /// Per-core runtimes to run: `server.workers`, or one per core the process may use (its
 /// cgroup's CPU quota counts) when 0.
-pub fn workers(configured: usize) -> usize {
+fn workers(configured: usize) -> usize {
     if configured > 0 {
         return configured;
     }

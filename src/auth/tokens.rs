@@ -6,6 +6,7 @@ mod cache;
 mod claims;
 mod entry;
 mod intern;
+mod sketch;
 
 use super::keys::KeySet;
 use crate::clock::now_secs;
