@@ -12,7 +12,7 @@ target=${1:?usage: fuzz/run.sh TARGET|all SECONDS}
 seconds=${2:-60}
 export RUSTC_BOOTSTRAP=1
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
-targets=(path token cookie_csrf_form next config http)
+targets=(path token cookie_csrf_form next config http answer)
 [ "$target" = all ] || targets=("$target")
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t" "artifacts/$t"

@@ -17,7 +17,14 @@ pub enum BodyError {
     /// upstream sees an incomplete request, never one that looks whole.
     #[error("the request body stalled")]
     Stalled,
+    /// An upstream's answer read by the gateway itself (the plain exchange) broke off or
+    /// was malformed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
+
+/// A body read by the gateway's own code (an upstream's answer from the plain exchange).
+pub type Streamed = Box<dyn http_body::Body<Data = Bytes, Error = BodyError> + Send + Sync + Unpin>;
 
 /// A peer's stream whose every gap between two frames is bounded (`body_read_timeout`).
 pub struct Gapped {
@@ -59,6 +66,8 @@ pub enum Body {
     Tracked(Incoming, Option<EndHook>),
     /// A client's stream with bounded gaps (`Gapped`).
     Gapped(Box<Gapped>),
+    /// A stream the gateway reads itself.
+    Streamed(Streamed),
     /// What was buffered first, then the rest; the memory budget the buffer holds is given
     /// back when the body is dropped.
     Chain(
@@ -145,6 +154,7 @@ impl http_body::Body for Body {
                 Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
                 None => Pin::new(&mut **rest).poll_frame(cx),
             },
+            Body::Streamed(s) => Pin::new(&mut **s).poll_frame(cx),
         }
     }
 
@@ -154,6 +164,7 @@ impl http_body::Body for Body {
             Body::Incoming(b) | Body::Tracked(b, _) => b.is_end_stream(),
             Body::Gapped(g) => g.body.is_end_stream(),
             Body::Chain(head, rest, _) => head.is_none() && rest.is_end_stream(),
+            Body::Streamed(s) => s.is_end_stream(),
         }
     }
 
@@ -164,6 +175,7 @@ impl http_body::Body for Body {
             }
             Body::Incoming(b) | Body::Tracked(b, _) => b.size_hint(),
             Body::Gapped(g) => g.body.size_hint(),
+            Body::Streamed(s) => s.size_hint(),
             Body::Chain(head, rest, _) => {
                 let n = head.as_ref().map_or(0, |d| d.len() as u64);
                 let r = rest.size_hint();

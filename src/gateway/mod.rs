@@ -293,7 +293,7 @@ impl Gateway {
         .await
         .map_err(|e| match e {
             crate::body::BodyError::Stalled => GatewayError::RequestTimeout,
-            crate::body::BodyError::Hyper(_) => {
+            crate::body::BodyError::Hyper(_) | crate::body::BodyError::Io(_) => {
                 GatewayError::BadRequest("could not read the request body".to_owned())
             }
         })?;

@@ -4,6 +4,7 @@
 pub mod buffer;
 mod headers;
 mod hosts;
+pub mod plain;
 mod pool;
 
 use hosts::Hosts;
@@ -38,6 +39,8 @@ pub struct UpstreamClient {
     buffer_request_body: u64,
     buffer_response: u64,
     budget: buffer::Budget,
+    /// Every host is plain TCP: requests that fit take the plain exchange.
+    plain: bool,
 }
 
 /// Why forwarding failed.
@@ -51,6 +54,8 @@ pub enum UpstreamError {
     Read(#[source] hyper::Error),
     #[error("the upstream switched protocols unasked")]
     UnaskedUpgrade,
+    #[error("reading the upstream's response: {0}")]
+    Plain(#[from] plain::PlainError),
 }
 
 impl UpstreamError {
@@ -82,7 +87,9 @@ impl UpstreamError {
             UpstreamError::Send(SendError::Io(_)) => UpstreamErrorKind::io,
             UpstreamError::Send(_) => UpstreamErrorKind::connect,
             UpstreamError::Timeout(_) => UpstreamErrorKind::timeout,
-            UpstreamError::Read(_) | UpstreamError::UnaskedUpgrade => UpstreamErrorKind::io,
+            UpstreamError::Read(_) | UpstreamError::UnaskedUpgrade | UpstreamError::Plain(_) => {
+                UpstreamErrorKind::io
+            }
         }
     }
 }
@@ -104,9 +111,12 @@ impl From<UpstreamError> for GatewayError {
 impl UpstreamClient {
     /// `ejections` counts the hosts passive health takes out of rotation.
     pub fn new(cfg: &UpstreamConfig, ejections: Counter, budget: buffer::Budget) -> Self {
+        let hosts = Hosts::new(cfg, ejections);
+        let plain = (0..hosts.len()).all(|i| hosts.get(i).pool.speaks_plain());
         UpstreamClient {
             name: cfg.name.clone(),
-            hosts: Hosts::new(cfg, ejections),
+            plain,
+            hosts,
             request_timeout: cfg.request_timeout,
             buffer_request_body: cfg.buffer_request_body,
             buffer_response: cfg.buffer_response,
@@ -164,6 +174,51 @@ impl UpstreamClient {
     }
 }
 
+impl UpstreamClient {
+    /// The plain exchange's `send`: the request written for the picked host and sent; one
+    /// that never left (the host refused the connection) is tried on the next host.
+    async fn send_plain(
+        &self,
+        parts: &mut http::request::Parts,
+        body: Option<&bytes::Bytes>,
+        (host_set, upstream_host): (bool, bool),
+    ) -> Result<(plain::Head, plain::Conn, &hosts::Host), SendError> {
+        let n = self.hosts.len();
+        let first = if n == 1 { 0 } else { self.hosts.pick() };
+        let mut request = Vec::with_capacity(512 + body.map_or(0, |b| b.len()));
+        let mut k = 0;
+        loop {
+            let host = self.hosts.get(first + k);
+            if upstream_host || (!host_set && !parts.headers.contains_key(header::HOST)) {
+                parts.headers.insert(header::HOST, host.host.clone());
+            }
+            request.clear();
+            plain::write_request(parts, body, &mut request);
+            let _in_flight = (n > 1).then(|| self.hosts.begin(host));
+            match host.pool.exchange(&request, &parts.method).await {
+                Ok((head, conn)) => {
+                    if n > 1 {
+                        self.hosts.succeeded(host);
+                    }
+                    return Ok((head, conn, host));
+                }
+                Err(error) => {
+                    let connect =
+                        matches!(error, SendError::Connect(_) | SendError::ConnectTimeout);
+                    if connect {
+                        self.hosts.connect_failed(host);
+                    }
+                    if !(connect && k + 1 < n) {
+                        return Err(error);
+                    }
+                    tracing::warn!(upstream = %self.name, host = ?host.host, error = %error, "upstream host failed; trying the next");
+                    k += 1;
+                }
+            }
+        }
+    }
+}
+
 /// Reads a short body whole: one data frame (the usual case) is kept as it came, more are
 /// joined. Trailers of such a body are dropped (hyper sends none for a Content-Length body).
 async fn read_small(body: &mut hyper::body::Incoming) -> Result<bytes::Bytes, hyper::Error> {
@@ -190,6 +245,74 @@ async fn read_small(body: &mut hyper::body::Incoming) -> Result<bytes::Bytes, hy
     })
 }
 
+/// Whether the plain exchange can carry the request: no body, or one already held whole.
+fn plain_fits(req: &Request<Body>) -> bool {
+    let body = match req.body() {
+        Body::Incoming(b) => b.is_end_stream(),
+        Body::Full(_) | Body::Held(..) => true,
+        _ => false,
+    };
+    body && !req.headers().contains_key(header::TRANSFER_ENCODING)
+}
+
+/// The plain exchange (`plain`): the request written whole, the answer's head parsed here;
+/// a short body read whole (the connection back in the pool before the answer goes out),
+/// one up to `buffer_response` read whole within the memory budget, any other streamed.
+async fn forward_plain(
+    up: &UpstreamClient,
+    req: Request<Body>,
+    host: (bool, bool),
+) -> Result<Response<Body>, UpstreamError> {
+    let (mut parts, body) = req.into_parts();
+    // A held body keeps its share of the budget until it has been written.
+    let body = match body {
+        Body::Full(b) | Body::Held(b, _) => b,
+        _ => None,
+    };
+    plain::declare_length(&mut parts, body.as_ref());
+    let (head, mut conn, host) = up.send_plain(&mut parts, body.as_ref(), host).await?;
+    drop(body);
+    let pool = &host.pool;
+    let plain::Head {
+        response,
+        framing,
+        keep_alive,
+    } = head;
+    let body = match framing {
+        plain::Framing::Empty => {
+            pool.put_plain(conn, keep_alive);
+            Body::Full(None)
+        }
+        plain::Framing::Length(n) if n <= BUFFER_UP_TO => {
+            let bytes = plain::read_whole(&mut conn, n).await?;
+            pool.put_plain(conn, keep_alive);
+            crate::body::full(bytes)
+        }
+        plain::Framing::Length(n) => {
+            let permit = (n <= up.buffer_response)
+                .then(|| up.budget.take(n))
+                .flatten();
+            match permit {
+                Some(permit) => {
+                    let bytes = plain::read_whole(&mut conn, n).await?;
+                    pool.put_plain(conn, keep_alive);
+                    Body::Held(Some(bytes), Some(permit))
+                }
+                None => Body::Streamed(Box::new(plain::Stream::new(
+                    conn,
+                    framing,
+                    keep_alive,
+                    pool.clone(),
+                ))),
+            }
+        }
+        plain::Framing::Chunked | plain::Framing::Close => Body::Streamed(Box::new(
+            plain::Stream::new(conn, framing, keep_alive, pool.clone()),
+        )),
+    };
+    Ok(response.map(|()| body))
+}
+
 /// Sends the request and returns the upstream's response: small bodies read whole, others
 /// streamed.
 pub async fn forward(
@@ -207,6 +330,17 @@ pub async fn forward(
     let headers = req.headers_mut();
     rewrite_request_headers(headers, &mut ctx);
     let upstream_host = ctx.upstream_host;
+    if client_upgrade.is_none() && up.plain && plain_fits(&req) {
+        let mut resp = tokio::time::timeout(
+            up.request_timeout,
+            forward_plain(up, req, (host_set, ctx.upstream_host)),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout(up.request_timeout))??;
+        strip_hop_by_hop(resp.headers_mut());
+        *resp.version_mut() = Version::HTTP_11;
+        return Ok(resp);
+    }
     let exchange = async {
         let (mut resp, tx, pool) = if up.hosts.len() == 1 {
             // One host (the common case): sent from here, one future fewer to move around.
@@ -247,6 +381,7 @@ pub async fn forward(
                 .map_err(|e| match e {
                     crate::body::BodyError::Hyper(e) => UpstreamError::Read(e),
                     crate::body::BodyError::Stalled => UpstreamError::Timeout(up.request_timeout),
+                    crate::body::BodyError::Io(e) => UpstreamError::Plain(e.into()),
                 })?;
             let body = match read {
                 buffer::Read::Whole(bytes) => {

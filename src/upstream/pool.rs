@@ -5,6 +5,7 @@
 //! to send (the upstream closed it meanwhile) is retried once per idle connection, then on a
 //! fresh one; a request that was (partly) written is never retried.
 
+use super::plain::{self, Conn, Failure, PlainError};
 use crate::body::{Body, EndHook};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -33,6 +34,8 @@ pub enum SendError {
     ConnectTimeout,
     #[error("io: {0}")]
     Io(hyper::Error),
+    #[error(transparent)]
+    Plain(PlainError),
 }
 
 pub struct Pool {
@@ -45,6 +48,8 @@ pub struct Pool {
     /// task on the runtime that opened it, so it is best reused from there (no wake-ups
     /// across threads).
     idle: Box<[Mutex<VecDeque<Idle>>]>,
+    /// The same for connections the plain exchange uses (`super::plain`).
+    plain: Box<[Mutex<VecDeque<PlainIdle>>]>,
 }
 
 /// Idle stacks per pool; workers beyond this share them (index modulo).
@@ -84,6 +89,11 @@ struct Idle {
     since: Instant,
 }
 
+struct PlainIdle {
+    conn: Conn,
+    since: Instant,
+}
+
 impl Pool {
     pub fn new(target: String, connect_timeout: Duration) -> Self {
         Self::with_tls(target, connect_timeout, None)
@@ -100,7 +110,86 @@ impl Pool {
             connect_timeout,
             tls,
             idle: (0..STACKS).map(|_| Mutex::new(VecDeque::new())).collect(),
+            plain: (0..STACKS).map(|_| Mutex::new(VecDeque::new())).collect(),
         }
+    }
+
+    /// Whether requests may take the plain exchange here (a plain-TCP upstream).
+    pub fn speaks_plain(&self) -> bool {
+        self.tls.is_none()
+    }
+
+    fn plain_idle(&self) -> std::sync::MutexGuard<'_, VecDeque<PlainIdle>> {
+        let stack = &self.plain[crate::worker::index() % STACKS];
+        stack.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives a plain connection back once its answer was read to the end: kept when the
+    /// answer allowed (`keep_alive`) and nothing is left unread, else closed.
+    pub fn put_plain(&self, mut conn: Conn, keep_alive: bool) {
+        if !keep_alive || !conn.idle() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.plain_idle();
+        while idle
+            .front()
+            .is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back(PlainIdle { conn, since: now });
+        }
+    }
+
+    fn take_plain(&self) -> Option<Conn> {
+        let mut idle = self.plain_idle();
+        while let Some(c) = idle.pop_back() {
+            if c.since.elapsed() < IDLE_TIMEOUT && c.conn.is_usable() {
+                return Some(c.conn);
+            }
+        }
+        None
+    }
+
+    /// Sends a request written whole in `request` on an idle plain connection or a new one
+    /// and reads the answer's head. A request is tried again on another connection only
+    /// when none of it left (the idle connection was found closed), or for a safe method
+    /// when a reused connection closed before a byte of the answer came (the upstream's
+    /// keep-alive timeout met the request: RFC 9110 §9.2.2, what browsers and nginx do).
+    pub async fn exchange(
+        &self,
+        request: &[u8],
+        method: &http::Method,
+    ) -> Result<(plain::Head, Conn), SendError> {
+        let head_request = method == http::Method::HEAD;
+        loop {
+            let (mut conn, reused) = match self.take_plain() {
+                Some(c) => (c, true),
+                None => (Box::pin(self.connect_plain()).await?, false),
+            };
+            match plain::exchange(&mut conn, request, head_request).await {
+                Ok(head) => return Ok((head, conn)),
+                Err(Failure::Unsent(_)) if reused => {}
+                Err(Failure::NoAnswer) if reused && method.is_safe() => {}
+                Err(Failure::Unsent(e) | Failure::Failed(e)) => return Err(SendError::Plain(e)),
+                Err(Failure::NoAnswer) => return Err(SendError::Plain(PlainError::NoAnswer)),
+            }
+        }
+    }
+
+    async fn connect_plain(&self) -> Result<Conn, SendError> {
+        let connect = async {
+            let stream = TcpStream::connect(&self.target)
+                .await
+                .map_err(|e| SendError::Connect(e.to_string()))?;
+            let _ = stream.set_nodelay(true);
+            Ok(Conn::new(stream))
+        };
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| SendError::ConnectTimeout)?
     }
 
     /// This worker's idle stack.
@@ -142,6 +231,12 @@ impl Pool {
     #[cfg(test)]
     fn idle_len(&self) -> usize {
         self.idle().len()
+    }
+
+    /// Idle plain connections right now.
+    #[cfg(test)]
+    pub(crate) fn plain_idle_len(&self) -> usize {
+        self.plain_idle().len()
     }
 
     /// A new connection (TCP, then TLS for an `https://` host), all within `connect_timeout`.
