@@ -1542,7 +1542,15 @@ async fn workers_each_serve_a_share_of_the_connections() {
     let (running, public, _admin) = spawn_gateway(&cfg);
     let addr: std::net::SocketAddr = public.parse().unwrap();
     let pid = running.0.as_ref().unwrap().id();
-    let before = thread_run_ns(pid, "authgate-core-");
+    // A thread names itself as it starts: give the core threads a moment to.
+    let mut before = thread_run_ns(pid, "authgate-core-");
+    for _ in 0..100 {
+        if before.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        before = thread_run_ns(pid, "authgate-core-");
+    }
     assert_eq!(
         before.keys().cloned().collect::<Vec<_>>(),
         ["authgate-core-1", "authgate-core-2"]
