@@ -23,7 +23,7 @@ pub use stream::Stream;
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -88,18 +88,14 @@ impl Conn {
         true
     }
 
+    /// Reads what the socket has into `buf` (room for `at_least` made first). By
+    /// `poll_read`, which marks the socket drained after a short read: the next request's
+    /// `is_usable` then costs no system call.
     fn poll_fill(&mut self, cx: &mut Context<'_>, at_least: usize) -> Poll<std::io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < at_least / 2 {
             self.buf.reserve(at_least);
         }
-        loop {
-            match self.io.try_read_buf(&mut self.buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    ready!(self.io.poll_read_ready(cx))?;
-                }
-                other => return Poll::Ready(other),
-            }
-        }
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
     async fn fill(&mut self, at_least: usize) -> std::io::Result<usize> {
