@@ -47,9 +47,9 @@ pub struct Pool {
     /// Idle connections, a stack per worker (`crate::worker`): a connection is driven by a
     /// task on the runtime that opened it, so it is best reused from there (no wake-ups
     /// across threads).
-    idle: Box<[Mutex<VecDeque<Idle>>]>,
+    idle: Stacks<SendRequest<Body>>,
     /// The same for connections the plain exchange uses (`super::plain`).
-    plain: Box<[Mutex<VecDeque<PlainIdle>>]>,
+    plain: Stacks<Conn>,
 }
 
 /// Idle stacks per pool; workers beyond this share them (index modulo).
@@ -84,14 +84,54 @@ impl From<SendFailure> for SendError {
     }
 }
 
-struct Idle {
-    tx: SendRequest<Body>,
-    since: Instant,
-}
+/// Idle connections of one kind: a LIFO stack per worker, each entry with the time it was
+/// given back.
+struct Stacks<T>(Box<[Mutex<Stack<T>>]>);
 
-struct PlainIdle {
-    conn: Conn,
-    since: Instant,
+/// Oldest first, each with the time it was given back.
+type Stack<T> = VecDeque<(T, Instant)>;
+
+impl<T> Stacks<T> {
+    fn new() -> Self {
+        Stacks((0..STACKS).map(|_| Mutex::new(VecDeque::new())).collect())
+    }
+
+    /// This worker's stack.
+    fn mine(&self) -> std::sync::MutexGuard<'_, Stack<T>> {
+        let stack = &self.0[crate::worker::index() % STACKS];
+        stack.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently given back that is not too old and still `usable`.
+    fn take(&self, usable: impl Fn(&T) -> bool) -> Option<T> {
+        let mut idle = self.mine();
+        while let Some((c, since)) = idle.pop_back() {
+            if since.elapsed() < IDLE_TIMEOUT && usable(&c) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// On top of the stack, up to `MAX_IDLE`; the oldest go first when too old or `closed`.
+    fn put(&self, c: T, closed: impl Fn(&T) -> bool) {
+        let now = Instant::now();
+        let mut idle = self.mine();
+        while idle
+            .front()
+            .is_some_and(|(c, since)| closed(c) || now.duration_since(*since) >= IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back((c, now));
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.mine().len()
+    }
 }
 
 impl Pool {
@@ -109,8 +149,8 @@ impl Pool {
             target,
             connect_timeout,
             tls,
-            idle: (0..STACKS).map(|_| Mutex::new(VecDeque::new())).collect(),
-            plain: (0..STACKS).map(|_| Mutex::new(VecDeque::new())).collect(),
+            idle: Stacks::new(),
+            plain: Stacks::new(),
         }
     }
 
@@ -119,38 +159,12 @@ impl Pool {
         self.tls.is_none()
     }
 
-    fn plain_idle(&self) -> std::sync::MutexGuard<'_, VecDeque<PlainIdle>> {
-        let stack = &self.plain[crate::worker::index() % STACKS];
-        stack.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Gives a plain connection back once its answer was read to the end: kept when the
     /// answer allowed (`keep_alive`) and nothing is left unread, else closed.
     pub fn put_plain(&self, mut conn: Conn, keep_alive: bool) {
-        if !keep_alive || !conn.idle() {
-            return;
+        if keep_alive && conn.idle() {
+            self.plain.put(conn, |_| false);
         }
-        let now = Instant::now();
-        let mut idle = self.plain_idle();
-        while idle
-            .front()
-            .is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
-        {
-            idle.pop_front();
-        }
-        if idle.len() < MAX_IDLE {
-            idle.push_back(PlainIdle { conn, since: now });
-        }
-    }
-
-    fn take_plain(&self) -> Option<Conn> {
-        let mut idle = self.plain_idle();
-        while let Some(c) = idle.pop_back() {
-            if c.since.elapsed() < IDLE_TIMEOUT && c.conn.is_usable() {
-                return Some(c.conn);
-            }
-        }
-        None
     }
 
     /// Sends a request written whole in `request` on an idle plain connection or a new one
@@ -165,7 +179,7 @@ impl Pool {
     ) -> Result<(plain::Head, Conn), SendError> {
         let head_request = method == http::Method::HEAD;
         loop {
-            let (mut conn, reused) = match self.take_plain() {
+            let (mut conn, reused) = match self.plain.take(Conn::is_usable) {
                 Some(c) => (c, true),
                 None => (Box::pin(self.connect_plain()).await?, false),
             };
@@ -192,51 +206,23 @@ impl Pool {
             .map_err(|_| SendError::ConnectTimeout)?
     }
 
-    /// This worker's idle stack.
-    fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
-        let stack = &self.idle[crate::worker::index() % STACKS];
-        stack.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The most recently used idle connection that is still open.
-    fn take_idle(&self) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle();
-        while let Some(c) = idle.pop_back() {
-            if !c.tx.is_closed() && c.since.elapsed() < IDLE_TIMEOUT {
-                return Some(c.tx);
-            }
-        }
-        None
-    }
-
     /// Gives a connection back after its response was read to the end.
     pub fn put(&self, tx: SendRequest<Body>) {
-        if tx.is_closed() {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = self.idle();
-        while idle
-            .front()
-            .is_some_and(|c| c.tx.is_closed() || now.duration_since(c.since) >= IDLE_TIMEOUT)
-        {
-            idle.pop_front();
-        }
-        if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { tx, since: now });
+        if !tx.is_closed() {
+            self.idle.put(tx, SendRequest::is_closed);
         }
     }
 
     /// Idle connections right now.
     #[cfg(test)]
     fn idle_len(&self) -> usize {
-        self.idle().len()
+        self.idle.len()
     }
 
     /// Idle plain connections right now.
     #[cfg(test)]
     pub(crate) fn plain_idle_len(&self) -> usize {
-        self.plain_idle().len()
+        self.plain.len()
     }
 
     /// A new connection (TCP, then TLS for an `https://` host), all within `connect_timeout`.
@@ -270,7 +256,7 @@ impl Pool {
         mut req: Request<Body>,
     ) -> Result<(Response<Incoming>, SendRequest<Body>), SendFailure> {
         loop {
-            let (mut tx, reused) = match self.take_idle() {
+            let (mut tx, reused) = match self.idle.take(|tx| !tx.is_closed()) {
                 Some(tx) => (tx, true),
                 // Boxed: the connect future is large and rarely polled.
                 None => match Box::pin(self.connect()).await {
