@@ -137,7 +137,12 @@ enum SessionsAction {
     List { user: String },
     /// End one session (SID), or every session of a user (--user USER)
     Revoke {
-        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        /// A sid is base64url, so it may begin with `-`: taken as a value, not a flag
+        #[arg(
+            required_unless_present = "user",
+            conflicts_with = "user",
+            allow_hyphen_values = true
+        )]
         sid: Option<String>,
         #[arg(long)]
         user: Option<String>,

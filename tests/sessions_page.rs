@@ -480,6 +480,11 @@ async fn cli_lists_and_revokes_sessions_in_redis() {
         tokio::task::block_in_place(|| run(&["sessions", "revoke", "no-such-sid"]));
     assert_eq!(code, Some(1));
     assert!(err.contains("no live session"), "{err}");
+    // A sid is base64url: one in 64 begins with `-`, and must be read as a sid, not a flag.
+    let (code, _, err) =
+        tokio::task::block_in_place(|| run(&["sessions", "revoke", "-Dno-such-sid"]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no live session"), "{err}");
 
     let (code, _, err) =
         tokio::task::block_in_place(|| run(&["sessions", "revoke", "--user", "alice"]));
