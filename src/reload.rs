@@ -45,10 +45,16 @@ impl Switch {
 }
 
 impl Handler for Switch {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    /// The current gateway's own future, not one wrapping it: a request's state machine is
+    /// a few KiB, and every level of `async` around it is one more copy of it per request.
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> impl std::future::Future<Output = Response<Body>> + Send {
         // The request keeps this gateway (and its config) alive until it has finished.
         let gateway = self.current.load_full();
-        gateway.handle(req, conn).await
+        gateway.handle(req, conn)
     }
 
     fn connections_changed(&self, delta: i64) {

@@ -235,15 +235,18 @@ impl Gateway {
         let (identity, set_cookies) = match routed.route.auth {
             AuthMode::Public => (None, None),
             AuthMode::Required => {
-                let (id, cookies) = Box::pin(self.authorize(
-                    routed.route,
-                    &req,
-                    &path,
-                    secure,
-                    out.navigation,
-                    routed.client_ip,
-                ))
-                .await?;
+                // Not boxed: its rare, large paths are (a memory store's check is a few
+                // hundred bytes of state; a box would be an allocation per request).
+                let (id, cookies) = self
+                    .authorize(
+                        routed.route,
+                        &req,
+                        &path,
+                        secure,
+                        out.navigation,
+                        routed.client_ip,
+                    )
+                    .await?;
                 (Some(id), cookies)
             }
         };
@@ -255,61 +258,68 @@ impl Gateway {
             .flatten();
         let cache_control = routed.route.cache_control;
         let via_cookie = identity.as_ref().is_some_and(|id| id.via_cookie);
-        let guard = match (&identity, &routed.upgrade) {
-            (Some(id), Some(_)) => Some(tunnel::guard(
-                self.auth.clone(),
-                id.claims.clone(),
-                req.headers(),
-                id.via_cookie,
-                routed.secure,
-                self.config.server.tunnel_recheck,
-            )),
-            _ => None,
-        };
-        let req = match &identity {
-            Some(id)
-                if id.via_cookie
-                    && (!csrf::is_safe_method(req.method()) || routed.upgrade.is_some()) =>
-            {
-                Box::pin(self.cross_site_check(req, &routed, id, conn))
-                    .await
-                    .inspect_err(|e| self.count_refusal(e))?
+        let hop;
+        // In a block of its own: what it makes on the way to the upstream (the request's
+        // forms, the context) ends with it, instead of living on in this future's state
+        // (and being copied with it) while the upstream answers.
+        let (forwarding, upstream, index, rewrite) = {
+            let guard = match (&identity, &routed.upgrade) {
+                (Some(id), Some(_)) => Some(tunnel::guard(
+                    self.auth.clone(),
+                    id.claims.clone(),
+                    req.headers(),
+                    id.via_cookie,
+                    routed.secure,
+                    self.config.server.tunnel_recheck,
+                )),
+                _ => None,
+            };
+            let req = match &identity {
+                Some(id)
+                    if id.via_cookie
+                        && (!csrf::is_safe_method(req.method()) || routed.upgrade.is_some()) =>
+                {
+                    Box::pin(self.cross_site_check(req, &routed, id, conn))
+                        .await
+                        .inspect_err(|e| self.count_refusal(e))?
+                }
+                _ => req.map(Body::Incoming),
+            };
+            if identity.is_some() {
+                self.metrics.auth(AuthOutcome::ok);
             }
-            _ => req.map(Body::Incoming),
-        };
-        if identity.is_some() {
-            self.metrics.auth(AuthOutcome::ok);
-        }
-        let index = routed.route.upstream.ok_or(GatewayError::NotFound)?;
-        let upstream = self.upstreams.get(index).ok_or(GatewayError::NotFound)?;
-        // A body is read (up to `buffer_request_body`) before any upstream connection is
-        // taken: a slow client never holds an app server's worker.
-        let req = crate::upstream::buffer::request_body(
-            req,
-            upstream.request_buffer(),
-            self.config.server.body_read_timeout,
-            upstream.budget(),
-        )
-        .await
-        .map_err(|e| match e {
-            crate::body::BodyError::Stalled => GatewayError::RequestTimeout,
-            crate::body::BodyError::Hyper(_) | crate::body::BodyError::Io(_) => {
-                GatewayError::BadRequest("could not read the request body".to_owned())
+            let index = routed.route.upstream.ok_or(GatewayError::NotFound)?;
+            let upstream = self.upstreams.get(index).ok_or(GatewayError::NotFound)?;
+            // A body is read (up to `buffer_request_body`) before any upstream connection is
+            // taken: a slow client never holds an app server's worker.
+            let req = crate::upstream::buffer::request_body(
+                req,
+                upstream.request_buffer(),
+                self.config.server.body_read_timeout,
+                upstream.budget(),
+            )
+            .await
+            .map_err(|e| match e {
+                crate::body::BodyError::Stalled => GatewayError::RequestTimeout,
+                crate::body::BodyError::Hyper(_) | crate::body::BodyError::Io(_) => {
+                    GatewayError::BadRequest("could not read the request body".to_owned())
+                }
+            })?;
+            out.upstream = Some(&upstream.name);
+            let rewrite = self.answer_rewrite(&routed, index);
+            let mut ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
+            ctx.tunnel_guard = guard;
+            ctx.traceparent = traceparent;
+            // The forwarding's own span (exported only): the upstream's parent.
+            hop = crate::otlp::ClientSpan::start(out.trace.as_ref(), req.method(), &upstream.name);
+            if let Some(t) = hop.as_ref().and_then(|h| h.traceparent(req.headers())) {
+                ctx.traceparent = Some(t);
             }
-        })?;
-        out.upstream = Some(&upstream.name);
-        let rewrite = self.answer_rewrite(&routed, index);
-        let mut ctx = self.forward_ctx(routed, identity.as_ref(), conn, request_id);
-        ctx.tunnel_guard = guard;
-        ctx.traceparent = traceparent;
-        // The forwarding's own span (exported only): the upstream's parent.
-        let hop = crate::otlp::ClientSpan::start(out.trace.as_ref(), req.method(), &upstream.name);
-        if let Some(t) = hop.as_ref().and_then(|h| h.traceparent(req.headers())) {
-            ctx.traceparent = Some(t);
-        }
-        out.traceparent = ctx.traceparent.as_ref().map(|t| t.value.clone());
+            out.traceparent = ctx.traceparent.as_ref().map(|t| t.value.clone());
+            (forward(upstream, req, ctx), upstream, index, rewrite)
+        };
         let sent = Instant::now();
-        let forwarded = forward(upstream, req, ctx).await;
+        let forwarded = forwarding.await;
         if let Some(hop) = hop {
             hop.end(match &forwarded {
                 Ok(resp) => Ok(resp.status().as_u16()),
@@ -509,10 +519,10 @@ impl Gateway {
         // An API key or Basic pair, where the route takes them (rarely: a flag check first).
         if route.api_keys || route.basic {
             if let Some(m) = crate::auth::api_keys::presented(headers, route) {
-                let result = self
-                    .auth
-                    .authenticate_machine(m, &path.judged, client_ip)
-                    .await;
+                // Boxed, as the cookie refresh below: rare paths with large states, kept out
+                // of every protected request's future.
+                let result =
+                    Box::pin(self.auth.authenticate_machine(m, &path.judged, client_ip)).await;
                 return match result {
                     Ok(id) => self.check_roles(route, id).map(|id| (id, None)),
                     Err(e) => {
@@ -528,8 +538,7 @@ impl Gateway {
                     && cookies::get(headers, cookies::names(secure).refresh).is_some() =>
             {
                 let sessions = self.auth.sessions();
-                sessions
-                    .refresh_cookie(headers, secure)
+                Box::pin(sessions.refresh_cookie(headers, secure))
                     .await
                     .map(|(id, set)| (id, Some(set)))
             }

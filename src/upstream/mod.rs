@@ -314,12 +314,14 @@ async fn forward_plain(
 }
 
 /// Sends the request and returns the upstream's response: small bodies read whole, others
-/// streamed.
-pub async fn forward(
-    up: &UpstreamClient,
+/// streamed. The request's head is rewritten here, before the returned future is first
+/// polled, so that the future holds the request alone: not the context, nor a second copy
+/// of either (an `async fn` keeps its arguments and their moved copies for its whole life).
+pub fn forward<'u>(
+    up: &'u UpstreamClient,
     mut req: Request<Body>,
     mut ctx: ForwardCtx<'_>,
-) -> Result<Response<Body>, UpstreamError> {
+) -> impl std::future::Future<Output = Result<Response<Body>, UpstreamError>> + Send + 'u {
     let client_upgrade = ctx.upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     // Changed in place: a request head is a few hundred bytes, not worth moving around.
     req.extensions_mut().clear();
@@ -331,16 +333,37 @@ pub async fn forward(
     rewrite_request_headers(headers, &mut ctx);
     let upstream_host = ctx.upstream_host;
     if client_upgrade.is_none() && up.plain && plain_fits(&req) {
-        let mut resp = tokio::time::timeout(
-            up.request_timeout,
-            forward_plain(up, req, (host_set, ctx.upstream_host)),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout(up.request_timeout))??;
-        strip_hop_by_hop(resp.headers_mut());
-        *resp.version_mut() = Version::HTTP_11;
-        return Ok(resp);
+        return futures_util::future::Either::Left(async move {
+            let mut resp = tokio::time::timeout(
+                up.request_timeout,
+                forward_plain(up, req, (host_set, upstream_host)),
+            )
+            .await
+            .map_err(|_| UpstreamError::Timeout(up.request_timeout))??;
+            strip_hop_by_hop(resp.headers_mut());
+            *resp.version_mut() = Version::HTTP_11;
+            Ok(resp)
+        });
     }
+    // hyper's client (streamed bodies, upgrades, https): boxed, its state is larger.
+    let guard = ctx.tunnel_guard.take();
+    futures_util::future::Either::Right(Box::pin(forward_hyper(
+        up,
+        req,
+        client_upgrade,
+        guard,
+        (host_set, upstream_host),
+    )))
+}
+
+/// `forward` by hyper's client.
+async fn forward_hyper(
+    up: &UpstreamClient,
+    mut req: Request<Body>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    guard: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    (host_set, upstream_host): (bool, bool),
+) -> Result<Response<Body>, UpstreamError> {
     let exchange = async {
         let (mut resp, tx, pool) = if up.hosts.len() == 1 {
             // One host (the common case): sent from here, one future fewer to move around.
@@ -406,7 +429,7 @@ pub async fn forward(
         .await
         .map_err(|_| UpstreamError::Timeout(up.request_timeout))??;
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return splice_upgrade(client_upgrade, resp, ctx.tunnel_guard.take());
+        return splice_upgrade(client_upgrade, resp, guard);
     }
     strip_hop_by_hop(resp.headers_mut());
     // An HTTP/1.0 (or close-delimited) answer is given to the client in the client's own
