@@ -328,3 +328,27 @@ async fn a_short_body_in_pieces_is_read_whole() {
     assert_eq!(read.len(), 20_000);
     assert!(conn.idle(), "nothing left over");
 }
+
+/// A connection goes back to the pool with its read buffer (the next answer needs no new
+/// one), unless the buffer grew past its usual size for a large answer.
+#[tokio::test]
+async fn an_idle_connection_keeps_a_usual_read_buffer_and_gives_back_a_grown_one() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, _server) = tokio::join!(tokio::net::TcpStream::connect(addr), async {
+        listener.accept().await.unwrap()
+    });
+    let mut conn = Conn::new(client.unwrap());
+    conn.buf.reserve(READ_AHEAD);
+    let at = conn.buf.as_ptr();
+    assert!(conn.idle());
+    assert_eq!(conn.buf.as_ptr(), at, "kept");
+    assert!(conn.buf.capacity() >= READ_AHEAD);
+
+    conn.buf.reserve(4 * READ_AHEAD);
+    assert!(conn.idle());
+    assert_eq!(conn.buf.capacity(), 0, "given back");
+
+    conn.buf.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    assert!(!conn.idle(), "bytes left unread: not reusable");
+}
