@@ -12,7 +12,7 @@ warm-up. utime and stime come from /proc/PID/stat of the serving process (nginx:
 worker). Medians over the rounds, and for each binary the rounds in which it used less user
 time than the first binary (a sign test: 5 of 5 happens by chance 1 time in 32).
 """
-import os, re, statistics, subprocess, sys, time
+import os, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402
@@ -25,12 +25,7 @@ HZ = os.sysconf("SC_CLK_TCK")
 
 
 def wrk(url, token, seconds):
-    args = ["wrk", "-t2", "-c64", f"-d{seconds}s", url]
-    if token:
-        args[1:1] = ["-H", f"Authorization: Bearer {token}"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30).stdout
-    assert "Non-2xx" not in out, out
-    return int(re.search(r"(\d+) requests in", out).group(1))
+    return ins.wrk(url, token, seconds, ("-t2", "-c64"))
 
 
 def ticks(pid):

@@ -28,8 +28,8 @@ def config(gp, ap, up):
 [[routes]]\npath = "/**"\nupstream = "u"\nauth = "required"\n""")
 
 
-def wrk(url, token, seconds):
-    args = ["wrk", "-t1", "-c8", f"-d{seconds}s", url]
+def wrk(url, token, seconds, load=("-t1", "-c8")):
+    args = ["wrk", *load, f"-d{seconds}s", url]
     if token:
         args[1:1] = ["-H", f"Authorization: Bearer {token}"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 30).stdout
