@@ -1,7 +1,8 @@
 //! The plain exchange: most requests a gateway forwards are one head and at most a body it
 //! already holds (a GET, a form read whole), to a plain-TCP upstream. For those the gateway
-//! writes the request itself in one `write` and parses the answer's head with `httparse` on
-//! the connection's own buffer, header values kept as slices of it. hyper's client (a task
+//! writes the request itself in one `write` and parses the answer's head with `httparse`,
+//! header values kept as slices of the bytes read (a small answer is copied out whole first,
+//! so the connection keeps its read buffer; see `head::parse_head`). hyper's client (a task
 //! per connection, channels to it, its own buffers) stays for the rest: streamed request
 //! bodies, WebSocket upgrades, TLS upstreams.
 //!
