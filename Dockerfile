@@ -23,10 +23,6 @@ RUN touch src/main.rs src/lib.rs \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/authgate /usr/local/bin/authgate
 COPY deploy/image/authgate.toml /etc/authgate/authgate.toml
-# glibc then maps the hashing threads' argon2 memory (19 MiB a thread) on its own and gives it
-# back when a thread has been idle for login.hash_memory_idle (without it, glibc's growing
-# mmap threshold keeps the freed memory in the heap).
-ENV GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4194304
 # Numeric: a kubelet verifies runAsNonRoot only against a numeric user.
 USER 65532:65532
 EXPOSE 8443 9901

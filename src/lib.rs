@@ -16,6 +16,7 @@ pub mod error;
 pub mod gateway;
 pub mod ids;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 mod metrics_process;
 pub mod origin;

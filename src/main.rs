@@ -183,6 +183,10 @@ enum UsersAction {
     },
 }
 
+/// See `authgate::memory`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {

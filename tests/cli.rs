@@ -744,11 +744,8 @@ async fn a_burst_of_32_concurrent_logins_stays_under_64_mib() {
             &text[end..]
         ),
     );
-    // As the image runs it (Dockerfile: GLIBC_TUNABLES).
     let mut cmd = bin();
-    cmd.args(["serve", "--config"])
-        .arg(&cfg)
-        .env("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=4194304");
+    cmd.args(["serve", "--config"]).arg(&cfg);
     let (running, public, _admin, _log) = spawn_command_with_log(cmd);
     let addr: std::net::SocketAddr = public.parse().unwrap();
     let pid = running.0.as_ref().unwrap().id();

@@ -85,9 +85,12 @@ pub fn dummy_hash(cost: HashCost) -> Result<String, HashError> {
     let params =
         argon2::Params::new(cost.m_kib, cost.t, cost.p, None).map_err(|_| HashError::Failed)?;
     let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    Ok(argon
+    let hash = argon
         .hash_password(b"authgate-dummy-password-for-unknown-users")?
-        .to_string())
+        .to_string();
+    // Its memory (19 MiB with the default parameters) was freed, not yet given back.
+    crate::memory::give_back();
+    Ok(hash)
 }
 
 /// Verifies against any argon2 PHC string (argon2id, argon2i, argon2d; any parameters).
@@ -193,6 +196,7 @@ impl Queue {
             match idle_since {
                 Some(since) if since.elapsed() >= self.release_after => {
                     BLOCKS.with(|cell| *cell.borrow_mut() = Vec::new());
+                    crate::memory::give_back();
                     *idle_since = None;
                     tracing::debug!("a password hashing thread gave its memory back");
                 }

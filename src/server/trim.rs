@@ -1,9 +1,9 @@
 //! Gives memory back to the system after connections went idle or closed in numbers.
 //!
-//! A parked connection frees hyper's buffers (see `conn`), but glibc's malloc keeps freed
+//! A parked connection frees hyper's buffers (see `conn`), but the allocator keeps freed
 //! memory for reuse: after 8,000 connections had each made a request, RSS stayed at what they
-//! had held while active (~22 KiB each) though each now held ~1.5 KiB. `malloc_trim` hands
-//! the free pages back. It runs on the blocking pool, at most once per `EVERY`, and only when
+//! had held while active (~22 KiB each, with glibc's malloc) though each now held ~1.5 KiB.
+//! `crate::memory::give_back` hands the free pages back. It runs on the blocking pool, at most once per `EVERY`, and only when
 //! at least `AFTER` connections were parked or closed since the last time: never under
 //! steady keep-alive load (nothing parks), a few milliseconds every few seconds under churn.
 
@@ -33,22 +33,7 @@ pub async fn run(released: Arc<Released>, mut stop: watch::Receiver<bool>) {
             _ = stop.wait_for(|s| *s) => return,
         }
         if released.0.swap(0, Ordering::Relaxed) >= AFTER {
-            let _ = tokio::task::spawn_blocking(give_back).await;
+            let _ = tokio::task::spawn_blocking(crate::memory::give_back).await;
         }
     }
 }
-
-/// Returns the allocator's free pages to the system.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-pub fn give_back() {
-    // SAFETY: `malloc_trim` takes a size (0: trim everything possible) and touches only the
-    // allocator's own free lists, under its own locks; no pointer of ours is involved.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Other allocators (musl, macOS) return memory on their own terms.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn give_back() {}
