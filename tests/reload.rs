@@ -176,12 +176,28 @@ async fn routes_users_and_keys_reload_from_a_swapped_configmap_and_a_broken_conf
     );
     assert!(reloads(admin, "ok").await >= 2);
 
-    // Dropping the old key (after refresh_ttl, in the procedure) refuses its tokens.
+    // Dropping the old key (after refresh_ttl, in the procedure) refuses its tokens, on a
+    // connection kept busy across the reload too (it remembers the last token verified on it:
+    // the new configuration must not take that from the old one).
+    let mut kept = connection(addr).await;
+    assert_eq!(
+        get_on(&mut kept, "/app/x", &before.access).await.0,
+        StatusCode::OK
+    );
     swap(
         &dir,
         4,
         &config(&tokens(&k2, &[]), &format!("[[routes]]\n{open}\n")),
     );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Every 50 ms: well within a tick, so the connection is never parked (which forgets).
+    while get_on(&mut kept, "/app/x", &before.access).await.0 != StatusCode::UNAUTHORIZED {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a dropped key still verifies on a kept connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         eventually(Duration::from_secs(20), || async {
             get_with_token(addr, "/app/x", &before.access).await.0 == StatusCode::UNAUTHORIZED

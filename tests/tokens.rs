@@ -387,6 +387,81 @@ async fn key_rotation_keeps_sessions_and_publishes_both_keys() {
     assert!(!jwks.contains(&kid(&old.access)), "{jwks}");
 }
 
+/// The gateway remembers the last access token verified on a connection (to skip its digest
+/// and the cache on the next request): everything else is still checked on every request of
+/// that connection. Another user's token is judged as itself, a token that differs in one
+/// byte is refused, and a logout (elsewhere) refuses the remembered token at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_remembered_on_a_connection_is_still_checked_every_time() {
+    let (_fx, up, app) = gateway(MEMORY, HS256).await;
+    let addr = app.public_addr;
+    let alice = login_pair(addr, "alice", "alice-password").await;
+    let root = login_pair(addr, "root", "root-password").await;
+    let mut conn = connection(addr).await;
+    let user_on = |seen: Seen| {
+        seen.headers
+            .get("x-auth-user")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    for (token, user) in [
+        (&alice.access, "alice"),
+        (&alice.access, "alice"),
+        (&root.access, "root"),
+        (&alice.access, "alice"),
+    ] {
+        let (s, body) = get_on(&mut conn, "/app/x", token).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(user_on(up.last()).as_deref(), Some(user));
+    }
+    // Roles come with the token remembered: alice's are not root's.
+    assert_eq!(
+        get_on(&mut conn, "/admin/x", &alice.access).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get_on(&mut conn, "/admin/x", &root.access).await.0,
+        StatusCode::OK
+    );
+    // One byte changed, same length: not the remembered token.
+    let remembered = root.access.clone();
+    assert_eq!(
+        get_on(&mut conn, "/app/x", &remembered).await.0,
+        StatusCode::OK
+    );
+    let mut forged = remembered.into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let (s, body) = get_on(&mut conn, "/app/x", &forged).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    // A refresh token is never taken for the access token remembered.
+    assert_eq!(
+        get_on(&mut conn, "/app/x", &alice.access).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get_on(&mut conn, "/app/x", &alice.refresh).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Logout on another connection; the remembered token is refused on this one at once.
+    assert_eq!(
+        get_on(&mut conn, "/app/x", &alice.access).await.0,
+        StatusCode::OK
+    );
+    let req = post("/auth/logout")
+        .header("authorization", format!("Bearer {}", alice.access))
+        .body(empty())
+        .unwrap();
+    assert_eq!(send(addr, req).await.0, StatusCode::NO_CONTENT);
+    let (s, body) = get_on(&mut conn, "/app/x", &alice.access).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(json(&body)["error"], "invalid_token");
+    assert_eq!(
+        get_on(&mut conn, "/app/x", &root.access).await.0,
+        StatusCode::OK
+    );
+}
+
 /// Regression: a correctly signed token whose header carries `crit` was accepted; RFC 7515
 /// section 4.1.11 says a receiver that does not understand the listed extensions must reject it.
 #[tokio::test(flavor = "multi_thread")]

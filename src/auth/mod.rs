@@ -257,4 +257,15 @@ impl Auth {
     {
         self.sessions.authenticate(headers, secure)
     }
+
+    /// `authenticate`, remembering the token on the request's connection (`memo`).
+    pub fn authenticate_on<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        secure: bool,
+        memo: &'a dyn tokens::TokenMemo,
+    ) -> impl std::future::Future<Output = Result<Identity, crate::error::GatewayError>> + Send + 'a
+    {
+        self.sessions.authenticate_on(headers, secure, memo)
+    }
 }

@@ -6,6 +6,7 @@ mod cache;
 mod claims;
 mod entry;
 mod intern;
+mod memo;
 mod sketch;
 
 use super::keys::KeySet;
@@ -16,6 +17,7 @@ use cache::VerifiedCache;
 pub use claims::Claims;
 use claims::{Grants, GrantsKey, Principal};
 use jsonwebtoken::{Header, Validation};
+pub use memo::{LastToken, TokenMemo};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -145,6 +147,8 @@ pub struct Tokens {
     leeway: u64,
     /// Cache lookups [hit, miss] (`authgate_token_cache_lookups_total`).
     cache_lookups: [prometheus_client::metrics::counter::Counter; 2],
+    /// Tells these `Tokens` from those of another configuration (see `memo`).
+    owner: u64,
 }
 
 impl Tokens {
@@ -168,6 +172,7 @@ impl Tokens {
             audience: cfg.audience.clone(),
             leeway: cfg.leeway.as_secs(),
             cache_lookups: Default::default(),
+            owner: memo::next_owner(),
         }
     }
 
@@ -286,6 +291,22 @@ impl Tokens {
         if want == TokenType::Access && claims.roles().is_none() {
             return Err(TokenError::Invalid);
         }
+        Ok(claims)
+    }
+
+    /// `verify` for an access token, first against the token last verified on the request's
+    /// connection (kept in `memo`; see `memo`). A remembered token counts as a cache hit.
+    pub fn verify_access(&self, token: &str, memo: &dyn TokenMemo) -> Result<Claims, TokenError> {
+        let mut recalled = None;
+        memo.with_last(&mut |last| {
+            recalled = last.recall(self.owner, token, now_secs(), self.leeway);
+        });
+        if let Some(claims) = recalled {
+            self.cache_lookups[0].inc();
+            return Ok(claims);
+        }
+        let claims = self.verify(token, TokenType::Access)?;
+        memo.with_last(&mut |last| last.remember(self.owner, token, &claims));
         Ok(claims)
     }
 

@@ -24,7 +24,7 @@ use crate::path::{normalize, NormalizedPath};
 use crate::route::{
     request_host, AuthMode, CacheControl, CsrfMode, HostHeader, OnUnauthenticated, Route,
 };
-use crate::server::{ConnInfo, Handler};
+use crate::server::{ConnInfo, ConnMemo, Handler};
 use crate::upstream::{forward, ForwardCtx, HeaderPolicy, UpstreamClient, UpstreamError};
 use head::{check_head, forward_target, request_host_of, upgrade_protocol};
 use http::header::{self, HeaderValue};
@@ -238,14 +238,7 @@ impl Gateway {
                 // Not boxed: its rare, large paths are (a memory store's check is a few
                 // hundred bytes of state; a box would be an allocation per request).
                 let (id, cookies) = self
-                    .authorize(
-                        routed.route,
-                        &req,
-                        &path,
-                        secure,
-                        out.navigation,
-                        routed.client_ip,
-                    )
+                    .authorize(&routed, &req, &path, out.navigation, &conn.memo)
                     .await?;
                 (Some(id), cookies)
             }
@@ -508,13 +501,13 @@ impl Gateway {
     /// `Set-Cookie` headers of an on-the-fly refresh.
     async fn authorize(
         &self,
-        route: &Route,
+        routed: &Routed<'_>,
         req: &Request<Incoming>,
         path: &NormalizedPath<'_>,
-        secure: bool,
         navigation: bool,
-        client_ip: IpAddr,
+        memo: &ConnMemo,
     ) -> Result<(Identity, Option<HeaderMap>), GatewayError> {
+        let (route, secure, client_ip) = (routed.route, routed.secure, routed.client_ip);
         let headers = req.headers();
         // An API key or Basic pair, where the route takes them (rarely: a flag check first).
         if route.api_keys || route.basic {
@@ -532,7 +525,7 @@ impl Gateway {
                 };
             }
         }
-        let result = match self.auth.authenticate(headers, secure).await {
+        let result = match self.auth.authenticate_on(headers, secure, memo).await {
             Err(GatewayError::MissingToken | GatewayError::InvalidToken(_))
                 if !headers.contains_key(header::AUTHORIZATION)
                     && cookies::get(headers, cookies::names(secure).refresh).is_some() =>
@@ -886,6 +879,13 @@ impl AccessFacts {
             client_ip: client_ip.to_string(),
             traceparent: req.headers().get(request_id::TRACEPARENT).cloned(),
         }
+    }
+}
+
+/// A connection's memo keeps the last access token verified on it (see `auth::tokens`).
+impl crate::auth::tokens::TokenMemo for ConnMemo {
+    fn with_last(&self, f: &mut dyn FnMut(&mut crate::auth::tokens::LastToken)) {
+        self.try_with(f);
     }
 }
 

@@ -121,7 +121,10 @@ impl Gateway {
         let secure =
             conn.tls || super::forwarded::https_via_proxy(conn.peer.ip(), req.headers(), trusted);
         let client_ip = self.client_ip(conn.peer.ip(), req.headers());
-        match self.judge(&orig, req.headers(), secure, client_ip).await {
+        match self
+            .judge(&orig, req.headers(), secure, client_ip, &conn.memo)
+            .await
+        {
             Ok(identity) => self.allowed(caller, identity.as_ref()),
             Err(Refusal::Redirect(to)) if caller == Caller::Forwarded => {
                 match self.absolute(&orig, secure, to) {
@@ -140,6 +143,7 @@ impl Gateway {
         headers: &HeaderMap,
         secure: bool,
         client_ip: std::net::IpAddr,
+        memo: &crate::server::ConnMemo,
     ) -> Result<Option<Identity>, Refusal> {
         let (raw_path, query) = match orig.uri.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -168,7 +172,7 @@ impl Gateway {
                     .authenticate_machine(m, &path.judged, client_ip)
                     .await
             }
-            None => self.auth.authenticate(headers, secure).await,
+            None => self.auth.authenticate_on(headers, secure, memo).await,
         };
         if let Err(e) = &authenticated {
             self.count_refusal(e);

@@ -90,6 +90,7 @@ pub(super) async fn serve<I, H>(
     H: Handler,
 {
     let peer = info.peer;
+    let memo = info.memo.clone();
     let mut io = IdleIo::new(io, activity.clone());
     let mut clock = Clock::new(shared.limits);
     let svc = {
@@ -142,6 +143,7 @@ pub(super) async fn serve<I, H>(
                     io.unread(parts.read_buf);
                     tracing::trace!(%peer, "connection parked");
                     shared.released.one();
+                    memo.clear();
                     if !io.has_unread() {
                         let _parked = Parked::new(&*shared.handler);
                         if !wake(&mut io, &clock, &mut stop).await {

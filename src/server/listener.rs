@@ -22,6 +22,41 @@ pub struct ConnInfo {
     /// The peer's address as a header value, made once per connection (shared, not copied,
     /// by every request's `X-Forwarded-For` and `X-Real-IP`).
     pub peer_value: http::HeaderValue,
+    /// What the handler keeps between the connection's requests.
+    pub memo: Arc<ConnMemo>,
+}
+
+/// Something a handler keeps for one connection between its requests (the gateway: the last
+/// access token it verified there), made on first use and dropped when the connection parks
+/// or closes. Never waited for: when another request of the connection (HTTP/2) holds it,
+/// a request goes without.
+#[derive(Default)]
+pub struct ConnMemo(std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>);
+
+impl ConnMemo {
+    /// Runs `f` on this connection's `T` (a default one on first use); None when another
+    /// request holds it, or it is of another type.
+    pub fn try_with<T: std::any::Any + Send + Default, R>(
+        &self,
+        f: impl FnOnce(&mut T) -> R,
+    ) -> Option<R> {
+        let mut slot = self.0.try_lock().ok()?;
+        let any = slot.get_or_insert_with(|| Box::new(T::default()));
+        any.downcast_mut::<T>().map(f)
+    }
+
+    /// Drops what is kept (a parked connection holds no more than it must).
+    pub fn clear(&self) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = None;
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnMemo")
+    }
 }
 
 impl ConnInfo {
@@ -33,6 +68,7 @@ impl ConnInfo {
             peer,
             tls,
             peer_value,
+            memo: Arc::default(),
         }
     }
 }
@@ -260,5 +296,20 @@ mod tests {
         let size = std::mem::size_of_val(&task);
         eprintln!("a connection task: {size} bytes");
         assert!(size <= 1536, "a connection's future is {size} bytes");
+    }
+
+    #[test]
+    fn a_conn_memo_is_made_on_first_use_never_waited_for_and_cleared() {
+        let memo = ConnMemo::default();
+        assert_eq!(memo.try_with(|n: &mut u32| *n), Some(0));
+        memo.try_with(|n: &mut u32| *n = 5);
+        assert_eq!(memo.try_with(|n: &mut u32| *n), Some(5));
+        // Held by one request: another goes without, at once.
+        let nested = memo.try_with(|_: &mut u32| memo.try_with(|n: &mut u32| *n));
+        assert_eq!(nested, Some(None));
+        // A value of another type is not handed out as this one.
+        assert_eq!(memo.try_with(|s: &mut String| s.len()), None);
+        memo.clear();
+        assert_eq!(memo.try_with(|n: &mut u32| *n), Some(0));
     }
 }

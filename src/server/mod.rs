@@ -7,4 +7,4 @@ pub mod listener;
 pub mod tls;
 mod trim;
 
-pub use listener::{serve, ConnInfo, Handler, ServeOptions};
+pub use listener::{serve, ConnInfo, ConnMemo, Handler, ServeOptions};

@@ -373,6 +373,33 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> (StatusCode, H
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// One HTTP/1.1 keep-alive connection: every request sent on it goes over the same socket.
+pub async fn connection(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A GET with a bearer token on `conn`; the status and the body.
+pub async fn get_on(
+    conn: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    path: &str,
+    token: &str,
+) -> (StatusCode, String) {
+    conn.ready().await.unwrap();
+    let req = get(path)
+        .header("authorization", format!("Bearer {token}"))
+        .body(empty())
+        .unwrap();
+    let resp = conn.send_request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
 pub fn get(path: &str) -> http::request::Builder {
     Request::builder()
         .method("GET")

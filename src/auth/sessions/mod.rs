@@ -15,7 +15,7 @@ pub use second_factor::{Challenged, LoginStep};
 use crate::auth::cookies;
 use crate::auth::csrf::CsrfKey;
 use crate::auth::passwords::{HashCost, HashError, Hasher};
-use crate::auth::tokens::{Claims, Issued, TokenError, TokenType, Tokens, Via};
+use crate::auth::tokens::{Claims, Issued, TokenError, TokenMemo, TokenType, Tokens, Via};
 use crate::auth::Identity;
 use crate::clock::now_secs;
 use crate::config::{Config, OnStoreError};
@@ -247,6 +247,30 @@ impl Sessions {
         let (token, via_cookie) =
             super::request_token(headers, secure).ok_or(GatewayError::MissingToken)?;
         let claims = self.verify(token, TokenType::Access).await?;
+        Ok(Identity {
+            claims,
+            via_cookie,
+            key: None,
+        })
+    }
+
+    /// `authenticate`, remembering the token in `memo` (the request's connection's): the
+    /// next request with the same token skips its digest and the cache lookup. Revocation is
+    /// checked every time.
+    pub async fn authenticate_on(
+        &self,
+        headers: &HeaderMap,
+        secure: bool,
+        memo: &dyn TokenMemo,
+    ) -> Result<Identity, GatewayError> {
+        let (token, via_cookie) =
+            super::request_token(headers, secure).ok_or(GatewayError::MissingToken)?;
+        let claims = self
+            .tokens
+            .verify_access(token, memo)
+            .map_err(GatewayError::InvalidToken)?;
+        self.check_revocation(claims.sid(), claims.sub(), claims.iat)
+            .await?;
         Ok(Identity {
             claims,
             via_cookie,
