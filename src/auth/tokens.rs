@@ -17,7 +17,7 @@ use cache::VerifiedCache;
 pub use claims::Claims;
 use claims::{Grants, GrantsKey, Principal};
 use jsonwebtoken::{Header, Validation};
-pub use memo::{LastToken, TokenMemo};
+pub use memo::{LastToken, NoMemo, TokenMemo};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 

@@ -15,7 +15,7 @@ pub use second_factor::{Challenged, LoginStep};
 use crate::auth::cookies;
 use crate::auth::csrf::CsrfKey;
 use crate::auth::passwords::{HashCost, HashError, Hasher};
-use crate::auth::tokens::{Claims, Issued, TokenError, TokenMemo, TokenType, Tokens, Via};
+use crate::auth::tokens::{Claims, Issued, NoMemo, TokenError, TokenMemo, TokenType, Tokens, Via};
 use crate::auth::Identity;
 use crate::clock::now_secs;
 use crate::config::{Config, OnStoreError};
@@ -244,14 +244,7 @@ impl Sessions {
         headers: &HeaderMap,
         secure: bool,
     ) -> Result<Identity, GatewayError> {
-        let (token, via_cookie) =
-            super::request_token(headers, secure).ok_or(GatewayError::MissingToken)?;
-        let claims = self.verify(token, TokenType::Access).await?;
-        Ok(Identity {
-            claims,
-            via_cookie,
-            key: None,
-        })
+        self.authenticate_on(headers, secure, &NoMemo).await
     }
 
     /// `authenticate`, remembering the token in `memo` (the request's connection's): the

@@ -64,6 +64,13 @@ pub trait TokenMemo: Sync {
     fn with_last(&self, f: &mut dyn FnMut(&mut LastToken));
 }
 
+/// No connection to remember on (the gateway's own endpoints): every token is looked up.
+pub struct NoMemo;
+
+impl TokenMemo for NoMemo {
+    fn with_last(&self, _: &mut dyn FnMut(&mut LastToken)) {}
+}
+
 /// Compares without an early exit, so timing tells nothing about how much matched (the
 /// remembered token may be another user's, on a connection a proxy shares).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
