@@ -152,10 +152,25 @@ def rss_probe(up):
 
 
 # Many users: distinct valid tokens cycled by wrk (rows named "..., 20k tokens"), compared
-# with the one-token row of the same configuration. MANY_TOKENS="20000 200000" by default:
-# the first fits the default cache (100k), the second does not (every request a miss).
+# with the one-token rows of the same configuration: MANY_BASE (wrk -H, as every other row)
+# and MANY_ONE, one token through the same wrk script, which isolates the gateway's cost of
+# many users from wrk's (its Lua picks the request; wrk shares the 2 cores with the gateway).
+# MANY_TOKENS="20000 200000" by default: the first fits the default cache (100k), the second
+# does not.
 MANY_BASE = "authgate protected EdDSA memory"
+MANY_ONE = f"{MANY_BASE}, 1 token scripted"
 MANY_TOKENS = [int(n) for n in os.environ.get("MANY_TOKENS", "20000 200000").split()]
+
+
+def many_name(n):
+    return MANY_ONE if n == 1 else f"{MANY_BASE}, {n // 1000}k tokens"
+
+
+def warm_seconds(n):
+    """A scripted row's warm-up: long enough that every token was asked for once (at 15k
+    requests/s, slower than any row's misses here), so that the rows measure a warm cache,
+    not its filling: 3 s, or 14 s for 200k tokens."""
+    return max(3, -(-n // 15000))
 CYCLE_LUA = """
 -- Cycles through the tokens in TOKENS, one per request; each wrk thread starts at its own
 -- part of the list (so that two threads do not ask for the same token back to back). The
@@ -175,15 +190,16 @@ end
 """
 
 
-def many_users(up, hosts, pids):
+def many_users(up, hosts, pids, sizes):
     """A gateway per many-users row (the EdDSA memory configuration, default cache), so that
     one row's tokens do not evict another's; its tokens signed with its own key (mint.py).
     Returns {row name: wrk script}."""
     only = os.environ.get("ROWS")
-    rows = {f"{MANY_BASE}, {n // 1000}k tokens": n for n in MANY_TOKENS}
+    rows = {many_name(n): n for n in MANY_TOKENS}
     rows = {name: n for name, n in rows.items() if not only or re.search(only, name)}
     if not rows:
         return {}
+    rows = {MANY_ONE: 1, **rows}
     try:
         import cryptography  # noqa: F401  (EdDSA signing in mint.py)
     except ImportError:
@@ -202,7 +218,7 @@ def many_users(up, hosts, pids):
         toks = mint.mint("EdDSA", os.path.join(work, f"ed-{n}.pem"), n, kid=mint.kid_of(f"http://127.0.0.1:{gp}"))
         path = write(f"tokens-{n}.txt", "\n".join(toks) + "\n")
         scripts[name] = write(f"tokens-{n}.lua", CYCLE_LUA.replace("TOKENS", path).replace("THREADS", str(THREADS)))
-        hosts[name] = (f"http://127.0.0.1:{gp}/x", toks[0], True); pids[name] = [p.pid]
+        hosts[name] = (f"http://127.0.0.1:{gp}/x", toks[0], True); pids[name] = [p.pid]; sizes[name] = n
         print(f"{name}: {n:,} tokens minted", file=sys.stderr)
     return scripts
 
@@ -299,7 +315,8 @@ server {{ listen 127.0.0.1:{ngx}; location / {{ proxy_pass http://u; proxy_http_
                 basic = "Basic " + base64.b64encode(b"bench:bench-password").decode()
                 hosts["authgate basic (cached) memory"] = (f"http://127.0.0.1:{gp}/basic/x", basic, True); pids["authgate basic (cached) memory"] = [p.pid]
 
-    scripts = many_users(up, hosts, pids)
+    many_sizes = {}
+    scripts = many_users(up, hosts, pids, many_sizes)
 
     # The public route to an HTTPS upstream (private CA) and to two hosts (round robin).
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -456,7 +473,7 @@ server {{ listen 127.0.0.1:{fa}; proxy_http_version 1.1; proxy_set_header Connec
     if only:
         keep = {"upstream direct", "nginx proxy_pass", "authgate protected HS256 memory"}
         if scripts:
-            keep.add(MANY_BASE)
+            keep.update((MANY_BASE, MANY_ONE))
         hosts = {n: v for n, v in hosts.items() if n in keep or re.search(only, n)}
 
     # Correctness gate per row: a valid token gets 200, a tampered one 401.
@@ -471,8 +488,9 @@ server {{ listen 127.0.0.1:{fa}; proxy_http_version 1.1; proxy_set_header Connec
     memory = rss_probe(up)
     for name, script in scripts.items():
         if name in hosts:  # one pass first: the rows measure a warm cache, not its filling
-            subprocess.run(["wrk", f"-t{THREADS}", f"-c{CONNS}", "-d3s", "-s", script, hosts[name][0]],
-                           capture_output=True, timeout=60)
+            n = many_sizes.get(name, 1)
+            subprocess.run(["wrk", f"-t{THREADS}", f"-c{CONNS}", f"-d{warm_seconds(n)}s", "-s", script, hosts[name][0]],
+                           capture_output=True, timeout=120)
     results = {n: [] for n in hosts}
     for r in range(ROUNDS):
         order = list(hosts) if r % 2 == 0 else list(reversed(hosts))
@@ -496,7 +514,11 @@ server {{ listen 127.0.0.1:{fa}; proxy_http_version 1.1; proxy_set_header Connec
     if MANY_BASE in hosts:
         for name in scripts:
             if name in hosts and "tokens" in name:
-                print(f"{name}: {med(name, 'rps') / med(MANY_BASE, 'rps'):.2f}x the one-token row ({MANY_BASE})")
+                line = f"{name}: {med(name, 'rps') / med(MANY_BASE, 'rps'):.2f}x the one-token row"
+                if MANY_ONE in hosts:
+                    line += (f", {med(name, 'rps') / med(MANY_ONE, 'rps'):.2f}x the scripted one-token row"
+                             f" (CPU per request {med(name, 'cpu_us') / med(MANY_ONE, 'cpu_us'):.2f}x)")
+                print(line)
     logins(hosts, pids)
     print(f"\nauthgate RSS: idle {memory[0]:.1f} MiB; with {IDLE_CONNS:,} idle keep-alive connections {memory[1]:.1f} MiB"
           f" ({(memory[1] - memory[0]) * 1024 / IDLE_CONNS:.1f} KiB a connection)")
