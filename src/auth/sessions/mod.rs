@@ -435,6 +435,18 @@ impl Sessions {
         }
     }
 
+    /// The signed, unexpired `mfa_token` (or enrolment token) for `purpose`; not yet spent.
+    fn challenge(
+        &self,
+        token: &str,
+        purpose: crate::auth::factors::challenge::Purpose,
+    ) -> Result<crate::auth::factors::challenge::Challenge, GatewayError> {
+        self.factors
+            .challenges()
+            .verify(token, purpose, now_secs())
+            .map_err(GatewayError::InvalidToken)
+    }
+
     /// Spends the `mfa_token` whose id is `jti` (on every replica); an error if it was spent.
     async fn spend_challenge(&self, jti: &str) -> Result<(), GatewayError> {
         let fresh = self

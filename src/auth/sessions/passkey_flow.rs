@@ -196,11 +196,7 @@ impl Sessions {
         let rp = self.factors.webauthn().ok_or_else(off)?;
         let (rcr, ceremony) = match mfa_token {
             Some(t) => {
-                let c = self
-                    .factors
-                    .challenges()
-                    .verify(t, Purpose::Code, now_secs())
-                    .map_err(GatewayError::InvalidToken)?;
+                let c = self.challenge(t, Purpose::Code)?;
                 let user = self
                     .user(&c.sub)
                     .await?

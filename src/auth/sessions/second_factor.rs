@@ -135,11 +135,7 @@ impl Sessions {
         code: &str,
         from: &SignIn<'_>,
     ) -> Result<(String, Pair), GatewayError> {
-        let challenge = self
-            .factors
-            .challenges()
-            .verify(mfa_token, Purpose::Code, now_secs())
-            .map_err(GatewayError::InvalidToken)?;
+        let challenge = self.challenge(mfa_token, Purpose::Code)?;
         let client_ip = from
             .ip
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
@@ -256,11 +252,7 @@ impl Sessions {
         code: &str,
         from: &SignIn<'_>,
     ) -> Result<(String, Pair), GatewayError> {
-        let challenge = self
-            .factors
-            .challenges()
-            .verify(mfa_token, Purpose::Enrol, now_secs())
-            .map_err(GatewayError::InvalidToken)?;
+        let challenge = self.challenge(mfa_token, Purpose::Enrol)?;
         self.enrol_totp(&challenge.sub, pending, code).await?;
         self.spend_challenge(&challenge.jti).await?;
         let user = self
