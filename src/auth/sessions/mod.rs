@@ -14,6 +14,7 @@ pub use second_factor::{Challenged, LoginStep};
 
 use crate::auth::cookies;
 use crate::auth::csrf::CsrfKey;
+use crate::auth::factors::challenge::{Challenge, Purpose};
 use crate::auth::passwords::{HashCost, HashError, Hasher};
 use crate::auth::tokens::{Claims, Issued, NoMemo, TokenError, TokenMemo, TokenType, Tokens, Via};
 use crate::auth::Identity;
@@ -436,11 +437,7 @@ impl Sessions {
     }
 
     /// The signed, unexpired `mfa_token` (or enrolment token) for `purpose`; not yet spent.
-    fn challenge(
-        &self,
-        token: &str,
-        purpose: crate::auth::factors::challenge::Purpose,
-    ) -> Result<crate::auth::factors::challenge::Challenge, GatewayError> {
+    fn challenge(&self, token: &str, purpose: Purpose) -> Result<Challenge, GatewayError> {
         self.factors
             .challenges()
             .verify(token, purpose, now_secs())
