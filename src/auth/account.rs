@@ -353,14 +353,7 @@ async fn enrol(
             Err(GatewayError::InvalidCode) if html => {
                 let user = auth
                     .sessions()
-                    .factors()
-                    .challenges()
-                    .verify(
-                        &mfa_token,
-                        super::factors::challenge::Purpose::Enrol,
-                        now_secs(),
-                    )
-                    .map_err(GatewayError::InvalidToken)?
+                    .challenge(&mfa_token, super::factors::challenge::Purpose::Enrol)?
                     .sub;
                 return retry_setup(
                     auth,

@@ -142,11 +142,10 @@ pub async fn submit(
 /// Whether the user `mfa_token` signs in has a passkey to use.
 async fn passkey_offered(auth: &Auth, mfa_token: &str) -> bool {
     let factors = auth.sessions().factors();
-    let Ok(c) = factors.challenges().verify(
-        mfa_token,
-        super::factors::challenge::Purpose::Code,
-        crate::clock::now_secs(),
-    ) else {
+    let Ok(c) = auth
+        .sessions()
+        .challenge(mfa_token, super::factors::challenge::Purpose::Code)
+    else {
         return false;
     };
     match auth.sessions().user(&c.sub).await {

@@ -437,7 +437,7 @@ impl Sessions {
     }
 
     /// The signed, unexpired `mfa_token` (or enrolment token) for `purpose`; not yet spent.
-    fn challenge(&self, token: &str, purpose: Purpose) -> Result<Challenge, GatewayError> {
+    pub fn challenge(&self, token: &str, purpose: Purpose) -> Result<Challenge, GatewayError> {
         self.factors
             .challenges()
             .verify(token, purpose, now_secs())
