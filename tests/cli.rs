@@ -921,6 +921,47 @@ fn redis_topology_config_errors() {
     }
 }
 
+/// An identity header may not take the name of one the gateway sets or strips (the upstream
+/// would see two values, or none), nor the other identity header's name.
+#[test]
+fn identity_headers_may_not_take_the_gateways_names() {
+    let fx = Fixture::new();
+    let up: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let cases = [
+        (
+            "subject_header = \"X_Forwarded_For\"",
+            "identity.subject_header",
+        ),
+        ("roles_header = \"x-request-id\"", "identity.roles_header"),
+        ("subject_header = \"Host\"", "identity.subject_header"),
+        (
+            "subject_header = \"X-User\"\nroles_header = \"x_user\"",
+            "also identity.subject_header",
+        ),
+    ];
+    for (i, (identity, expect)) in cases.iter().enumerate() {
+        let text = format!(
+            "{}\n[identity]\n{identity}\n",
+            fx.config(up, HS256, "backend = \"memory\"", "", "")
+        );
+        let path = fx.write(&format!("id{i}.toml"), &text);
+        let out = bin()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{identity}: {err}");
+        assert!(err.contains(expect), "{identity}: {err}");
+        assert!(err.contains(&format!("id{i}.toml:")), "{err}");
+    }
+    let ok = format!(
+        "{}\n[identity]\nsubject_header = \"X-Remote-User\"\n",
+        fx.config(up, HS256, "backend = \"memory\"", "", "")
+    );
+    authgate::Config::from_str(&fx.path("ok.toml"), &ok).unwrap();
+}
+
 /// The resident memory of process `pid`, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

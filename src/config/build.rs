@@ -4,7 +4,6 @@
 use super::error::Reporter;
 use super::raw::{self, Dur, RawConfig, Text};
 use super::*;
-use http::HeaderName;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
@@ -121,7 +120,7 @@ pub(super) fn build(rep: &mut Reporter, base: &Path, raw: RawConfig) -> Option<C
         );
     }
     let login = super::build_login::build_login(rep, base, &raw.login, users.as_ref());
-    let identity = build_identity(rep, base, &raw.identity);
+    let identity = super::build_identity::build_identity(rep, base, &raw.identity);
     let upstreams = super::build_upstreams::build_upstreams(rep, base, &raw.upstreams);
     let forward_auth_only = raw.forward_auth.only.unwrap_or(false);
     let public_origin = raw
@@ -618,79 +617,4 @@ fn build_users(rep: &mut Reporter, base: &Path, raw: &raw::RawUsers) -> Option<U
         backend,
         registration,
     })
-}
-
-fn header_name(
-    rep: &mut Reporter,
-    v: &Option<Spanned<Text>>,
-    key: &str,
-    default: &str,
-) -> HeaderName {
-    let text = v.as_ref().map_or(default, |s| s.get_ref().0.as_str());
-    HeaderName::from_bytes(text.as_bytes()).unwrap_or_else(|_| {
-        rep.error(
-            v.as_ref().and_then(span),
-            key,
-            format!("{text:?} is not a valid header name"),
-            None,
-        );
-        HeaderName::from_static("x-invalid")
-    })
-}
-
-fn build_identity(rep: &mut Reporter, base: &Path, raw: &raw::RawIdentity) -> IdentityConfig {
-    let password = match &raw.basic_auth_password_file {
-        None => Some(String::new()),
-        Some(f) => match std::fs::read(resolve(base, &f.get_ref().0)) {
-            Ok(bytes) => match String::from_utf8(trim_ascii_end(bytes)) {
-                Ok(p) if !p.contains(':') => Some(p),
-                _ => {
-                    rep.error(
-                        span(f),
-                        "identity.basic_auth_password_file",
-                        "the password must be UTF-8 text without ':'",
-                        None,
-                    );
-                    None
-                }
-            },
-            Err(e) => {
-                rep.error(
-                    span(f),
-                    "identity.basic_auth_password_file",
-                    format!("cannot read {}: {e}", f.get_ref().0),
-                    Some("create the file, or remove the key (an empty password)".to_owned()),
-                );
-                None
-            }
-        },
-    };
-    if raw.basic_auth_password_file.is_some() && raw.pass_basic_auth != Some(true) {
-        rep.error(
-            raw.basic_auth_password_file.as_ref().and_then(span),
-            "identity.basic_auth_password_file",
-            "only pass_basic_auth = true uses it",
-            Some("set pass_basic_auth = true or remove it".to_owned()),
-        );
-    }
-    IdentityConfig {
-        pass_basic_auth: if raw.pass_basic_auth == Some(true) {
-            password
-        } else {
-            None
-        },
-        subject_header: header_name(
-            rep,
-            &raw.subject_header,
-            "identity.subject_header",
-            "X-Auth-User",
-        ),
-        roles_header: header_name(
-            rep,
-            &raw.roles_header,
-            "identity.roles_header",
-            "X-Auth-Roles",
-        ),
-        forward_token: raw.forward_token.unwrap_or(false),
-    }
 }

@@ -3,6 +3,7 @@
 //! column, key path and a fix; all problems of a file are reported together.
 
 mod build;
+mod build_identity;
 mod build_login;
 mod build_oidc;
 mod build_revocation;
