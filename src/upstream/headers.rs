@@ -1,6 +1,7 @@
 //! The request head the upstream receives: hop-by-hop headers out, spoofable identity headers
 //! out, our own cookies out, identity and X-Forwarded-* in.
 
+use super::overlay::Overlay;
 use crate::gateway::request_id::{TRACEPARENT, TRACESTATE};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
@@ -20,6 +21,10 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the rewrite does to every request, fixed at start-up.
 #[derive(Debug, Clone)]
@@ -204,18 +209,39 @@ fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
     }
 }
 
+/// Which of the headers the gateway sets the client's request (after the strip) still holds:
+/// a name it holds is replaced in the map, one it does not goes to the [`Overlay`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Held {
+    forwarded_for: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+    request_id: bool,
+    /// A `tracestate` without a `traceparent`: it describes no trace and goes too, unless
+    /// the gateway starts one.
+    orphan_tracestate: bool,
+}
+
 /// Removes what the client may not send on: hop-by-hop headers, anything named like an
 /// identity header, `Authorization` (unless forwarded by policy) and the gateway's cookies.
-/// True when the client sent a `tracestate` without a `traceparent` (then it describes no
-/// trace and goes too, unless the gateway starts one).
-fn strip_client_headers(headers: &mut HeaderMap, policy: &HeaderPolicy) -> bool {
+/// Says which of the names the gateway sets are left.
+fn strip_client_headers(headers: &mut HeaderMap, policy: &HeaderPolicy) -> Held {
     strip_hop_by_hop(headers);
     // One pass over the names finds what must go; a clean request costs no lookup.
     let mut spoofed: Vec<HeaderName> = Vec::new();
     let (mut cookie, mut authorization) = (false, false);
     let (mut traceparent, mut tracestate) = (false, false);
+    let mut held = Held::default();
     for name in headers.keys() {
-        if *name == header::COOKIE {
+        if *name == X_FORWARDED_FOR {
+            held.forwarded_for = true;
+        } else if *name == X_FORWARDED_PROTO {
+            held.forwarded_proto = true;
+        } else if *name == X_FORWARDED_HOST {
+            held.forwarded_host = true;
+        } else if *name == X_REQUEST_ID {
+            held.request_id = true;
+        } else if *name == header::COOKIE {
             cookie = true;
         } else if *name == header::AUTHORIZATION {
             authorization = true;
@@ -256,18 +282,33 @@ fn strip_client_headers(headers: &mut HeaderMap, policy: &HeaderPolicy) -> bool 
             }
         }
     }
-    tracestate && !traceparent
+    held.orphan_tracestate = tracestate && !traceparent;
+    held
 }
 
-/// The request head the upstream receives.
-pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>) {
-    let orphan_tracestate = strip_client_headers(headers, ctx.policy);
-    // One lookup: the usual request has no X-Forwarded-For, and gets the peer.
-    match headers.entry(HeaderName::from_static("x-forwarded-for")) {
-        header::Entry::Vacant(e) => {
-            e.insert(ctx.peer_value.clone());
-        }
-        header::Entry::Occupied(mut e) => {
+/// Sets `name` for the upstream: replaced in the map when the client's request holds it,
+/// else added beside it.
+fn set(
+    headers: &mut HeaderMap,
+    added: &mut Overlay,
+    held: bool,
+    name: HeaderName,
+    value: HeaderValue,
+) {
+    if held {
+        headers.insert(name, value);
+    } else {
+        added.push(name, value);
+    }
+}
+
+/// The request head the upstream receives: `headers` rewritten in place, and the headers the
+/// gateway adds that the client did not send (most of them) returned beside it.
+pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>) -> Overlay {
+    let held = strip_client_headers(headers, ctx.policy);
+    let mut added = Overlay::with_capacity(8);
+    if held.forwarded_for {
+        if let header::Entry::Occupied(mut e) = headers.entry(X_FORWARDED_FOR) {
             let prior: Vec<&str> = e.iter().filter_map(|v| v.to_str().ok()).collect();
             let xff = if prior.is_empty() {
                 Some(ctx.peer_value.clone())
@@ -278,6 +319,8 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
                 e.insert(v);
             }
         }
+    } else {
+        added.push(X_FORWARDED_FOR, ctx.peer_value.clone());
     }
     let real_ip = if ctx.client_ip == ctx.peer_ip {
         Some(ctx.peer_value.clone())
@@ -285,23 +328,36 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
         ip_value(ctx.client_ip)
     };
     if let Some(v) = real_ip {
-        headers.insert(X_REAL_IP, v);
+        // The client's was stripped.
+        added.push(X_REAL_IP, v);
     }
     let proto = if ctx.tls { "https" } else { "http" };
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
+    set(
+        headers,
+        &mut added,
+        held.forwarded_proto,
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(proto),
     );
     if let Some(v) = ctx.host.take() {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), v.clone());
+        set(
+            headers,
+            &mut added,
+            held.forwarded_host,
+            X_FORWARDED_HOST,
+            v.clone(),
+        );
         // The checked host (a trailing dot removed), also over the client's own Host.
         headers.insert(header::HOST, v);
     }
     if let Some(v) = ctx.host_override.take() {
         headers.insert(header::HOST, v);
     }
-    headers.insert(
-        HeaderName::from_static("x-request-id"),
+    set(
+        headers,
+        &mut added,
+        held.request_id,
+        X_REQUEST_ID,
         ctx.request_id.clone(),
     );
     match ctx.traceparent.take() {
@@ -313,16 +369,17 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
             headers.insert(TRACEPARENT, t.value);
         }
         // No trace at all: a vendor's state of nothing.
-        None if orphan_tracestate => {
+        None if held.orphan_tracestate => {
             headers.remove(TRACESTATE);
         }
         None => {}
     }
+    // The client's X-Forwarded-Prefix, X-Auth-Key and identity headers were stripped.
     if let Some(prefix) = ctx.forwarded_prefix.take() {
-        headers.insert(X_FORWARDED_PREFIX, prefix);
+        added.push(X_FORWARDED_PREFIX, prefix);
     }
     if let Some(k) = ctx.key_name.take() {
-        headers.insert(X_AUTH_KEY, k);
+        added.push(X_AUTH_KEY, k);
         // The key travelled as `Authorization: Bearer` or Basic: never to the upstream.
         headers.remove(header::AUTHORIZATION);
     }
@@ -340,7 +397,7 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
         for (name, value) in ctx.policy.identity_headers.iter().zip(values) {
             if let Some(v) = value {
                 // Moved in, not cloned: a cloned value would be copied to shared storage.
-                headers.insert(name.clone(), v);
+                added.push(name.clone(), v);
             }
         }
     }
@@ -348,6 +405,8 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, ctx: &mut ForwardCtx<'_>
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol.clone());
     }
+    debug_assert!(added.disjoint(headers), "{added:?} also in {headers:?}");
+    added
 }
 
 #[cfg(test)]
@@ -412,6 +471,109 @@ mod tests {
         }
         let v6: IpAddr = "2001:db8::1".parse().unwrap_or_else(|_| panic!("v6"));
         assert_eq!(ip_text(v6), "2001:db8::1");
+    }
+
+    /// The request the upstream gets: the map and the overlay together.
+    fn sent(map: &HeaderMap, added: &Overlay) -> Vec<(String, String)> {
+        let mut all: Vec<(String, String)> = map
+            .iter()
+            .chain(added.iter())
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("?").to_owned()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    fn rewrite(client: &[(&'static str, &'static str)], identity: bool) -> (HeaderMap, Overlay) {
+        let policy = cfg();
+        let peer: IpAddr = "10.0.0.7".parse().unwrap_or_else(|_| panic!("ip"));
+        let peer_value = HeaderValue::from_static("10.0.0.7");
+        let request_id = HeaderValue::from_static("gw-id");
+        let mut ctx = ForwardCtx {
+            peer_ip: peer,
+            peer_value: &peer_value,
+            client_ip: peer,
+            tls: true,
+            host: Some(HeaderValue::from_static("app.example")),
+            host_override: None,
+            upstream_host: false,
+            request_id: &request_id,
+            traceparent: None,
+            policy: &policy,
+            identity: identity.then(|| {
+                [
+                    Some(HeaderValue::from_static("alice")),
+                    Some(HeaderValue::from_static("user")),
+                ]
+            }),
+            key_name: None,
+            target: http::uri::PathAndQuery::from_static("/"),
+            upgrade: None,
+            forwarded_prefix: Some(HeaderValue::from_static("/app")),
+            tunnel_guard: None,
+        };
+        let mut map = HeaderMap::new();
+        for (n, v) in client {
+            map.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+        }
+        let added = rewrite_request_headers(&mut map, &mut ctx);
+        (map, added)
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = v
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether the client sent a header the gateway sets or not, the upstream gets it once,
+    /// with the gateway's value (a sent X-Forwarded-For is extended, as a proxy chain is).
+    #[test]
+    fn the_gateways_headers_replace_the_clients_whether_sent_or_not() {
+        let clean = rewrite(&[("host", "app.example"), ("accept", "*/*")], true);
+        let spoofed = rewrite(
+            &[
+                ("host", "app.example"),
+                ("accept", "*/*"),
+                ("x-forwarded-for", "1.2.3.4"),
+                ("x-forwarded-proto", "http"),
+                ("x-forwarded-host", "evil.example"),
+                ("x-forwarded-prefix", "/evil"),
+                ("x-request-id", "client-id"),
+                ("x-real-ip", "1.2.3.4"),
+                ("x-auth-user", "root"),
+                ("x_auth_roles", "admin"),
+                ("forwarded", "for=1.2.3.4"),
+            ],
+            true,
+        );
+        let expect = |xff: &str| {
+            pairs(&[
+                ("host", "app.example"),
+                ("accept", "*/*"),
+                ("x-forwarded-for", xff),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "app.example"),
+                ("x-forwarded-prefix", "/app"),
+                ("x-request-id", "gw-id"),
+                ("x-real-ip", "10.0.0.7"),
+                ("x-auth-user", "alice"),
+                ("x-auth-roles", "user"),
+            ])
+        };
+        assert_eq!(sent(&clean.0, &clean.1), expect("10.0.0.7"));
+        assert_eq!(sent(&spoofed.0, &spoofed.1), expect("1.2.3.4, 10.0.0.7"));
+        // A clean request's map is not touched for what the gateway adds.
+        assert_eq!(clean.0.len(), 2, "{:?}", clean.0);
+        assert!(clean.1.disjoint(&clean.0) && spoofed.1.disjoint(&spoofed.0));
+        // Without an identity, no identity header reaches the upstream, sent or not.
+        let anonymous = rewrite(&[("x-auth-user", "root")], false);
+        assert!(sent(&anonymous.0, &anonymous.1)
+            .iter()
+            .all(|(n, _)| n != "x-auth-user"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod buffer;
 mod headers;
 mod hosts;
+mod overlay;
 pub mod plain;
 mod pool;
 
@@ -13,6 +14,7 @@ use hyper::client::conn::http1::SendRequest;
 use prometheus_client::metrics::counter::Counter;
 
 pub use headers::{rewrite_request_headers, strip_hop_by_hop, ForwardCtx, HeaderPolicy};
+pub use overlay::Overlay;
 pub use pool::{pooled_body, Pool, SendError, SendFailure};
 
 use crate::body::Body;
@@ -180,6 +182,7 @@ impl UpstreamClient {
     async fn send_plain(
         &self,
         parts: &mut http::request::Parts,
+        added: &Overlay,
         body: Option<&bytes::Bytes>,
         (host_set, upstream_host): (bool, bool),
     ) -> Result<(plain::Head, plain::Conn, &hosts::Host), SendError> {
@@ -193,7 +196,7 @@ impl UpstreamClient {
                 parts.headers.insert(header::HOST, host.host.clone());
             }
             request.clear();
-            plain::write_request(parts, body, &mut request);
+            plain::write_request(parts, added, body, &mut request);
             let _in_flight = (n > 1).then(|| self.hosts.begin(host));
             match host.pool.exchange(&request, &parts.method).await {
                 Ok((head, conn)) => {
@@ -261,6 +264,7 @@ fn plain_fits(req: &Request<Body>) -> bool {
 async fn forward_plain(
     up: &UpstreamClient,
     req: Request<Body>,
+    added: Overlay,
     host: (bool, bool),
 ) -> Result<Response<Body>, UpstreamError> {
     let (mut parts, body) = req.into_parts();
@@ -270,7 +274,10 @@ async fn forward_plain(
         _ => None,
     };
     plain::declare_length(&mut parts, body.as_ref());
-    let (head, mut conn, host) = up.send_plain(&mut parts, body.as_ref(), host).await?;
+    let (head, mut conn, host) = up
+        .send_plain(&mut parts, &added, body.as_ref(), host)
+        .await?;
+    drop(added);
     drop(body);
     let pool = &host.pool;
     let plain::Head {
@@ -330,13 +337,13 @@ pub fn forward<'u>(
     // The rewrite sets `Host` from these; only without them is the client's own looked for.
     let host_set = ctx.host.is_some() || ctx.host_override.is_some();
     let headers = req.headers_mut();
-    rewrite_request_headers(headers, &mut ctx);
+    let added = rewrite_request_headers(headers, &mut ctx);
     let upstream_host = ctx.upstream_host;
     if client_upgrade.is_none() && up.plain && plain_fits(&req) {
         return futures_util::future::Either::Left(async move {
             let mut resp = tokio::time::timeout(
                 up.request_timeout,
-                forward_plain(up, req, (host_set, upstream_host)),
+                forward_plain(up, req, added, (host_set, upstream_host)),
             )
             .await
             .map_err(|_| UpstreamError::Timeout(up.request_timeout))??;
@@ -346,6 +353,7 @@ pub fn forward<'u>(
         });
     }
     // hyper's client (streamed bodies, upgrades, https): boxed, its state is larger.
+    added.apply(req.headers_mut());
     let guard = ctx.tunnel_guard.take();
     futures_util::future::Either::Right(Box::pin(forward_hyper(
         up,

@@ -2,6 +2,7 @@
 //! request's head written.
 
 use super::PlainError;
+use crate::upstream::Overlay;
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
@@ -183,15 +184,21 @@ pub fn parse_head(
     Ok(Some((head, all.slice(len..))))
 }
 
-/// Writes the request head (method, origin-form target, headers) to `out`, and the body
-/// after it when one goes with the request.
-pub fn write_request(parts: &http::request::Parts, body: Option<&Bytes>, out: &mut Vec<u8>) {
+/// Writes the request head (method, origin-form target, the map's headers, then the
+/// gateway's `added` ones) to `out`, and the body after it when one goes with the request.
+pub fn write_request(
+    parts: &http::request::Parts,
+    added: &Overlay,
+    body: Option<&Bytes>,
+    out: &mut Vec<u8>,
+) {
+    debug_assert!(added.disjoint(&parts.headers));
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
+    for (name, value) in parts.headers.iter().chain(added.iter()) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -393,7 +400,7 @@ mod tests {
             .into_parts();
         declare_length(&mut parts, None);
         let mut out = Vec::new();
-        write_request(&parts, None, &mut out);
+        write_request(&parts, &Overlay::default(), None, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "POST /a?b=c HTTP/1.1\r\nhost: up\r\nx-two: 1\r\nx-two: 2\r\ncontent-length: 0\r\n\r\n"
@@ -401,7 +408,7 @@ mod tests {
         let body = Bytes::from_static(b"k=v");
         declare_length(&mut parts, Some(&body));
         let mut out = Vec::new();
-        write_request(&parts, Some(&body), &mut out);
+        write_request(&parts, &Overlay::default(), Some(&body), &mut out);
         assert!(out.ends_with(b"content-length: 3\r\n\r\nk=v"));
         let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
         declare_length(&mut parts, None);

@@ -5,6 +5,7 @@
 use super::*;
 use crate::body::Body;
 use crate::upstream::pool::Pool;
+use crate::upstream::Overlay;
 use http::{HeaderMap, Method, Request};
 use http_body_util::BodyExt;
 use std::sync::{Arc, Mutex};
@@ -106,7 +107,7 @@ async fn fetch(
     let body = body.map(|b| Bytes::copy_from_slice(b.as_bytes()));
     declare_length(&mut parts, body.as_ref());
     let mut request = Vec::new();
-    write_request(&parts, body.as_ref(), &mut request);
+    write_request(&parts, &Overlay::default(), body.as_ref(), &mut request);
     let (head, conn) = pool
         .exchange(&request, &parts.method)
         .await
@@ -260,7 +261,7 @@ async fn connections_with_bytes_left_or_a_body_dropped_half_read_are_not_reused(
     let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
     declare_length(&mut parts, None);
     let mut request = Vec::new();
-    write_request(&parts, None, &mut request);
+    write_request(&parts, &Overlay::default(), None, &mut request);
     let (head, conn) = pool.exchange(&request, &Method::GET).await.unwrap();
     let mut body = Body::Streamed(Box::new(Stream::new(
         conn,
@@ -321,7 +322,7 @@ async fn a_short_body_in_pieces_is_read_whole() {
     let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
     declare_length(&mut parts, None);
     let mut request = Vec::new();
-    write_request(&parts, None, &mut request);
+    write_request(&parts, &Overlay::default(), None, &mut request);
     let (head, mut conn) = pool.exchange(&request, &Method::GET).await.unwrap();
     assert_eq!(head.framing, Framing::Length(20_000));
     let read = read_whole(&mut conn, 20_000).await.unwrap();
