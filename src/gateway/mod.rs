@@ -100,6 +100,9 @@ struct Outcome<'g> {
     /// The `traceparent` the upstream was sent, when the gateway made it (the access line's
     /// trace id; None: the client's own went on).
     traceparent: Option<HeaderValue>,
+    /// When the upstream's answer came (the end of the request's latency too: what follows
+    /// is a few header changes, not worth a second clock read).
+    answered: Option<Instant>,
 }
 
 /// What routing decided for a request that goes upstream.
@@ -326,8 +329,10 @@ impl Gateway {
         if let Some(o) = self.upstream_outages.get(index) {
             crate::outage::upstream_answered(o, &upstream.name);
         }
+        let answered = Instant::now();
+        out.answered = Some(answered);
         if let Some(h) = self.upstream_latency.get(index) {
-            h.observe(sent.elapsed().as_secs_f64());
+            h.observe(answered.saturating_duration_since(sent).as_secs_f64());
         }
         if let Some(rw) = rewrite {
             rw.apply(resp.status(), resp.headers_mut());
@@ -922,7 +927,10 @@ impl Handler for Gateway {
         };
         resp.headers_mut().insert(X_REQUEST_ID, request_id.clone());
         let status = resp.status().as_u16();
-        let elapsed = start.elapsed();
+        let elapsed = out
+            .answered
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(start);
         let route = out.route.unwrap_or("none");
         if let Some(trace) = out.trace.take() {
             trace.end(&method, route, status);
