@@ -185,7 +185,7 @@ enum UsersAction {
 
 /// See `authgate::memory`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: authgate::memory::Allocator = authgate::memory::Allocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
