@@ -859,6 +859,21 @@ async fn log_lines_carry_the_request_id_and_a_502_its_cause() {
     drop(running);
 }
 
+/// `check-config` refuses `text` (written as `name`): exit code 2, and a message that names
+/// the file and says `expect`.
+fn assert_refused(fx: &Fixture, name: &str, text: &str, expect: &str) {
+    let path = fx.write(name, text);
+    let out = bin()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+    assert!(err.contains(expect), "{name}: expected {expect:?} in {err}");
+    assert!(err.contains(&format!("{name}:")), "{err}");
+}
+
 /// The Redis topologies' config errors name the key and say what to do.
 #[test]
 fn redis_topology_config_errors() {
@@ -891,16 +906,8 @@ fn redis_topology_config_errors() {
         ),
     ];
     for (i, (rev, expect)) in cases.iter().enumerate() {
-        let path = fx.write(&format!("r{i}.toml"), &fx.config(up, HS256, rev, "", ""));
-        let out = bin()
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{rev}: {err}");
-        assert!(err.contains(expect), "{rev}: {err}");
-        assert!(err.contains(&format!("r{i}.toml:")), "{err}");
+        let text = fx.config(up, HS256, rev, "", "");
+        assert_refused(&fx, &format!("r{i}.toml"), &text, expect);
     }
     // The password file's newline is not part of the password; a valid cluster config loads.
     std::fs::write(fx.path("pw"), "secret\n").unwrap();
@@ -942,22 +949,13 @@ fn identity_headers_may_not_take_the_gateways_names() {
     for (i, (identity, expect)) in cases.iter().enumerate() {
         let text = format!(
             "{}\n[identity]\n{identity}\n",
-            fx.config(up, HS256, "backend = \"memory\"", "", "")
+            fx.config(up, HS256, MEMORY, "", "")
         );
-        let path = fx.write(&format!("id{i}.toml"), &text);
-        let out = bin()
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{identity}: {err}");
-        assert!(err.contains(expect), "{identity}: {err}");
-        assert!(err.contains(&format!("id{i}.toml:")), "{err}");
+        assert_refused(&fx, &format!("id{i}.toml"), &text, expect);
     }
     let ok = format!(
         "{}\n[identity]\nsubject_header = \"X-Remote-User\"\n",
-        fx.config(up, HS256, "backend = \"memory\"", "", "")
+        fx.config(up, HS256, MEMORY, "", "")
     );
     authgate::Config::from_str(&fx.path("ok.toml"), &ok).unwrap();
 }
