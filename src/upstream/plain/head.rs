@@ -64,6 +64,22 @@ fn only_options(value: &HeaderValue) -> bool {
     })
 }
 
+/// The names nearly every answer has, spelled as servers send them (or in lower case, as
+/// HTTP/2-minded ones do): found by length and one comparison. Any other spelling or name
+/// goes through `HeaderName::from_bytes`, which lower-cases it into a buffer and looks it
+/// up among all the standard names (about 120 instructions a name).
+fn common_name(raw: &[u8]) -> Option<HeaderName> {
+    let (name, canonical): (HeaderName, &[u8]) = match raw.len() {
+        4 => (header::DATE, b"Date"),
+        6 => (header::SERVER, b"Server"),
+        10 => (header::CONNECTION, b"Connection"),
+        12 => (header::CONTENT_TYPE, b"Content-Type"),
+        14 => (header::CONTENT_LENGTH, b"Content-Length"),
+        _ => return None,
+    };
+    (raw == canonical || raw == name.as_str().as_bytes()).then_some(name)
+}
+
 /// Up to this much read (a typical answer's head and small body), the bytes are copied out
 /// and the connection's read buffer is kept for the next answer: a copy this small costs
 /// less than the allocator's path for a new 8 KiB buffer. More is handed over whole.
@@ -118,8 +134,11 @@ pub fn parse_head(
     // Some(chunked?) once a Transfer-Encoding came: the last coding of the last one decides.
     let mut coding: Option<bool> = None;
     for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| PlainError::Malformed("invalid header name"))?;
+        let name = match common_name(h.name.as_bytes()) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| PlainError::Malformed("invalid header name"))?,
+        };
         let value = HeaderValue::from_maybe_shared(all.slice_ref(h.value))
             .map_err(|_| PlainError::Malformed("invalid header value"))?;
         if name == header::CONNECTION {
@@ -318,6 +337,50 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(!h.response.headers().contains_key("content-length"));
+    }
+
+    /// The shortcut gives what the general parse gives, for its names in either spelling,
+    /// and leaves every other name (other case, same length) to it.
+    #[test]
+    fn common_names_match_the_general_parse() {
+        for raw in [
+            "Date",
+            "date",
+            "Server",
+            "server",
+            "Connection",
+            "connection",
+            "Content-Type",
+            "content-type",
+            "Content-Length",
+            "content-length",
+        ] {
+            let general = HeaderName::from_bytes(raw.as_bytes()).ok();
+            assert_eq!(common_name(raw.as_bytes()), general, "{raw}");
+        }
+        for raw in [
+            "DATE",
+            "Vary",
+            "Content-TYPE",
+            "X-Served-By",
+            "Connexion",
+            "",
+        ] {
+            assert_eq!(common_name(raw.as_bytes()), None, "{raw}");
+        }
+        let h = head(
+            "HTTP/1.1 200 OK\r\nDATE: x\r\nServer: s\r\ncontent-length: 0\r\nVary: a\r\n\r\n",
+            false,
+        )
+        .ok()
+        .flatten()
+        .map(|h| h.response);
+        let names: Vec<String> = h
+            .iter()
+            .flat_map(|r| r.headers().keys())
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(names, ["date", "server", "content-length", "vary"]);
     }
 
     #[test]
