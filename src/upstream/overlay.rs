@@ -27,10 +27,6 @@ impl Overlay {
         self.0.iter().map(|(n, v)| (n, v))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Moves the headers into `map` (hyper's client: it writes the map alone). Inserted, so
     /// a name in both would still be sent once, with the gateway's value.
     pub fn apply(self, map: &mut HeaderMap) {
