@@ -124,8 +124,9 @@ const NOT_IDENTITY_HEADERS: [&str; 21] = [
     "tracestate",
 ];
 
-/// The same header for an upstream stack that folds case and reads `_` as `-`.
-fn same_header(a: &str, b: &str) -> bool {
+/// The same header for an upstream stack that folds case and reads `_` as `-` (CGI, WSGI and
+/// PHP name both `HTTP_X_AUTH_USER`). The request path's identity strip uses it too.
+pub fn same_header(a: &str, b: &str) -> bool {
     let fold = |c: u8| {
         if c == b'_' {
             b'-'

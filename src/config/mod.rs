@@ -16,6 +16,7 @@ mod net;
 pub mod raw;
 pub mod size;
 
+pub use build_identity::same_header;
 pub use build_oidc::check_url as check_provider_url;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};

@@ -77,16 +77,12 @@ pub struct ForwardCtx<'a> {
 }
 
 /// True when `name` would be read as one of the identity headers by some upstream stack:
-/// same letters, ignoring case and `_` versus `-`.
+/// same letters, ignoring case and `_` versus `-`, either way round.
 fn is_identity_like(name: &str, policy: &HeaderPolicy) -> bool {
-    let same = |want: &HeaderName| {
-        name.len() == want.as_str().len()
-            && name
-                .bytes()
-                .zip(want.as_str().bytes())
-                .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
-    };
-    policy.identity_headers.iter().any(same)
+    policy
+        .identity_headers
+        .iter()
+        .any(|want| crate::config::same_header(name, want.as_str()))
 }
 
 /// The `Cookie` header without the cookies named `prefix*`; None when nothing is left.
@@ -446,6 +442,13 @@ mod tests {
         }
         for name in ["x-auth-users", "x-auth", "x-authuser"] {
             assert!(!is_identity_like(name, &c), "{name}");
+        }
+        // A header configured with `_` (`X_Remote_User`): the client's dashed copy is the
+        // same header to a CGI or WSGI app, and goes too.
+        let mut underscored = cfg();
+        underscored.identity_headers[0] = HeaderName::from_static("x_remote_user");
+        for name in ["x_remote_user", "x-remote-user", "X-Remote_User"] {
+            assert!(is_identity_like(name, &underscored), "{name}");
         }
     }
 
