@@ -129,13 +129,10 @@ impl KeySet {
         Ok(())
     }
 
-    /// The key that verifies a token naming `kid` (the current one when it names none).
-    pub fn decoding_for(&self, kid: Option<&str>) -> Option<&DecodingKey> {
-        match kid {
-            None => Some(&self.decoding),
-            Some(k) if k == self.kid => Some(&self.decoding),
-            Some(k) => self.previous.iter().find(|(pk, _)| pk == k).map(|(_, d)| d),
-        }
+    /// Every key that verifies tokens, by `kid`: the current one first, then the previous.
+    pub fn verification_keys(&self) -> impl Iterator<Item = (&str, &DecodingKey)> {
+        std::iter::once((self.kid.as_str(), &self.decoding))
+            .chain(self.previous.iter().map(|(kid, key)| (kid.as_str(), key)))
     }
 
     fn resolve_one(

@@ -6,6 +6,7 @@ mod cache;
 mod claims;
 mod entry;
 mod intern;
+mod jws;
 mod memo;
 mod sketch;
 
@@ -16,7 +17,7 @@ use crate::ids::{random_id, RngError};
 use cache::VerifiedCache;
 pub use claims::Claims;
 use claims::{Grants, GrantsKey, Principal};
-use jsonwebtoken::{Header, Validation};
+use jsonwebtoken::Header;
 pub use memo::{LastToken, NoMemo, TokenMemo};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -58,12 +59,15 @@ pub struct Via<'a> {
     pub amr: Option<&'a [String]>,
 }
 
-/// Claims as a token carries them. Strict types: a claim of the wrong JSON type fails the
-/// token.
+/// Claims as a token carries them. Strict types: a claim of the wrong JSON type, or a
+/// missing one, fails the token.
 #[derive(Deserialize)]
 struct TokenClaims {
+    iss: String,
+    aud: jws::Audience,
     sub: String,
     iat: u64,
+    nbf: u64,
     exp: u64,
     jti: String,
     sid: String,
@@ -141,7 +145,7 @@ pub struct Tokens {
     keys: Arc<KeySet>,
     cache: VerifiedCache,
     header: Header,
-    validation: Validation,
+    reader: jws::Reader,
     issuer: String,
     audience: String,
     leeway: u64,
@@ -153,13 +157,7 @@ pub struct Tokens {
 
 impl Tokens {
     pub fn new(cfg: &TokensConfig, keys: Arc<KeySet>) -> Self {
-        let mut validation = Validation::new(keys.algorithm);
-        validation.set_issuer(&[&cfg.issuer]);
-        validation.set_audience(&[&cfg.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.validate_exp = true;
-        validation.leeway = cfg.leeway.as_secs();
+        let reader = jws::Reader::new(&keys, &cfg.issuer, &cfg.audience, cfg.leeway.as_secs());
         let mut header = Header::new(keys.algorithm);
         header.kid = Some(keys.kid.clone());
         header.typ = Some("JWT".to_owned());
@@ -167,7 +165,7 @@ impl Tokens {
             keys,
             cache: VerifiedCache::new(cfg.cache_capacity),
             header,
-            validation,
+            reader,
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             leeway: cfg.leeway.as_secs(),
@@ -312,29 +310,7 @@ impl Tokens {
 
     /// Signature and registered claims, without the cache.
     fn verify_uncached(&self, token: &str) -> Result<TokenClaims, TokenError> {
-        // The key is chosen by kid (current or a previous one); a kid naming no key we have is
-        // refused outright; none at all means the current key.
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
-        // RFC 7515 4.1.11: a `crit` extension we do not understand (we understand none) makes
-        // the token invalid.
-        if header.crit.is_some() {
-            return Err(TokenError::Invalid);
-        }
-        let key = self
-            .keys
-            .decoding_for(header.kid.as_deref())
-            .ok_or(TokenError::Invalid)?;
-        let data = jsonwebtoken::decode::<TokenClaims>(token, key, &self.validation).map_err(
-            |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid,
-            },
-        )?;
-        let claims = data.claims;
-        if claims.sub.is_empty() || claims.jti.is_empty() || claims.sid.is_empty() {
-            return Err(TokenError::Invalid);
-        }
-        Ok(claims)
+        self.reader.read(token, now_secs())
     }
 }
 
