@@ -6,9 +6,10 @@ counters saturating at 15, halved every 10*C lookups; ties keep the resident ent
 
     python3 bench/cache_policy_sim.py
 
-Patterns: a cycle through 2*C tokens (the 200k row), a Zipf(0.9) skew over 5*C, a uniform
-working set of 2*C that is replaced entirely halfway, and the Zipf skew whose hot set moves
-halfway. Prints the hit ratio over the whole sequence, warm-up included. Not the cache
+Patterns: a cycle through 2*C tokens, the same cycled by two threads half a cycle apart
+(the 200k row), a Zipf(0.9) skew over 5*C, a uniform working set of 2*C that is replaced
+entirely halfway, the Zipf skew whose hot set moves halfway, Zipf users whose tokens are
+replaced by refreshes, and a sliding window of users. Prints the hit ratio over the whole sequence, warm-up included. Not the cache
 itself: a check of the policy's shape, not of the code.
 """
 import random
@@ -57,5 +58,19 @@ zipf=random.choices(range(N),weights=w,k=100000)
 shift=[random.randrange(2*C) if j<50000 else 2*C+random.randrange(2*C) for j in range(100000)]
 # zipf whose hot set moves halfway
 zshift=[z if j<50000 else z+N for j,z in enumerate(zipf)]
+# the bench's 200k row: two wrk threads through 2*C tokens, half a cycle apart, interleaved
+two=[]
+for j in range(5*2*C//2):
+    two += [j % (2*C), (j + C) % (2*C)]
+# a token cache's own pattern: Zipf users whose token is replaced by a refresh every 20,000
+# requests (staggered), so that the old token, often asked for until then, is never asked
+# for again
+random.seed(2)
+users=random.choices(range(N),weights=w,k=150000)
+refresh=[u*1000 + (j + u*37)//20000 for j,u in enumerate(users)]
+# a window of 1.5*C users that slides on by one every 5 requests
+slide=[j//5 + random.randrange(3*C//2) for j in range(150000)]
 for tiny in (False, True):
-    print("tinylfu" if tiny else "clock  ", "loop %.3f"%run(C,loop,tiny), "zipf %.3f"%run(C,zipf,tiny), "uniform-shift %.3f"%run(C,shift,tiny), "zipf-shift %.3f"%run(C,zshift,tiny))
+    print("tinylfu" if tiny else "clock  ", "loop %.3f"%run(C,loop,tiny), "two-thread loop %.3f"%run(C,two,tiny),
+          "zipf %.3f"%run(C,zipf,tiny), "uniform-shift %.3f"%run(C,shift,tiny), "zipf-shift %.3f"%run(C,zshift,tiny),
+          "refresh %.3f"%run(C,refresh,tiny), "slide %.3f"%run(C,slide,tiny))
