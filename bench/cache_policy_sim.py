@@ -2,19 +2,22 @@
 """A model of the verified-token cache's policy (src/auth/tokens/cache.rs) in a few lines, to
 compare hit ratios of CLOCK alone and CLOCK with TinyLFU admission on access patterns no load
 generator here produces cheaply: one shard of capacity C (2,000), 2 sketch rows of byte
-counters saturating at 15, halved every 10*C lookups; ties keep the resident entry.
+counters saturating at 15, halved every 10*C lookups; ties keep the resident entry; with
+`spared2` (what ships since session 15), an entry spared twice by admission without being
+used in between goes to the next newcomer.
 
     python3 bench/cache_policy_sim.py
 
 Patterns: a cycle through 2*C tokens, the same cycled by two threads half a cycle apart
 (the 200k row), a Zipf(0.9) skew over 5*C, a uniform working set of 2*C that is replaced
 entirely halfway, the Zipf skew whose hot set moves halfway, Zipf users whose tokens are
-replaced by refreshes, and a sliding window of users. Prints the hit ratio over the whole sequence, warm-up included. Not the cache
-itself: a check of the policy's shape, not of the code.
+replaced by refreshes, and a sliding window of users. Prints the hit ratio over the whole
+sequence, warm-up included. Not the cache itself: a check of the policy's shape, not of the
+code.
 """
 import random
-def run(C, seq, tiny):
-    slots=[]; used=[]; idx={}; hand=0; hits=0
+def run(C, seq, tiny, spare=None):
+    slots=[]; used=[]; spared=[]; idx={}; hand=0; hits=0
     W=1
     while W < C: W*=2
     sk=[[0]*W for _ in range(2)]; cnt=0; full=False
@@ -38,7 +41,7 @@ def run(C, seq, tiny):
         if i is not None:
             hits+=1; used[i]=True; continue
         if len(slots)<C:
-            idx[k]=len(slots); slots.append(k); used.append(False)
+            idx[k]=len(slots); slots.append(k); used.append(False); spared.append(0)
             if len(slots)==C: full=True
             continue
         n=len(slots)
@@ -46,8 +49,10 @@ def run(C, seq, tiny):
             i=hand%n; hand=(i+1)%n
             u=used[i]; used[i]=False
             if not u: break
-        if tiny and est(slots[i])>=est(k): continue
-        del idx[slots[i]]; slots[i]=k; used[i]=False; idx[k]=i
+            spared[i]=0
+        if tiny and not (spare and spared[i]>=spare) and est(slots[i])>=est(k):
+            spared[i]+=1; continue
+        del idx[slots[i]]; slots[i]=k; used[i]=False; spared[i]=0; idx[k]=i
     return hits/len(seq)
 C=2000
 random.seed(1)
@@ -70,7 +75,9 @@ users=random.choices(range(N),weights=w,k=150000)
 refresh=[u*1000 + (j + u*37)//20000 for j,u in enumerate(users)]
 # a window of 1.5*C users that slides on by one every 5 requests
 slide=[j//5 + random.randrange(3*C//2) for j in range(150000)]
-for tiny in (False, True):
-    print("tinylfu" if tiny else "clock  ", "loop %.3f"%run(C,loop,tiny), "two-thread loop %.3f"%run(C,two,tiny),
-          "zipf %.3f"%run(C,zipf,tiny), "uniform-shift %.3f"%run(C,shift,tiny), "zipf-shift %.3f"%run(C,zshift,tiny),
-          "refresh %.3f"%run(C,refresh,tiny), "slide %.3f"%run(C,slide,tiny))
+for label, tiny, spare in (("clock          ", False, None), ("tinylfu        ", True, None),
+                           ("tinylfu+spared2", True, 2)):
+    print(label, "loop %.3f"%run(C,loop,tiny,spare), "two-thread loop %.3f"%run(C,two,tiny,spare),
+          "zipf %.3f"%run(C,zipf,tiny,spare), "uniform-shift %.3f"%run(C,shift,tiny,spare),
+          "zipf-shift %.3f"%run(C,zshift,tiny,spare), "refresh %.3f"%run(C,refresh,tiny,spare),
+          "slide %.3f"%run(C,slide,tiny,spare))
