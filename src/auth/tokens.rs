@@ -2,6 +2,7 @@
 //! algorithm, requires and checks iss, aud, exp, nbf (with leeway), and checks the `type`
 //! claim itself, since jsonwebtoken does not.
 
+mod batch;
 mod cache;
 mod claims;
 mod entry;
@@ -260,41 +261,22 @@ impl Tokens {
 
     /// Verifies signature and claims and that the token is of type `want`.
     pub fn verify(&self, token: &str, want: TokenType) -> Result<Claims, TokenError> {
-        if token.len() > MAX_TOKEN_LEN || token.is_empty() {
-            return Err(TokenError::Invalid);
-        }
-        let now = now_secs();
-        let key = cache::key_of(token);
-        let cached = self.cache.get(&key);
-        let [hits, misses] = &self.cache_lookups;
-        if cached.is_some() {
-            hits.inc();
-        } else {
-            misses.inc();
-        }
-        let claims = match cached {
-            Some(c) if c.exp.saturating_add(self.leeway) >= now => c,
-            Some(_) => return Err(TokenError::Expired),
-            None => {
-                let t = self.verify_uncached(token)?;
-                let user = self.cache.principal(&t.sub, t.grants());
-                let c = Claims::new(user, t.iat, t.exp, &t.sid, &t.jti, t.typ);
-                self.cache.insert(key, c.clone(), now);
-                c
-            }
+        let claims = match self.lookup(token)? {
+            Lookup::Hit(claims) => claims,
+            Lookup::Miss(key, now) => self.admit(key, self.reader.read(token, now)?, now),
         };
-        if claims.typ != want {
-            return Err(TokenError::WrongType);
-        }
-        if want == TokenType::Access && claims.roles().is_none() {
-            return Err(TokenError::Invalid);
-        }
-        Ok(claims)
+        Self::of_type(claims, want)
     }
 
-    /// `verify` for an access token, first against the token last verified on the request's
-    /// connection (kept in `memo`; see `memo`). A remembered token counts as a cache hit.
-    pub fn verify_access(&self, token: &str, memo: &dyn TokenMemo) -> Result<Claims, TokenError> {
+    /// `verify` for a request's access token: first against the token last verified on the
+    /// request's connection (kept in `memo`; see `memo`), which counts as a cache hit; a
+    /// token the cache does not hold has its signature checked with other requests' (see
+    /// `batch`).
+    pub async fn verify_access(
+        &self,
+        token: &str,
+        memo: &dyn TokenMemo,
+    ) -> Result<Claims, TokenError> {
         let mut recalled = None;
         memo.with_last(&mut |last| {
             recalled = last.recall(self.owner, token, now_secs(), self.leeway);
@@ -303,15 +285,68 @@ impl Tokens {
             self.cache_lookups[0].inc();
             return Ok(claims);
         }
-        let claims = self.verify(token, TokenType::Access)?;
+        let claims = match self.lookup(token)? {
+            Lookup::Hit(claims) => claims,
+            Lookup::Miss(key, now) => {
+                let verified = self.reader.read_batched(token, now).await?;
+                self.admit(key, verified, now)
+            }
+        };
+        let claims = Self::of_type(claims, TokenType::Access)?;
         memo.with_last(&mut |last| last.remember(self.owner, token, &claims));
         Ok(claims)
     }
 
-    /// Signature and registered claims, without the cache.
-    fn verify_uncached(&self, token: &str) -> Result<TokenClaims, TokenError> {
-        self.reader.read(token, now_secs())
+    /// The cache's claims for `token` (counted as a hit), or its key (a miss); a cached
+    /// token that expired is refused here.
+    fn lookup(&self, token: &str) -> Result<Lookup, TokenError> {
+        if token.len() > MAX_TOKEN_LEN || token.is_empty() {
+            return Err(TokenError::Invalid);
+        }
+        let now = now_secs();
+        let key = cache::key_of(token);
+        let [hits, misses] = &self.cache_lookups;
+        match self.cache.get(&key) {
+            Some(c) if c.exp.saturating_add(self.leeway) >= now => {
+                hits.inc();
+                Ok(Lookup::Hit(c))
+            }
+            Some(_) => {
+                hits.inc();
+                Err(TokenError::Expired)
+            }
+            None => {
+                misses.inc();
+                Ok(Lookup::Miss(key, now))
+            }
+        }
     }
+
+    /// Caches a token just verified, with its user interned; returns its claims.
+    fn admit(&self, key: cache::TokenKey, t: TokenClaims, now: u64) -> Claims {
+        let user = self.cache.principal(&t.sub, t.grants());
+        let c = Claims::new(user, t.iat, t.exp, &t.sid, &t.jti, t.typ);
+        self.cache.insert(key, c.clone(), now);
+        c
+    }
+
+    /// `claims` if of type `want` (an access token also needs its roles).
+    fn of_type(claims: Claims, want: TokenType) -> Result<Claims, TokenError> {
+        if claims.typ != want {
+            return Err(TokenError::WrongType);
+        }
+        if want == TokenType::Access && claims.roles().is_none() {
+            return Err(TokenError::Invalid);
+        }
+        Ok(claims)
+    }
+}
+
+/// What the cache knew of a token: its claims, or nothing (the token's key and the time of
+/// the lookup).
+enum Lookup {
+    Hit(Claims),
+    Miss(cache::TokenKey, u64),
 }
 
 #[cfg(test)]
@@ -321,7 +356,22 @@ mod tests {
     use std::time::Duration;
 
     fn tokens() -> Tokens {
-        let cfg = TokensConfig {
+        let cfg = config();
+        let keys =
+            KeySet::load(&cfg, crate::auth::keys::Generate::No).unwrap_or_else(|e| panic!("{e}"));
+        Tokens::new(&cfg, Arc::new(keys))
+    }
+
+    /// `tokens` with a new Ed25519 key.
+    fn ed25519_tokens() -> Tokens {
+        let alg = crate::config::Algorithm::EdDSA;
+        let pem = crate::auth::keys::generate(alg).unwrap_or_else(|e| panic!("{e}"));
+        let keys = KeySet::from_pem(alg, pem.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        Tokens::new(&config(), Arc::new(keys))
+    }
+
+    fn config() -> TokensConfig {
+        TokensConfig {
             issuer: "authgate".into(),
             audience: "authgate".into(),
             algorithm: crate::config::Algorithm::HS256,
@@ -334,10 +384,7 @@ mod tests {
             cache_capacity: 100,
             previous: Vec::new(),
             secret_files: Vec::new(),
-        };
-        let keys =
-            KeySet::load(&cfg, crate::auth::keys::Generate::No).unwrap_or_else(|e| panic!("{e}"));
-        Tokens::new(&cfg, Arc::new(keys))
+        }
     }
 
     /// A session id as the gateway makes them: the cache packs only those.
@@ -456,5 +503,77 @@ mod tests {
             .collect();
         let [a, b, c] = [0, 1, 2].map(|i| verified[i].clone().into_principal());
         assert!(Arc::ptr_eq(&a, &b) && Arc::ptr_eq(&b, &c));
+    }
+
+    /// Requests that miss the cache together on one worker have their signatures checked
+    /// together (`batch`), each still answered for its own token: a forged one among them is
+    /// refused alone, the others are cached.
+    #[test]
+    fn access_tokens_missing_together_are_each_answered() {
+        let t = Arc::new(ed25519_tokens());
+        let now = now_secs();
+        let roles = vec!["r".to_owned()];
+        let mut tokens: Vec<String> = (0..12)
+            .map(|i| {
+                t.issue(
+                    TokenType::Access,
+                    &format!("u{i}"),
+                    &sid(),
+                    Some(&roles),
+                    now,
+                    now + 60,
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+                .token
+            })
+            .collect();
+        // Token 3 with another token's signature; token 7 is a refresh token.
+        let stolen = tokens[0].rsplit_once('.').map(|(_, s)| s.to_owned());
+        let head = tokens[3].rsplit_once('.').map(|(h, _)| h.to_owned());
+        tokens[3] = format!(
+            "{}.{}",
+            head.unwrap_or_default(),
+            stolen.unwrap_or_default()
+        );
+        tokens[7] = t
+            .issue(TokenType::Refresh, "u7", &sid(), None, now, now + 60)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .token;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answers = rt.block_on(async {
+            let all = tokens.iter().cloned().map(|token| {
+                let t = t.clone();
+                tokio::spawn(async move {
+                    t.verify_access(&token, &NoMemo)
+                        .await
+                        .map(|c| c.sub().to_owned())
+                })
+            });
+            let mut answers = Vec::new();
+            for task in all.collect::<Vec<_>>() {
+                answers.push(task.await.unwrap_or_else(|e| panic!("{e}")));
+            }
+            answers
+        });
+        for (i, answer) in answers.iter().enumerate() {
+            let want = match i {
+                3 => Err(TokenError::Invalid),
+                7 => Err(TokenError::WrongType),
+                _ => Ok(format!("u{i}")),
+            };
+            assert_eq!(answer, &want, "token {i}");
+        }
+        assert_eq!(t.cache_lookups[1].get(), 12, "all missed the cache");
+        assert!(
+            batch::LARGEST.with(|l| l.get()) >= 12,
+            "and were checked together"
+        );
+        // Now cached: the forged one still is not.
+        for (i, token) in tokens.iter().enumerate() {
+            let cached = t.cache.get(&cache::key_of(token)).is_some();
+            assert_eq!(cached, i != 3, "token {i}");
+        }
     }
 }

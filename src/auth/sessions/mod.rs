@@ -262,6 +262,7 @@ impl Sessions {
         let claims = self
             .tokens
             .verify_access(token, memo)
+            .await
             .map_err(GatewayError::InvalidToken)?;
         self.check_revocation(claims.sid(), claims.sub(), claims.iat)
             .await?;

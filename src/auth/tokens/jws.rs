@@ -6,9 +6,11 @@
 //! (the header parsed three times and the claims twice, the key copied into a boxed verifier
 //! each time), and its Ed25519 check through aws-lc decoded the public key's point on every
 //! call. Here an Ed25519 key is decoded once (ed25519-dalek; RFC 8032 5.1.7 without the
-//! cofactor, S < L required: the check BoringSSL and aws-lc make); HS256, RS256 and ES256
-//! go to jsonwebtoken's aws-lc provider for the signature alone.
+//! cofactor, S < L required: the check BoringSSL and aws-lc make), and a request's token is
+//! checked in a batch with others that missed the cache at the same time (`batch`); HS256,
+//! RS256 and ES256 go to jsonwebtoken's aws-lc provider for the signature alone.
 
+use super::batch::Ed25519Key;
 use super::{TokenClaims, TokenError};
 use crate::auth::keys::KeySet;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,7 +22,7 @@ use std::borrow::Cow;
 
 /// A key that checks signatures, prepared once.
 enum Verifier {
-    Ed25519(ed25519_dalek::VerifyingKey),
+    Ed25519(Ed25519Key),
     /// HS256, RS256, ES256.
     Provider(DecodingKey),
 }
@@ -34,7 +36,7 @@ impl Verifier {
                 .and_then(|b| <&[u8; 32]>::try_from(b).ok())
                 .and_then(|b| ed25519_dalek::VerifyingKey::from_bytes(b).ok());
             if let Some(point) = point {
-                return Verifier::Ed25519(point);
+                return Verifier::Ed25519(Ed25519Key::new(point));
             }
         }
         // A key ed25519-dalek cannot decode goes to the provider, which refuses what it
@@ -45,18 +47,32 @@ impl Verifier {
     fn verify(&self, algorithm: Algorithm, signed: &[u8], signature: &str) -> bool {
         match self {
             Verifier::Ed25519(key) => {
-                let mut sig = [0u8; 64];
-                match URL_SAFE_NO_PAD.decode_slice(signature, &mut sig) {
-                    Ok(64) => {}
-                    _ => return false,
-                }
-                let sig = ed25519_dalek::Signature::from_bytes(&sig);
-                ed25519_dalek::Verifier::verify(key, signed, &sig).is_ok()
+                ed25519_signature(signature).is_some_and(|sig| key.verify(signed, &sig))
             }
             Verifier::Provider(key) => {
                 jsonwebtoken::crypto::verify(signature, signed, key, algorithm).unwrap_or(false)
             }
         }
+    }
+
+    /// `verify`, in a batch with other requests' signatures when the key allows one.
+    async fn verify_batched(&self, algorithm: Algorithm, signed: &[u8], signature: &str) -> bool {
+        match self {
+            Verifier::Ed25519(key) => match ed25519_signature(signature) {
+                Some(sig) => key.verify_batched(signed, sig).await,
+                None => false,
+            },
+            Verifier::Provider(_) => self.verify(algorithm, signed, signature),
+        }
+    }
+}
+
+/// An Ed25519 signature's 64 bytes from base64url.
+fn ed25519_signature(signature: &str) -> Option<[u8; 64]> {
+    let mut sig = [0u8; 64];
+    match URL_SAFE_NO_PAD.decode_slice(signature, &mut sig) {
+        Ok(64) => Some(sig),
+        _ => None,
     }
 }
 
@@ -151,6 +167,37 @@ impl Reader {
     /// Signature first, then the claims: a token whose signature fails says nothing more
     /// than "invalid", even when it has expired.
     pub(super) fn read(&self, token: &str, now: u64) -> Result<TokenClaims, TokenError> {
+        let opened = self.open(token)?;
+        if !opened
+            .key
+            .verify(self.algorithm, opened.signed.as_bytes(), opened.signature)
+        {
+            return Err(TokenError::Invalid);
+        }
+        self.claims(opened.payload, now)
+    }
+
+    /// `read`, its signature checked in a batch with other requests' (`batch`) when the key
+    /// allows one.
+    pub(super) async fn read_batched(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<TokenClaims, TokenError> {
+        let opened = self.open(token)?;
+        let signed = opened.signed.as_bytes();
+        if !opened
+            .key
+            .verify_batched(self.algorithm, signed, opened.signature)
+            .await
+        {
+            return Err(TokenError::Invalid);
+        }
+        self.claims(opened.payload, now)
+    }
+
+    /// The compact form split, the protected header read, the key chosen.
+    fn open<'t>(&self, token: &'t str) -> Result<Opened<'_, 't>, TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -167,9 +214,16 @@ impl Reader {
             return Err(TokenError::Invalid);
         }
         let key = self.key(header.kid.as_deref()).ok_or(TokenError::Invalid)?;
-        if !key.verify(self.algorithm, signed.as_bytes(), signature) {
-            return Err(TokenError::Invalid);
-        }
+        Ok(Opened {
+            key,
+            signed,
+            payload,
+            signature,
+        })
+    }
+
+    /// The claims of a token whose signature held.
+    fn claims(&self, payload: &str, now: u64) -> Result<TokenClaims, TokenError> {
         let payload = decode(payload)?;
         let claims: TokenClaims =
             serde_json::from_slice(&payload).map_err(|_| TokenError::Invalid)?;
@@ -187,6 +241,15 @@ impl Reader {
         }
         Ok(claims)
     }
+}
+
+/// A token split, its header read: the key it names, the signed text (header and payload),
+/// the payload and the signature, still encoded.
+struct Opened<'r, 't> {
+    key: &'r Verifier,
+    signed: &'t str,
+    payload: &'t str,
+    signature: &'t str,
 }
 
 fn decode(part: &str) -> Result<Vec<u8>, TokenError> {
