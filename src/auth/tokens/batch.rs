@@ -196,19 +196,38 @@ async fn check(signed: Signed) -> bool {
         // Spawned, not run here: a request that gives up (its client gone) must not take
         // the others' checks with it. On a current-thread runtime (every worker's) it runs
         // after the tasks that are ready now, which may queue more.
-        runtime.spawn(run(queue));
+        runtime.spawn(run(Turn(Some(queue))));
     }
     // The task checks every queued signature and answers each; dropped unanswered only when
     // the runtime shuts down, and then nothing is accepted.
     rx.await.unwrap_or(false)
 }
 
-async fn run(queue: Arc<Mutex<Queue>>) {
-    let waiting = {
+/// A checking task's claim on a queue, until it takes the queue's signatures.
+struct Turn(Option<Arc<Mutex<Queue>>>);
+
+impl Turn {
+    /// What queued; the next signature to queue schedules another task.
+    fn take(&mut self) -> Vec<(Signed, oneshot::Sender<bool>)> {
+        let Some(queue) = self.0.take() else {
+            return Vec::new();
+        };
         let mut q = queue.lock().unwrap_or_else(|p| p.into_inner());
         q.scheduled = false;
         std::mem::take(&mut q.waiting)
-    };
+    }
+}
+
+impl Drop for Turn {
+    /// A task dropped before it ran (its runtime shutting down) answers nobody (their checks
+    /// fail) and leaves the queue able to schedule another.
+    fn drop(&mut self) {
+        drop(self.take());
+    }
+}
+
+async fn run(mut turn: Turn) {
+    let waiting = turn.take();
     let (signed, answers): (Vec<Signed>, Vec<_>) = waiting.into_iter().unzip();
     tracing::trace!(
         signatures = signed.len(),
@@ -422,5 +441,29 @@ mod tests {
         assert!(
             futures_util::FutureExt::now_or_never(check(signed(&pair, key, b"x"))).unwrap_or(false)
         );
+    }
+
+    #[test]
+    fn a_runtime_that_stops_with_checks_queued_leaves_the_queue_working() {
+        let pair = keypair();
+        let key = batch_key(&pair);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Queued, its checking task spawned, and the runtime dropped before either runs.
+        let waiting = rt.spawn(check(signed(&pair, key, b"one")));
+        rt.block_on(async {
+            let mut first = Box::pin(check(signed(&pair, key, b"two")));
+            let polled = futures_util::FutureExt::now_or_never(first.as_mut());
+            assert!(polled.is_none(), "queued, waiting for its task");
+        });
+        drop(rt);
+        drop(waiting);
+        assert!(!QUEUE.with(|q| q.lock().map(|q| q.scheduled).unwrap_or(true)));
+        // The next runtime on this thread checks as before.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(rt.block_on(check(signed(&pair, key, b"three"))));
     }
 }
