@@ -1,5 +1,6 @@
 //! Tokens end to end: the seed flow (login, protected call, refresh, logout) on both
-//! backends, EdDSA and JWKS, and forged or tampered tokens (all 401, never 5xx).
+//! backends, EdDSA and JWKS, forged or tampered tokens (all 401, never 5xx), and many users
+//! at once whose EdDSA signatures are checked together.
 // A test crate: its helpers (not only #[test] fns, which clippy.toml covers) may unwrap.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -489,5 +490,72 @@ async fn a_token_with_crit_is_refused() {
             .await
             .0,
         StatusCode::OK
+    );
+}
+
+/// Many users at once with tokens the cache has not seen. With EdDSA, the signatures of
+/// requests that miss together are checked in one equation: each request must still be
+/// judged on its own token. Forged ones among them (another token's signature, another key's)
+/// are refused alone, the others reach the upstream as their own user.
+#[tokio::test(flavor = "multi_thread")]
+async fn eddsa_tokens_missing_the_cache_together_are_each_judged() {
+    let tokens =
+        "algorithm = \"EdDSA\"\nsigning_key_file = \"k/ed.pem\"\ngenerate_missing_key = true";
+    let (fx, up, app) = gateway(MEMORY, tokens).await;
+    let addr = app.public_addr;
+    // The gateway's own key (generated at start) and the kid its tokens carry.
+    let issued = login(addr, "root", "root-password").await;
+    let kid = jsonwebtoken::decode_header(issued["access_token"].as_str().unwrap())
+        .unwrap()
+        .kid;
+    let ours = EncodingKey::from_ed_pem(&std::fs::read(fx.path("k/ed.pem")).unwrap()).unwrap();
+    let other_pem = authgate::auth::keys::generate(authgate::config::Algorithm::EdDSA).unwrap();
+    let other = EncodingKey::from_ed_pem(other_pem.as_bytes()).unwrap();
+    let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = kid;
+    let token = |i: usize, key: &EncodingKey| {
+        let mut c = claims("access");
+        c["sub"] = json!(format!("user{i}"));
+        c["jti"] = json!(format!("jti-{i:08}"));
+        c["sid"] = json!(format!("sid-{i:08}"));
+        encode(&header, &c, key).unwrap()
+    };
+    let mut all: Vec<(String, bool)> = (0..48).map(|i| (token(i, &ours), true)).collect();
+    for i in [5, 17, 40] {
+        // Another token's signature under this one's header and claims.
+        let (signed, _) = all[i].0.rsplit_once('.').unwrap();
+        let (_, stolen) = all[i - 1].0.rsplit_once('.').unwrap();
+        all[i] = (format!("{signed}.{stolen}"), false);
+    }
+    for i in [11, 30] {
+        all[i] = (token(i, &other), false);
+    }
+    let seen_before = up.requests().len();
+    let answers = futures_util::future::join_all(
+        all.iter()
+            .map(|(token, _)| get_with_token(addr, "/app/x", token)),
+    )
+    .await;
+    for (i, ((status, _, body), (_, good))) in answers.iter().zip(&all).enumerate() {
+        let want = if *good {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(*status, want, "token {i}: {body}");
+    }
+    let mut users: Vec<String> = up.requests()[seen_before..]
+        .iter()
+        .map(|r| r.headers["x-auth-user"].to_str().unwrap().to_owned())
+        .collect();
+    users.sort();
+    let mut want: Vec<String> = (0..48)
+        .filter(|i| all[*i].1)
+        .map(|i| format!("user{i}"))
+        .collect();
+    want.sort();
+    assert_eq!(
+        users, want,
+        "each request reached the upstream as its own user"
     );
 }
