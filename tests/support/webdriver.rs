@@ -342,17 +342,30 @@ impl Driver {
         within: Duration,
         want: impl Fn(&str) -> bool,
     ) -> String {
+        match self.text_within(within, &want).await {
+            Some(text) => text,
+            None => panic!(
+                "{what}: not seen within {within:?} at {}; the page says:\n{}",
+                self.url().await,
+                self.text().await
+            ),
+        }
+    }
+
+    /// The page's text once `want` holds of it, or None after `within`.
+    pub async fn text_within(
+        &self,
+        within: Duration,
+        want: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + within;
         loop {
             let text = self.text().await;
             if want(&text) {
-                return text;
+                return Some(text);
             }
             if Instant::now() > deadline {
-                panic!(
-                    "{what}: not seen within {within:?} at {}; the page says:\n{text}",
-                    self.url().await
-                );
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
